@@ -1,0 +1,1 @@
+"""Running: the `diffbench` CLI, reports, provenance, and (later) the harness and its executors."""

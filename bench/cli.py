@@ -1,0 +1,166 @@
+"""The `diffbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from envs import catalog
+from envs.errors import DatasetError
+from envs.pointmaze import RECIPES
+from envs.toy import TASKS
+
+QUICK_DATASET = "diffbench/pointmaze/umaze-small-v0"
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def cmd_list(args) -> int:
+    rows = catalog.list_datasets()
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'id':45s} {'source':10s} {'on disk':8s} generatable")
+    for r in rows:
+        print(f"{r['id']:45s} {r['source']:10s} {'yes' if r['on_disk'] else 'no':8s} {'yes' if r['generatable'] else 'no'}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    ds = catalog.load_dataset(args.id, reward_transform=args.reward_transform, action_tolerance=args.action_tolerance)
+    summary = ds.summary() | {"reward_transform": ds.reward_transform, "card": ds.metadata.get("card")}
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    print(f"{s['id']}  ({s['source']}, {s['location']})")
+    print(f"  episodes {s['episodes']}, transitions {s['transitions']}, obs dim {s['observation_dim']}, action dim {s['action_dim']}")
+    layout = ", ".join(f"{p['key']}[{p['start']}:{p['stop']}]" for p in s["observation_layout"])
+    print(f"  observation layout: {layout}")
+    print(f"  terminals {s['terminals']}, timeouts {s['timeouts']}")
+    el, ret = s["episode_length"], s["return"]
+    print(f"  episode length {el['mean']:.1f} ± {el['std']:.1f} (min {el['min']:g}, max {el['max']:g})")
+    print(f"  episode return {ret['mean']:.3f} ± {ret['std']:.3f} (min {ret['min']:g}, max {ret['max']:g})")
+    print(f"  normalised-score references: random {s['ref_min_score']}, expert {s['ref_max_score']}")
+    print(f"  eval env: {s['eval_env']} (max {s['eval_max_episode_steps']} steps)" + (f"; {s['eval_env_note']}" if s.get("eval_env_note") else ""))
+    card = s.get("card")
+    if card:
+        print(f"  generated: seed {card['seed']}, {card['steps']} steps{' (custom size)' if card.get('custom_size') else ''}, checksum {card['content_checksum']}")
+
+
+def cmd_generate(args) -> int:
+    path = catalog.generate(args.id, steps=args.steps, seed=args.seed, ref_episodes=args.ref_episodes,
+                            overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote {args.id} to {path}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    report = catalog.verify(args.id, action_tolerance=args.action_tolerance)
+    if args.json:
+        _print_json(report)
+    else:
+        for k, v in report.items():
+            print(f"{k:22s} {v}")
+    return 0 if report["ok"] else 1
+
+
+def cmd_quick(args) -> int:
+    """The embedded default job. Until the harness lands: make the small PointMaze dataset and check it."""
+    if not any(r["id"] == QUICK_DATASET and r["on_disk"] for r in catalog.list_datasets()):
+        print(f"generating {QUICK_DATASET} (once; about a minute on two cores)")
+        catalog.generate(QUICK_DATASET, seed=0)
+    ds = catalog.load_dataset(QUICK_DATASET)
+    _print_summary(ds.summary() | {"card": ds.metadata.get("card")})
+    report = catalog.verify(QUICK_DATASET)
+    print(f"  verify: checksum matches card: {report['checksum_matches_card']}, eval env: {report['eval_env']}")
+    return 0 if report["ok"] else 1
+
+
+def cmd_toy_floor(args) -> int:
+    from bench.toy_floor import run
+
+    tasks = args.tasks.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise DatasetError(f"unknown toy task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    betas = [float(b) for b in args.betas.split(",")]
+    command = "diffbench " + " ".join(shlex.quote(a) for a in args.argv)
+    df = run(tasks, betas, args.n, args.repeats, args.seed, Path(args.out), command)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffbench", description="Offline-RL benchmark suite for diffusion policies.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="list, inspect, generate and verify offline datasets")
+    dsub = ds.add_subparsers(dest="datasets_command", required=True)
+    ls = dsub.add_parser("list", help="datasets on disk and those diffbench can generate")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    def dataset_arg(sp):
+        sp.add_argument("id", help="Minari id, legacy D4RL id, HDF5 file or Minari dataset directory")
+        sp.add_argument("--action-tolerance", type=float, default=1e-3, help="how far actions may exceed the action space")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    info = dsub.add_parser("info", help="sizes, dims, return statistics and score references of a dataset")
+    dataset_arg(info)
+    info.add_argument("--reward-transform", default="none", choices=["none", "locomotion", "antmaze"])
+    info.set_defaults(func=cmd_info)
+
+    gen = dsub.add_parser("generate", help="make a D4RL-style dataset and write it as a Minari dataset")
+    gen.add_argument("id", choices=sorted(RECIPES), metavar="ID", help=f"one of: {', '.join(sorted(RECIPES))}")
+    gen.add_argument("--steps", type=int, help="transitions to collect (default: the recipe's size)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--ref-episodes", type=int, help="episodes per reference score (default 100)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset once the new one is complete")
+    gen.add_argument("--no-progress", action="store_true")
+    gen.set_defaults(func=cmd_generate)
+
+    ver = dsub.add_parser("verify", help="recheck structure, checksum and environment of a dataset")
+    dataset_arg(ver)
+    ver.set_defaults(func=cmd_verify)
+
+    quick = sub.add_parser("quick", help="the embedded default job (small generated PointMaze dataset)")
+    quick.set_defaults(func=cmd_quick)
+
+    toy = sub.add_parser("toy", help="toy bandits with exact targets")
+    tsub = toy.add_subparsers(dest="toy_command", required=True)
+    fl = tsub.add_parser("floor", help="noise floor of the sample distances, per task and beta")
+    fl.add_argument("--tasks", default=",".join(TASKS))
+    fl.add_argument("--betas", default="0,3,10,20")
+    fl.add_argument("--n", type=int, default=5000, help="samples per set")
+    fl.add_argument("--repeats", type=int, default=5)
+    fl.add_argument("--seed", type=int, default=0)
+    fl.add_argument("--out", default="results/toy_noise_floor.md")
+    fl.set_defaults(func=cmd_toy_floor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except DatasetError as exc:
+        print(f"diffbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

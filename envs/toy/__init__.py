@@ -1,0 +1,11 @@
+"""2D bandits in the style of the CEP paper: ground truth for every guidance and fine-tuning method.
+
+Each task has a behaviour distribution mu over actions x in R^2 and a Q(x) in [0, 1]. The target
+of energy guidance is p(x) ∝ mu(x) exp(beta Q(x)); `sample_target` draws from it exactly.
+"""
+
+from envs.toy.distance import mmd_rbf, sliced_wasserstein
+from envs.toy.target import noise_floor, sample_target
+from envs.toy.tasks import TASKS, ToyTask, get_task
+
+__all__ = ["TASKS", "ToyTask", "get_task", "mmd_rbf", "noise_floor", "sample_target", "sliced_wasserstein"]

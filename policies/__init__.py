@@ -1,0 +1,1 @@
+"""Learning: the shared diffusion core and one module per algorithm, behind one interface and a registry."""
