@@ -27,9 +27,15 @@ class Episode:
     rewards: np.ndarray  # (T,)
     terminations: np.ndarray  # (T,) bool
     truncations: np.ndarray  # (T,) bool
+    # Explicit successors (T, obs_dim) when the source stores them (D4RL's next_observations);
+    # otherwise the successor of step i is observations[i + 1].
+    next_observations: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rewards)
+
+    def successors(self) -> np.ndarray:
+        return self.observations[1:] if self.next_observations is None else self.next_observations
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class Transitions:
             if len(ep) == 0:
                 continue
             parts["obs"].append(ep.observations[:-1])
-            parts["next"].append(ep.observations[1:])
+            parts["next"].append(ep.successors())
             parts["act"].append(ep.actions)
             parts["rew"].append(ep.rewards)
             parts["term"].append(ep.terminations)
@@ -127,6 +133,8 @@ def _check_episode(ep: Episode, where: str) -> None:
         "terminations": t,
         "truncations": t,
     }
+    if ep.next_observations is not None:
+        expected["next_observations"] = t
     for name, n in expected.items():
         got = len(getattr(ep, name))
         if got != n:
@@ -142,7 +150,7 @@ def _check_episode(ep: Episode, where: str) -> None:
                 f"{where}: {name} is set at step {step} of {t}, before the episode's end; an episode "
                 f"can only end at its last step (the file's episode boundaries are corrupt)"
             )
-    check_finite(where, observations=ep.observations, actions=ep.actions, rewards=ep.rewards)
+    check_finite(where, observations=ep.observations, actions=ep.actions, rewards=ep.rewards, next_observations=ep.successors())
 
 
 def check_finite(where: str, **arrays: np.ndarray) -> None:
@@ -245,6 +253,7 @@ def episodes_from_flat(
                     rewards=rewards[k],
                     terminations=terminals[k].astype(bool),
                     truncations=truncations,
+                    next_observations=None if next_observations is None else next_observations[k],
                 )
             )
         start = last + 1

@@ -1,0 +1,45 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_ID = "diffbench/pointmaze/umaze-small-v0"
+TINY_STEPS = 1500
+
+
+@pytest.fixture(scope="session")
+def session_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("minari")
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dirs(session_root, tmp_path, monkeypatch):
+    """No test reads or writes the user's ~/.minari or ~/.d4rl."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_root))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pointmaze(session_root) -> str:
+    """A small generated PointMaze dataset, written through Minari like an official one."""
+    from envs.catalog import generate
+
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(session_root)
+    try:
+        generate(TINY_ID, steps=TINY_STEPS, seed=0, ref_episodes=2, progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+    return TINY_ID
+
+
+@pytest.fixture
+def dataset_copy(tiny_pointmaze, session_root, tmp_path) -> Path:
+    """A private copy of the tiny dataset's directory, safe to corrupt."""
+    dst = tmp_path / "copy"
+    shutil.copytree(session_root / tiny_pointmaze, dst)
+    return dst
