@@ -132,8 +132,6 @@ def generate(
     progress: bool = True,
 ) -> Path:
     """Make a generatable dataset and write it as a Minari dataset; nothing is left half-written."""
-    final = minari_source.dataset_dir(dataset_id)
-    if dataset_id in pointmaze.RECIPES and final.exists() and not overwrite:
-        raise DatasetError(f"dataset {dataset_id!r} already exists at {final}; pass --overwrite to replace it")
+    minari_writer.ensure_writable(dataset_id, overwrite)  # before collecting, which takes minutes
     kwargs = pointmaze.build(dataset_id, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
     return minari_writer.write_dataset(dataset_id, overwrite=overwrite, **kwargs)

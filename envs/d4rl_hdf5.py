@@ -57,7 +57,7 @@ def load_hdf5(path: Path, d4rl_id: str | None = None, action_tolerance: float = 
         raise DatasetNotFoundError(f"no HDF5 file at {path}")
     arrays = _read_arrays(path)
     dataset_id = d4rl_id or legacy_id_from_path(path)
-    where = f"{path}"
+    where = str(path)
     n = len(arrays["rewards"])
     for key, arr in arrays.items():
         if len(arr) != n:

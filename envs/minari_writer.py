@@ -23,6 +23,17 @@ from envs.errors import DatasetError
 from envs.minari_source import CARD_FILE, datasets_root, pinned_root, read_episodes
 
 
+def ensure_writable(dataset_id: str, overwrite: bool) -> Path:
+    """The dataset's final directory; refuses to replace an existing one unless asked."""
+    final = datasets_root() / dataset_id
+    if final.exists() and not overwrite:
+        raise DatasetError(
+            f"dataset {dataset_id!r} already exists at {final}; pass --overwrite to replace it "
+            f"(the old copy is kept until the new one is complete)"
+        )
+    return final
+
+
 def write_dataset(
     dataset_id: str,
     buffers: list[EpisodeBuffer],
@@ -32,12 +43,7 @@ def write_dataset(
 ) -> Path:
     """Create `dataset_id` from episode buffers; returns its directory. The card gains the checksum."""
     root = datasets_root()
-    final = root / dataset_id
-    if final.exists() and not overwrite:
-        raise DatasetError(
-            f"dataset {dataset_id!r} already exists at {final}; pass --overwrite to replace it "
-            f"(the old copy is kept until the new one is complete)"
-        )
+    final = ensure_writable(dataset_id, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".diffbench-partial-", dir=root))
     try:

@@ -8,7 +8,7 @@ a timeout, never as a terminal, so bootstrapping stays correct.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch

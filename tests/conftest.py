@@ -1,4 +1,3 @@
-import os
 import shutil
 from pathlib import Path
 
@@ -24,16 +23,10 @@ def isolated_data_dirs(session_root, tmp_path, monkeypatch):
 def tiny_pointmaze(session_root) -> str:
     """A small generated PointMaze dataset, written through Minari like an official one."""
     from envs.catalog import generate
+    from envs.minari_source import pinned_root
 
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(session_root)
-    try:
+    with pinned_root(session_root):
         generate(TINY_ID, steps=TINY_STEPS, seed=0, ref_episodes=2, progress=False)
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH")
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
     return TINY_ID
 
 
