@@ -26,13 +26,13 @@ def floor_table(tasks: list[str], betas: list[float], n: int, repeats: int, seed
     return pd.DataFrame(rows)
 
 
-def write_report(df: pd.DataFrame, out: Path, command: str, n: int, repeats: int, seconds: float) -> None:
+def write_report(df: pd.DataFrame, out: Path, command: str, n: int, repeats: int, seconds: float, version: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
     lines = [
         "# Toy bandits: exact targets and the noise floor of the distances",
         "",
-        f"Made by `{command}` in {seconds:.0f} s on {hardware()}; code {code_version()}; "
+        f"Made by `{command}` in {seconds:.0f} s on {hardware()}; code {version}; "
         + ", ".join(f"{k} {v}" for k, v in package_versions(("torch", "numpy")).items()) + ".",
         "",
         "Target p(x) ∝ μ(x)·exp(β·Q(x)), sampled exactly by rejection from the behaviour μ "
@@ -55,7 +55,7 @@ def write_report(df: pd.DataFrame, out: Path, command: str, n: int, repeats: int
 
 
 def run(tasks: list[str], betas: list[float], n: int, repeats: int, seed: int, out: Path, command: str) -> pd.DataFrame:
-    start = time.perf_counter()
+    version, start = code_version(), time.perf_counter()  # the code that runs, not what HEAD is later
     df = floor_table(tasks, betas, n, repeats, seed)
-    write_report(df, out, command, n, repeats, time.perf_counter() - start)
+    write_report(df, out, command, n, repeats, time.perf_counter() - start, version)
     return df
