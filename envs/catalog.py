@@ -18,7 +18,7 @@ from envs.checksum import episodes_checksum
 from envs.dataset import OfflineDataset
 from envs.errors import DatasetError
 from envs.scores import d4rl_reference_table
-from envs.transitions import REWARD_TRANSFORMS
+from envs.transitions import REWARD_TRANSFORMS, Episode
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 
@@ -50,16 +50,20 @@ def load_dataset(name: str, reward_transform: str = "none", action_tolerance: fl
     """Load any dataset diffbench knows into its in-memory training form; never downloads."""
     if reward_transform not in REWARD_TRANSFORMS:
         raise DatasetError(f"unknown reward transform {reward_transform!r}; choose one of {', '.join(REWARD_TRANSFORMS)}")
+    ds, _ = _load(name, action_tolerance)
+    return ds if reward_transform == "none" else ds.with_reward_transform(reward_transform)
+
+
+def _load(name: str, action_tolerance: float) -> tuple[OfflineDataset, list[Episode]]:
+    """Read a dataset once; the episodes come back too, for checksums."""
     ref = resolve(name)
     if ref.kind == "hdf5":
-        ds = d4rl_hdf5.load_hdf5(Path(ref.target), d4rl_id=name if name in d4rl_reference_table() else None,
-                                 action_tolerance=action_tolerance)
-    else:
-        mds = minari_source.open_minari(ref.target, _missing_hint(name))
-        where = str(Path(mds.storage.data_path).parent)
-        episodes = minari_source.read_episodes(mds, where)
-        ds = minari_source.to_offline_dataset(mds, episodes, where, action_tolerance)
-    return ds if reward_transform == "none" else ds.with_reward_transform(reward_transform)
+        d4rl_id = name if name in d4rl_reference_table() else None
+        return d4rl_hdf5.load_hdf5(Path(ref.target), d4rl_id=d4rl_id, action_tolerance=action_tolerance)
+    mds = minari_source.open_minari(ref.target, _missing_hint(name))
+    where = str(Path(mds.storage.data_path).parent)
+    episodes = minari_source.read_episodes(mds, where)
+    return minari_source.to_offline_dataset(mds, episodes, where, action_tolerance), episodes
 
 
 def _missing_hint(name: str) -> str:
@@ -99,12 +103,8 @@ def list_datasets() -> list[dict[str, Any]]:
 
 def verify(name: str, action_tolerance: float = 1e-3) -> dict[str, Any]:
     """Re-read a dataset, recheck its structure, recompute its checksum, and try its eval env."""
-    ds = load_dataset(name, action_tolerance=action_tolerance)  # shapes, dtypes, NaN/inf, bounds, episodes
-    if ds.source == "minari":
-        mds = minari_source.open_minari(ds.location, "")
-        checksum = episodes_checksum(minari_source.read_episodes(mds, ds.location))
-    else:
-        checksum = episodes_checksum(d4rl_hdf5.read_legacy_episodes(Path(ds.location)))
+    ds, episodes = _load(name, action_tolerance)  # shapes, dtypes, NaN/inf, bounds, episodes
+    checksum = episodes_checksum(episodes)
     card = ds.metadata.get("card") or {}
     expected = card.get("content_checksum")
     checks = {

@@ -52,7 +52,8 @@ def legacy_id_from_path(path: Path) -> str:
     return path.stem.replace("_", "-")
 
 
-def load_hdf5(path: Path, d4rl_id: str | None = None, action_tolerance: float = 1e-3) -> OfflineDataset:
+def load_hdf5(path: Path, d4rl_id: str | None = None, action_tolerance: float = 1e-3) -> tuple[OfflineDataset, list[Episode]]:
+    """The dataset and the episodes it was built from (for checksums, without a second read)."""
     if not path.is_file():
         raise DatasetNotFoundError(f"no HDF5 file at {path}")
     arrays = _read_arrays(path)
@@ -74,7 +75,7 @@ def load_hdf5(path: Path, d4rl_id: str | None = None, action_tolerance: float = 
     check_action_bounds(transitions.actions, action_space.low, action_space.high, action_tolerance, where)
     obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     refs = d4rl_reference_table().get(dataset_id)
-    return OfflineDataset(
+    dataset = OfflineDataset(
         id=dataset_id,
         source="d4rl-hdf5",
         location=str(path),
@@ -89,12 +90,7 @@ def load_hdf5(path: Path, d4rl_id: str | None = None, action_tolerance: float = 
         eval_env_note=note,
         metadata={"dropped_steps_without_successor": dropped, "has_next_observations": "next_observations" in arrays},
     )
-
-
-def read_legacy_episodes(path: Path) -> list[Episode]:
-    """Episodes as stored, for checksums; the same split as `load_hdf5`."""
-    a = _read_arrays(path)
-    return episodes_from_flat(a["observations"], a["actions"], a["rewards"], a["terminals"], a["timeouts"], a.get("next_observations"))[0]
+    return dataset, episodes
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

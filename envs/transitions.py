@@ -150,7 +150,8 @@ def _check_episode(ep: Episode, where: str) -> None:
                 f"{where}: {name} is set at step {step} of {t}, before the episode's end; an episode "
                 f"can only end at its last step (the file's episode boundaries are corrupt)"
             )
-    check_finite(where, observations=ep.observations, actions=ep.actions, rewards=ep.rewards, next_observations=ep.successors())
+    explicit = {} if ep.next_observations is None else {"next_observations": ep.next_observations}
+    check_finite(where, observations=ep.observations, actions=ep.actions, rewards=ep.rewards, **explicit)
 
 
 def check_finite(where: str, **arrays: np.ndarray) -> None:
