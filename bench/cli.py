@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from envs import catalog
 from envs.errors import DatasetError
 from envs.pointmaze import RECIPES
 from envs.toy import TASKS
+from policies.errors import CheckpointError, ConfigError
 
 QUICK_DATASET = "diffbench/pointmaze/umaze-small-v0"
 
@@ -102,6 +105,43 @@ def cmd_toy_floor(args) -> int:
     return 0
 
 
+def _tasks(spec: str) -> list[str]:
+    tasks = spec.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise DatasetError(f"unknown toy task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    return tasks
+
+
+def _command(args) -> str:
+    return "diffbench " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+def cmd_toy_exactness(args) -> int:
+    from bench.exactness import BUDGETS, run
+
+    if args.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(BUDGETS)}")
+    summary = run(_tasks(args.tasks), [float(b) for b in args.betas.split(",")], [int(s) for s in args.seeds.split(",")],
+                  args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_perf(args) -> int:
+    from bench.perf import run, speedups
+
+    rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats)
+    for device, figures in rows:
+        print(device)
+        for k, v in figures.items():
+            print(f"  {k:26s} {v:10.1f}   {speedups(figures)[k]:5.2f}x reference")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffbench", description="Offline-RL benchmark suite for diffusion policies.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -148,6 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--seed", type=int, default=0)
     fl.add_argument("--out", default="results/toy_noise_floor.md")
     fl.set_defaults(func=cmd_toy_floor)
+    ex = tsub.add_parser("exactness", help="CEP vs MSE energy guidance against exact targets")
+    ex.add_argument("--tasks", default=",".join(TASKS))
+    ex.add_argument("--betas", default="3,10,20")
+    ex.add_argument("--seeds", default="0,1,2")
+    ex.add_argument("--budget", default="default", help="training budget preset: default or test")
+    ex.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
+    ex.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
+    ex.add_argument("--out", default="results/exactness.md")
+    ex.set_defaults(func=cmd_toy_exactness)
+
+    perf = sub.add_parser("perf", help="performance benchmarks")
+    psub = perf.add_subparsers(dest="perf_command", required=True)
+    pq = psub.add_parser("qgpo", help="QGPO step times and guided sampling throughput, official network sizes")
+    pq.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
+    pq.add_argument("--repeats", type=int, default=10)
+    pq.add_argument("--out", default="results/perf.md", help="report file ('' to print only)")
+    pq.set_defaults(func=cmd_perf)
     return p
 
 
@@ -157,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except DatasetError as exc:
+    except (DatasetError, ConfigError, CheckpointError) as exc:
         print(f"diffbench: error: {exc}", file=sys.stderr)
         return 2
 

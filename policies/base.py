@@ -1,0 +1,50 @@
+"""The interface every algorithm honours, so the harness treats them alike.
+
+An algorithm is built for a dataset's shapes from a typed config, `fit`s on an `OfflineDataset`
+(checkpointing into a run directory, resuming from what is there), and `act`s on a batch of
+observations. `cost` reports what a result row records: gradient steps and function
+evaluations per action.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from envs.dataset import OfflineDataset
+
+
+class Algorithm(ABC):
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    presets: ClassVar[dict[str, Any]]
+
+    @classmethod
+    @abstractmethod
+    def for_dataset(cls, dataset: OfflineDataset, config: Any) -> "Algorithm":
+        """A fresh algorithm sized for `dataset`'s observations and actions."""
+
+    @abstractmethod
+    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+        """Train every stage not already checkpointed in `workdir`; returns per-stage records."""
+
+    @abstractmethod
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """Actions for a batch of flat observations (B, obs_dim) -> (B, action_dim), inside the action bounds."""
+
+    @abstractmethod
+    def seed(self, seed: int) -> None:
+        """Reset the sampling noise, so that evaluation is reproducible."""
+
+    @property
+    @abstractmethod
+    def cost(self) -> dict[str, Any]:
+        """gradient_steps (per stage and total) and function evaluations per action."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "Algorithm":
+        """A trained algorithm from `workdir`; with `dataset`, its shapes are checked against the checkpoint."""

@@ -1,0 +1,48 @@
+"""Checkpoints as plain dicts of tensors and primitives, read back with `weights_only=True`.
+
+Every file names the algorithm, the stage and the shapes it was made for, so loading it into
+the wrong algorithm or a dataset of another shape fails with a message instead of a shape error
+deep inside a network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policies.errors import CheckpointError
+
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int], payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save({"format": FORMAT, "algorithm": algorithm, "stage": stage, "dims": dims, **payload}, tmp)
+    tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint under the real name
+
+
+def load_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int] | None = None,
+                    map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or holding objects we refuse to unpickle
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. "
+                              "It is corrupt or not a diffbench checkpoint; delete it and re-run the stage") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a diffbench checkpoint (format {FORMAT})")
+    if ckpt.get("algorithm") != algorithm:
+        raise CheckpointError(f"{path} is a checkpoint of algorithm {ckpt.get('algorithm')!r}, not {algorithm!r}; "
+                              f"load it with that algorithm")
+    if ckpt.get("stage") != stage:
+        raise CheckpointError(f"{path} holds stage {ckpt.get('stage')!r}, expected {stage!r}")
+    if dims is not None:
+        bad = {k: (ckpt["dims"].get(k), v) for k, v in dims.items() if ckpt["dims"].get(k) != v}
+        if bad:
+            detail = ", ".join(f"{k}: checkpoint {a}, now {b}" for k, (a, b) in bad.items())
+            raise CheckpointError(f"{path} was trained for other shapes ({detail}); use a checkpoint made on this dataset")
+    return ckpt

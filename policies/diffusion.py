@@ -1,0 +1,72 @@
+"""A state-conditioned diffusion model of actions: denoising score matching and batched sampling.
+
+The behaviour model of QGPO, and the pretrained model that DDPO, CTRL and DxMI fine-tune.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+from torch import nn
+
+from policies.networks import ScoreNet
+from policies.training import run_steps
+from policies.samplers import GradFn, SampleResult, SamplerSpec, guided
+from policies.schedule import VPSchedule
+
+
+class Guidance(Protocol):
+    """Anything that gives grad_a f(a_t, s, t) for a batch of states (e.g. `EnergyNet`)."""
+
+    def grad_fn(self, states: torch.Tensor) -> GradFn: ...
+
+
+def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.Tensor, *, steps: int, batch: int,
+                  lr: float, generator: torch.Generator, progress: bool = False, stage: str = "behaviour") -> dict:
+    """Behaviour cloning by denoising score matching on random minibatches (Adam)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n = actions.shape[0]
+
+    def step(_: int) -> torch.Tensor:
+        i = torch.randint(n, (batch,), device=actions.device, generator=generator)
+        loss = model.loss(actions[i], states[i], generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    model.train()
+    return run_steps(step, steps, stage, progress=progress)
+
+
+class DiffusionModel(nn.Module):
+    def __init__(self, action_dim: int, state_dim: int, widths: Sequence[int] = (512, 256, 128),
+                 schedule: VPSchedule = VPSchedule()):
+        super().__init__()
+        self.action_dim, self.state_dim, self.schedule = action_dim, state_dim, schedule
+        self.net = ScoreNet(action_dim, state_dim, widths)
+
+    def loss(self, actions: torch.Tensor, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Denoising score matching: E_{t, z} || eps_theta(alpha_t a + sigma_t z, t, s) - z ||^2."""
+        t = self.schedule.sample_time(actions.shape[0], actions.device, generator)
+        z = torch.randn(actions.shape, device=actions.device, generator=generator)
+        eps = self.net(self.schedule.diffuse(actions, t, z), t, states)
+        return (eps - z).pow(2).sum(-1).mean()
+
+    def noise_fn(self, states: torch.Tensor):
+        cond = self.net.condition(states)
+        return lambda x, t: self.net.eps(x, t, cond)
+
+    @torch.inference_mode()
+    def sample(self, states: torch.Tensor, n: int = 1, sampler: SamplerSpec = SamplerSpec(),
+               guidance: Guidance | None = None, scale: float = 0.0, generator: torch.Generator | None = None,
+               record: bool = False) -> SampleResult:
+        """`n` actions for each of B states in one batched solve; result.x has shape (B, n, A)."""
+        rep = states.repeat_interleave(n, 0) if n > 1 else states
+        grad = guidance.grad_fn(rep) if guidance is not None and scale != 0 else None
+        eps = guided(self.noise_fn(rep), grad, scale, self.schedule)
+        x = torch.randn((rep.shape[0], self.action_dim), device=states.device, generator=generator)
+        out = sampler.run(eps, x, self.schedule, generator=generator, record=record)
+        out.x = out.x.reshape(states.shape[0], n, self.action_dim)
+        return out

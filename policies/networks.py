@@ -1,0 +1,184 @@
+"""Networks of the diffusion core: the QGPO noise network, the time-conditioned energy, twin Q.
+
+Conditioning that does not change during sampling is split out (`condition`) so a solver
+computes the state's contribution once per call, not once per step.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@contextmanager
+def allow_empty_state():
+    """state_dim 0 (unconditional models, toy bandits) gives empty weights; torch warns, harmlessly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        yield
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class FourierTime(nn.Module):
+    """Gaussian random Fourier features of t (fixed, saved with the weights), as in score-SDE."""
+
+    def __init__(self, dim: int = 32, scale: float = 30.0):
+        super().__init__()
+        self.register_buffer("freqs", torch.randn(dim // 2) * (scale * 2 * math.pi))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        p = t[..., None] * self.freqs
+        return torch.cat([p.sin(), p.cos()], -1)
+
+
+def _time_tensor(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    # a float time is shared by the whole batch: embed it once, broadcast later
+    return t if isinstance(t, torch.Tensor) else torch.full((1,), t, device=like.device, dtype=like.dtype)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.dense1 = nn.Linear(d_in, d_out)
+        self.dense2 = nn.Linear(d_out, d_out)
+        self.skip = nn.Linear(d_in, d_out) if d_in != d_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.dense1(x)) + cond
+        return F.silu(self.dense2(h)) + self.skip(x)
+
+
+class ScoreNet(nn.Module):
+    """eps_theta(a_t, t, s): QGPO's residual MLP U-Net (512-256-128-128-256-512 by default).
+
+    Time: 32-d Fourier features (scale 30) + Linear; state: Linear(32) + SiLU; the two mixed by
+    Linear(64,128)-SiLU-Linear(128,128). Every block adds Linear(SiLU(mix)); the six projections
+    are one matmul here. Predicts the noise (the official net predicts -noise; same function).
+    """
+
+    def __init__(self, action_dim: int, state_dim: int, widths: Sequence[int] = (512, 256, 128),
+                 time_dim: int = 32, state_embed_dim: int = 32, cond_dim: int = 128):
+        super().__init__()
+        w = list(widths)
+        self.time_dim = time_dim
+        self.time_embed = nn.Sequential(FourierTime(time_dim), nn.Linear(time_dim, time_dim))
+        with allow_empty_state():
+            self.state_embed = nn.Sequential(nn.Linear(state_dim, state_embed_dim), nn.SiLU())
+        self.mix_time = nn.Linear(time_dim, cond_dim)  # Linear(64, 128) on [state, time], split in two
+        self.mix_state = nn.Linear(state_embed_dim, cond_dim, bias=False)
+        self.mix_out = nn.Linear(cond_dim, cond_dim)
+        ins = [action_dim] + w[:-1] + [w[-1]] + [2 * v for v in reversed(w[1:])]
+        outs = w + [w[-1]] + list(reversed(w[:-1]))
+        self.blocks = nn.ModuleList(ResidualBlock(i, o) for i, o in zip(ins, outs))
+        self.block_widths = outs
+        self.cond_proj = nn.Linear(cond_dim, sum(outs))
+        self.out = nn.Linear(2 * w[0], action_dim)
+        self.n_down = len(w)
+
+    def condition(self, states: torch.Tensor) -> torch.Tensor:
+        """The state's share of the mixing layer's pre-activation, computed once per sampling call."""
+        return self.mix_state(self.state_embed(states))
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        te = self.time_embed(_time_tensor(t, x))
+        h = self.mix_time(te) + cond
+        projections = self.cond_proj(F.silu(self.mix_out(F.silu(h)))).split(self.block_widths, -1)
+        skips, h = [], x
+        for i, (block, c) in enumerate(zip(self.blocks, projections)):
+            if i > self.n_down:  # up path: concatenate the matching down activation
+                h = torch.cat([skips[2 * self.n_down - i], h], -1)
+            h = block(h, c)
+            if i < self.n_down:
+                skips.append(h)
+        return self.out(torch.cat([skips[0], h], -1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.eps(x, t, self.condition(states))
+
+
+class EnergyNet(nn.Module):
+    """f_phi(a_t, s, t): QGPO's intermediate energy, an MLP (4x256 SiLU) on [a_t, emb(t), s].
+
+    `action_grad` is the analytic input gradient (a backward pass written out), so guided
+    sampling runs in inference mode without building an autograd graph at every solver step.
+    """
+
+    def __init__(self, action_dim: int, state_dim: int, hidden: int = 256, layers: int = 4, time_dim: int = 32):
+        super().__init__()
+        self.action_dim, self.time_dim = action_dim, time_dim
+        self.time_embed = nn.Sequential(FourierTime(time_dim), nn.Linear(time_dim, time_dim))
+        # the first Linear on [a, emb(t), s], split by input so that each part is computed where it changes
+        self.inp_action = nn.Linear(action_dim, hidden, bias=False)
+        self.inp_time = nn.Linear(time_dim, hidden, bias=False)
+        with allow_empty_state():
+            self.inp_state = nn.Linear(state_dim, hidden)
+        self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
+        self.out = nn.Linear(hidden, 1)
+
+    def condition(self, states: torch.Tensor) -> torch.Tensor:
+        """The state's share (plus bias) of the first layer's pre-activation."""
+        return self.inp_state(states)
+
+    def _first(self, a: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        return self.inp_action(a) + self.inp_time(self.time_embed(_time_tensor(t, a))) + cond
+
+    def energy(self, a: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self._first(a, t, cond))
+        for layer in self.hidden:
+            h = F.silu(layer(h))
+        return self.out(h).squeeze(-1)
+
+    def forward(self, a: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Energies for a (..., A) with t (...) and states broadcastable to (..., S) after `condition`."""
+        return self.energy(a, t, self.condition(states))
+
+    def action_grad(self, a: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
+        zs = [self._first(a, t, cond)]
+        sig = [torch.sigmoid(zs[0])]
+        for layer in self.hidden:
+            zs.append(layer(zs[-1] * sig[-1]))
+            sig.append(torch.sigmoid(zs[-1]))
+        g = self.out.weight  # (1, H), broadcast over the batch
+        for i in range(len(zs) - 1, -1, -1):
+            z, s = zs[i], sig[i]
+            g = g * (s * (1 + z * (1 - s)))  # silu'(z)
+            weight = self.hidden[i - 1].weight if i > 0 else self.inp_action.weight
+            g = g @ weight
+        return g
+
+    def grad_fn(self, states: torch.Tensor):
+        """grad_a f(a, s, t) for a batch laid out like `states`, as the samplers' guidance takes it."""
+        cond = self.condition(states)
+        return lambda a, t: self.action_grad(a, t, cond)
+
+
+class TwinQ(nn.Module):
+    """Two Q(s, a) MLPs (3x256 ReLU); the pessimistic value is their minimum."""
+
+    def __init__(self, action_dim: int, state_dim: int, hidden: int = 256, layers: int = 3):
+        super().__init__()
+        sizes = [state_dim + action_dim] + [hidden] * layers + [1]
+        self.q1, self.q2 = mlp(sizes), mlp(sizes)
+
+    def both(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if actions.dim() == states.dim() + 1:  # many actions per state: (B, M, A) with (B, S)
+            states = states.unsqueeze(-2).expand(*actions.shape[:-1], states.shape[-1])
+        sa = torch.cat([states, actions], -1)
+        return self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(*self.both(states, actions))

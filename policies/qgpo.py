@@ -1,0 +1,435 @@
+"""QGPO: energy-guided diffusion by Contrastive Energy Prediction (Lu et al., ICML 2023).
+
+Algorithm 1 of the paper, as stages that checkpoint separately:
+  1. behaviour model mu(a|s) by denoising score matching                       (Sec. 4.1)
+  2. support actions: M samples of mu for every dataset state and next state  (Sec. 4.2)
+  3. Q_0 by in-support softmax Q-learning:                                     (eq. 14)
+        V(s') = sum_i softmax_i(beta_Q Q(s', a^i)) Q(s', a^i),  a^i ~ mu(.|s')
+  4. intermediate energy f_phi(a_t, s, t) by contrastive energy prediction:   (eq. 13)
+        L = -E_{s, t} sum_i softmax_i(beta Q_0(s, a^i)) log softmax_i f_phi(a_t^i, s, t)
+     (or the "mse" baseline: regress f_phi(a_t, s, t) onto beta Q_0(s, a) for dataset actions)
+Acting samples pi(a|s) ∝ mu(a|s) exp(beta Q_0(s, a)) with the guided score
+    score_theta(a_t, s, t) + scale * grad_a f_phi(a_t, s, t),   scale = 1 being exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import copy
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from envs.dataset import OfflineDataset
+from policies.base import Algorithm
+from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.diffusion import DiffusionModel, fit_behaviour
+from policies.errors import CheckpointError, ConfigError
+from policies.networks import EnergyNet, TwinQ
+from policies.registry import register
+from policies.samplers import SamplerSpec
+from policies.schedule import VPSchedule
+from policies.training import make_generator, polyak_update, resolve_device, run_steps
+
+ENERGY_LOSSES = ("cep", "mse")
+
+
+@dataclass(frozen=True)
+class QGPOConfig:
+    """Defaults are the paper's (the "paper" preset); see `PRESETS` for the others."""
+
+    # networks
+    score_widths: tuple[int, ...] = (512, 256, 128)
+    energy_hidden: int = 256
+    energy_layers: int = 4
+    q_hidden: int = 256
+    q_layers: int = 3
+    # stage 1: behaviour model
+    behaviour_steps: int = 600_000
+    behaviour_batch: int = 4096
+    behaviour_lr: float = 1e-4
+    # stage 2: support actions
+    support_m: int = 16  # 32 for AntMaze in the paper
+    support_sampler: SamplerSpec = SamplerSpec()
+    support_chunk: int = 65_536  # actions per batched solve
+    # stage 3: Q_0
+    q_steps: int = 500_000
+    q_batch: int = 256
+    q_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    beta_q: float = 1.0
+    # stage 4: f_phi
+    energy_steps: int = 1_000_000
+    energy_batch: int = 256
+    energy_lr: float = 3e-4
+    beta: float = 3.0
+    energy_loss: str = "cep"
+    # acting
+    sampler: SamplerSpec = SamplerSpec()
+    guidance_scale: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        positive = ["energy_hidden", "energy_layers", "q_hidden", "q_layers", "behaviour_batch", "support_m",
+                    "support_chunk", "q_batch", "energy_batch"]
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"qgpo: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("behaviour_steps", "q_steps", "energy_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"qgpo: {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("behaviour_lr", "q_lr", "energy_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"qgpo: {name} must be > 0, got {getattr(self, name)}")
+        if not self.score_widths or min(self.score_widths) < 1:
+            raise ConfigError(f"qgpo: score_widths must be positive widths, got {self.score_widths}")
+        if not 0 <= self.gamma <= 1:
+            raise ConfigError(f"qgpo: gamma must be in [0, 1], got {self.gamma}")
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"qgpo: tau must be in (0, 1], got {self.tau}")
+        if self.beta < 0 or self.beta_q < 0:
+            raise ConfigError(f"qgpo: beta and beta_q must be >= 0, got {self.beta}, {self.beta_q}")
+        if self.guidance_scale < 0:
+            raise ConfigError(f"qgpo: guidance_scale must be >= 0 (0 is plain behaviour cloning), got {self.guidance_scale}")
+        if self.energy_loss not in ENERGY_LOSSES:
+            raise ConfigError(f"qgpo: unknown energy_loss {self.energy_loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
+        for name in ("sampler", "support_sampler"):
+            if not isinstance(getattr(self, name), SamplerSpec):
+                raise ConfigError(f"qgpo: {name} must be a SamplerSpec")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QGPOConfig":
+        d = dict(d)
+        for name in ("sampler", "support_sampler"):
+            if isinstance(d.get(name), dict):
+                d[name] = SamplerSpec(**d[name])
+        d["score_widths"] = tuple(d.get("score_widths", cls.score_widths))
+        return cls(**d)
+
+
+PRESETS: dict[str, QGPOConfig] = {
+    "paper": QGPOConfig(),
+    # PointMaze (100k transitions) end to end in well under 20 minutes on 2 CPU cores
+    "cpu": QGPOConfig(score_widths=(256, 128, 64), energy_hidden=128, q_hidden=128,
+                      behaviour_steps=6_000, behaviour_batch=512, behaviour_lr=3e-4,
+                      support_m=16, support_sampler=SamplerSpec(steps=10),
+                      q_steps=10_000, energy_steps=6_000, energy_batch=128),
+    # seconds, for tests: every stage runs, nothing converges
+    "tiny": QGPOConfig(score_widths=(32, 16, 8), energy_hidden=32, q_hidden=32, behaviour_steps=50, behaviour_batch=64,
+                       support_m=4, support_sampler=SamplerSpec(steps=4), q_steps=50, q_batch=32, energy_steps=50,
+                       energy_batch=16, sampler=SamplerSpec(steps=4)),
+}
+
+# Which config fields each stage's result depends on (with those of the stages before it).
+STAGES = ("behaviour", "support", "critic", "energy")
+_STAGE_FIELDS = {
+    "behaviour": ("score_widths", "behaviour_steps", "behaviour_batch", "behaviour_lr", "seed"),
+    "support": ("support_m", "support_sampler"),
+    "critic": ("q_hidden", "q_layers", "q_steps", "q_batch", "q_lr", "gamma", "tau", "beta_q"),
+    "energy": ("energy_hidden", "energy_layers", "energy_steps", "energy_batch", "energy_lr", "beta", "energy_loss"),
+}
+
+
+# ---------------------------------------------------------------- the losses (eqs. 13, 14)
+
+def in_support_value(q_next: torch.Tensor, beta_q: float) -> torch.Tensor:
+    """V(s') = sum_i softmax_i(beta_Q Q(s', a^i)) Q(s', a^i) over the support actions (last dim)."""
+    return (torch.softmax(beta_q * q_next, -1) * q_next).sum(-1)
+
+
+def cep_loss(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, support: torch.Tensor,
+             support_q: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Contrastive energy prediction over the M support actions of each state, one t per state."""
+    b = support.shape[0]
+    t = schedule.sample_time(b, support.device, generator)
+    z = torch.randn(support.shape, device=support.device, generator=generator)
+    f = energy(schedule.diffuse(support, t, z), t[:, None], states[:, None, :])  # (B, M)
+    target = torch.softmax(beta * support_q, -1)
+    return -(target * F.log_softmax(f, -1)).sum(-1).mean()
+
+
+def mse_energy_loss(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, actions: torch.Tensor,
+                    q: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The baseline CEP compares against: f_phi(a_t, s, t) regressed onto beta Q(s, a_0) (biased for beta > 0)."""
+    t = schedule.sample_time(actions.shape[0], actions.device, generator)
+    z = torch.randn(actions.shape, device=actions.device, generator=generator)
+    f = energy(schedule.diffuse(actions, t, z), t, states)
+    return (f - beta * q).pow(2).mean()
+
+
+# ---------------------------------------------------------------- stages 2-4
+
+@torch.inference_mode()
+def generate_support(model: DiffusionModel, states: torch.Tensor, m: int, sampler: SamplerSpec, chunk: int,
+                     generator: torch.Generator, progress: bool = False) -> torch.Tensor:
+    """(N, M, A) samples of mu(.|s) for every state, in batched solves of about `chunk` actions."""
+    from tqdm.auto import tqdm
+
+    per = max(1, chunk // m)
+    out = torch.empty((states.shape[0], m, model.action_dim), device=states.device)
+    model.eval()
+    for i in tqdm(range(0, states.shape[0], per), desc="support", disable=not progress, leave=False):
+        out[i : i + per] = model.sample(states[i : i + per], m, sampler, generator=generator).x
+    model.train()
+    return out
+
+
+def successor_index(observations: torch.Tensor, next_observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row of each transition's next state in cat(observations, extra): a next state that is the
+    following row's observation is not stored (nor sampled) twice. Returns (index, extra states)."""
+    n = observations.shape[0]
+    same = torch.zeros(n, dtype=torch.bool, device=observations.device)
+    same[:-1] = (next_observations[:-1] == observations[1:]).all(-1)
+    index = torch.arange(1, n + 1, device=observations.device)
+    extra = (~same).nonzero().squeeze(1)
+    index[extra] = n + torch.arange(extra.numel(), device=observations.device)
+    return index, next_observations[extra]
+
+
+def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor, next_index: torch.Tensor,
+                 cfg: QGPOConfig, generator: torch.Generator, progress: bool = False) -> tuple[TwinQ, dict]:
+    """In-support softmax Q-learning (eq. 14) with a Polyak-averaged target; returns the target net."""
+    q_target = copy.deepcopy(q).requires_grad_(False)
+    opt = torch.optim.Adam(q.parameters(), lr=cfg.q_lr)
+    all_states = data["all_states"]
+    n = data["actions"].shape[0]
+
+    def step(_: int) -> torch.Tensor:
+        i = torch.randint(n, (cfg.q_batch,), device=support.device, generator=generator)
+        j = next_index[i]
+        with torch.no_grad():
+            v = in_support_value(q_target(all_states[j], support[j]), cfg.beta_q)
+            y = data["rewards"][i] + cfg.gamma * (1.0 - data["terminals"][i]) * v
+        q1, q2 = q.both(all_states[i], data["actions"][i])
+        loss = 0.5 * ((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        polyak_update(q_target, q, cfg.tau)
+        return loss.detach()
+
+    return q_target, run_steps(step, cfg.q_steps, "critic", progress=progress)
+
+
+def train_energy(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, *, loss: str, beta: float,
+                 steps: int, batch: int, lr: float, generator: torch.Generator,
+                 support: torch.Tensor | None = None, support_q: torch.Tensor | None = None,
+                 actions: torch.Tensor | None = None, actions_q: torch.Tensor | None = None,
+                 progress: bool = False) -> dict:
+    """Stage 4. CEP reads the support actions and their Q; "mse" reads dataset actions and their Q."""
+    opt = torch.optim.Adam(energy.parameters(), lr=lr)
+    n = states.shape[0]
+
+    def step(_: int) -> torch.Tensor:
+        i = torch.randint(n, (batch,), device=states.device, generator=generator)
+        if loss == "cep":
+            value = cep_loss(energy, schedule, states[i], support[i], support_q[i], beta, generator)
+        else:
+            value = mse_energy_loss(energy, schedule, states[i], actions[i], actions_q[i], beta, generator)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        return value.detach()
+
+    if loss not in ENERGY_LOSSES:
+        raise ConfigError(f"unknown energy loss {loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
+    return run_steps(step, steps, f"energy ({loss})", progress=progress)
+
+
+@torch.inference_mode()
+def q_values(q: TwinQ, states: torch.Tensor, actions: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+    """min(Q1, Q2) for actions (N, A) or (N, M, A), in chunks of states."""
+    per = max(1, chunk // (actions.shape[1] if actions.dim() == 3 else 1))
+    return torch.cat([q(states[i : i + per], actions[i : i + per]) for i in range(0, states.shape[0], per)])
+
+
+# ---------------------------------------------------------------- the algorithm
+
+@register
+class QGPO(Algorithm):
+    name = "qgpo"
+    config_cls = QGPOConfig
+    presets = PRESETS
+
+    def __init__(self, config: QGPOConfig, observation_dim: int, action_dim: int,
+                 action_low: np.ndarray, action_high: np.ndarray, device: str | None = None):
+        self.config = config
+        self.device = resolve_device(device or config.device)
+        self.dims = {"observation_dim": int(observation_dim), "action_dim": int(action_dim)}
+        self.action_low = torch.as_tensor(np.asarray(action_low, np.float32), device=self.device)
+        self.action_high = torch.as_tensor(np.asarray(action_high, np.float32), device=self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
+            torch.manual_seed(config.seed)
+            self.behaviour = DiffusionModel(action_dim, observation_dim, config.score_widths).to(self.device)
+            self.q = TwinQ(action_dim, observation_dim, config.q_hidden, config.q_layers).to(self.device)
+            self.energy = EnergyNet(action_dim, observation_dim, config.energy_hidden, config.energy_layers).to(self.device)
+        self.q_target: TwinQ | None = None
+        self.records: dict[str, dict] = {}
+        self._act_generator = make_generator(config.seed + 1, self.device)
+
+    @classmethod
+    def for_dataset(cls, dataset: OfflineDataset, config: QGPOConfig, device: str | None = None) -> "QGPO":
+        t = dataset.transitions
+        return cls(config, t.obs_dim, t.action_dim, dataset.action_space.low, dataset.action_space.high, device)
+
+    # -- training
+
+    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+        self._check_dataset(dataset)
+        cfg, dev = self.config, self.device
+        t = dataset.transitions.to(dev)
+        gen = make_generator(cfg.seed, dev)
+        data = {"observations": t.observations, "actions": t.actions, "rewards": t.rewards,
+                "terminals": t.terminals.float()}
+        workdir = Path(workdir) if workdir is not None else None
+        resumed = self._resume(workdir)
+
+        # 1. behaviour model
+        if "behaviour" not in resumed:
+            self.records["behaviour"] = fit_behaviour(
+                self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
+                lr=cfg.behaviour_lr, generator=gen, progress=progress)
+            self._save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
+
+        # 2. support actions for every state and next state, generated once
+        if "support" not in resumed:
+            next_index, extra = successor_index(t.observations, t.next_observations)
+            all_states = torch.cat([t.observations, extra])
+            support = generate_support(self.behaviour, all_states, cfg.support_m, cfg.support_sampler,
+                                       cfg.support_chunk, gen, progress)
+            self.records["support"] = {"stage": "support", "states": all_states.shape[0], "m": cfg.support_m,
+                                       "nfe_per_action": cfg.support_sampler.steps}
+            self._support = {"support": support, "next_index": next_index, "extra_states": extra}
+            self._save(workdir, "support", self._support)
+        data["all_states"] = torch.cat([t.observations, self._support["extra_states"]])
+
+        # 3. Q_0 by in-support softmax Q-learning
+        if "critic" not in resumed:
+            self.q_target, self.records["critic"] = train_critic(
+                self.q, data, self._support["support"], self._support["next_index"], cfg, gen, progress)
+            self._save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict()})
+
+        # 4. f_phi by contrastive energy prediction (or the mse baseline)
+        if "energy" not in resumed:
+            n = t.observations.shape[0]
+            kwargs: dict[str, Any] = {}
+            if cfg.energy_loss == "cep":
+                kwargs = {"support": self._support["support"][:n],
+                          "support_q": q_values(self.q_target, t.observations, self._support["support"][:n])}
+            else:
+                kwargs = {"actions": t.actions, "actions_q": q_values(self.q_target, t.observations, t.actions)}
+            self.records["energy"] = train_energy(
+                self.energy, self.behaviour.schedule, t.observations, loss=cfg.energy_loss, beta=cfg.beta,
+                steps=cfg.energy_steps, batch=cfg.energy_batch, lr=cfg.energy_lr, generator=gen, progress=progress,
+                **kwargs)
+            self._save(workdir, "energy", {"energy": self.energy.state_dict()})
+        self._support = {}  # support actions are only needed for training
+        return {"stages": self.records, "resumed": sorted(resumed), "cost": self.cost}
+
+    # -- acting
+
+    @torch.inference_mode()
+    def act(self, observations: np.ndarray, guidance_scale: float | None = None) -> np.ndarray:
+        scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
+        if scale < 0:
+            raise ConfigError(f"guidance scale must be >= 0 (0 is plain behaviour cloning), got {scale}")
+        obs = torch.as_tensor(np.asarray(observations, np.float32), device=self.device)
+        if obs.dim() != 2 or obs.shape[1] != self.dims["observation_dim"]:
+            raise ConfigError(f"qgpo: observations must have shape (batch, {self.dims['observation_dim']}), "
+                              f"got {tuple(obs.shape)}")
+        self.behaviour.eval()
+        out = self.behaviour.sample(obs, 1, self.config.sampler, self.energy, scale, self._act_generator)
+        return torch.clamp(out.x[:, 0], self.action_low, self.action_high).cpu().numpy()
+
+    def seed(self, seed: int) -> None:
+        self._act_generator = make_generator(seed, self.device)
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        steps = {s: self.records[s]["steps"] for s in ("behaviour", "critic", "energy") if s in self.records}
+        guided = self.config.guidance_scale != 0
+        return {"gradient_steps": steps, "gradient_steps_total": sum(steps.values()),
+                "nfe_per_action": self.config.sampler.steps,
+                "energy_grads_per_action": self.config.sampler.steps if guided else 0,
+                "support_nfe_per_action": self.config.support_sampler.steps}
+
+    # -- checkpoints
+
+    def _check_dataset(self, dataset: OfflineDataset) -> None:
+        t = dataset.transitions
+        if t.action_dim != self.dims["action_dim"] or t.obs_dim != self.dims["observation_dim"]:
+            raise ConfigError(f"{dataset.id} has observation dim {t.obs_dim} and action dim {t.action_dim}, but this "
+                              f"qgpo was built for {self.dims['observation_dim']} and {self.dims['action_dim']}")
+
+    def _save(self, workdir: Path | None, stage: str, payload: dict[str, Any]) -> None:
+        if workdir is not None:
+            save_checkpoint(workdir / f"{stage}.pt", algorithm=self.name, stage=stage, dims=self.dims,
+                            payload={"config": self.config.to_dict(), "record": self.records.get(stage, {}),
+                                     "action_low": self.action_low.cpu(), "action_high": self.action_high.cpu(), **payload})
+
+    def _resume(self, workdir: Path | None) -> set[str]:
+        """Load every checkpointed stage whose config matches, in order; stop at the first missing one."""
+        self._support = {}
+        done: set[str] = set()
+        if workdir is None:
+            return done
+        mine = self.config.to_dict()
+        relevant: list[str] = []
+        for stage in STAGES:
+            relevant += _STAGE_FIELDS[stage]
+            path = workdir / f"{stage}.pt"
+            if not path.exists():
+                break
+            ckpt = load_checkpoint(path, algorithm=self.name, stage=stage, dims=self.dims, map_location=self.device)
+            diff = [k for k in relevant if ckpt["config"].get(k) != mine[k]]
+            if diff:
+                raise CheckpointError(f"{path} was made with a different config ({', '.join(diff)} differ); "
+                                      f"use a new run directory, or delete {stage}.pt and the stages after it")
+            self._restore(stage, ckpt)
+            done.add(stage)
+        return done
+
+    def _restore(self, stage: str, ckpt: dict[str, Any]) -> None:
+        self.records[stage] = ckpt.get("record", {})
+        if stage == "behaviour":
+            self.behaviour.load_state_dict(ckpt["behaviour"])
+        elif stage == "support":
+            self._support = {k: ckpt[k] for k in ("support", "next_index", "extra_states")}
+        elif stage == "critic":
+            self.q.load_state_dict(ckpt["q"])
+            self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+            self.q_target.load_state_dict(ckpt["q_target"])
+        else:
+            self.energy.load_state_dict(ckpt["energy"])
+
+    @classmethod
+    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "QGPO":
+        workdir = Path(workdir)
+        paths = {s: workdir / f"{s}.pt" for s in ("behaviour", "energy")}
+        missing = [s for s, p in paths.items() if not p.is_file()]
+        if missing:
+            raise CheckpointError(f"{workdir} has no trained qgpo policy (missing {', '.join(m + '.pt' for m in missing)}); "
+                                  "run `fit` to finish training first")
+        head = load_checkpoint(paths["energy"], algorithm=cls.name, stage="energy", map_location="cpu")
+        config = QGPOConfig.from_dict(head["config"])
+        d = head["dims"]
+        if dataset is not None:
+            t = dataset.transitions
+            if (t.obs_dim, t.action_dim) != (d["observation_dim"], d["action_dim"]):
+                raise CheckpointError(f"{workdir} was trained for observation dim {d['observation_dim']} and action dim "
+                                      f"{d['action_dim']}; {dataset.id} has {t.obs_dim} and {t.action_dim}")
+        low, high = head["action_low"].numpy(), head["action_high"].numpy()
+        algo = cls(config, d["observation_dim"], d["action_dim"], low, high, device)
+        for stage in ("behaviour", "energy"):
+            algo._restore(stage, load_checkpoint(paths[stage], algorithm=cls.name, stage=stage, dims=algo.dims,
+                                                 map_location=algo.device))
+        return algo
