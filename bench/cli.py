@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace as dataclasses_replace
 import json
 import shlex
 import sys
@@ -79,7 +80,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_quick(args) -> int:
-    """The embedded default job. Until the harness lands: make the small PointMaze dataset and check it."""
+    """The embedded default job: make the small PointMaze dataset, train QGPO on it, evaluate."""
     if not any(r["id"] == QUICK_DATASET and r["on_disk"] for r in catalog.list_datasets()):
         print(f"generating {QUICK_DATASET} (once; about a minute on two cores)")
         catalog.generate(QUICK_DATASET, seed=0)
@@ -87,7 +88,13 @@ def cmd_quick(args) -> int:
     _print_summary(ds.summary() | {"card": ds.metadata.get("card")})
     report = catalog.verify(QUICK_DATASET)
     print(f"  verify: checksum matches card: {report['checksum_matches_card']}, eval env: {report['eval_env']}")
-    return 0 if report["ok"] else 1
+    if not report["ok"]:
+        return 1
+    print(f"\ntraining qgpo ({args.preset} preset) on {QUICK_DATASET}; stages resume from {args.workdir}")
+    train = argparse.Namespace(algorithm="qgpo", dataset=QUICK_DATASET, preset=args.preset, set=None,
+                               workdir=args.workdir, episodes=args.episodes, eval_seed=0,
+                               guidance_scales=args.guidance_scales, no_progress=args.no_progress, argv=args.argv)
+    return cmd_train(train)
 
 
 def cmd_toy_floor(args) -> int:
@@ -133,12 +140,67 @@ def cmd_perf(args) -> int:
     from bench.perf import run, speedups
 
     rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats)
-    for device, figures in rows:
-        print(device)
+    for device, figures, _, peak in rows:
+        print(f"{device} (sustained matmul {peak:.1f} GFLOP/s)")
         for k, v in figures.items():
             print(f"  {k:26s} {v:10.1f}   {speedups(figures)[k]:5.2f}x reference")
     if args.out:
         print(f"wrote {args.out}")
+    return 0
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`key=value` pairs; values are read as YAML scalars or lists (safe_load), e.g. score_widths=[256,128,64]."""
+    import dataclasses
+
+    import yaml
+
+    from policies.samplers import SamplerSpec
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        parsed = yaml.safe_load(value)
+        if "." in key:  # sampler.steps=10 -> replace a field of a nested SamplerSpec
+            outer, inner = key.split(".", 1)
+            base = out.get(outer, SamplerSpec())
+            if not isinstance(base, SamplerSpec) or inner not in {f.name for f in dataclasses.fields(SamplerSpec)}:
+                raise ConfigError(f"unknown setting {key!r}")
+            out[outer] = dataclasses.replace(base, **{inner: parsed})
+        else:
+            out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
+
+
+def cmd_train(args) -> int:
+    from bench.evaluation import evaluate
+    from policies import registry
+
+    cls = registry.get(args.algorithm)
+    config = registry.make_config(args.algorithm, args.preset, **parse_overrides(args.set or []))
+    ds = catalog.load_dataset(args.dataset)
+    workdir = Path(args.workdir or f"runs/{args.algorithm}/{ds.id.replace('/', '_')}/{args.preset}-seed{config.seed}")
+    algo = cls.for_dataset(ds, config)
+    record = algo.fit(ds, workdir, progress=not args.no_progress)
+    for stage, r in record["stages"].items():
+        size = f"{r['steps']} steps" if "steps" in r else f"{r.get('states')} states x {r.get('m')}"
+        took = f", {r['seconds']:.0f} s" if r.get("seconds") else ""
+        loss = f", final loss {r['final_loss']:.4g}" if r.get("final_loss") is not None else ""
+        print(f"{stage:10s} {size}{took}{loss}{' (resumed)' if stage in record['resumed'] else ''}")
+    results = []
+    scales = [float(s) for s in args.guidance_scales.split(",")] if args.guidance_scales else [config.guidance_scale]
+    for scale in scales:
+        algo.config = dataclasses_replace(config, guidance_scale=scale)
+        res = evaluate(algo, ds, episodes=args.episodes, seed=args.eval_seed).summary() | {"guidance_scale": scale}
+        results.append(res)
+        score = f", normalised score {res['score_mean']:.1f} ± {res['score_std']:.1f}" if "score_mean" in res else ""
+        print(f"guidance scale {scale:g}: return {res['return_mean']:.2f} ± {res['return_std']:.2f}{score} "
+              f"({res['episodes']} episodes, {res['seconds']:.0f} s)")
+    algo.config = config
+    (workdir / "eval.json").write_text(json.dumps({"command": _command(args), "cost": algo.cost, "eval": results}, indent=2))
+    print(f"checkpoints and eval.json in {workdir}")
     return 0
 
 
@@ -175,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_arg(ver)
     ver.set_defaults(func=cmd_verify)
 
-    quick = sub.add_parser("quick", help="the embedded default job (small generated PointMaze dataset)")
+    quick = sub.add_parser("quick", help="the embedded default job: generate a small PointMaze dataset, train and evaluate QGPO")
+    quick.add_argument("--preset", default="cpu", help="QGPO preset (cpu: about 15 minutes on two cores)")
+    quick.add_argument("--workdir", default="runs/quick")
+    quick.add_argument("--episodes", type=int, default=20)
+    quick.add_argument("--guidance-scales", default="0,1,3")
+    quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(func=cmd_quick)
 
     toy = sub.add_parser("toy", help="toy bandits with exact targets")
@@ -198,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="results/exactness.md")
     ex.set_defaults(func=cmd_toy_exactness)
 
+    tr = sub.add_parser("train", help="train an algorithm on a dataset (resuming from its run directory) and evaluate it")
+    tr.add_argument("algorithm")
+    tr.add_argument("dataset")
+    tr.add_argument("--preset", default="cpu", help="config preset: paper, cpu or tiny")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    tr.add_argument("--workdir", help="run directory for stage checkpoints (default runs/ALGO/DATASET/PRESET-seedN)")
+    tr.add_argument("--episodes", type=int, default=10, help="evaluation episodes, run in parallel")
+    tr.add_argument("--eval-seed", type=int, default=0)
+    tr.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
     perf = sub.add_parser("perf", help="performance benchmarks")
     psub = perf.add_subparsers(dest="perf_command", required=True)
     pq = psub.add_parser("qgpo", help="QGPO step times and guided sampling throughput, official network sizes")
@@ -217,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, ConfigError, CheckpointError) as exc:
         print(f"diffbench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("diffbench: interrupted; finished work is kept, run the same command again to go on", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

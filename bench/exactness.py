@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.provenance import code_version, hardware, package_versions
+from bench.provenance import code_version, made_by
 from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein
 from policies.diffusion import DiffusionModel, fit_behaviour
 from policies.networks import EnergyNet
@@ -115,8 +115,7 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
     lines = [
         "# Exactness of energy guidance on the toy bandits",
         "",
-        f"Made by `{command}` in {seconds / 60:.0f} min on {hardware()}; code {version}; "
-        + ", ".join(f"{k} {v}" for k, v in package_versions(("torch", "numpy")).items()) + ".",
+        made_by(command, seconds, version),
         "",
         "Target π(x) ∝ μθ(x)·exp(β·Q(x)) with the task's exact Q as Q₀; guided sampling with scale 1, "
         "DPM-Solver-2 (singlestep), 15 steps. Distances to n = "
@@ -159,25 +158,58 @@ def _job(args: tuple) -> list[dict]:
     return run_task(task, betas, seed, budget)
 
 
+def _finished(partial: Path, budget_name: str, betas: list[float]) -> pd.DataFrame:
+    """Rows of (task, seed) jobs an interrupted run already finished with the same budget and betas."""
+    if not partial.exists():
+        return pd.DataFrame()
+    done = pd.read_csv(partial)
+    done = done[done.budget == budget_name]
+    keep = [key for key, grp in done.groupby(["task", "seed"])
+            if set(betas) <= set(grp.loc[grp.method != "behaviour", "beta"])]
+    mask = done.set_index(["task", "seed"]).index.isin(keep)
+    return done[mask & (done.beta.isin(betas) | (done.method == "behaviour"))]
+
+
 def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str, out: Path, command: str,
         floor_csv: Path | None, workers: int = 1) -> pd.DataFrame:
-    """With workers > 1, (task, seed) jobs run in that many single-threaded processes."""
+    """With workers > 1, (task, seed) jobs run in that many single-threaded processes.
+
+    Each finished job is appended to `<out>.partial.csv`, so an interrupted run, started again with
+    the same arguments, redoes only the jobs that had not finished.
+    """
     version, start = code_version(), time.perf_counter()
     budget = BUDGETS[budget_name]
-    jobs = [(task, betas, seed, budget, 1 if workers > 1 else 0) for task in tasks for seed in seeds]
-    rows = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.csv")
+    previous = _finished(partial, budget_name, betas)
+    done = set(zip(previous.get("task", []), previous.get("seed", [])))
+    rows = previous.to_dict("records")
+    jobs = [(task, betas, seed, budget, 1 if workers > 1 else 0)
+            for task in tasks for seed in seeds if (task, seed) not in done]
+    if done:
+        print(f"{len(done)} jobs already finished in {partial}; running the other {len(jobs)}", flush=True)
+
+    def finished(job: tuple, result: list[dict]) -> None:
+        for r in result:
+            r["budget"] = budget_name
+        rows.extend(result)
+        pd.DataFrame(result).to_csv(partial, mode="a", header=not partial.exists(), index=False)
+        print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+
     if workers > 1:
         ctx = multiprocessing.get_context("spawn")  # fork after OpenMP started can deadlock
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for job, result in zip(jobs, pool.map(_job, jobs)):
-                rows += result
-                print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+            futures = {pool.submit(_job, job): job for job in jobs}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
     else:
         for job in jobs:
-            rows += _job(job)
-            print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
-    raw = pd.DataFrame(rows)
+            finished(job, _job(job))
+    raw = pd.DataFrame(rows).drop(columns="budget")
+    order = {task: i for i, task in enumerate(tasks)}
+    raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
     floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None
     summary = summarise(raw, floor)
     write_report(summary, raw, out, command, budget, time.perf_counter() - start, version)
+    partial.unlink(missing_ok=True)
     return summary

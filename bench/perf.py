@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from bench.provenance import code_version, hardware, package_versions
+from bench.provenance import code_version, hardware, made_by
 from policies.diffusion import DiffusionModel
 from policies.networks import EnergyNet, TwinQ
 from policies.qgpo import QGPOConfig, cep_loss, in_support_value
@@ -94,39 +95,59 @@ def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[st
         return lambda: model.sample(states, 1, sampler, energy, 1.0, g)
 
     model.eval()
-    out = {
-        "behaviour_step_ms": 1e3 * _time(behaviour_step, device, repeats, warmup),
-        "q_step_ms": 1e3 * _time(q_step, device, repeats * 5, warmup),
-        "cep_step_ms": 1e3 * _time(cep_step, device, repeats * 5, warmup),
-        "actions_per_s_batch10": 10 / _time(act(rand(10, OBS_DIM)), device, repeats * 10, warmup),
-        "actions_per_s_batch4096": 4096 / _time(act(rand(4096, OBS_DIM)), device, repeats, warmup),
+    cases = {  # name -> (callable, repeats, items per call)
+        "behaviour_step_ms": (behaviour_step, repeats, 1),
+        "q_step_ms": (q_step, repeats * 5, 1),
+        "cep_step_ms": (cep_step, repeats * 5, 1),
+        "actions_per_s_batch10": (act(rand(10, OBS_DIM)), repeats * 10, 10),
+        "actions_per_s_batch4096": (act(rand(4096, OBS_DIM)), repeats, 4096),
     }
-    return out
+    figures, flops = {}, {}
+    for name, (fn, n, items) in cases.items():
+        seconds = _time(fn, device, n, warmup)
+        figures[name] = 1e3 * seconds if name.endswith("_ms") else items / seconds
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
+    return figures, flops
+
+
+def matmul_gflops(device: torch.device, n: int = 2048) -> float:
+    """Sustained float32 matmul rate of the device: the ceiling for these matmul-bound workloads."""
+    a, b = torch.randn(2 * n, n, device=device), torch.randn(n, n, device=device)
+    seconds = _time(lambda: a @ b, device, 10, 3)
+    return 2 * 2 * n * n * n / seconds / 1e9
 
 
 def speedups(figures: dict[str, float]) -> dict[str, float]:
     return {k: (REFERENCE[k] / v if k.endswith("_ms") else v / REFERENCE[k]) for k, v in figures.items()}
 
 
-def write_report(rows: list[tuple[str, dict[str, float]]], out: Path, command: str, version: str) -> None:
+def write_report(rows: list[tuple[str, dict, dict, float]], out: Path, command: str, version: str) -> None:
     lines = [
         "# QGPO performance",
         "",
-        f"Made by `{command}`; code {version}; "
-        + ", ".join(f"{k} {v}" for k, v in package_versions(("torch",)).items()) + ".",
+        made_by(command, None, version, ("torch",)),
         "",
         f"Official network sizes (score net 512-256-128, energy 4x256, twin Q 3x256), HalfCheetah shapes "
         f"(obs {OBS_DIM}, action {ACT_DIM}), float32. Steps: behaviour batch 4096; Q and CEP batch 256 × M {M}. "
         "Actions: guided (energy gradient each step), DPM-Solver-2 singlestep, 15 steps. Medians after warm-up.",
         "Reference: the official QGPO code on a 2-core CPU. Speed-up = reference time / ours (or ours / reference rate).",
         "",
-        "| device | measure | ours | reference (2-core CPU) | speed-up | target |",
-        "|---|---|---:|---:|---:|---:|",
+        "`GFLOP/s` is the matmul work (counted by torch's FlopCounterMode) per second achieved; "
+        "`at target` is the rate the target speed-up would need. The device's sustained float32 matmul "
+        "rate (a 4096×2048 by 2048×2048 product) is the ceiling for these matmul-bound workloads.",
+        "",
+        "| device | measure | ours | reference (2-core CPU) | speed-up | target | GFLOP/s | at target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for device, figures in rows:
+    for device, figures, flops, peak in rows:
         for k, v in figures.items():
             ratio = speedups(figures)[k]
-            lines.append(f"| {device} | {k} | {v:.1f} | {REFERENCE[k]:g} | {ratio:.1f}× | ≥ {TARGET[k]:g}× |")
+            per_second = (flops[k] / (v / 1e3)) if k.endswith("_ms") else flops[k] * v / (10 if "batch10" in k else 4096)
+            lines.append(f"| {device} | {k} | {v:.1f} | {REFERENCE[k]:g} | {ratio:.2f}× | ≥ {TARGET[k]:g}× | "
+                         f"{per_second / 1e9:.1f} | {per_second / 1e9 * TARGET[k] / ratio:.1f} |")
+        lines.append(f"| {device} | sustained matmul | | | | | {peak:.1f} | |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 
@@ -137,7 +158,8 @@ def run(devices: list[str], out: Path | None, command: str, repeats: int = 10) -
     for name in devices:
         device = torch.device(name)
         label = f"{name}: {hardware()}" if device.type == "cpu" else f"{name}: {torch.cuda.get_device_name(device)}"
-        rows.append((label, measure(device, repeats)))
+        figures, flops = measure(device, repeats)
+        rows.append((label, figures, flops, matmul_gflops(device)))
     if out is not None:
         write_report(rows, out, command, version)
     return rows

@@ -45,3 +45,10 @@ def package_versions(names: tuple[str, ...] = ("torch", "numpy", "minari", "gymn
         except md.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+def made_by(command: str, seconds: float | None, version: str, packages: tuple[str, ...] = ("torch", "numpy")) -> str:
+    """The provenance line every committed result starts with."""
+    took = "" if seconds is None else (f" in {seconds / 60:.0f} min" if seconds >= 600 else f" in {seconds:.0f} s")
+    return (f"Made by `{command}`{took} on {hardware()}; code {version}; "
+            + ", ".join(f"{k} {v}" for k, v in package_versions(packages).items()) + ".")

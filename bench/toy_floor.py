@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.provenance import code_version, hardware, package_versions
+from bench.provenance import code_version, made_by
 from envs.toy import TASKS, noise_floor
 from envs.toy.distance import MMD_BANDWIDTHS
 
@@ -32,8 +32,7 @@ def write_report(df: pd.DataFrame, out: Path, command: str, n: int, repeats: int
     lines = [
         "# Toy bandits: exact targets and the noise floor of the distances",
         "",
-        f"Made by `{command}` in {seconds:.0f} s on {hardware()}; code {version}; "
-        + ", ".join(f"{k} {v}" for k, v in package_versions(("torch", "numpy")).items()) + ".",
+        made_by(command, seconds, version),
         "",
         "Target p(x) ∝ μ(x)·exp(β·Q(x)), sampled exactly by rejection from the behaviour μ "
         "(accept with probability exp(β(Q−1)); `acceptance` is the observed rate).",

@@ -118,11 +118,12 @@ class QGPOConfig:
 
 PRESETS: dict[str, QGPOConfig] = {
     "paper": QGPOConfig(),
-    # PointMaze (100k transitions) end to end in well under 20 minutes on 2 CPU cores
+    # PointMaze (100k transitions) end to end in well under 20 minutes on 2 CPU cores: the support
+    # stage (every state x M samples x solver steps) dominates, so M and its steps shrink most
     "cpu": QGPOConfig(score_widths=(256, 128, 64), energy_hidden=128, q_hidden=128,
-                      behaviour_steps=6_000, behaviour_batch=512, behaviour_lr=3e-4,
-                      support_m=16, support_sampler=SamplerSpec(steps=10),
-                      q_steps=10_000, energy_steps=6_000, energy_batch=128),
+                      behaviour_steps=5_000, behaviour_batch=256, behaviour_lr=3e-4,
+                      support_m=8, support_sampler=SamplerSpec(steps=6),
+                      q_steps=10_000, energy_steps=5_000, energy_batch=128),
     # seconds, for tests: every stage runs, nothing converges
     "tiny": QGPOConfig(score_widths=(32, 16, 8), energy_hidden=32, q_hidden=32, behaviour_steps=50, behaviour_batch=64,
                        support_m=4, support_sampler=SamplerSpec(steps=4), q_steps=50, q_batch=32, energy_steps=50,

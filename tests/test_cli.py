@@ -59,3 +59,30 @@ def test_toy_floor_writes_results(capsys, tmp_path):
     assert out_file.with_suffix(".csv").read_text().startswith("task,beta,")
     code, _, err = run(capsys, "toy", "floor", "--tasks", "bogus", "--out", str(out_file))
     assert code == 2 and "unknown toy task(s) bogus" in err
+
+
+def test_quick_trains_and_evaluates_qgpo(capsys, tiny_pointmaze, tmp_path):
+    work = tmp_path / "quick"
+    code, out, _ = run(capsys, "quick", "--preset", "tiny", "--workdir", str(work), "--episodes", "2",
+                       "--guidance-scales", "0,1", "--no-progress")
+    assert code == 0, out
+    assert "guidance scale 0: return" in out and "guidance scale 1: return" in out
+    report = json.loads((work / "eval.json").read_text())
+    assert [r["guidance_scale"] for r in report["eval"]] == [0.0, 1.0]
+    assert report["cost"]["nfe_per_action"] == 4 and report["eval"][0]["episodes"] == 2
+    code, out, _ = run(capsys, "quick", "--preset", "tiny", "--workdir", str(work), "--episodes", "2",
+                       "--guidance-scales", "1", "--no-progress")
+    assert code == 0 and out.count("(resumed)") == 4
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "qgpo", TINY_ID, "--set", "sampler.name=euler"], "unknown sampler 'euler'"),
+    (["train", "qgpo", TINY_ID, "--set", "guidance_scale=-2"], "guidance_scale must be >= 0"),
+    (["train", "qgpo", TINY_ID, "--set", "nonsense=1"], "no config field"),
+    (["train", "qgpo", TINY_ID, "--set", "beta"], "expects key=value"),
+    (["train", "ddpm", TINY_ID], "unknown algorithm 'ddpm'"),
+    (["train", "qgpo", TINY_ID, "--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_train_rejects_bad_settings_in_one_line(capsys, tiny_pointmaze, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

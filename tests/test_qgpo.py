@@ -1,0 +1,160 @@
+"""QGPO: its losses, stages, checkpoints and errors, and one end-to-end run on a tiny PointMaze."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bench.evaluation import evaluate
+from envs.catalog import load_dataset
+from policies import registry
+from policies.checkpoint import save_checkpoint
+from policies.errors import CheckpointError, ConfigError
+from policies.networks import EnergyNet, ScoreNet
+from policies.qgpo import QGPO, QGPOConfig, cep_loss, in_support_value, successor_index
+from policies.schedule import VPSchedule
+
+
+def test_energy_gradient_is_the_autograd_gradient():
+    torch.manual_seed(0)
+    net = EnergyNet(3, 5, hidden=16, layers=4)
+    a, s = torch.randn(7, 3, requires_grad=True), torch.randn(7, 5)
+    (auto,) = torch.autograd.grad(net(a, torch.full((7,), 0.3), s).sum(), a)
+    assert torch.allclose(net.action_grad(a.detach(), 0.3, net.condition(s)), auto, atol=1e-6)
+
+
+def test_score_net_state_split_matches_full_forward():
+    torch.manual_seed(0)
+    net = ScoreNet(2, 4, widths=(32, 16, 8))
+    x, s = torch.randn(6, 2), torch.randn(6, 4)
+    t = torch.full((6,), 0.4)
+    assert torch.allclose(net(x, t, s), net.eps(x, 0.4, net.condition(s)), atol=1e-6)
+
+
+def test_in_support_value_interpolates_mean_and_max():
+    q = torch.tensor([[1.0, 2.0, 4.0]])
+    assert torch.allclose(in_support_value(q, 0.0), q.mean(-1))
+    assert torch.allclose(in_support_value(q, 100.0), q.max(-1).values)
+
+
+def test_cep_loss_is_minimal_at_the_true_energy():
+    """At t -> 0 the intermediate energy is beta Q itself; CEP's loss there is the target's entropy."""
+    class Exact(torch.nn.Module):
+        def forward(self, a, t, s):
+            return 2.0 * a[..., 0]
+
+    class Shifted(Exact):
+        def forward(self, a, t, s):
+            return super().forward(a, t, s) + a[..., 1]
+
+    sched = VPSchedule(beta_min=1e-6, beta_max=1e-5)  # sigma_t ~ 0: no noise at any t
+    support = torch.randn(64, 8, 2, generator=torch.Generator().manual_seed(0))
+    q = support[..., 0]
+    exact = cep_loss(Exact(), sched, torch.zeros(64, 0), support, q, 2.0)
+    entropy = -(torch.softmax(2 * q, -1) * torch.log_softmax(2 * q, -1)).sum(-1).mean()
+    assert torch.allclose(exact, entropy, atol=1e-3)
+    assert cep_loss(Shifted(), sched, torch.zeros(64, 0), support, q, 2.0) > exact
+
+
+def test_successor_index_shares_next_states_with_the_following_row():
+    obs = torch.tensor([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    nxt = torch.tensor([[1.0], [2.0], [3.0], [11.0], [12.0]])  # episodes [0, 1, 2] and [3, 4]
+    index, extra = successor_index(obs, nxt)
+    assert extra.tolist() == [[3.0], [12.0]]
+    assert torch.equal(torch.cat([obs, extra])[index], nxt)
+
+
+@pytest.mark.parametrize("field,value,match", [("guidance_scale", -1.0, "guidance_scale"), ("energy_loss", "kl", "energy_loss"),
+                                               ("tau", 0.0, "tau"), ("behaviour_lr", 0.0, "behaviour_lr"),
+                                               ("q_batch", 0, "q_batch")])
+def test_bad_config_values_are_one_clear_error(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(QGPOConfig(), **{field: value})
+
+
+def test_unknown_names_are_one_clear_error():
+    with pytest.raises(ConfigError, match="unknown algorithm 'qgpx'; known: qgpo"):
+        registry.get("qgpx")
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        registry.make_config("qgpo", "fast")
+    with pytest.raises(ConfigError, match="no config field"):
+        registry.make_config("qgpo", "tiny", guidance=2.0)
+
+
+def test_presets_round_trip_through_dicts():
+    for preset in QGPO.presets.values():
+        assert QGPOConfig.from_dict(preset.to_dict()) == preset
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_pointmaze, tmp_path_factory, session_root):
+    """QGPO's four stages on the tiny dataset (tiny preset), checkpointed to a run directory."""
+    from envs.minari_source import pinned_root
+
+    with pinned_root(session_root):
+        ds = load_dataset(tiny_pointmaze)
+    config = registry.make_config("qgpo", "tiny", device="cpu")
+    algo = QGPO.for_dataset(ds, config)
+    workdir = tmp_path_factory.mktemp("qgpo-run")
+    record = algo.fit(ds, workdir)
+    return ds, algo, workdir, record
+
+
+def test_end_to_end_every_stage_runs_and_evaluates(trained):
+    ds, algo, workdir, record = trained
+    assert set(record["stages"]) == {"behaviour", "support", "critic", "energy"} and not record["resumed"]
+    assert sorted(p.name for p in workdir.glob("*.pt")) == ["behaviour.pt", "critic.pt", "energy.pt", "support.pt"]
+    for stage in ("behaviour", "critic", "energy"):
+        assert np.isfinite(record["stages"][stage]["final_loss"])
+    assert record["cost"]["gradient_steps_total"] == 150 and record["cost"]["nfe_per_action"] == 4
+    result = evaluate(algo, ds, episodes=3, seed=0, max_steps=20)
+    assert result.policy_calls == 20 and result.returns.shape == (3,) and result.normalized is not None
+    again = evaluate(algo, ds, episodes=3, seed=0, max_steps=20)
+    assert np.array_equal(result.returns, again.returns)  # seeded env and sampling noise
+
+
+def test_actions_are_batched_and_inside_the_bounds(trained):
+    ds, algo, _, _ = trained
+    obs = ds.transitions.observations[:32].numpy()
+    for scale in (0.0, 1.0, 10.0):
+        a = algo.act(obs, guidance_scale=scale)
+        assert a.shape == (32, 2) and np.all(a >= -1) and np.all(a <= 1)
+    with pytest.raises(ConfigError, match="guidance scale must be >= 0"):
+        algo.act(obs, guidance_scale=-0.5)
+    with pytest.raises(ConfigError, match=r"shape \(batch, 8\)"):
+        algo.act(obs[:, :5])
+
+
+def test_resume_skips_finished_stages_and_reruns_changed_ones(trained):
+    ds, algo, workdir, _ = trained
+    same = QGPO.for_dataset(ds, algo.config)
+    assert same.fit(ds, workdir)["resumed"] == ["behaviour", "critic", "energy", "support"]
+    changed = QGPO.for_dataset(ds, dataclasses.replace(algo.config, behaviour_steps=60))
+    with pytest.raises(CheckpointError, match="behaviour_steps differ"):
+        changed.fit(ds, workdir)
+
+
+def test_load_restores_the_same_policy(trained):
+    ds, algo, workdir, _ = trained
+    loaded = QGPO.load(workdir, ds, device="cpu")
+    obs = ds.transitions.observations[:16].numpy()
+    algo.seed(3)
+    loaded.seed(3)
+    assert np.allclose(algo.act(obs), loaded.act(obs), atol=1e-6)
+
+
+def test_checkpoint_errors(trained, tmp_path):
+    ds, algo, workdir, _ = trained
+    with pytest.raises(CheckpointError, match="no trained qgpo policy"):
+        QGPO.load(tmp_path, ds)
+    for name in ("behaviour.pt", "energy.pt"):
+        (tmp_path / name).write_bytes((workdir / name).read_bytes()[:100])  # truncated
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        QGPO.load(tmp_path, ds)
+    save_checkpoint(tmp_path / "energy.pt", algorithm="ddpo", stage="energy", dims=algo.dims, payload={})
+    with pytest.raises(CheckpointError, match="algorithm 'ddpo', not 'qgpo'"):
+        QGPO.load(tmp_path, ds)
+    other = dataclasses.replace(ds, transitions=dataclasses.replace(ds.transitions, actions=torch.zeros(len(ds.transitions), 3)))
+    with pytest.raises(CheckpointError, match="action dim 2; .* has 8 and 3"):
+        QGPO.load(workdir, other)
