@@ -16,6 +16,8 @@ from envs import catalog
 from envs.errors import DatasetError
 from envs.pointmaze import RECIPES
 from envs.toy import TASKS
+from bench.store import ResultsStore
+from policies.config import parse_assignments
 from policies.errors import CheckpointError, ConfigError
 
 QUICK_DATASET = "diffbench/pointmaze/umaze-small-v0"
@@ -149,37 +151,12 @@ def cmd_perf(args) -> int:
     return 0
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """`key=value` pairs; values are read as YAML scalars or lists (safe_load), e.g. score_widths=[256,128,64]."""
-    import dataclasses
-
-    import yaml
-
-    from policies.samplers import SamplerSpec
-
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        parsed = yaml.safe_load(value)
-        if "." in key:  # sampler.steps=10 -> replace a field of a nested SamplerSpec
-            outer, inner = key.split(".", 1)
-            base = out.get(outer, SamplerSpec())
-            if not isinstance(base, SamplerSpec) or inner not in {f.name for f in dataclasses.fields(SamplerSpec)}:
-                raise ConfigError(f"unknown setting {key!r}")
-            out[outer] = dataclasses.replace(base, **{inner: parsed})
-        else:
-            out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return out
-
-
 def cmd_train(args) -> int:
     from bench.evaluation import evaluate
     from policies import registry
 
     cls = registry.get(args.algorithm)
-    config = registry.make_config(args.algorithm, args.preset, **parse_overrides(args.set or []))
+    config = registry.make_config(args.algorithm, args.preset, parse_assignments(args.set or []))
     ds = catalog.load_dataset(args.dataset)
     workdir = Path(args.workdir or f"runs/{args.algorithm}/{ds.id.replace('/', '_')}/{args.preset}-seed{config.seed}")
     algo = cls.for_dataset(ds, config)
@@ -201,6 +178,57 @@ def cmd_train(args) -> int:
     algo.config = config
     (workdir / "eval.json").write_text(json.dumps({"command": _command(args), "cost": algo.cost, "eval": results}, indent=2))
     print(f"checkpoints and eval.json in {workdir}")
+    return 0
+
+
+def _print_outcome(outcome: dict, results: Path) -> int:
+    for spec in outcome["skipped"]:
+        print(f"skipped (finished before): {spec.label()}")
+    for r in outcome["failed"]:
+        print(f"FAILED {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]: {r.error.strip().splitlines()[-1]}")
+    print(f"{len(outcome['finished'])} finished, {len(outcome['skipped'])} skipped, {len(outcome['failed'])} failed; "
+          f"store: {ResultsStore(results).path}")
+    if outcome["failed"]:
+        print("failed runs keep their traceback in the store (runs.error); run the same command again to retry them")
+    return 1 if outcome["failed"] else 0
+
+
+def _run_options(args) -> dict:
+    return {"executor": args.executor, "workers": args.workers, "address": args.address, "device": args.device,
+            "progress": not args.no_progress,
+            "on_result": lambda r: print(f"{r.status}: {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]"
+                                         + (f" in {r.wall_seconds:.0f} s" if r.wall_seconds else ""), flush=True)}
+
+
+def cmd_run(args) -> int:
+    from bench.executors import run_all
+    from bench.runner import RunSpec
+
+    scales = tuple(float(s) for s in args.guidance_scales.split(",")) if args.guidance_scales else None
+    spec = RunSpec(algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, preset=args.preset,
+                   overrides=parse_assignments(args.overrides), episodes=args.episodes, guidance_scales=scales,
+                   eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, eval_seed=args.eval_seed)
+    spec.config()
+    catalog.resolve(args.dataset)  # a missing dataset is an error now, not a failed run
+    print(f"run {spec.label()} -> {spec.directory(Path(args.results))}")
+    return _print_outcome(run_all([spec], Path(args.results), **_run_options(args)), Path(args.results))
+
+
+def cmd_sweep(args) -> int:
+    from bench.executors import run_all
+    from bench.sweep import load_sweep
+
+    specs = load_sweep(Path(args.spec)).runs()
+    for ds in sorted({s.dataset for s in specs}):
+        catalog.resolve(ds)
+    print(f"sweep {args.spec}: {len(specs)} runs into {args.results}")
+    return _print_outcome(run_all(specs, Path(args.results), **_run_options(args)), Path(args.results))
+
+
+def cmd_export(args) -> int:
+    store = ResultsStore(Path(args.results))
+    for path in store.export(Path(args.out or Path(args.results) / "export"), args.format):
+        print(f"wrote {path}")
     return 0
 
 
@@ -277,6 +305,41 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
+    def executor_args(sp):
+        sp.add_argument("--results", default="runs", help="results directory: run directories and results.sqlite")
+        sp.add_argument("--executor", default="local", choices=["local", "ray"])
+        sp.add_argument("--workers", type=int, default=1, help="local: runs at once, each on its share of the cores")
+        sp.add_argument("--address", help="ray: cluster address (auto, HOST:PORT); default starts a local Ray")
+        sp.add_argument("--device", help="override every run's device (cpu, cuda)")
+        sp.add_argument("--no-progress", action="store_true")
+
+    rn = sub.add_parser("run", help="one run (algorithm, dataset, seed) into the results store; resumes if interrupted")
+    rn.add_argument("algorithm")
+    rn.add_argument("dataset")
+    rn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. beta=10 sampler.steps=20")
+    rn.add_argument("--seed", type=int, default=0)
+    rn.add_argument("--preset", default="cpu", help="config preset (paper, cpu, tiny)")
+    rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 maze datasets, 10 others)")
+    rn.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
+    rn.add_argument("--eval-every", type=int, default=0, help="gradient steps between learning-curve evaluations")
+    rn.add_argument("--checkpoint-every", type=int, default=1000, help="gradient steps between mid-stage checkpoints")
+    rn.add_argument("--eval-seed", type=int, default=0)
+    executor_args(rn)
+    rn.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="algorithms x datasets x seeds x grid from a YAML spec; skips finished runs")
+    sw.add_argument("spec", help="sweep YAML (see bench/sweep.py)")
+    executor_args(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    res = sub.add_parser("results", help="the results store")
+    rsub = res.add_subparsers(dest="results_command", required=True)
+    exp = rsub.add_parser("export", help="every table of the store as CSV or Parquet")
+    exp.add_argument("--results", default="runs")
+    exp.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    exp.add_argument("--out", help="output directory (default RESULTS/export)")
+    exp.set_defaults(func=cmd_export)
+
     perf = sub.add_parser("perf", help="performance benchmarks")
     psub = perf.add_subparsers(dest="perf_command", required=True)
     pq = psub.add_parser("qgpo", help="QGPO step times and guided sampling throughput, official network sizes")
@@ -289,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides may come after options: `run qgpo D --seed 1 beta=10`
+        if getattr(args, "overrides", None) is None or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     args.argv = argv
     try:
         return args.func(args)

@@ -46,6 +46,32 @@ def resolve(name: str) -> DatasetRef:
     return DatasetRef(name, "minari", name)
 
 
+def fingerprint(name: str) -> str:
+    """A cheap identity of a dataset's content, without loading it: the generation card's checksum
+    when there is one, else its stored metadata (Minari) or its size and modification time (HDF5).
+    Runs are keyed by it, so a dataset regenerated under the same id is never mistaken for the old one."""
+    import hashlib
+    import json
+
+    try:
+        ref = resolve(name)
+        if ref.kind == "hdf5":
+            st = Path(ref.target).stat()
+            blob = f"hdf5:{st.st_size}:{st.st_mtime_ns}"
+        else:
+            root = Path(ref.target) if Path(ref.target).is_dir() else minari_source.datasets_root() / ref.target
+            card = root / minari_source.CARD_FILE
+            if card.is_file():
+                blob = "card:" + str(json.loads(card.read_text()).get("content_checksum"))
+            else:
+                meta = json.loads((root / "data" / "metadata.json").read_text())
+                blob = "minari:" + json.dumps({k: meta.get(k) for k in ("dataset_id", "total_steps", "total_episodes",
+                                                                           "minari_version", "data_format")})
+    except (DatasetError, OSError, ValueError):
+        return "unavailable"  # loading it will say what is wrong
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def load_dataset(name: str, reward_transform: str = "none", action_tolerance: float = 1e-3) -> OfflineDataset:
     """Load any dataset diffbench knows into its in-memory training form; never downloads."""
     if reward_transform not in REWARD_TRANSFORMS:

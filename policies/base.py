@@ -15,12 +15,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from envs.dataset import OfflineDataset
+from policies.training import TrainHooks
 
 
 class Algorithm(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type]
     presets: ClassVar[dict[str, Any]]
+    guided: ClassVar[bool] = False  # True: act(observations, guidance_scale=s) sweeps a guidance scale
+    curve_stages: ClassVar[tuple[str, ...]] = ()  # stages during which the policy can act (learning curves)
 
     @classmethod
     @abstractmethod
@@ -28,8 +31,10 @@ class Algorithm(ABC):
         """A fresh algorithm sized for `dataset`'s observations and actions."""
 
     @abstractmethod
-    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False) -> dict[str, Any]:
-        """Train every stage not already checkpointed in `workdir`; returns per-stage records."""
+    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
+            hooks: TrainHooks | None = None) -> dict[str, Any]:
+        """Train every stage not already checkpointed in `workdir` (resuming a stage cut short from its
+        last mid-stage checkpoint); returns {"stages": per-stage records, "resumed": [...], "cost": ...}."""
 
     @abstractmethod
     def act(self, observations: np.ndarray) -> np.ndarray:

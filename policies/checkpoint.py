@@ -17,11 +17,26 @@ from policies.errors import CheckpointError
 FORMAT = 1
 
 
-def save_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int], payload: dict[str, Any]) -> None:
+def atomic_save(path: Path, obj: Any) -> None:
+    """torch.save through a temporary file: a crash mid-write never leaves a truncated file under `path`."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save({"format": FORMAT, "algorithm": algorithm, "stage": stage, "dims": dims, **payload}, tmp)
-    tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint under the real name
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int], payload: dict[str, Any]) -> None:
+    atomic_save(path, {"format": FORMAT, "algorithm": algorithm, "stage": stage, "dims": dims, **payload})
+
+
+def load_partial(path: Path) -> dict[str, Any]:
+    """A mid-stage checkpoint written by `policies.training.run_steps`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read mid-stage checkpoint {path}: {type(exc).__name__}: {exc}; "
+                              "delete it to restart the stage from its beginning") from exc
 
 
 def load_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int] | None = None,

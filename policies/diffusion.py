@@ -5,13 +5,14 @@ The behaviour model of QGPO, and the pretrained model that DDPO, CTRL and DxMI f
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from pathlib import Path
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from policies.networks import ScoreNet
-from policies.training import run_steps
+from policies.training import TrainHooks, run_steps
 from policies.samplers import GradFn, SampleResult, SamplerSpec, guided
 from policies.schedule import VPSchedule
 
@@ -23,7 +24,8 @@ class Guidance(Protocol):
 
 
 def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.Tensor, *, steps: int, batch: int,
-                  lr: float, generator: torch.Generator, progress: bool = False, stage: str = "behaviour") -> dict:
+                  lr: float, generator: torch.Generator, progress: bool = False, stage: str = "behaviour",
+                  workdir: Path | None = None, hooks: TrainHooks | None = None, fingerprint: Any = None) -> dict:
     """Behaviour cloning by denoising score matching on random minibatches (Adam)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = actions.shape[0]
@@ -37,7 +39,8 @@ def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.
         return loss.detach()
 
     model.train()
-    return run_steps(step, steps, stage, progress=progress)
+    return run_steps(step, steps, stage, progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
+                     state={"model": model, "optimizer": opt, "generator": generator})
 
 
 class DiffusionModel(nn.Module):

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import copy
+import time
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from envs.dataset import OfflineDataset
 from policies.base import Algorithm
+from policies import config as cfg_tools
 from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.diffusion import DiffusionModel, fit_behaviour
 from policies.errors import CheckpointError, ConfigError
@@ -33,7 +35,7 @@ from policies.networks import EnergyNet, TwinQ
 from policies.registry import register
 from policies.samplers import SamplerSpec
 from policies.schedule import VPSchedule
-from policies.training import make_generator, polyak_update, resolve_device, run_steps
+from policies.training import TrainHooks, finish_stage, make_generator, polyak_update, resolve_device, run_steps, stage_generator
 
 ENERGY_LOSSES = ("cep", "mse")
 
@@ -104,16 +106,11 @@ class QGPOConfig:
                 raise ConfigError(f"qgpo: {name} must be a SamplerSpec")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return cfg_tools.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "QGPOConfig":
-        d = dict(d)
-        for name in ("sampler", "support_sampler"):
-            if isinstance(d.get(name), dict):
-                d[name] = SamplerSpec(**d[name])
-        d["score_widths"] = tuple(d.get("score_widths", cls.score_widths))
-        return cls(**d)
+        return cfg_tools.from_dict(cls, d)
 
 
 PRESETS: dict[str, QGPOConfig] = {
@@ -197,7 +194,8 @@ def successor_index(observations: torch.Tensor, next_observations: torch.Tensor)
 
 
 def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor, next_index: torch.Tensor,
-                 cfg: QGPOConfig, generator: torch.Generator, progress: bool = False) -> tuple[TwinQ, dict]:
+                 cfg: QGPOConfig, generator: torch.Generator, progress: bool = False, workdir: Path | None = None,
+                 hooks: TrainHooks | None = None, fingerprint: Any = None) -> tuple[TwinQ, dict]:
     """In-support softmax Q-learning (eq. 14) with a Polyak-averaged target; returns the target net."""
     q_target = copy.deepcopy(q).requires_grad_(False)
     opt = torch.optim.Adam(q.parameters(), lr=cfg.q_lr)
@@ -218,14 +216,17 @@ def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor,
         polyak_update(q_target, q, cfg.tau)
         return loss.detach()
 
-    return q_target, run_steps(step, cfg.q_steps, "critic", progress=progress)
+    record = run_steps(step, cfg.q_steps, "critic", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
+                       state={"q": q, "q_target": q_target, "optimizer": opt, "generator": generator})
+    return q_target, record
 
 
 def train_energy(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, *, loss: str, beta: float,
                  steps: int, batch: int, lr: float, generator: torch.Generator,
                  support: torch.Tensor | None = None, support_q: torch.Tensor | None = None,
                  actions: torch.Tensor | None = None, actions_q: torch.Tensor | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, workdir: Path | None = None, hooks: TrainHooks | None = None,
+                 fingerprint: Any = None) -> dict:
     """Stage 4. CEP reads the support actions and their Q; "mse" reads dataset actions and their Q."""
     opt = torch.optim.Adam(energy.parameters(), lr=lr)
     n = states.shape[0]
@@ -243,7 +244,8 @@ def train_energy(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, 
 
     if loss not in ENERGY_LOSSES:
         raise ConfigError(f"unknown energy loss {loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
-    return run_steps(step, steps, f"energy ({loss})", progress=progress)
+    return run_steps(step, steps, f"energy ({loss})", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
+                     state={"energy": energy, "optimizer": opt, "generator": generator})
 
 
 @torch.inference_mode()
@@ -260,6 +262,8 @@ class QGPO(Algorithm):
     name = "qgpo"
     config_cls = QGPOConfig
     presets = PRESETS
+    guided = True
+    curve_stages = ("energy",)
 
     def __init__(self, config: QGPOConfig, observation_dim: int, action_dim: int,
                  action_low: np.ndarray, action_high: np.ndarray, device: str | None = None):
@@ -284,31 +288,36 @@ class QGPO(Algorithm):
 
     # -- training
 
-    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
+            hooks: TrainHooks | None = None) -> dict[str, Any]:
         self._check_dataset(dataset)
         cfg, dev = self.config, self.device
         t = dataset.transitions.to(dev)
-        gen = make_generator(cfg.seed, dev)
+        run = {"workdir": workdir, "hooks": hooks, "progress": progress}
         data = {"observations": t.observations, "actions": t.actions, "rewards": t.rewards,
                 "terminals": t.terminals.float()}
         workdir = Path(workdir) if workdir is not None else None
+        run["workdir"] = workdir
         resumed = self._resume(workdir)
 
         # 1. behaviour model
         if "behaviour" not in resumed:
             self.records["behaviour"] = fit_behaviour(
                 self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
-                lr=cfg.behaviour_lr, generator=gen, progress=progress)
+                lr=cfg.behaviour_lr, generator=stage_generator(cfg.seed, "behaviour", dev),
+                fingerprint=self._fingerprint("behaviour"), **run)
             self._save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
 
         # 2. support actions for every state and next state, generated once
         if "support" not in resumed:
             next_index, extra = successor_index(t.observations, t.next_observations)
             all_states = torch.cat([t.observations, extra])
+            began = time.perf_counter()
             support = generate_support(self.behaviour, all_states, cfg.support_m, cfg.support_sampler,
-                                       cfg.support_chunk, gen, progress)
+                                       cfg.support_chunk, stage_generator(cfg.seed, "support", dev), progress)
             self.records["support"] = {"stage": "support", "states": all_states.shape[0], "m": cfg.support_m,
-                                       "nfe_per_action": cfg.support_sampler.steps}
+                                       "nfe_per_action": cfg.support_sampler.steps,
+                                       "seconds": time.perf_counter() - began}
             self._support = {"support": support, "next_index": next_index, "extra_states": extra}
             self._save(workdir, "support", self._support)
         data["all_states"] = torch.cat([t.observations, self._support["extra_states"]])
@@ -316,7 +325,8 @@ class QGPO(Algorithm):
         # 3. Q_0 by in-support softmax Q-learning
         if "critic" not in resumed:
             self.q_target, self.records["critic"] = train_critic(
-                self.q, data, self._support["support"], self._support["next_index"], cfg, gen, progress)
+                self.q, data, self._support["support"], self._support["next_index"], cfg,
+                stage_generator(cfg.seed, "critic", dev), fingerprint=self._fingerprint("critic"), **run)
             self._save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict()})
 
         # 4. f_phi by contrastive energy prediction (or the mse baseline)
@@ -330,8 +340,9 @@ class QGPO(Algorithm):
                 kwargs = {"actions": t.actions, "actions_q": q_values(self.q_target, t.observations, t.actions)}
             self.records["energy"] = train_energy(
                 self.energy, self.behaviour.schedule, t.observations, loss=cfg.energy_loss, beta=cfg.beta,
-                steps=cfg.energy_steps, batch=cfg.energy_batch, lr=cfg.energy_lr, generator=gen, progress=progress,
-                **kwargs)
+                steps=cfg.energy_steps, batch=cfg.energy_batch, lr=cfg.energy_lr,
+                generator=stage_generator(cfg.seed, "energy", dev), fingerprint=self._fingerprint("energy"),
+                **run, **kwargs)
             self._save(workdir, "energy", {"energy": self.energy.state_dict()})
         self._support = {}  # support actions are only needed for training
         return {"stages": self.records, "resumed": sorted(resumed), "cost": self.cost}
@@ -376,6 +387,14 @@ class QGPO(Algorithm):
             save_checkpoint(workdir / f"{stage}.pt", algorithm=self.name, stage=stage, dims=self.dims,
                             payload={"config": self.config.to_dict(), "record": self.records.get(stage, {}),
                                      "action_low": self.action_low.cpu(), "action_high": self.action_high.cpu(), **payload})
+            finish_stage(workdir, stage)
+
+    def _fingerprint(self, stage: str) -> dict[str, Any]:
+        """The config fields `stage` and the stages before it depend on."""
+        mine, keys = self.config.to_dict(), []
+        for name in STAGES[: STAGES.index(stage) + 1]:
+            keys += _STAGE_FIELDS[name]
+        return {k: mine[k] for k in keys}
 
     def _resume(self, workdir: Path | None) -> set[str]:
         """Load every checkpointed stage whose config matches, in order; stop at the first missing one."""

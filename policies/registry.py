@@ -1,14 +1,23 @@
-"""Algorithms by name, and their configs by preset name with overrides."""
+"""Algorithms by name, and their configs by preset name with overrides.
+
+Built-in algorithms register themselves on import; third-party packages add theirs through the
+`diffbench.algorithms` entry point group (`name = "package.module:AlgorithmClass"`), so a new
+algorithm is one module and, outside this repository, one line of packaging metadata.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Mapping
 
+from policies import config as cfg
 from policies.base import Algorithm
 from policies.errors import ConfigError
 
+ENTRY_POINT_GROUP = "diffbench.algorithms"
+_BUILTINS = ("policies.qgpo:QGPO",)  # module:class, registered on first lookup
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
+_loaded = False
 
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:
@@ -19,28 +28,41 @@ def register(cls: type[Algorithm]) -> type[Algorithm]:
 
 
 def available() -> list[str]:
-    _load_builtins()
+    _load()
     return sorted(_ALGORITHMS)
 
 
 def get(name: str) -> type[Algorithm]:
-    _load_builtins()
+    _load()
     if name not in _ALGORITHMS:
         raise ConfigError(f"unknown algorithm {name!r}; known: {', '.join(sorted(_ALGORITHMS))}")
     return _ALGORITHMS[name]
 
 
-def make_config(name: str, preset: str = "paper", **overrides: Any):
-    """The named preset of an algorithm's config, with fields replaced by `overrides`."""
+def make_config(name: str, preset: str = "paper", overrides: Mapping[str, Any] | None = None, **kwargs: Any):
+    """The named preset of an algorithm's config with `overrides` (dotted keys or nested) applied."""
     cls = get(name)
     if preset not in cls.presets:
         raise ConfigError(f"unknown preset {preset!r} for {name}; known: {', '.join(cls.presets)}")
-    fields = {f.name for f in dataclasses.fields(cls.config_cls)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ConfigError(f"{name} has no config field(s) {', '.join(unknown)}; fields: {', '.join(sorted(fields))}")
-    return dataclasses.replace(cls.presets[preset], **overrides)
+    return cfg.apply(cls.presets[preset], {**(overrides or {}), **kwargs}, where="")
 
 
-def _load_builtins() -> None:
-    import policies.qgpo  # noqa: F401  (registers itself)
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for target in _BUILTINS:
+        module, _, attr = target.partition(":")
+        register(getattr(importlib.import_module(module), attr))
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            algo = ep.load()
+        except Exception as exc:  # a broken plug-in must not take the built-in algorithms down with it
+            raise ConfigError(f"algorithm plug-in {ep.name!r} ({ep.value}) failed to import: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if not (isinstance(algo, type) and issubclass(algo, Algorithm)):
+            raise ConfigError(f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} is {ep.value}, not an Algorithm subclass")
+        register(algo)

@@ -4,47 +4,111 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Union
 
 import torch
 from tqdm.auto import tqdm
 
-from policies.errors import ConfigError
+from policies.checkpoint import atomic_save, load_partial
+from policies.errors import CheckpointError, ConfigError
 
 
 class DivergedError(RuntimeError):
     """A loss became NaN or infinite: training stops instead of training on."""
 
 
-def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, progress: bool = False,
-              log_every: int = 1000) -> dict:
-    """Call `step(i)` `steps` times; it returns the (detached) loss. Returns the stage's record.
+@dataclass
+class TrainHooks:
+    """What the harness asks of a training run besides its result: mid-stage checkpoints and
+    evaluations. Neither changes what is learned (a resumed stage continues bit for bit)."""
 
-    Losses are read back to the host only every `log_every` steps (a device sync each time),
-    as the mean of the steps since the last read.
+    checkpoint_every: int = 0  # gradient steps between mid-stage checkpoints; 0: only at stage ends
+    eval_every: int = 0  # gradient steps between calls of on_eval; 0: never
+    on_eval: Callable[[str, int], None] | None = None  # (stage, steps done in that stage)
+    log: Callable[[str], None] | None = None
+
+
+Resumable = Union[torch.nn.Module, torch.optim.Optimizer, torch.Generator]
+
+
+def _state(obj: Resumable) -> Any:
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _restore(obj: Resumable, state: Any) -> None:
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state.cpu())  # generator states are CPU byte tensors on every device
+    else:
+        obj.load_state_dict(state)
+
+
+def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, progress: bool = False,
+              log_every: int = 1000, workdir: Path | None = None, state: dict[str, Resumable] | None = None,
+              hooks: TrainHooks | None = None, fingerprint: Any = None) -> dict:
+    """Call `step(i)` for i in [0, steps); it returns the (detached) loss. Returns the stage's record.
+
+    Losses are read back to the host only every `log_every` steps (a device sync each time), as the
+    mean of the steps since the last read. With `workdir` and `hooks.checkpoint_every`, everything in
+    `state` (modules, optimizers, generators) is saved every that many steps to
+    `<workdir>/<stage>.partial.pt`, and a later call with the same `fingerprint` (the settings the
+    stage depends on, JSON-able) picks up from there; the algorithm writes the
+    stage's final checkpoint itself, after which the partial one is deleted.
     """
     if steps < 0:
         raise ConfigError(f"{stage}: number of steps must be >= 0, got {steps}")
+    hooks = hooks or TrainHooks()
+    state = state or {}
+    key = stage.split()[0]
+    partial = Path(workdir) / f"{key}.partial.pt" if workdir is not None else None
     history: list[tuple[int, float]] = []
+    first, earlier_seconds = 0, 0.0
+    if partial is not None and partial.exists() and hooks.checkpoint_every:
+        saved = load_partial(partial)
+        if set(saved["state"]) != set(state) or saved["steps"] != steps or saved.get("fingerprint") != fingerprint:
+            raise CheckpointError(f"{partial} belongs to another configuration of stage {key}; delete it to restart the stage")
+        for name, obj in state.items():
+            _restore(obj, saved["state"][name])
+        first, earlier_seconds, history = int(saved["step"]), float(saved["seconds"]), [tuple(h) for h in saved["history"]]
+        if hooks.log:
+            hooks.log(f"{key}: resumed at step {first} of {steps} from {partial.name}")
     acc, n_acc = None, 0
     start = time.perf_counter()
-    bar = tqdm(total=steps, desc=stage, disable=not progress, leave=False)
-    for i in range(steps):
+    bar = tqdm(total=steps, initial=first, desc=stage, disable=not progress, leave=False)
+    for i in range(first, steps):
         loss = step(i)
         acc = loss if acc is None else acc + loss
         n_acc += 1
-        if n_acc == log_every or i == steps - 1:
+        done = i + 1
+        checkpoint = partial is not None and hooks.checkpoint_every and done % hooks.checkpoint_every == 0 and done < steps
+        if n_acc == log_every or done == steps or checkpoint:
             value = float(acc) / n_acc
             if not math.isfinite(value):
                 bar.close()
-                raise DivergedError(f"{stage}: loss became {value} by step {i + 1}; lower the learning rate or check the data")
-            history.append((i + 1, value))
+                raise DivergedError(f"{stage}: loss became {value} by step {done}; lower the learning rate or check the data")
+            history.append((done, value))
             bar.set_postfix(loss=f"{value:.4g}")
             acc, n_acc = None, 0
+        if checkpoint:
+            atomic_save(partial, {"step": done, "steps": steps, "history": history, "fingerprint": fingerprint,
+                                  "seconds": earlier_seconds + time.perf_counter() - start,
+                                  "state": {name: _state(obj) for name, obj in state.items()}})
+        if hooks.on_eval is not None and hooks.eval_every and done % hooks.eval_every == 0 and done < steps:
+            hooks.on_eval(key, done)
+            for obj in state.values():
+                if isinstance(obj, torch.nn.Module):
+                    obj.train()
         bar.update()
     bar.close()
-    return {"stage": stage, "steps": steps, "seconds": time.perf_counter() - start,
-            "final_loss": history[-1][1] if history else None, "history": history}
+    return {"stage": stage, "steps": steps, "seconds": earlier_seconds + time.perf_counter() - start,
+            "final_loss": history[-1][1] if history else None, "history": history, "resumed_at": first}
+
+
+def finish_stage(workdir: Path | None, stage: str) -> None:
+    """Drop a stage's mid-stage checkpoint once its final checkpoint is written."""
+    if workdir is not None:
+        (Path(workdir) / f"{stage}.partial.pt").unlink(missing_ok=True)
 
 
 def polyak_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
@@ -67,3 +131,14 @@ def resolve_device(name: str) -> torch.device:
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def stage_generator(seed: int, stage: str, device: torch.device) -> torch.Generator:
+    """Each stage draws from its own stream, so a run resumed at any stage boundary draws what an
+    uninterrupted run would have drawn."""
+    import zlib
+
+    import numpy as np
+
+    derived = int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
+    return make_generator(derived, device)

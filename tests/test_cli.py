@@ -78,8 +78,8 @@ def test_quick_trains_and_evaluates_qgpo(capsys, tiny_pointmaze, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["train", "qgpo", TINY_ID, "--set", "sampler.name=euler"], "unknown sampler 'euler'"),
     (["train", "qgpo", TINY_ID, "--set", "guidance_scale=-2"], "guidance_scale must be >= 0"),
-    (["train", "qgpo", TINY_ID, "--set", "nonsense=1"], "no config field"),
-    (["train", "qgpo", TINY_ID, "--set", "beta"], "expects key=value"),
+    (["train", "qgpo", TINY_ID, "--set", "nonsense=1"], "unknown config key 'nonsense'"),
+    (["train", "qgpo", TINY_ID, "--set", "beta"], "expected key=value, got 'beta'"),
     (["train", "ddpm", TINY_ID], "unknown algorithm 'ddpm'"),
     (["train", "qgpo", TINY_ID, "--preset", "huge"], "unknown preset 'huge'"),
 ])

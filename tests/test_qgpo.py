@@ -78,8 +78,12 @@ def test_unknown_names_are_one_clear_error():
         registry.get("qgpx")
     with pytest.raises(ConfigError, match="unknown preset 'fast'"):
         registry.make_config("qgpo", "fast")
-    with pytest.raises(ConfigError, match="no config field"):
+    with pytest.raises(ConfigError, match="unknown config key 'guidance'; known keys: .*guidance_scale"):
         registry.make_config("qgpo", "tiny", guidance=2.0)
+    with pytest.raises(ConfigError, match="unknown config key 'sampler.stepz'; known keys of sampler: .*steps"):
+        registry.make_config("qgpo", "tiny", {"sampler.stepz": 3})
+    with pytest.raises(ConfigError, match="beta must be a number, got 'high'"):
+        registry.make_config("qgpo", "tiny", {"beta": "high"})
 
 
 def test_presets_round_trip_through_dicts():

@@ -1,0 +1,98 @@
+"""Where runs execute: worker processes on this machine, or Ray tasks on a cluster.
+
+Either way the driver alone writes the results store, one transaction per finished run, as
+results come back; workers only write inside their own run directories. Runs already finished in
+the store are skipped, so re-running a sweep does only what is left.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from bench.runner import RunSpec, execute
+from bench.store import ResultsStore, RunResult
+from policies.errors import ConfigError
+
+EXECUTORS = ("local", "ray")
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _local(specs: Sequence[RunSpec], results: Path, workers: int, device: str | None) -> Iterator[RunResult]:
+    if workers <= 1:
+        for spec in specs:
+            yield execute(spec, results, 0, device)
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start can deadlock
+    threads = threads_per_worker(workers)
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        futures = {pool.submit(execute, spec, results, threads, device): spec for spec in specs}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception:  # the worker process itself died (killed, out of memory, a crash in C)
+                yield crashed(futures[future])
+
+
+def _ray(specs: Sequence[RunSpec], results: Path, workers: int, device: str | None,
+         address: str | None) -> Iterator[RunResult]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("the ray executor needs Ray: pip install 'diffbench[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu" else 0
+    threads = threads_per_worker(workers) if address in (None, "local") else 1
+    task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute)
+    # results must be a path every node sees (a shared filesystem) when the cluster has several nodes
+    pending = [task.remote(spec, str(Path(results).resolve()), threads, device) for spec in specs]
+    by_ref = dict(zip(pending, specs))
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        try:
+            yield ray.get(done[0])
+        except Exception:  # the task's worker died
+            yield crashed(by_ref[done[0]])
+
+
+def crashed(spec: RunSpec) -> RunResult:
+    """The record of a run whose worker process died before it could report."""
+    return RunResult(run_id=spec.run_id(), algorithm=spec.algorithm, dataset=spec.dataset, seed=spec.seed,
+                     preset=spec.preset, config={"overrides": spec.overrides}, status="failed",
+                     error="the worker process died:\n" + traceback.format_exc())
+
+
+def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local", workers: int = 1,
+            address: str | None = None, device: str | None = None, progress: bool = False,
+            on_result: Callable[[RunResult], None] | None = None) -> dict[str, list]:
+    """Run every spec not already finished in `results`' store; returns {"skipped", "finished", "failed"}."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    store = ResultsStore(Path(results))
+    status = store.status()
+    unique = list({spec.run_id(): spec for spec in specs}.items())
+    skipped = [spec for rid, spec in unique if status.get(rid) == "finished"]
+    todo = [spec for rid, spec in unique if status.get(rid) != "finished"]
+    outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": []}
+    stream = _local(todo, results, workers, device) if executor == "local" else _ray(todo, results, workers, device, address)
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
+    for result in stream:
+        store.record(result)
+        outcome[result.status].append(result)
+        bar.update()
+        if on_result is not None:
+            on_result(result)
+    bar.close()
+    return outcome

@@ -1,0 +1,191 @@
+"""The results store: one SQLite file per results directory, written only by the driver.
+
+Workers return `RunResult`s; the driver records each in one transaction, so a crash leaves either
+the whole run or none of it. Rows carry what produced them (config, code version, packages,
+hardware) and what they cost (wall time per stage, gradient steps, function evaluations per
+action, actions/s at evaluation). The schema version lives in SQLite's `user_version`; a store
+written by a newer diffbench is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from policies.errors import ConfigError
+
+SCHEMA_VERSION = 1
+FILENAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    algorithm TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    preset TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('finished', 'failed')),
+    error TEXT,
+    config TEXT NOT NULL,
+    code_version TEXT,
+    packages TEXT,
+    hardware TEXT,
+    started REAL,
+    finished REAL,
+    wall_seconds REAL,
+    stage_seconds TEXT,
+    gradient_steps INTEGER,
+    nfe_per_action REAL,
+    actions_per_second REAL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    gradient_steps INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    guidance_scale REAL,
+    episodes INTEGER NOT NULL,
+    return_mean REAL, return_std REAL, score_mean REAL, score_std REAL,
+    seconds REAL, actions_per_second REAL,
+    PRIMARY KEY (run_id, stage, step, variant)
+);
+CREATE TABLE IF NOT EXISTS final_scores (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,
+    guidance_scale REAL,
+    episode INTEGER NOT NULL,
+    return REAL NOT NULL,
+    length INTEGER NOT NULL,
+    score REAL,
+    PRIMARY KEY (run_id, variant, episode)
+);
+"""
+
+TABLES = ("runs", "evaluations", "final_scores")
+_RUN_COLUMNS = ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error", "config", "code_version",
+                "packages", "hardware", "started", "finished", "wall_seconds", "stage_seconds", "gradient_steps",
+                "nfe_per_action", "actions_per_second")
+_EVAL_COLUMNS = ("run_id", "stage", "step", "gradient_steps", "variant", "guidance_scale", "episodes", "return_mean",
+                 "return_std", "score_mean", "score_std", "seconds", "actions_per_second")
+_FINAL_COLUMNS = ("run_id", "variant", "guidance_scale", "episode", "return", "length", "score")
+
+
+class StoreError(ConfigError):
+    """A results store that cannot be used as it is."""
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced; built by a worker, written by the driver."""
+
+    run_id: str
+    algorithm: str
+    dataset: str
+    seed: int
+    preset: str
+    config: dict[str, Any]
+    status: str = "finished"
+    error: str | None = None
+    code_version: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)
+    hardware: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    gradient_steps: int | None = None
+    nfe_per_action: float | None = None
+    actions_per_second: float | None = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # rows of _EVAL_COLUMNS without run_id
+    final: list[dict[str, Any]] = field(default_factory=list)  # rows of _FINAL_COLUMNS without run_id
+
+    @property
+    def wall_seconds(self) -> float | None:
+        return None if self.started is None or self.finished is None else self.finished - self.started
+
+
+class ResultsStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.is_dir() or not self.path.suffix:
+            self.path = self.path / FILENAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"results store {self.path} has schema version {version}, newer than this diffbench "
+                                 f"reads ({SCHEMA_VERSION}); upgrade diffbench, or use another --results directory")
+            if version < SCHEMA_VERSION:
+                with con:
+                    con.executescript(_SCHEMA)
+                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            con = sqlite3.connect(self.path, timeout=30)
+            con.execute("PRAGMA foreign_keys = ON")
+            con.execute("PRAGMA user_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a readable results store ({exc}); move it away or pick another "
+                             "--results directory") from exc
+        return con
+
+    def record(self, result: RunResult) -> None:
+        """Write one run, replacing any earlier record of the same run id, in one transaction."""
+        row = {
+            **{k: getattr(result, k) for k in ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error",
+                                                 "code_version", "started", "finished", "gradient_steps",
+                                                 "nfe_per_action", "actions_per_second")},
+            "config": json.dumps(result.config, sort_keys=True), "packages": json.dumps(result.packages, sort_keys=True),
+            "hardware": json.dumps(result.hardware, sort_keys=True), "wall_seconds": result.wall_seconds,
+            "stage_seconds": json.dumps(result.stage_seconds)}
+        with closing(self._connect()) as con, con:
+            con.execute("DELETE FROM runs WHERE run_id = ?", (result.run_id,))  # cascades to its rows
+            con.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+                        [row[k] for k in _RUN_COLUMNS])
+            self._insert(con, "evaluations", _EVAL_COLUMNS, result.run_id, result.evaluations)
+            self._insert(con, "final_scores", _FINAL_COLUMNS, result.run_id, result.final)
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, table: str, columns: tuple[str, ...], run_id: str,
+                rows: Iterable[dict[str, Any]]) -> None:
+        values = [[run_id if c == "run_id" else r.get(c) for c in columns] for r in rows]
+        if values:
+            con.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                            values)
+
+    def status(self) -> dict[str, str]:
+        """run_id -> 'finished' | 'failed' for every recorded run."""
+        with closing(self._connect()) as con:
+            return dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in TABLES:
+            raise StoreError(f"no table {name!r} in the results store; tables: {', '.join(TABLES)}")
+        with closing(self._connect()) as con:
+            return pd.read_sql_query(f"SELECT * FROM {name}", con)
+
+    def export(self, out: Path, fmt: str = "csv") -> list[Path]:
+        """Every table as `<out>/<table>.<fmt>` (csv or parquet)."""
+        if fmt not in ("csv", "parquet"):
+            raise StoreError(f"unknown export format {fmt!r}; choose csv or parquet")
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in TABLES:
+            df, path = self.table(name), out / f"{name}.{fmt}"
+            if fmt == "csv":
+                df.to_csv(path, index=False)
+            else:
+                try:
+                    df.to_parquet(path, index=False)
+                except ImportError as exc:
+                    raise StoreError("parquet export needs pyarrow: pip install 'diffbench[parquet]'") from exc
+            written.append(path)
+        return written

@@ -1,0 +1,157 @@
+"""The harness: runs into the results store, skip-if-finished, parallel workers, crash recording,
+resume after SIGKILL, and the same numbers from the Ray executor as from the local one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.executors import run_all
+from bench.runner import RunSpec
+from bench.store import ResultsStore
+
+from .conftest import TINY_ID
+
+TINY = {"behaviour_steps": 60, "q_steps": 40, "energy_steps": 50}
+
+
+def spec(seed: int = 0, **kw) -> RunSpec:
+    base = dict(algorithm="qgpo", dataset=TINY_ID, seed=seed, preset="tiny", overrides={"device": "cpu", **TINY},
+                episodes=2, guidance_scales=(0.0, 1.0), checkpoint_every=20)
+    return RunSpec(**{**base, **kw})
+
+
+def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_pointmaze, tmp_path):
+    s = spec(eval_every=25, curve_episodes=2)
+    out = run_all([s], tmp_path)
+    assert [r.status for r in out["finished"]] == ["finished"], [r.error for r in out["failed"]]
+    store = ResultsStore(tmp_path)
+    run = store.table("runs").iloc[0]
+    assert run.run_id == s.run_id() and run.gradient_steps == 150 and run.nfe_per_action == 4
+    assert run.code_version and "logical CPUs" in run.hardware and '"torch"' in run.packages
+    assert set(json.loads(run.stage_seconds)) == {"behaviour", "support", "critic", "energy"}
+    ev = store.table("evaluations")
+    curve = ev[ev.stage == "energy"]
+    assert curve.step.tolist() == [25] and curve.gradient_steps.tolist() == [60 + 40 + 25]
+    final = ev[ev.stage == "final"].sort_values("guidance_scale")
+    assert final.variant.tolist() == ["guidance_scale=0", "guidance_scale=1"] and (final.actions_per_second > 0).all()
+    episodes = store.table("final_scores")
+    assert len(episodes) == 4 and episodes.score.notna().all()
+    assert (s.directory(tmp_path) / "final.json").exists() and (s.directory(tmp_path) / "config.json").exists()
+
+    again = run_all([s], tmp_path)
+    assert len(again["skipped"]) == 1 and not again["finished"]
+    assert len(ResultsStore(tmp_path).table("final_scores")) == 4
+
+
+def test_parallel_workers_lose_nothing_and_a_failure_is_recorded(tiny_pointmaze, tmp_path):
+    specs = [spec(0), spec(1), spec(2), spec(0, dataset="diffbench/pointmaze/nowhere-v0")]
+    out = run_all(specs, tmp_path, workers=2)
+    assert len(out["finished"]) == 3 and len(out["failed"]) == 1
+    store = ResultsStore(tmp_path)
+    runs = store.table("runs")
+    assert sorted(runs.run_id) == sorted(s.run_id() for s in specs)
+    failed = runs[runs.status == "failed"].iloc[0]
+    assert failed.error.startswith("Traceback") and "nowhere-v0" in failed.error.strip().splitlines()[-1]
+    final = store.table("final_scores")
+    assert len(final) == 3 * 2 * 2 and not final.duplicated(["run_id", "variant", "episode"]).any()
+    # the failed run is retried by the next sweep, the finished ones are not
+    again = run_all(specs, tmp_path, workers=2)
+    assert len(again["skipped"]) == 3 and len(again["failed"]) == 1
+
+
+def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint_bit_for_bit(tiny_pointmaze, tmp_path, session_root):
+    overrides = ["behaviour_steps=2000", "q_steps=10", "energy_steps=10", "device=cpu"]
+    cmd = [sys.executable, "-m", "bench.cli", "run", "qgpo", TINY_ID, *overrides, "--preset", "tiny",
+           "--episodes", "2", "--checkpoint-every", "100", "--results", str(tmp_path / "killed"), "--no-progress"]
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(session_root)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    s = spec(overrides={"device": "cpu", "behaviour_steps": 2000, "q_steps": 10, "energy_steps": 10}, guidance_scales=None,
+             checkpoint_every=100)
+    partial = s.directory(tmp_path / "killed") / "behaviour.partial.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if partial.exists() and torch.load(partial, weights_only=True)["step"] >= 400:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(partial, weights_only=True)["step"]
+    assert 400 <= killed_at < 2000
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"behaviour: resumed at step {killed_at} of 2000" in resumed.stdout
+    assert not partial.exists()
+
+    straight = run_all([s], tmp_path / "straight")
+    assert straight["finished"], straight["failed"][0].error
+    a = torch.load(s.directory(tmp_path / "killed") / "behaviour.pt", weights_only=True)["behaviour"]
+    b = torch.load(s.directory(tmp_path / "straight") / "behaviour.pt", weights_only=True)["behaviour"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ray_executor_gives_the_local_numbers(tiny_pointmaze, tmp_path):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        specs = [spec(0), spec(1)]
+        out = run_all(specs, tmp_path / "ray", executor="ray")
+    finally:
+        ray.shutdown()
+    assert len(out["finished"]) == 2, [r.error for r in out["failed"]]
+    run_all(specs, tmp_path / "local")
+    key = ["run_id", "variant", "episode"]
+    by_ray = ResultsStore(tmp_path / "ray").table("final_scores").sort_values(key).reset_index(drop=True)
+    by_local = ResultsStore(tmp_path / "local").table("final_scores").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(by_ray, by_local)
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("algorithms: [qgpo\n", "is not valid YAML at line"),
+    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: qgpo"),
+    ("algorithms: [qgpo]\ndatasets: [d]\noverrides: {betaa: 3}\n", "unknown config key 'betaa'"),
+    ("algorithms: [qgpo]\ndatasets: [d]\nseedz: [0]\n", "unknown config key 'seedz'; known keys: algorithms"),
+    ("algorithms: [qgpo]\ndatasets: [d]\nseeds: [zero]\n", "seeds[0] must be an integer"),
+    ("algorithms: [qgpo]\ndatasets: [nowhere-v9]\n", "unknown dataset"),
+])
+def test_bad_sweep_specs_are_one_line_errors(capsys, tmp_path, yaml_text, message):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml_text)
+    code, out, err = run_cli(capsys, "sweep", str(path), "--results", str(tmp_path / "r"))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r" / "results.sqlite").exists()  # nothing ran
+
+
+def test_run_refuses_a_store_from_a_newer_diffbench(capsys, tiny_pointmaze, tmp_path):
+    import sqlite3
+
+    ResultsStore(tmp_path)
+    with sqlite3.connect(tmp_path / "results.sqlite") as con:
+        con.execute("PRAGMA user_version = 99")
+    code, _, err = run_cli(capsys, "run", "qgpo", TINY_ID, "--preset", "tiny", "--results", str(tmp_path))
+    assert code == 2 and "schema version 99" in err and "upgrade diffbench" in err
+
+
+def test_run_then_export(capsys, tiny_pointmaze, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "qgpo", TINY_ID, "--preset", "tiny", "device=cpu", "--episodes", "2",
+                           "--guidance-scales", "0,1", "--results", str(tmp_path), "--no-progress")
+    assert code == 0 and "1 finished, 0 skipped, 0 failed" in out and "final guidance_scale=1: return" in out
+    code, out, _ = run_cli(capsys, "results", "export", "--results", str(tmp_path), "--out", str(tmp_path / "x"))
+    assert code == 0 and len(pd.read_csv(tmp_path / "x" / "final_scores.csv")) == 4

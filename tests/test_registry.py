@@ -1,0 +1,45 @@
+"""Algorithms from other packages register through the `diffbench.algorithms` entry point group."""
+
+import sys
+
+import pytest
+
+from policies import registry
+from policies.errors import ConfigError
+
+
+def install_plugin(root, module_source: str, target: str) -> None:
+    """A minimal installed distribution: a module and a dist-info with one entry point."""
+    (root / "thirdparty_algo.py").write_text(module_source)
+    info = root / "thirdparty_algo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-algo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[diffbench.algorithms]\nmine = {target}\n")
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_ALGORITHMS", {})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "thirdparty_algo", raising=False)  # each test installs its own version
+    return tmp_path
+
+
+def test_an_entry_point_adds_an_algorithm_with_its_presets(fresh_registry):
+    install_plugin(fresh_registry, "from policies.qgpo import QGPO\n\nclass Mine(QGPO):\n    name = 'mine'\n",
+                   "thirdparty_algo:Mine")
+    assert registry.available() == ["mine", "qgpo"]
+    assert registry.make_config("mine", "tiny", beta=5).beta == 5.0
+
+
+def test_a_broken_plugin_is_one_clear_error(fresh_registry):
+    install_plugin(fresh_registry, "raise ImportError('needs jax')\n", "thirdparty_algo:Mine")
+    with pytest.raises(ConfigError, match="algorithm plug-in 'mine' .* failed to import: ImportError: needs jax"):
+        registry.available()
+
+
+def test_an_entry_point_that_is_not_an_algorithm_is_refused(fresh_registry):
+    install_plugin(fresh_registry, "Mine = 3\n", "thirdparty_algo:Mine")
+    with pytest.raises(ConfigError, match="not an Algorithm subclass"):
+        registry.get("mine")

@@ -1,0 +1,55 @@
+"""The SQLite results store: whole runs per transaction, replace-not-duplicate, schema guard, export."""
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from bench.store import SCHEMA_VERSION, ResultsStore, RunResult, StoreError
+
+
+def result(run_id: str, status: str = "finished", episodes: int = 3) -> RunResult:
+    return RunResult(run_id=run_id, algorithm="qgpo", dataset="d", seed=0, preset="cpu", config={"beta": 3.0},
+                     status=status, error=None if status == "finished" else "Traceback: boom", started=10.0,
+                     finished=12.5, gradient_steps=100, nfe_per_action=15,
+                     evaluations=[{"stage": "final", "step": 100, "gradient_steps": 100, "variant": "guidance_scale=1",
+                                   "guidance_scale": 1.0, "episodes": episodes, "return_mean": 1.0}],
+                     final=[{"variant": "guidance_scale=1", "guidance_scale": 1.0, "episode": i, "return": float(i),
+                             "length": 5, "score": 10.0 * i} for i in range(episodes)])
+
+
+def test_rerecording_a_run_replaces_it(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.record(result("a", "failed"))
+    store.record(result("a"))
+    store.record(result("b"))
+    assert store.status() == {"a": "finished", "b": "finished"}
+    assert len(store.table("final_scores")) == 6 and len(store.table("evaluations")) == 2
+    runs = store.table("runs").set_index("run_id")
+    assert runs.loc["a", "wall_seconds"] == pytest.approx(2.5) and runs.loc["a", "error"] is None
+
+
+def test_a_store_from_a_newer_schema_is_refused(tmp_path):
+    ResultsStore(tmp_path)
+    with sqlite3.connect(tmp_path / "results.sqlite") as con:
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this diffbench reads"):
+        ResultsStore(tmp_path)
+
+
+def test_a_corrupt_store_is_one_clear_error(tmp_path):
+    (tmp_path / "results.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="is not a readable results store"):
+        ResultsStore(tmp_path)
+    assert (tmp_path / "results.sqlite").read_bytes().startswith(b"not a database")  # left as it was
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_writes_every_table(tmp_path, fmt):
+    store = ResultsStore(tmp_path)
+    store.record(result("a"))
+    paths = store.export(tmp_path / "out", fmt)
+    assert sorted(p.name for p in paths) == sorted(f"{t}.{fmt}" for t in ("runs", "evaluations", "final_scores"))
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    final = read(tmp_path / "out" / f"final_scores.{fmt}")
+    assert final["score"].tolist() == [0.0, 10.0, 20.0]
