@@ -34,13 +34,20 @@ def _local(specs: Sequence[RunSpec], results: Path, workers: int, device: str | 
         return
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start can deadlock
     threads = threads_per_worker(workers)
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
         futures = {pool.submit(execute, spec, results, threads, device): spec for spec in specs}
         for future in as_completed(futures):
             try:
                 yield future.result()
             except Exception:  # the worker process itself died (killed, out of memory, a crash in C)
                 yield crashed(futures[future])
+    except BaseException:  # Ctrl-C or an error in the driver: stop the workers now; their checkpoints stay
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ray(specs: Sequence[RunSpec], results: Path, workers: int, device: str | None,
@@ -57,12 +64,17 @@ def _ray(specs: Sequence[RunSpec], results: Path, workers: int, device: str | No
     # results must be a path every node sees (a shared filesystem) when the cluster has several nodes
     pending = [task.remote(spec, str(Path(results).resolve()), threads, device) for spec in specs]
     by_ref = dict(zip(pending, specs))
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        try:
-            yield ray.get(done[0])
-        except Exception:  # the task's worker died
-            yield crashed(by_ref[done[0]])
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(done[0])
+            except Exception:  # the task's worker died
+                yield crashed(by_ref[done[0]])
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
 
 
 def crashed(spec: RunSpec) -> RunResult:

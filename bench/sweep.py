@@ -5,7 +5,8 @@ algorithms: [qgpo]                 # registered names
 datasets: [diffbench/pointmaze/umaze-small-v0]
 seeds: [0, 1, 2]
 preset: cpu
-overrides: {energy_steps: 2000}    # for every run
+overrides:                         # for every run; under an algorithm's name, for its runs only
+  qgpo: {energy_steps: 2000}
 grid: {beta: [3, 10]}              # one run per combination
 episodes: 100
 guidance_scales: [0, 1, 3]
@@ -24,6 +25,7 @@ from typing import Any
 
 from bench.runner import RunSpec
 from policies import config as cfg_tools
+from policies import registry
 from policies.errors import ConfigError
 
 
@@ -51,14 +53,23 @@ class SweepSpec:
         keys = list(self.grid)
         combos = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
         specs = [RunSpec(algorithm=algo, dataset=ds, seed=seed, preset=self.preset,
-                         overrides={**self.overrides, **combo}, episodes=self.episodes,
-                         guidance_scales=self.guidance_scales, eval_every=self.eval_every,
+                         overrides={**self.overrides_for(algo), **combo}, episodes=self.episodes,
+                         guidance_scales=self.guidance_scales if registry.get(algo).guided else None,
+                         eval_every=self.eval_every,
                          curve_episodes=self.curve_episodes, checkpoint_every=self.checkpoint_every,
                          eval_seed=self.eval_seed)
                  for algo in self.algorithms for ds in self.datasets for combo in combos for seed in self.seeds]
         for spec in specs:
             spec.config()  # unknown algorithm, preset or key: fail now, not an hour in
         return specs
+
+
+    def overrides_for(self, algorithm: str) -> dict[str, Any]:
+        shared = {k: v for k, v in self.overrides.items() if k not in self.algorithms}
+        own = self.overrides.get(algorithm, {})
+        if not isinstance(own, dict):
+            raise ConfigError(f"overrides.{algorithm} must be a mapping of {algorithm} config keys, got {own!r}")
+        return {**shared, **own}
 
 
 def load_sweep(path: Path) -> SweepSpec:

@@ -22,6 +22,17 @@ import yaml
 from policies.errors import ConfigError
 
 
+class Config:
+    """Base of algorithm configs (frozen dataclasses): the dict form stored with checkpoints and results."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        return from_dict(cls, data)
+
+
 def fields_of(cls: type) -> dict[str, Any]:
     """Field name -> resolved type annotation."""
     hints = typing.get_type_hints(cls)

@@ -14,34 +14,33 @@ Acting samples pi(a|s) ∝ mu(a|s) exp(beta Q_0(s, a)) with the guided score
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import copy
 import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from envs.dataset import OfflineDataset
-from policies.base import Algorithm
 from policies import config as cfg_tools
-from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.diffusion import DiffusionModel, fit_behaviour
-from policies.errors import CheckpointError, ConfigError
+from policies.errors import ConfigError
 from policies.networks import EnergyNet, TwinQ
 from policies.registry import register
 from policies.samplers import SamplerSpec
 from policies.schedule import VPSchedule
-from policies.training import TrainHooks, finish_stage, make_generator, polyak_update, resolve_device, run_steps, stage_generator
+from policies.staged import StagedAlgorithm
+from policies.training import TrainHooks, polyak_update, run_steps, stage_generator
 
 ENERGY_LOSSES = ("cep", "mse")
 
 
 @dataclass(frozen=True)
-class QGPOConfig:
+class QGPOConfig(cfg_tools.Config):
     """Defaults are the paper's (the "paper" preset); see `PRESETS` for the others."""
 
     # networks
@@ -104,13 +103,6 @@ class QGPOConfig:
         for name in ("sampler", "support_sampler"):
             if not isinstance(getattr(self, name), SamplerSpec):
                 raise ConfigError(f"qgpo: {name} must be a SamplerSpec")
-
-    def to_dict(self) -> dict[str, Any]:
-        return cfg_tools.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QGPOConfig":
-        return cfg_tools.from_dict(cls, d)
 
 
 PRESETS: dict[str, QGPOConfig] = {
@@ -258,39 +250,29 @@ def q_values(q: TwinQ, states: torch.Tensor, actions: torch.Tensor, chunk: int =
 # ---------------------------------------------------------------- the algorithm
 
 @register
-class QGPO(Algorithm):
+class QGPO(StagedAlgorithm):
     name = "qgpo"
     config_cls = QGPOConfig
     presets = PRESETS
     guided = True
     curve_stages = ("energy",)
+    stages = STAGES
+    stage_fields = _STAGE_FIELDS
+    policy_stages = ("behaviour", "energy")
 
-    def __init__(self, config: QGPOConfig, observation_dim: int, action_dim: int,
-                 action_low: np.ndarray, action_high: np.ndarray, device: str | None = None):
-        self.config = config
-        self.device = resolve_device(device or config.device)
-        self.dims = {"observation_dim": int(observation_dim), "action_dim": int(action_dim)}
-        self.action_low = torch.as_tensor(np.asarray(action_low, np.float32), device=self.device)
-        self.action_high = torch.as_tensor(np.asarray(action_high, np.float32), device=self.device)
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
-            torch.manual_seed(config.seed)
-            self.behaviour = DiffusionModel(action_dim, observation_dim, config.score_widths).to(self.device)
-            self.q = TwinQ(action_dim, observation_dim, config.q_hidden, config.q_layers).to(self.device)
-            self.energy = EnergyNet(action_dim, observation_dim, config.energy_hidden, config.energy_layers).to(self.device)
+    def build(self, observation_dim: int, action_dim: int) -> None:
+        cfg = self.config
+        self.behaviour = DiffusionModel(action_dim, observation_dim, cfg.score_widths).to(self.device)
+        self.q = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers).to(self.device)
+        self.energy = EnergyNet(action_dim, observation_dim, cfg.energy_hidden, cfg.energy_layers).to(self.device)
         self.q_target: TwinQ | None = None
-        self.records: dict[str, dict] = {}
-        self._act_generator = make_generator(config.seed + 1, self.device)
-
-    @classmethod
-    def for_dataset(cls, dataset: OfflineDataset, config: QGPOConfig, device: str | None = None) -> "QGPO":
-        t = dataset.transitions
-        return cls(config, t.obs_dim, t.action_dim, dataset.action_space.low, dataset.action_space.high, device)
+        self._support: dict[str, torch.Tensor] = {}
 
     # -- training
 
     def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
             hooks: TrainHooks | None = None) -> dict[str, Any]:
-        self._check_dataset(dataset)
+        self.check_dataset(dataset)
         cfg, dev = self.config, self.device
         t = dataset.transitions.to(dev)
         run = {"workdir": workdir, "hooks": hooks, "progress": progress}
@@ -298,15 +280,15 @@ class QGPO(Algorithm):
                 "terminals": t.terminals.float()}
         workdir = Path(workdir) if workdir is not None else None
         run["workdir"] = workdir
-        resumed = self._resume(workdir)
+        resumed = self.resume(workdir)
 
         # 1. behaviour model
         if "behaviour" not in resumed:
             self.records["behaviour"] = fit_behaviour(
                 self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
                 lr=cfg.behaviour_lr, generator=stage_generator(cfg.seed, "behaviour", dev),
-                fingerprint=self._fingerprint("behaviour"), **run)
-            self._save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
+                fingerprint=self.fingerprint("behaviour"), **run)
+            self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
 
         # 2. support actions for every state and next state, generated once
         if "support" not in resumed:
@@ -319,15 +301,15 @@ class QGPO(Algorithm):
                                        "nfe_per_action": cfg.support_sampler.steps,
                                        "seconds": time.perf_counter() - began}
             self._support = {"support": support, "next_index": next_index, "extra_states": extra}
-            self._save(workdir, "support", self._support)
+            self.save(workdir, "support", self._support)
         data["all_states"] = torch.cat([t.observations, self._support["extra_states"]])
 
         # 3. Q_0 by in-support softmax Q-learning
         if "critic" not in resumed:
             self.q_target, self.records["critic"] = train_critic(
                 self.q, data, self._support["support"], self._support["next_index"], cfg,
-                stage_generator(cfg.seed, "critic", dev), fingerprint=self._fingerprint("critic"), **run)
-            self._save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict()})
+                stage_generator(cfg.seed, "critic", dev), fingerprint=self.fingerprint("critic"), **run)
+            self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict()})
 
         # 4. f_phi by contrastive energy prediction (or the mse baseline)
         if "energy" not in resumed:
@@ -341,9 +323,9 @@ class QGPO(Algorithm):
             self.records["energy"] = train_energy(
                 self.energy, self.behaviour.schedule, t.observations, loss=cfg.energy_loss, beta=cfg.beta,
                 steps=cfg.energy_steps, batch=cfg.energy_batch, lr=cfg.energy_lr,
-                generator=stage_generator(cfg.seed, "energy", dev), fingerprint=self._fingerprint("energy"),
+                generator=stage_generator(cfg.seed, "energy", dev), fingerprint=self.fingerprint("energy"),
                 **run, **kwargs)
-            self._save(workdir, "energy", {"energy": self.energy.state_dict()})
+            self.save(workdir, "energy", {"energy": self.energy.state_dict()})
         self._support = {}  # support actions are only needed for training
         return {"stages": self.records, "resumed": sorted(resumed), "cost": self.cost}
 
@@ -354,16 +336,10 @@ class QGPO(Algorithm):
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         if scale < 0:
             raise ConfigError(f"guidance scale must be >= 0 (0 is plain behaviour cloning), got {scale}")
-        obs = torch.as_tensor(np.asarray(observations, np.float32), device=self.device)
-        if obs.dim() != 2 or obs.shape[1] != self.dims["observation_dim"]:
-            raise ConfigError(f"qgpo: observations must have shape (batch, {self.dims['observation_dim']}), "
-                              f"got {tuple(obs.shape)}")
+        obs = self.observations(observations)
         self.behaviour.eval()
         out = self.behaviour.sample(obs, 1, self.config.sampler, self.energy, scale, self._act_generator)
-        return torch.clamp(out.x[:, 0], self.action_low, self.action_high).cpu().numpy()
-
-    def seed(self, seed: int) -> None:
-        self._act_generator = make_generator(seed, self.device)
+        return self.clip(out.x[:, 0])
 
     @property
     def cost(self) -> dict[str, Any]:
@@ -376,50 +352,7 @@ class QGPO(Algorithm):
 
     # -- checkpoints
 
-    def _check_dataset(self, dataset: OfflineDataset) -> None:
-        t = dataset.transitions
-        if t.action_dim != self.dims["action_dim"] or t.obs_dim != self.dims["observation_dim"]:
-            raise ConfigError(f"{dataset.id} has observation dim {t.obs_dim} and action dim {t.action_dim}, but this "
-                              f"qgpo was built for {self.dims['observation_dim']} and {self.dims['action_dim']}")
-
-    def _save(self, workdir: Path | None, stage: str, payload: dict[str, Any]) -> None:
-        if workdir is not None:
-            save_checkpoint(workdir / f"{stage}.pt", algorithm=self.name, stage=stage, dims=self.dims,
-                            payload={"config": self.config.to_dict(), "record": self.records.get(stage, {}),
-                                     "action_low": self.action_low.cpu(), "action_high": self.action_high.cpu(), **payload})
-            finish_stage(workdir, stage)
-
-    def _fingerprint(self, stage: str) -> dict[str, Any]:
-        """The config fields `stage` and the stages before it depend on."""
-        mine, keys = self.config.to_dict(), []
-        for name in STAGES[: STAGES.index(stage) + 1]:
-            keys += _STAGE_FIELDS[name]
-        return {k: mine[k] for k in keys}
-
-    def _resume(self, workdir: Path | None) -> set[str]:
-        """Load every checkpointed stage whose config matches, in order; stop at the first missing one."""
-        self._support = {}
-        done: set[str] = set()
-        if workdir is None:
-            return done
-        mine = self.config.to_dict()
-        relevant: list[str] = []
-        for stage in STAGES:
-            relevant += _STAGE_FIELDS[stage]
-            path = workdir / f"{stage}.pt"
-            if not path.exists():
-                break
-            ckpt = load_checkpoint(path, algorithm=self.name, stage=stage, dims=self.dims, map_location=self.device)
-            diff = [k for k in relevant if ckpt["config"].get(k) != mine[k]]
-            if diff:
-                raise CheckpointError(f"{path} was made with a different config ({', '.join(diff)} differ); "
-                                      f"use a new run directory, or delete {stage}.pt and the stages after it")
-            self._restore(stage, ckpt)
-            done.add(stage)
-        return done
-
-    def _restore(self, stage: str, ckpt: dict[str, Any]) -> None:
-        self.records[stage] = ckpt.get("record", {})
+    def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
         if stage == "behaviour":
             self.behaviour.load_state_dict(ckpt["behaviour"])
         elif stage == "support":
@@ -430,26 +363,3 @@ class QGPO(Algorithm):
             self.q_target.load_state_dict(ckpt["q_target"])
         else:
             self.energy.load_state_dict(ckpt["energy"])
-
-    @classmethod
-    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "QGPO":
-        workdir = Path(workdir)
-        paths = {s: workdir / f"{s}.pt" for s in ("behaviour", "energy")}
-        missing = [s for s, p in paths.items() if not p.is_file()]
-        if missing:
-            raise CheckpointError(f"{workdir} has no trained qgpo policy (missing {', '.join(m + '.pt' for m in missing)}); "
-                                  "run `fit` to finish training first")
-        head = load_checkpoint(paths["energy"], algorithm=cls.name, stage="energy", map_location="cpu")
-        config = QGPOConfig.from_dict(head["config"])
-        d = head["dims"]
-        if dataset is not None:
-            t = dataset.transitions
-            if (t.obs_dim, t.action_dim) != (d["observation_dim"], d["action_dim"]):
-                raise CheckpointError(f"{workdir} was trained for observation dim {d['observation_dim']} and action dim "
-                                      f"{d['action_dim']}; {dataset.id} has {t.obs_dim} and {t.action_dim}")
-        low, high = head["action_low"].numpy(), head["action_high"].numpy()
-        algo = cls(config, d["observation_dim"], d["action_dim"], low, high, device)
-        for stage in ("behaviour", "energy"):
-            algo._restore(stage, load_checkpoint(paths[stage], algorithm=cls.name, stage=stage, dims=algo.dims,
-                                                 map_location=algo.device))
-        return algo

@@ -125,7 +125,7 @@ def run_cli(capsys, *argv):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("algorithms: [qgpo\n", "is not valid YAML at line"),
-    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: qgpo"),
+    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, qgpo"),
     ("algorithms: [qgpo]\ndatasets: [d]\noverrides: {betaa: 3}\n", "unknown config key 'betaa'"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseedz: [0]\n", "unknown config key 'seedz'; known keys: algorithms"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseeds: [zero]\n", "seeds[0] must be an integer"),
@@ -155,3 +155,19 @@ def test_run_then_export(capsys, tiny_pointmaze, tmp_path):
     assert code == 0 and "1 finished, 0 skipped, 0 failed" in out and "final guidance_scale=1: return" in out
     code, out, _ = run_cli(capsys, "results", "export", "--results", str(tmp_path), "--out", str(tmp_path / "x"))
     assert code == 0 and len(pd.read_csv(tmp_path / "x" / "final_scores.csv")) == 4
+
+
+def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path):
+    from bench.sweep import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("algorithms: [qgpo, bc]\ndatasets: [a/b-v0, c/d-v0]\nseeds: [0, 1]\npreset: tiny\n"
+                    "overrides: {seed: 5, qgpo: {energy_steps: 7}, bc: {steps: 9}}\nguidance_scales: [0, 1]\n")
+    runs = load_sweep(path).runs()
+    assert len(runs) == 2 * 2 * 2
+    qgpo = [r for r in runs if r.algorithm == "qgpo"]
+    bc = [r for r in runs if r.algorithm == "bc"]
+    assert all(r.config().energy_steps == 7 and r.guidance_scales == (0.0, 1.0) for r in qgpo)
+    assert all(r.config().steps == 9 and r.guidance_scales is None for r in bc)
+    assert sorted({r.seed for r in runs}) == [0, 1]  # the sweep's seeds win over an override
+    assert len({r.run_id() for r in runs}) == 8

@@ -1,0 +1,120 @@
+"""Behaviour cloning: the floor every offline-RL method is compared against (D4RL, TD3+BC, IQL).
+
+A deterministic MLP policy regressed onto the dataset's actions,
+    pi = argmin_pi E_{(s, a) ~ D} || pi(s) - a ||^2,
+so pi(s) estimates the behaviour policy's mean action E[a | s], squashed by tanh into the bounds.
+One stage; no critic, no sampling noise: one network evaluation per action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from envs.dataset import OfflineDataset
+from policies import config as cfg_tools
+from policies.errors import ConfigError
+from policies.networks import mlp
+from policies.staged import StagedAlgorithm
+from policies.training import TrainHooks, run_steps, stage_generator
+
+
+@dataclass(frozen=True)
+class BCConfig(cfg_tools.Config):
+    hidden: int = 256
+    layers: int = 2
+    steps: int = 1_000_000
+    batch: int = 256
+    lr: float = 3e-4
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bc: {name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise ConfigError(f"bc: steps must be >= 0, got {self.steps}")
+        if not self.lr > 0:
+            raise ConfigError(f"bc: lr must be > 0, got {self.lr}")
+
+
+PRESETS = {"paper": BCConfig(), "cpu": BCConfig(steps=20_000), "tiny": BCConfig(hidden=32, steps=50, batch=64)}
+
+
+class BCPolicy(nn.Module):
+    """MLP with a tanh head scaled to [low, high], so every output is a valid action."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: int, layers: int, low: torch.Tensor, high: torch.Tensor):
+        super().__init__()
+        self.net = mlp([obs_dim, *[hidden] * layers, action_dim])
+        self.register_buffer("centre", (high + low) / 2)
+        self.register_buffer("radius", (high - low) / 2)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.centre + self.radius * torch.tanh(self.net(states))
+
+
+def fit_bc(policy: BCPolicy, states: torch.Tensor, actions: torch.Tensor, *, steps: int, batch: int, lr: float,
+           generator: torch.Generator, progress: bool = False, workdir: Path | None = None,
+           hooks: TrainHooks | None = None, fingerprint: Any = None) -> dict:
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    n = states.shape[0]
+
+    def step(_: int) -> torch.Tensor:
+        i = torch.randint(n, (batch,), device=states.device, generator=generator)
+        loss = (policy(states[i]) - actions[i]).pow(2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    policy.train()
+    return run_steps(step, steps, "policy", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
+                     state={"policy": policy, "optimizer": opt, "generator": generator})
+
+
+class BC(StagedAlgorithm):
+    name = "bc"
+    config_cls = BCConfig
+    presets = PRESETS
+    curve_stages = ("policy",)
+    stages = ("policy",)
+    stage_fields = {"policy": ("hidden", "layers", "steps", "batch", "lr", "seed")}
+    policy_stages = ("policy",)
+
+    def build(self, observation_dim: int, action_dim: int) -> None:
+        cfg = self.config
+        self.policy = BCPolicy(observation_dim, action_dim, cfg.hidden, cfg.layers, self.action_low,
+                               self.action_high).to(self.device)
+
+    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
+            hooks: TrainHooks | None = None) -> dict[str, Any]:
+        self.check_dataset(dataset)
+        cfg, t = self.config, dataset.transitions.to(self.device)
+        resumed = self.resume(workdir)
+        if "policy" not in resumed:
+            self.records["policy"] = fit_bc(
+                self.policy, t.observations, t.actions, steps=cfg.steps, batch=cfg.batch, lr=cfg.lr,
+                generator=stage_generator(cfg.seed, "policy", self.device), progress=progress, workdir=workdir,
+                hooks=hooks, fingerprint=self.fingerprint("policy"))
+            self.save(workdir, "policy", {"policy": self.policy.state_dict()})
+        return {"stages": self.records, "resumed": sorted(resumed), "cost": self.cost}
+
+    @torch.inference_mode()
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        self.policy.eval()
+        return self.clip(self.policy(self.observations(observations)))
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        steps = {"policy": self.records["policy"]["steps"]} if "policy" in self.records else {}
+        return {"gradient_steps": steps, "gradient_steps_total": sum(steps.values()), "nfe_per_action": 1}
+
+    def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
+        self.policy.load_state_dict(ckpt["policy"])
