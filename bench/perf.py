@@ -18,9 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.provenance import code_version, hardware, made_by
 from policies.diffusion import DiffusionModel
 from policies.networks import EnergyNet, TwinQ
-from policies.qgpo import QGPOConfig, cep_loss, in_support_value
+from policies.qgpo import QGPOConfig, cep_loss, td_loss
 from policies.samplers import SamplerSpec
-from policies.training import polyak_update
+from policies.training import optimiser_step, polyak_update
 
 # Official QGPO code on a 2-core CPU: ms per step, actions per second
 REFERENCE = {"behaviour_step_ms": 625.0, "q_step_ms": 44.0, "cep_step_ms": 115.0,
@@ -62,32 +62,20 @@ def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[st
     s_b, a_b = rand(cfg.behaviour_batch, OBS_DIM), rand(cfg.behaviour_batch, ACT_DIM).clamp(-1, 1)
 
     def behaviour_step():
-        loss = model.loss(a_b, s_b, g)
-        opt_b.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_b.step()
+        optimiser_step(opt_b, model.loss(a_b, s_b, g))
 
     B = cfg.q_batch
     s, a, r, d, s2 = rand(B, OBS_DIM), rand(B, ACT_DIM), rand(B), torch.zeros(B, device=device), rand(B, OBS_DIM)
     support_next, support = rand(B, M, ACT_DIM), rand(B, M, ACT_DIM)
 
     def q_step():
-        with torch.no_grad():
-            y = r + cfg.gamma * (1 - d) * in_support_value(q_target(s2, support_next), cfg.beta_q)
-        q1, q2 = q.both(s, a)
-        loss = 0.5 * ((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
-        opt_q.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_q.step()
+        optimiser_step(opt_q, td_loss(q, q_target, s, a, r, d, s2, support_next, cfg.gamma, cfg.beta_q))
         polyak_update(q_target, q, cfg.tau)
 
     support_q = rand(B, M)  # Q_0 is frozen after stage 3, so its values on the support are precomputed once
 
     def cep_step():
-        loss = cep_loss(energy, model.schedule, s, support, support_q, cfg.beta, g)
-        opt_f.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_f.step()
+        optimiser_step(opt_f, cep_loss(energy, model.schedule, s, support, support_q, cfg.beta, g))
 
     sampler = SamplerSpec()  # DPM-Solver-2, 15 steps
 

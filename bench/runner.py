@@ -122,7 +122,7 @@ def execute(spec: RunSpec, results: Path, threads: int = 0, device: str | None =
 
 def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) -> RunResult:
     cls = registry.get(spec.algorithm)
-    if spec.guidance_scales is not None and not getattr(cls, "guided", False):
+    if spec.guidance_scales is not None and not cls.guided:
         raise ConfigError(f"{spec.algorithm} has no guidance scale to sweep; drop guidance_scales")
     ds = catalog.load_dataset(spec.dataset)
     workdir = spec.directory(results)
@@ -133,7 +133,7 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
     base["hardware"]["device"] = str(getattr(algo, "device", "cpu"))
 
     def on_eval(stage: str, step: int) -> None:
-        if stage not in getattr(algo, "curve_stages", ()):
+        if stage not in algo.curve_stages:
             return
         row, _ = _evaluate_row(algo, ds, None, spec.curve_episodes, spec.eval_seed)
         row |= {"stage": stage, "step": step, "gradient_steps": _steps_before(algo, stage) + step}

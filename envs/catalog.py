@@ -59,10 +59,10 @@ def fingerprint(name: str) -> str:
             st = Path(ref.target).stat()
             blob = f"hdf5:{st.st_size}:{st.st_mtime_ns}"
         else:
-            root = Path(ref.target) if Path(ref.target).is_dir() else minari_source.datasets_root() / ref.target
-            card = root / minari_source.CARD_FILE
-            if card.is_file():
-                blob = "card:" + str(json.loads(card.read_text()).get("content_checksum"))
+            root = Path(ref.target) if Path(ref.target).is_dir() else minari_source.dataset_dir(ref.target)
+            card = minari_source.read_card(root)
+            if card is not None:
+                blob = "card:" + str(card.get("content_checksum"))
             else:
                 meta = json.loads((root / "data" / "metadata.json").read_text())
                 blob = "minari:" + json.dumps({k: meta.get(k) for k in ("dataset_id", "total_steps", "total_episodes",

@@ -21,7 +21,7 @@ from policies import config as cfg_tools
 from policies.errors import ConfigError
 from policies.networks import mlp
 from policies.staged import StagedAlgorithm
-from policies.training import TrainHooks, run_steps, stage_generator
+from policies.training import TrainHooks, optimiser_step, run_steps, stage_generator
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,7 @@ def fit_bc(policy: BCPolicy, states: torch.Tensor, actions: torch.Tensor, *, ste
 
     def step(_: int) -> torch.Tensor:
         i = torch.randint(n, (batch,), device=states.device, generator=generator)
-        loss = (policy(states[i]) - actions[i]).pow(2).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        return optimiser_step(opt, (policy(states[i]) - actions[i]).pow(2).sum(-1).mean())
 
     policy.train()
     return run_steps(step, steps, "policy", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from policies.networks import ScoreNet
-from policies.training import TrainHooks, run_steps
+from policies.training import TrainHooks, optimiser_step, run_steps
 from policies.samplers import GradFn, SampleResult, SamplerSpec, guided
 from policies.schedule import VPSchedule
 
@@ -32,11 +32,7 @@ def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.
 
     def step(_: int) -> torch.Tensor:
         i = torch.randint(n, (batch,), device=actions.device, generator=generator)
-        loss = model.loss(actions[i], states[i], generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        return optimiser_step(opt, model.loss(actions[i], states[i], generator))
 
     model.train()
     return run_steps(step, steps, stage, progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,

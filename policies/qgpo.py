@@ -30,11 +30,10 @@ from policies import config as cfg_tools
 from policies.diffusion import DiffusionModel, fit_behaviour
 from policies.errors import ConfigError
 from policies.networks import EnergyNet, TwinQ
-from policies.registry import register
 from policies.samplers import SamplerSpec
 from policies.schedule import VPSchedule
 from policies.staged import StagedAlgorithm
-from policies.training import TrainHooks, polyak_update, run_steps, stage_generator
+from policies.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
 
 ENERGY_LOSSES = ("cep", "mse")
 
@@ -136,6 +135,16 @@ def in_support_value(q_next: torch.Tensor, beta_q: float) -> torch.Tensor:
     return (torch.softmax(beta_q * q_next, -1) * q_next).sum(-1)
 
 
+def td_loss(q: TwinQ, q_target: TwinQ, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+            terminals: torch.Tensor, next_states: torch.Tensor, next_support: torch.Tensor, gamma: float,
+            beta_q: float) -> torch.Tensor:
+    """Twin-Q regression onto r + gamma (1 - done) V(s'), V the in-support softmax value (eq. 14)."""
+    with torch.no_grad():
+        y = rewards + gamma * (1.0 - terminals) * in_support_value(q_target(next_states, next_support), beta_q)
+    q1, q2 = q.both(states, actions)
+    return 0.5 * ((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
+
+
 def cep_loss(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, support: torch.Tensor,
              support_q: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Contrastive energy prediction over the M support actions of each state, one t per state."""
@@ -197,16 +206,10 @@ def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor,
     def step(_: int) -> torch.Tensor:
         i = torch.randint(n, (cfg.q_batch,), device=support.device, generator=generator)
         j = next_index[i]
-        with torch.no_grad():
-            v = in_support_value(q_target(all_states[j], support[j]), cfg.beta_q)
-            y = data["rewards"][i] + cfg.gamma * (1.0 - data["terminals"][i]) * v
-        q1, q2 = q.both(all_states[i], data["actions"][i])
-        loss = 0.5 * ((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = optimiser_step(opt, td_loss(q, q_target, all_states[i], data["actions"][i], data["rewards"][i],
+                                           data["terminals"][i], all_states[j], support[j], cfg.gamma, cfg.beta_q))
         polyak_update(q_target, q, cfg.tau)
-        return loss.detach()
+        return loss
 
     record = run_steps(step, cfg.q_steps, "critic", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
                        state={"q": q, "q_target": q_target, "optimizer": opt, "generator": generator})
@@ -229,10 +232,7 @@ def train_energy(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, 
             value = cep_loss(energy, schedule, states[i], support[i], support_q[i], beta, generator)
         else:
             value = mse_energy_loss(energy, schedule, states[i], actions[i], actions_q[i], beta, generator)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        return value.detach()
+        return optimiser_step(opt, value)
 
     if loss not in ENERGY_LOSSES:
         raise ConfigError(f"unknown energy loss {loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
@@ -249,7 +249,6 @@ def q_values(q: TwinQ, states: torch.Tensor, actions: torch.Tensor, chunk: int =
 
 # ---------------------------------------------------------------- the algorithm
 
-@register
 class QGPO(StagedAlgorithm):
     name = "qgpo"
     config_cls = QGPOConfig

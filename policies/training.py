@@ -61,7 +61,7 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
     hooks = hooks or TrainHooks()
     state = state or {}
     key = stage.split()[0]
-    partial = Path(workdir) / f"{key}.partial.pt" if workdir is not None else None
+    partial = partial_path(workdir, stage) if workdir is not None else None
     history: list[tuple[int, float]] = []
     first, earlier_seconds = 0, 0.0
     if partial is not None and partial.exists() and hooks.checkpoint_every:
@@ -105,10 +105,23 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
             "final_loss": history[-1][1] if history else None, "history": history, "resumed_at": first}
 
 
+def partial_path(workdir: Path, stage: str) -> Path:
+    """Where a stage's mid-stage checkpoint lives ("energy (cep)" -> energy.partial.pt)."""
+    return Path(workdir) / f"{stage.split()[0]}.partial.pt"
+
+
 def finish_stage(workdir: Path | None, stage: str) -> None:
     """Drop a stage's mid-stage checkpoint once its final checkpoint is written."""
     if workdir is not None:
-        (Path(workdir) / f"{stage}.partial.pt").unlink(missing_ok=True)
+        partial_path(workdir, stage).unlink(missing_ok=True)
+
+
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One gradient step on `loss`; returns it detached, for `run_steps`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def polyak_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
