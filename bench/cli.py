@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace as dataclasses_replace
 import json
 import shlex
 import sys
@@ -16,11 +15,11 @@ from envs import catalog
 from envs.errors import DatasetError
 from envs.pointmaze import RECIPES
 from envs.toy import TASKS
+from bench.quick import DATASET as QUICK_DATASET
 from bench.store import ResultsStore
 from policies.config import parse_assignments
 from policies.errors import CheckpointError, ConfigError
 
-QUICK_DATASET = "diffbench/pointmaze/umaze-small-v0"
 
 
 def _print_json(obj) -> None:
@@ -82,21 +81,41 @@ def cmd_verify(args) -> int:
 
 
 def cmd_quick(args) -> int:
-    """The embedded default job: make the small PointMaze dataset, train QGPO on it, evaluate."""
-    if not any(r["id"] == QUICK_DATASET and r["on_disk"] for r in catalog.list_datasets()):
-        print(f"generating {QUICK_DATASET} (once; about a minute on two cores)")
-        catalog.generate(QUICK_DATASET, seed=0)
-    ds = catalog.load_dataset(QUICK_DATASET)
-    _print_summary(ds.summary() | {"card": ds.metadata.get("card")})
-    report = catalog.verify(QUICK_DATASET)
-    print(f"  verify: checksum matches card: {report['checksum_matches_card']}, eval env: {report['eval_env']}")
+    """The embedded default job: QGPO and its s = 0 ablation for two seeds, then the comparison table."""
+    from bench import quick
+    from bench.executors import run_all
+
+    if not any(r["id"] == args.dataset and r["on_disk"] for r in catalog.list_datasets()):
+        if args.dataset not in RECIPES:
+            catalog.load_dataset(args.dataset)  # a path, or the one-line "not on disk" error
+        print(f"generating {args.dataset} (once; about a minute on two cores)", flush=True)
+        catalog.generate(args.dataset, seed=0, progress=not args.no_progress)
+    report = catalog.verify(args.dataset)
     if not report["ok"]:
+        print(f"diffbench: error: {args.dataset} failed verification: {report}", file=sys.stderr)
+        return 2
+    scales = [float(s) for s in args.guidance_scales.split(",")]
+    if 0.0 not in scales:
+        scales.insert(0, 0.0)  # the ablation is the point of the comparison
+    specs = quick.specs(args.dataset, [int(s) for s in args.seeds.split(",")], args.preset, scales, args.episodes)
+    results = Path(args.results)
+    print(f"qgpo ({args.preset} preset) on {args.dataset}, seeds {args.seeds}, guidance scales "
+          f"{', '.join(f'{s:g}' for s in scales)}, {specs[0].final_episodes()} episodes each; results in {results}",
+          flush=True)
+    code = _print_outcome(run_all(specs, results, **_run_options(args)), results)
+    store = ResultsStore(results)
+    ids = [s.run_id() for s in specs]
+    table = quick.comparison(store, ids)
+    print()
+    for line in quick.summary_lines(store, ids):
+        print(line)
+    if table.empty:
+        print("no finished run to compare")
         return 1
-    print(f"\ntraining qgpo ({args.preset} preset) on {QUICK_DATASET}; stages resume from {args.workdir}")
-    train = argparse.Namespace(algorithm="qgpo", dataset=QUICK_DATASET, preset=args.preset, set=None,
-                               workdir=args.workdir, episodes=args.episodes, eval_seed=0,
-                               guidance_scales=args.guidance_scales, no_progress=args.no_progress, argv=args.argv)
-    return cmd_train(train)
+    print(f"\nnormalised score on {args.dataset} (mean over episodes per seed):\n")
+    print(quick.format_table(table))
+    (results / "quick.md").write_text(quick.format_table(table) + "\n")
+    return code
 
 
 def cmd_toy_floor(args) -> int:
@@ -107,8 +126,7 @@ def cmd_toy_floor(args) -> int:
     if unknown:
         raise DatasetError(f"unknown toy task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     betas = [float(b) for b in args.betas.split(",")]
-    command = "diffbench " + " ".join(shlex.quote(a) for a in args.argv)
-    df = run(tasks, betas, args.n, args.repeats, args.seed, Path(args.out), command)
+    df = run(tasks, betas, args.n, args.repeats, args.seed, Path(args.out), _command(args))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {args.out}")
     return 0
@@ -148,36 +166,6 @@ def cmd_perf(args) -> int:
             print(f"  {k:26s} {v:10.1f}   {speedups(figures)[k]:5.2f}x reference")
     if args.out:
         print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    from bench.evaluation import evaluate
-    from policies import registry
-
-    cls = registry.get(args.algorithm)
-    config = registry.make_config(args.algorithm, args.preset, parse_assignments(args.set or []))
-    ds = catalog.load_dataset(args.dataset)
-    workdir = Path(args.workdir or f"runs/{args.algorithm}/{ds.id.replace('/', '_')}/{args.preset}-seed{config.seed}")
-    algo = cls.for_dataset(ds, config)
-    record = algo.fit(ds, workdir, progress=not args.no_progress)
-    for stage, r in record["stages"].items():
-        size = f"{r['steps']} steps" if "steps" in r else f"{r.get('states')} states x {r.get('m')}"
-        took = f", {r['seconds']:.0f} s" if r.get("seconds") else ""
-        loss = f", final loss {r['final_loss']:.4g}" if r.get("final_loss") is not None else ""
-        print(f"{stage:10s} {size}{took}{loss}{' (resumed)' if stage in record['resumed'] else ''}")
-    results = []
-    scales = [float(s) for s in args.guidance_scales.split(",")] if args.guidance_scales else [config.guidance_scale]
-    for scale in scales:
-        algo.config = dataclasses_replace(config, guidance_scale=scale)
-        res = evaluate(algo, ds, episodes=args.episodes, seed=args.eval_seed).summary() | {"guidance_scale": scale}
-        results.append(res)
-        score = f", normalised score {res['score_mean']:.1f} ± {res['score_std']:.1f}" if "score_mean" in res else ""
-        print(f"guidance scale {scale:g}: return {res['return_mean']:.2f} ± {res['return_std']:.2f}{score} "
-              f"({res['episodes']} episodes, {res['seconds']:.0f} s)")
-    algo.config = config
-    (workdir / "eval.json").write_text(json.dumps({"command": _command(args), "cost": algo.cost, "eval": results}, indent=2))
-    print(f"checkpoints and eval.json in {workdir}")
     return 0
 
 
@@ -265,14 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_arg(ver)
     ver.set_defaults(func=cmd_verify)
 
-    quick = sub.add_parser("quick", help="the embedded default job: generate a small PointMaze dataset, train and evaluate QGPO")
-    quick.add_argument("--preset", default="cpu", help="QGPO preset (cpu: about 15 minutes on two cores)")
-    quick.add_argument("--workdir", default="runs/quick")
-    quick.add_argument("--episodes", type=int, default=20)
-    quick.add_argument("--guidance-scales", default="0,1,3")
-    quick.add_argument("--no-progress", action="store_true")
-    quick.set_defaults(func=cmd_quick)
-
     toy = sub.add_parser("toy", help="toy bandits with exact targets")
     tsub = toy.add_subparsers(dest="toy_command", required=True)
     fl = tsub.add_parser("floor", help="noise floor of the sample distances, per task and beta")
@@ -293,32 +273,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="results/exactness.md")
     ex.set_defaults(func=cmd_toy_exactness)
 
-    tr = sub.add_parser("train", help="train an algorithm on a dataset (resuming from its run directory) and evaluate it")
-    tr.add_argument("algorithm")
-    tr.add_argument("dataset")
-    tr.add_argument("--preset", default="cpu", help="config preset: paper, cpu or tiny")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    tr.add_argument("--workdir", help="run directory for stage checkpoints (default runs/ALGO/DATASET/PRESET-seedN)")
-    tr.add_argument("--episodes", type=int, default=10, help="evaluation episodes, run in parallel")
-    tr.add_argument("--eval-seed", type=int, default=0)
-    tr.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
-    tr.add_argument("--no-progress", action="store_true")
-    tr.set_defaults(func=cmd_train)
-
-    def executor_args(sp):
-        sp.add_argument("--results", default="runs", help="results directory: run directories and results.sqlite")
+    def executor_args(sp, results: str = "runs", workers: int = 1):
+        sp.add_argument("--results", default=results, help="results directory: run directories and results.sqlite")
         sp.add_argument("--executor", default="local", choices=["local", "ray"])
-        sp.add_argument("--workers", type=int, default=1, help="local: runs at once, each on its share of the cores")
+        sp.add_argument("--workers", type=int, default=workers, help="local: runs at once, each on its share of the cores")
         sp.add_argument("--address", help="ray: cluster address (auto, HOST:PORT); default starts a local Ray")
         sp.add_argument("--device", help="override every run's device (cpu, cuda)")
         sp.add_argument("--no-progress", action="store_true")
+
+    quick = sub.add_parser("quick", help="the embedded default job: QGPO vs its s = 0 ablation (diffusion BC), "
+                                         "two seeds, on a small generated PointMaze; about 15 minutes on two cores")
+    quick.add_argument("--dataset", default=QUICK_DATASET, help="generated here if missing and generatable")
+    quick.add_argument("--preset", default="quick", help="QGPO preset (quick, cpu, paper, tiny)")
+    quick.add_argument("--seeds", default="0,1")
+    quick.add_argument("--episodes", type=int, help="evaluation episodes per scale (default 100, as for mazes)")
+    quick.add_argument("--guidance-scales", default="0,1,3", help="0, the ablation, is always included")
+    executor_args(quick, results="runs/quick", workers=2)
+    quick.set_defaults(func=cmd_quick)
 
     rn = sub.add_parser("run", help="one run (algorithm, dataset, seed) into the results store; resumes if interrupted")
     rn.add_argument("algorithm")
     rn.add_argument("dataset")
     rn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. beta=10 sampler.steps=20")
     rn.add_argument("--seed", type=int, default=0)
-    rn.add_argument("--preset", default="cpu", help="config preset (paper, cpu, tiny)")
+    rn.add_argument("--preset", default="cpu", help="config preset (paper, cpu, quick, tiny)")
     rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 maze datasets, 10 others)")
     rn.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
     rn.add_argument("--eval-every", type=int, default=0, help="gradient steps between learning-curve evaluations")

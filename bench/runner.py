@@ -21,6 +21,7 @@ import torch
 
 from bench.evaluation import evaluate
 from bench.provenance import code_version, hardware, package_versions
+from bench.scalars import Scalars
 from bench.store import RunResult
 from envs import catalog
 from envs.dataset import OfflineDataset
@@ -130,6 +131,7 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
     (workdir / "config.json").write_text(json.dumps({"spec": spec.label(), **base["config"]}, indent=2, default=str))
     metrics = workdir / "metrics.jsonl"
     algo = cls.for_dataset(ds, config)
+    scalars = Scalars(workdir / "tensorboard")
     base["hardware"]["device"] = str(getattr(algo, "device", "cpu"))
 
     def on_eval(stage: str, step: int) -> None:
@@ -139,12 +141,31 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
         row |= {"stage": stage, "step": step, "gradient_steps": _steps_before(algo, stage) + step}
         with metrics.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        scalars.add("curve/score", row["score_mean"], row["gradient_steps"])
+        scalars.add("curve/return", row["return_mean"], row["gradient_steps"])
         log(f"[{spec.label()}] {stage} step {step}: return {row['return_mean']:.2f}"
             + (f", score {row['score_mean']:.1f}" if row["score_mean"] is not None else ""))
 
     hooks = TrainHooks(checkpoint_every=spec.checkpoint_every, eval_every=spec.eval_every, on_eval=on_eval,
                        log=lambda msg: log(f"[{spec.label()}] {msg}"))
-    record = algo.fit(ds, workdir, hooks=hooks)
+    try:
+        record = algo.fit(ds, workdir, hooks=hooks)
+        scalars.add_stage_losses(record["stages"])
+        evaluations, final, episodes, cost = _final_evaluation(spec, algo, ds, workdir, metrics, log, scalars)
+    finally:
+        scalars.close()
+    aps = [r["actions_per_second"] for r in episodes if r["actions_per_second"]]
+    finished = time.time()
+    return RunResult(**base, status="finished", finished=finished,
+                     wall_seconds=finished - base["started"] + _reused_seconds(record),
+                     stage_seconds={k: v.get("seconds", 0.0) for k, v in record["stages"].items()},
+                     gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
+                     actions_per_second=float(np.mean(aps)) if aps else None, evaluations=evaluations, final=final)
+
+
+def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdir: Path, metrics: Path, log: Any,
+                      scalars: Scalars) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Every guidance scale over the final episodes: (evaluation rows, episode rows, summaries, cost)."""
     cost = algo.cost
     total = cost["gradient_steps_total"]
     evaluations, final = _read_curve(metrics), []
@@ -158,15 +179,18 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
                           "return": float(res.returns[i]), "length": int(res.lengths[i]),
                           "score": float(res.normalized[i]) if res.normalized is not None else None})
         episodes.append(row)
+        scalars.add(f"final/score/{row['variant']}", row["score_mean"], total)
         log(f"[{spec.label()}] final {row['variant']}: return {row['return_mean']:.2f} ± {row['return_std']:.2f}"
             + (f", score {row['score_mean']:.1f} ± {row['score_std']:.1f}" if row["score_mean"] is not None else "")
             + f" ({row['episodes']} episodes)")
     (workdir / "final.json").write_text(json.dumps({"evaluations": episodes, "episodes": final, "cost": cost}, indent=2))
-    aps = [r["actions_per_second"] for r in episodes if r["actions_per_second"]]
-    return RunResult(**base, status="finished", finished=time.time(),
-                     stage_seconds={k: v.get("seconds", 0.0) for k, v in record["stages"].items()},
-                     gradient_steps=total, nfe_per_action=cost.get("nfe_per_action"),
-                     actions_per_second=float(np.mean(aps)) if aps else None, evaluations=evaluations, final=final)
+    return evaluations, final, episodes, cost
+
+
+def _reused_seconds(record: dict) -> float:
+    """Training time spent by earlier attempts: stages restored whole, and the steps before a mid-stage resume."""
+    return sum(r.get("seconds", 0.0) if stage in record["resumed"] else r.get("earlier_seconds", 0.0)
+               for stage, r in record["stages"].items())
 
 
 def _steps_before(algo: Algorithm, stage: str) -> int:

@@ -102,12 +102,14 @@ class RunResult:
     gradient_steps: int | None = None
     nfe_per_action: float | None = None
     actions_per_second: float | None = None
+    # this attempt's started..finished plus the work it reused from interrupted earlier attempts
+    wall_seconds: float | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # rows of _EVAL_COLUMNS without run_id
     final: list[dict[str, Any]] = field(default_factory=list)  # rows of _FINAL_COLUMNS without run_id
 
-    @property
-    def wall_seconds(self) -> float | None:
-        return None if self.started is None or self.finished is None else self.finished - self.started
+    def __post_init__(self) -> None:
+        if self.wall_seconds is None and self.started is not None and self.finished is not None:
+            self.wall_seconds = self.finished - self.started
 
 
 class ResultsStore:

@@ -101,8 +101,12 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
                     obj.train()
         bar.update()
     bar.close()
-    return {"stage": stage, "steps": steps, "seconds": earlier_seconds + time.perf_counter() - start,
-            "final_loss": history[-1][1] if history else None, "history": history, "resumed_at": first}
+    seconds = earlier_seconds + time.perf_counter() - start
+    if hooks.log and steps > first:
+        hooks.log(f"{key}: {steps} steps in {seconds:.0f} s, final loss {history[-1][1]:.4g}")
+    return {"stage": stage, "steps": steps, "seconds": seconds,
+            "final_loss": history[-1][1] if history else None, "history": history, "resumed_at": first,
+            "earlier_seconds": earlier_seconds}
 
 
 def partial_path(workdir: Path, stage: str) -> Path:

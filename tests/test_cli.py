@@ -61,28 +61,30 @@ def test_toy_floor_writes_results(capsys, tmp_path):
     assert code == 2 and "unknown toy task(s) bogus" in err
 
 
-def test_quick_trains_and_evaluates_qgpo(capsys, tiny_pointmaze, tmp_path):
-    work = tmp_path / "quick"
-    code, out, _ = run(capsys, "quick", "--preset", "tiny", "--workdir", str(work), "--episodes", "2",
-                       "--guidance-scales", "0,1", "--no-progress")
+def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_pointmaze, tmp_path):
+    results = tmp_path / "quick"
+    argv = ["quick", "--dataset", TINY_ID, "--preset", "tiny", "--episodes", "2", "--guidance-scales", "1",
+            "--workers", "1", "--results", str(results), "--no-progress"]
+    code, out, _ = run(capsys, *argv)
     assert code == 0, out
-    assert "guidance scale 0: return" in out and "guidance scale 1: return" in out
-    report = json.loads((work / "eval.json").read_text())
-    assert [r["guidance_scale"] for r in report["eval"]] == [0.0, 1.0]
-    assert report["cost"]["nfe_per_action"] == 4 and report["eval"][0]["episodes"] == 2
-    code, out, _ = run(capsys, "quick", "--preset", "tiny", "--workdir", str(work), "--episodes", "2",
-                       "--guidance-scales", "1", "--no-progress")
-    assert code == 0 and out.count("(resumed)") == 4
+    assert "seeds 0,1, guidance scales 0, 1" in out  # the ablation is added when not asked for
+    table = (results / "quick.md").read_text()
+    assert table.startswith("| guidance scale | seed 0 | seed 1 | mean ± std over seeds | vs s = 0 |")
+    assert "| 0 (diffusion BC) |" in table and "\n| 1 |" in table and table in out
+    assert out.count("NFE per action") == 2
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and out.count("skipped (finished before)") == 2 and table in out
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "qgpo", TINY_ID, "--set", "sampler.name=euler"], "unknown sampler 'euler'"),
-    (["train", "qgpo", TINY_ID, "--set", "guidance_scale=-2"], "guidance_scale must be >= 0"),
-    (["train", "qgpo", TINY_ID, "--set", "nonsense=1"], "unknown config key 'nonsense'"),
-    (["train", "qgpo", TINY_ID, "--set", "beta"], "expected key=value, got 'beta'"),
-    (["train", "ddpm", TINY_ID], "unknown algorithm 'ddpm'"),
-    (["train", "qgpo", TINY_ID, "--preset", "huge"], "unknown preset 'huge'"),
+    (["run", "qgpo", TINY_ID, "sampler.name=euler"], "unknown sampler 'euler'"),
+    (["run", "qgpo", TINY_ID, "guidance_scale=-2"], "guidance_scale must be >= 0"),
+    (["run", "qgpo", TINY_ID, "nonsense=1"], "unknown config key 'nonsense'"),
+    (["run", "qgpo", TINY_ID, "beta"], "expected key=value, got 'beta'"),
+    (["run", "ddpm", TINY_ID], "unknown algorithm 'ddpm'"),
+    (["run", "qgpo", TINY_ID, "--preset", "huge"], "unknown preset 'huge'"),
+    (["quick", "--dataset", "nobody/nothing-v0"], "dataset 'nobody/nothing-v0' is not on disk"),
 ])
-def test_train_rejects_bad_settings_in_one_line(capsys, tiny_pointmaze, argv, message):
-    code, out, err = run(capsys, *argv)
+def test_bad_settings_are_one_line_errors(capsys, tiny_pointmaze, tmp_path, argv, message):
+    code, out, err = run(capsys, *argv, "--results", str(tmp_path))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1

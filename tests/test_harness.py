@@ -46,10 +46,23 @@ def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_po
     episodes = store.table("final_scores")
     assert len(episodes) == 4 and episodes.score.notna().all()
     assert (s.directory(tmp_path) / "final.json").exists() and (s.directory(tmp_path) / "config.json").exists()
+    scalars = _tensorboard_scalars(s.directory(tmp_path) / "tensorboard")
+    assert [step for step, _ in scalars["curve/score"]] == [125]
+    assert scalars["curve/score"][0][1] == pytest.approx(curve.score_mean.iloc[0], rel=1e-5)
+    assert scalars["final/score/guidance_scale=1"][0] == (150, pytest.approx(final.score_mean.iloc[1], rel=1e-5))
+    assert {"loss/behaviour", "loss/critic", "loss/energy"} <= set(scalars)
 
     again = run_all([s], tmp_path)
     assert len(again["skipped"]) == 1 and not again["finished"]
     assert len(ResultsStore(tmp_path).table("final_scores")) == 4
+
+
+def _tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def test_parallel_workers_lose_nothing_and_a_failure_is_recorded(tiny_pointmaze, tmp_path):
@@ -92,6 +105,9 @@ def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint_bit_for_bit(tin
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"behaviour: resumed at step {killed_at} of 2000" in resumed.stdout
     assert not partial.exists()
+    run = ResultsStore(tmp_path / "killed").table("runs").iloc[0]
+    stage_seconds = json.loads(run.stage_seconds)
+    assert run.wall_seconds >= sum(stage_seconds.values())  # counts the killed attempt's steps too
 
     straight = run_all([s], tmp_path / "straight")
     assert straight["finished"], straight["failed"][0].error

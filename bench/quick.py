@@ -1,0 +1,73 @@
+"""The quick benchmark: QGPO against its s = 0 ablation (diffusion BC) on the embedded dataset.
+
+Guidance scale 0 samples the behaviour model alone, so the ablation reuses the trained run and costs
+only its evaluation. The comparison is per seed first (each seed's mean over episodes), then across
+seeds, as the field reports: a seed is the unit of replication, episodes are not.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.runner import RunSpec
+from bench.store import ResultsStore
+
+DATASET = "diffbench/pointmaze/umaze-dense-small-v0"
+SEEDS = (0, 1)
+GUIDANCE_SCALES = (0.0, 1.0, 3.0)
+
+
+def specs(dataset: str = DATASET, seeds: Sequence[int] = SEEDS, preset: str = "quick",
+          guidance_scales: Sequence[float] = GUIDANCE_SCALES, episodes: int | None = None) -> list[RunSpec]:
+    return [RunSpec(algorithm="qgpo", dataset=dataset, seed=seed, preset=preset, episodes=episodes,
+                    guidance_scales=tuple(float(s) for s in guidance_scales)) for seed in seeds]
+
+
+def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
+    """One row per guidance scale: per-seed scores, their mean and std, and the gain over s = 0."""
+    final = store.table("final_scores")
+    runs = store.table("runs").set_index("run_id")
+    final = final[final["run_id"].isin(run_ids)]
+    if final.empty:
+        return pd.DataFrame()
+    final = final.assign(seed=runs.loc[final["run_id"], "seed"].to_numpy())
+    per_seed = final.groupby(["guidance_scale", "seed"])["score"].mean().unstack("seed")
+    per_seed.columns = [f"seed {s}" for s in per_seed.columns]
+    table = per_seed.assign(mean=per_seed.mean(axis=1), std_over_seeds=per_seed.std(axis=1, ddof=1))
+    if 0.0 in table.index:
+        table["gain_vs_s0"] = table["mean"] - table.loc[0.0, "mean"]
+        table["every_seed_above_s0"] = per_seed.min(axis=1) > per_seed.loc[0.0].max()
+    table["episodes_per_seed"] = final.groupby(["guidance_scale", "seed"]).size().groupby("guidance_scale").min()
+    return table.rename_axis("guidance_scale").reset_index()
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Markdown, one row per guidance scale; s = 0 is labelled as the diffusion-BC ablation."""
+    seeds = [c for c in table.columns if c.startswith("seed ")]
+    head = ["guidance scale", *seeds, "mean ± std over seeds", "vs s = 0"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in table.iterrows():
+        name = "0 (diffusion BC)" if row["guidance_scale"] == 0 else f"{row['guidance_scale']:g}"
+        gain = "" if row["guidance_scale"] == 0 or "gain_vs_s0" not in row else f"{row['gain_vs_s0']:+.1f}"
+        std = row["std_over_seeds"]
+        spread = f"{row['mean']:.1f} ± {std:.1f}" if np.isfinite(std) else f"{row['mean']:.1f}"
+        lines.append("| " + " | ".join([name, *(f"{row[c]:.1f}" for c in seeds), spread, gain]) + " |")
+    return "\n".join(lines)
+
+
+def summary_lines(store: ResultsStore, run_ids: Sequence[str]) -> list[str]:
+    """Wall time and cost of each run, from the store."""
+    runs = store.table("runs").set_index("run_id")
+    out = []
+    for run_id in run_ids:
+        if run_id not in runs.index:
+            continue
+        r = runs.loc[run_id]
+        wall = f"{r['wall_seconds'] / 60:.1f} min" if pd.notna(r["wall_seconds"]) else "?"
+        aps = f", {r['actions_per_second']:.0f} actions/s at evaluation" if pd.notna(r["actions_per_second"]) else ""
+        out.append(f"seed {r['seed']} [{run_id}]: {r['status']}, {wall}, {int(r['gradient_steps'] or 0)} gradient steps, "
+                   f"{r['nfe_per_action']:g} NFE per action{aps}")
+    return out
