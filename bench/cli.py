@@ -214,10 +214,67 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_export(args) -> int:
-    store = ResultsStore(Path(args.results))
-    for path in store.export(Path(args.out or Path(args.results) / "export"), args.format):
+    return _wrote(ResultsStore(Path(args.results)).export(Path(args.out or Path(args.results) / "export"), args.format))
+
+
+def _wrote(paths: list[Path]) -> int:
+    for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def _built_report(args, doing: str):
+    """The report of `--results`' store, or None after saying there is nothing to `doing`."""
+    from bench.report import build
+
+    store = _existing_store(args.results)
+    report = build(store, Path(args.reference) if getattr(args, "reference", None) else None)
+    if report.empty:
+        print(f"nothing to {doing}: {store.path} holds no finished run with evaluation episodes")
+        return None
+    return report
+
+
+def cmd_report(args) -> int:
+    from bench import render
+
+    report = _built_report(args, "report")
+    if report is None:
+        return 1
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    return _wrote(render.write(report, Path(args.out or Path(args.results) / "report"), formats, command=_command(args)))
+
+
+def cmd_leaderboard(args) -> int:
+    from bench.leaderboard import write_leaderboard
+
+    report = _built_report(args, "rank")
+    if report is None:
+        return 1
+    return _wrote(write_leaderboard(report, Path(args.out), args.metric, _command(args)))
+
+
+def cmd_compare(args) -> int:
+    from bench.leaderboard import compare
+    from bench.render import markdown_table
+
+    report = _built_report(args, "compare")
+    if report is None:
+        return 1
+    table = compare(report, args.a, args.b)
+    if table.empty:
+        print(f"{args.a} and {args.b} share no dataset with normalised scores")
+        return 1
+    print(markdown_table(table))
+    return 0
+
+
+def _existing_store(results: str) -> ResultsStore:
+    path = Path(results)
+    if not (path / "results.sqlite").exists() and not path.is_file():
+        raise ConfigError(f"no results store in {path}; run `diffbench run`, `sweep` or `quick` first, "
+                          "or point --results at the directory that holds results.sqlite")
+    return ResultsStore(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +374,29 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="csv", choices=["csv", "parquet"])
     exp.add_argument("--out", help="output directory (default RESULTS/export)")
     exp.set_defaults(func=cmd_export)
+
+    def store_args(sp, reference: bool = True):
+        sp.add_argument("--results", default="runs", help="results directory holding results.sqlite")
+        if reference:
+            sp.add_argument("--reference", help="directory of published reference CSVs (default results/reference)")
+
+    rep = sub.add_parser("report", help="comparison report from the results store: tables, intervals, aggregates, plots")
+    store_args(rep)
+    rep.add_argument("--out", help="output directory (default RESULTS/report)")
+    rep.add_argument("--format", default="md,html,csv,tex", help="comma-separated: md, html, csv, tex")
+    rep.set_defaults(func=cmd_report)
+
+    lb = sub.add_parser("leaderboard", help="rank entries by an aggregate metric into LEADERBOARD.md and .html")
+    store_args(lb)
+    lb.add_argument("--out", default="results/LEADERBOARD.md")
+    lb.add_argument("--metric", default="IQM", help="IQM, mean, median or optimality gap")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    cmp_ = sub.add_parser("compare", help="two algorithms, entries or runs side by side on their shared datasets")
+    cmp_.add_argument("a", help="an entry (as the report names it), an algorithm or a run id")
+    cmp_.add_argument("b")
+    store_args(cmp_, reference=False)
+    cmp_.set_defaults(func=cmd_compare)
 
     perf = sub.add_parser("perf", help="performance benchmarks")
     psub = perf.add_subparsers(dest="perf_command", required=True)

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.render import fmt, markdown_table
 from bench.runner import RunSpec
 from bench.store import ResultsStore
 
@@ -47,15 +48,14 @@ def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
 def format_table(table: pd.DataFrame) -> str:
     """Markdown, one row per guidance scale; s = 0 is labelled as the diffusion-BC ablation."""
     seeds = [c for c in table.columns if c.startswith("seed ")]
-    head = ["guidance scale", *seeds, "mean ± std over seeds", "vs s = 0"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, row in table.iterrows():
-        name = "0 (diffusion BC)" if row["guidance_scale"] == 0 else f"{row['guidance_scale']:g}"
-        gain = "" if row["guidance_scale"] == 0 or "gain_vs_s0" not in row else f"{row['gain_vs_s0']:+.1f}"
-        std = row["std_over_seeds"]
-        spread = f"{row['mean']:.1f} ± {std:.1f}" if np.isfinite(std) else f"{row['mean']:.1f}"
-        lines.append("| " + " | ".join([name, *(f"{row[c]:.1f}" for c in seeds), spread, gain]) + " |")
-    return "\n".join(lines)
+    rows = pd.DataFrame({"guidance scale": ["0 (diffusion BC)" if s == 0 else f"{s:g}" for s in table["guidance_scale"]]})
+    for c in seeds:
+        rows[c] = table[c].map(fmt)
+    rows["mean ± std over seeds"] = [fmt(m) + (f" ± {fmt(sd)}" if np.isfinite(sd) else "")
+                                     for m, sd in zip(table["mean"], table["std_over_seeds"])]
+    gains = table["gain_vs_s0"] if "gain_vs_s0" in table else pd.Series(np.nan, index=table.index)
+    rows["vs s = 0"] = ["" if s == 0 or not np.isfinite(g) else f"{g:+.1f}" for s, g in zip(table["guidance_scale"], gains)]
+    return markdown_table(rows)
 
 
 def summary_lines(store: ResultsStore, run_ids: Sequence[str]) -> list[str]:

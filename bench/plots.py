@@ -1,0 +1,103 @@
+"""The report's figures (matplotlib, headless): each function returns a Figure for `bench.render`."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are built on servers and in CI; never open a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from bench import stats  # noqa: E402
+
+
+def _colours(entries: list[str]) -> dict[str, str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {e: cycle[i % len(cycle)] for i, e in enumerate(entries)}
+
+
+def aggregate_intervals(aggregates: pd.DataFrame) -> Figure:
+    """One panel per metric: each entry's estimate and 95% interval, as Agarwal et al.'s Fig. 9."""
+    metrics = list(dict.fromkeys(aggregates["metric"]))
+    entries = sorted(aggregates["entry"].unique())
+    colours = _colours(entries)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.5 * len(entries) + 1.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = aggregates[aggregates["metric"] == metric].set_index("entry")
+        for y, entry in enumerate(entries):
+            if entry not in rows.index:
+                continue
+            r = rows.loc[entry]
+            ax.plot([r["lower"], r["upper"]], [y, y], color=colours[entry], linewidth=6, alpha=0.6,
+                    solid_capstyle="butt")
+            ax.plot([r["estimate"]], [y], "|", color="black", markersize=14)
+        ax.set_yticks(range(len(entries)), entries if ax is axes[0][0] else [""] * len(entries))
+        ax.set_title(metric)
+        ax.set_xlabel("normalised score")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def performance_profiles(scores: dict[str, np.ndarray]) -> Figure:
+    """Fraction of runs above each score threshold, with a 95% bootstrap band, per entry."""
+    top = max(100.0, max(float(np.max(m)) for m in scores.values()))
+    taus = np.linspace(min(0.0, min(float(np.min(m)) for m in scores.values())), top, 101)
+    colours = _colours(sorted(scores))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for entry in sorted(scores):
+        profile, low, high = stats.performance_profile_band(scores[entry], taus, reps=500)
+        ax.plot(taus, profile, color=colours[entry], label=entry)
+        ax.fill_between(taus, low, high, color=colours[entry], alpha=0.2)
+    ax.set_xlabel("normalised score τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(curves: pd.DataFrame) -> Figure:
+    """Score against gradient steps, one panel per dataset, band = 95% interval over seeds."""
+    datasets = sorted(curves["dataset"].unique())
+    colours = _colours(sorted(curves["entry"].unique()))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for entry, g in curves[curves["dataset"] == dataset].groupby("entry"):
+            g = g.sort_values("gradient_steps")
+            ax.plot(g["gradient_steps"], g["mean"], marker="o", markersize=3, color=colours[entry], label=entry)
+            ax.fill_between(g["gradient_steps"], g["lower"], g["upper"], color=colours[entry], alpha=0.2)
+        ax.set_title(dataset, fontsize="small")
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel("normalised score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def score_vs_cost(cost: pd.DataFrame) -> Figure:
+    """Mean score against NFE per action, actions/s and training time: what each score cost."""
+    cost = cost.assign(network_evals=cost["nfe_per_action"] + cost["energy_grads_per_action"])
+    panels = [("network_evals", "network evaluations per action\n(noise network + energy gradients)"),
+              ("actions_per_second", "actions/s at evaluation"), ("train_minutes", "training time (min)")]
+    colours = _colours(sorted(cost["entry"]))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (column, label) in zip(axes, panels):
+        for _, r in cost.iterrows():
+            if pd.notna(r[column]):
+                ax.scatter(r[column], r["score"], color=colours[r["entry"]], label=r["entry"], s=40)
+        values = cost[column].dropna()
+        if len(values) and (values > 0).all() and values.max() / values.min() > 30:  # spans decades
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean normalised score")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize="small")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig

@@ -1,0 +1,42 @@
+"""Published reference numbers: CSV files under `results/reference/`, one row per (algorithm, dataset).
+
+Each row names its source (paper, table) and the dataset version the paper used. A report shows a
+published number only beside our runs on the very same dataset id: a D4RL v2 number says nothing
+about a Minari re-collection or a dataset diffbench generated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from policies.errors import ConfigError
+
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+COLUMNS = ("algorithm", "dataset", "score", "source", "table", "dataset_version")
+
+
+def load_reference(directory: Path | None = None) -> pd.DataFrame:
+    """Every `*.csv` in `directory` (default: the repository's results/reference), rows checked."""
+    directory = DEFAULT_DIR if directory is None else Path(directory)
+    files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
+    if not files:
+        return pd.DataFrame(columns=[*COLUMNS, "file"])
+    frames = []
+    for path in files:
+        df = pd.read_csv(path, comment="#")
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing:
+            raise ConfigError(f"{path}: reference table lacks column(s) {', '.join(missing)}; "
+                              f"each needs {', '.join(COLUMNS)}")
+        bad = df[pd.to_numeric(df["score"], errors="coerce").isna()]
+        if not bad.empty:
+            raise ConfigError(f"{path}: score is not a number for {bad.iloc[0]['algorithm']} on {bad.iloc[0]['dataset']}")
+        frames.append(df.assign(file=path.name, score=pd.to_numeric(df["score"])))
+    return pd.concat(frames, ignore_index=True)
+
+
+def matching_dataset(reference_dataset: str, ours: set[str]) -> str | None:
+    """Our dataset id a published number applies to: the same id, or None."""
+    return reference_dataset if reference_dataset in ours else None

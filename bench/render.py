@@ -1,0 +1,191 @@
+"""Writes a `bench.report.Report` as Markdown, self-contained HTML, LaTeX and CSV, with its figures.
+
+Markdown links the PNGs beside it; the HTML embeds every figure as inline SVG, so the one file opens
+in a browser with no server and nothing else next to it.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from bench.report import Report, provenance
+
+FORMATS = ("md", "html", "csv", "tex")
+
+
+def fmt(v: float, digits: int = 1) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _score_cell(r: pd.Series) -> str:
+    spread = f" ± {fmt(r['std'])}" if pd.notna(r["std"]) else ""
+    ci = f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if pd.notna(r["ci_low"]) else ""
+    return f"{fmt(r['mean'])}{spread}{ci}" + (" ★" if r.get("best_scale") else "")
+
+
+def tables(report: Report) -> dict[str, pd.DataFrame]:
+    """The report's tables with display columns, in the order they appear."""
+    out: dict[str, pd.DataFrame] = {}
+    pd_ = report.per_dataset
+    out["Per dataset: normalised score, mean ± std over seeds [95% CI]"] = pd.DataFrame({
+        "dataset": pd_["dataset"], "entry": pd_["entry"], "score": pd_.apply(_score_cell, axis=1),
+        "seeds": pd_["seeds"], "episodes": pd_["episodes"]})
+    dom = report.per_domain.pivot(index="entry", columns="domain", values="mean")
+    dom.columns.name = None
+    out["Averages of the per-dataset means, by domain"] = dom.map(fmt).reset_index()
+    if not report.aggregates.empty:
+        agg = report.aggregates
+        cell = agg.apply(lambda r: f"{fmt(r['estimate'])} [{fmt(r['lower'])}, {fmt(r['upper'])}]", axis=1)
+        wide = agg.assign(cell=cell).pivot(index="entry", columns="metric", values="cell")
+        wide = wide[[m for m in ("IQM", "mean", "median", "optimality gap") if m in wide.columns]]
+        counts = agg.groupby("entry")[["datasets", "seeds"]].first()
+        out["Aggregates across datasets (95% stratified-bootstrap CI)"] = wide.join(counts).reset_index()
+    if not report.improvement.empty:
+        imp = report.improvement
+        out["Probability of improvement P(X > Y) on shared datasets"] = pd.DataFrame({
+            "X": imp["x"], "Y": imp["y"],
+            "P(X > Y) [95% CI]": imp.apply(lambda r: f"{r['p_x_better']:.2f} [{r['lower']:.2f}, {r['upper']:.2f}]", axis=1),
+            "datasets": imp["datasets"]})
+    c = report.cost
+    out["Score versus cost (medians over runs)"] = pd.DataFrame({
+        "entry": c["entry"], "mean score": c["score"].map(fmt), "NFE per action": c["nfe_per_action"].map(lambda v: fmt(v, 0)),
+        "energy gradients per action": c["energy_grads_per_action"].map(lambda v: fmt(v, 0)),
+        "actions/s": c["actions_per_second"].map(lambda v: fmt(v, 0)), "training (min)": c["train_minutes"].map(fmt),
+        "gradient steps": c["gradient_steps"].map(lambda v: fmt(v, 0))})
+    if not report.reference.empty:
+        ours = report.per_dataset.groupby("dataset")["mean"].max()
+        ref = report.reference
+        out["Published numbers on the same datasets"] = pd.DataFrame({
+            "dataset": ref["dataset"], "algorithm": ref["algorithm"], "published": ref["score"].map(fmt),
+            "our best": ref["dataset"].map(ours).map(fmt),
+            "source": ref["source"] + ", " + ref["table"].astype(str), "dataset version": ref["dataset_version"]})
+    return out
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    lines = [head, "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _figures(report: Report) -> dict[str, Callable]:
+    from bench import plots
+    from bench.report import score_matrix
+
+    figs: dict[str, Callable] = {}
+    if not report.aggregates.empty:
+        figs["aggregates"] = lambda: plots.aggregate_intervals(report.aggregates)
+        entries = sorted(report.aggregates["entry"].unique())
+        figs["profiles"] = lambda: plots.performance_profiles({e: score_matrix(report.scores, e)[0] for e in entries})
+    if not report.curves.empty:
+        figs["curves"] = lambda: plots.learning_curves(report.curves)
+    if not report.cost.empty:
+        figs["cost"] = lambda: plots.score_vs_cost(report.cost)
+    return figs
+
+
+CAPTIONS = {"aggregates": "Aggregate metrics with 95% stratified-bootstrap intervals",
+            "profiles": "Performance profiles (fraction of runs above each score)",
+            "curves": "Learning curves (band: 95% interval over seeds)",
+            "cost": "Score versus cost"}
+
+
+def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: str = "diffbench report",
+          command: str = "") -> list[Path]:
+    """Write the report in each format under `out`; returns the files written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    svgs: dict[str, str] = {}
+    for name, make in _figures(report).items():
+        fig = make()
+        if "md" in formats:
+            for ext in ("png", "svg"):
+                path = out / f"{name}.{ext}"
+                fig.savefig(path, dpi=120)
+                written.append(path)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg")
+        svgs[name] = buf.getvalue()[buf.getvalue().index("<svg"):]
+        plt.close(fig)
+    tabs = tables(report)
+    meta = provenance(report.scores)
+    header = [f"Made by `{command}`." if command else "",
+              "Code: " + ", ".join(meta["code_versions"]) + "; hardware: " + "; ".join(meta["hardware"])]
+    if "md" in formats:
+        parts = [f"# {title}", *header, "## Protocol", "\n".join(f"- {p}" for p in report.protocol)]
+        for name, df in tabs.items():
+            parts += [f"## {name}", markdown_table(df)]
+        if report.notes:
+            parts += ["## Notes", "\n".join(f"- {n}" for n in report.notes)]
+        for name in svgs:
+            parts += [f"## {CAPTIONS[name]}", f"![{CAPTIONS[name]}]({name}.png)"]
+        path = out / "report.md"
+        path.write_text("\n\n".join(p for p in parts if p) + "\n")
+        written.append(path)
+    if "html" in formats:
+        path = out / "report.html"
+        path.write_text(_html(title, header, report, tabs, svgs))
+        written.append(path)
+    if "csv" in formats:
+        for name, df in {"per_dataset": report.per_dataset, "per_domain": report.per_domain,
+                         "aggregates": report.aggregates, "improvement": report.improvement,
+                         "curves": report.curves, "cost": report.cost, "runs": report.scores.drop(columns=["config"]),
+                         "reference": report.reference}.items():
+            path = out / f"{name}.csv"
+            df.to_csv(path, index=False)
+            written.append(path)
+    if "tex" in formats:
+        path = out / "report.tex"
+        path.write_text("\n\n".join(_latex(name, df) for name, df in tabs.items()) + "\n")
+        written.append(path)
+    return written
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "★": r"$\star$",
+          "—": "--", "−": "$-$"}
+_LATEX_SPECIAL = re.compile("|".join(re.escape(k) for k in _LATEX))
+
+
+def _latex(caption: str, df: pd.DataFrame) -> str:
+    """A booktabs table with LaTeX's special characters escaped."""
+    def esc(v: object) -> str:
+        return _LATEX_SPECIAL.sub(lambda m: _LATEX[m.group()], str(v))
+
+    cols = "l" * len(df.columns)
+    rows = [" & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    rows += [" & ".join(esc(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}", rf"\begin{{tabular}}{{{cols}}}",
+                      r"\toprule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def _html(title: str, header: list[str], report: Report, tabs: dict[str, pd.DataFrame], svgs: dict[str, str]) -> str:
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 8px;"
+             "text-align:left;font-size:14px}th{background:#f3f3f3}figure{margin:1em 0}svg{max-width:100%;height:auto}"
+             "code{background:#f3f3f3;padding:1px 4px}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(h).replace('`', '')}</p>" for h in header if h]
+    parts.append("<h2>Protocol</h2><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in report.protocol) + "</ul>")
+    for name, df in tabs.items():
+        parts.append(f"<h2>{html.escape(name)}</h2>" + df.to_html(index=False, escape=True, border=0))
+    if report.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>")
+    for name, svg in svgs.items():
+        parts.append(f"<h2>{html.escape(CAPTIONS[name])}</h2><figure>{svg}</figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,245 @@
+"""What a comparison report says, computed from the results store; `bench.render` writes it out.
+
+An *entry* is what a table row compares: an algorithm with its preset (and a config tag when one
+preset was run with different overrides) and, for guided algorithms, one guidance scale. A run's
+score on a dataset is its mean normalised score over the final evaluation episodes; seeds are the
+unit of replication, so intervals are over seeds (stratified by dataset for aggregates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import stats
+from bench.reference import load_reference, matching_dataset
+from bench.store import ResultsStore
+
+REPS = 10_000  # bootstrap replicates (Agarwal et al. use 50k for papers; 10k keeps a report to seconds)
+
+
+def domain(dataset: str) -> str:
+    """The group a dataset averages into: locomotion, antmaze, pointmaze, ... ('generated' marked)."""
+    name = dataset.lower()
+    for key, group in (("antmaze", "antmaze"), ("pointmaze", "pointmaze"), ("maze2d", "maze2d"),
+                       ("kitchen", "kitchen"), ("pen", "adroit"), ("door", "adroit"), ("hammer", "adroit"),
+                       ("relocate", "adroit")):
+        if key in name:
+            break
+    else:
+        group = "locomotion" if any(k in name for k in ("hopper", "halfcheetah", "walker2d", "ant")) else "other"
+    return f"{group} (generated)" if name.startswith("diffbench/") else group
+
+
+def _variant_label(variant: str, scale: float | None) -> str:
+    if scale is None or (isinstance(scale, float) and np.isnan(scale)):
+        return ""
+    return " s=0 (diffusion BC)" if scale == 0 else f" s={scale:g}"
+
+
+def _config_tag(config: str) -> str:
+    """A short hash of a run's config without its seed: runs that differ only in seed share it."""
+    cfg = json.loads(config)
+    cfg.pop("seed", None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def run_scores(store: ResultsStore) -> pd.DataFrame:
+    """One row per (finished run, evaluated variant): its score and what it cost."""
+    runs = store.table("runs")
+    runs = runs[runs["status"] == "finished"]
+    final = store.table("final_scores")
+    if runs.empty or final.empty:
+        return pd.DataFrame()
+    per = (final[final["run_id"].isin(runs["run_id"])]
+           .groupby(["run_id", "variant"], dropna=False)
+           .agg(guidance_scale=("guidance_scale", "first"), score=("score", "mean"), ret=("return", "mean"),
+                episodes=("episode", "size"))
+           .reset_index())
+    evals = store.table("evaluations")
+    aps = evals[evals["stage"] == "final"][["run_id", "variant", "actions_per_second"]]
+    per = per.merge(aps, on=["run_id", "variant"], how="left")
+    cols = ["run_id", "algorithm", "dataset", "seed", "preset", "config", "code_version", "hardware", "wall_seconds",
+            "stage_seconds", "gradient_steps", "nfe_per_action"]
+    df = per.merge(runs[cols], on="run_id")
+    df["config_tag"] = df["config"].map(_config_tag)
+    tags = df.groupby(["algorithm", "preset"])["config_tag"].nunique()
+    base = df["algorithm"] + "[" + df["preset"] + "]"
+    many = df.set_index(["algorithm", "preset"]).index.map(lambda k: tags[k] > 1)
+    base = base.where(~np.asarray(many, dtype=bool), base + "#" + df["config_tag"])
+    df["entry"] = base + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
+    df["domain"] = df["dataset"].map(domain)
+    return df
+
+
+@dataclass
+class Report:
+    scores: pd.DataFrame  # run_scores()
+    per_dataset: pd.DataFrame  # dataset x entry: mean, std, CI over seeds, seeds, episodes, best-scale mark
+    per_domain: pd.DataFrame  # domain x entry mean of dataset means, and "overall"
+    aggregates: pd.DataFrame  # entry x metric: estimate, lower, upper (stratified bootstrap)
+    improvement: pd.DataFrame  # pairs of entries on shared datasets: P(X > Y) with interval
+    curves: pd.DataFrame  # learning curves: dataset, entry, gradient_steps, mean, lower, upper
+    cost: pd.DataFrame  # entry: NFE per action, actions/s, training wall time, gradient steps, mean score
+    reference: pd.DataFrame  # published numbers for datasets we have, beside ours
+    protocol: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.scores.empty
+
+
+def _seed_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    _, low, high = stats.bootstrap_interval(stats.mean, values[:, None], reps=REPS, seed=seed)
+    return low, high
+
+
+def _per_dataset(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (dataset, entry), g in df.groupby(["dataset", "entry"], sort=True):
+        values = g.sort_values("seed")["score"].to_numpy(dtype=np.float64)
+        if np.isnan(values).any():
+            low = high = np.nan
+        else:
+            low, high = _seed_interval(values)
+        rows.append({"dataset": dataset, "domain": g["domain"].iloc[0], "entry": entry,
+                     "algorithm": g["algorithm"].iloc[0], "preset": g["preset"].iloc[0],
+                     "guidance_scale": g["guidance_scale"].iloc[0], "mean": values.mean(),
+                     "std": values.std(ddof=1) if len(values) > 1 else np.nan, "ci_low": low, "ci_high": high,
+                     "seeds": len(values), "episodes": int(g["episodes"].min())})
+    out = pd.DataFrame(rows)
+    # the best guidance scale of each guided algorithm on each dataset, chosen on these same episodes
+    out["best_scale"] = False
+    guided = out[out["guidance_scale"].notna()]
+    for _, g in guided.groupby(["dataset", "algorithm", "preset"]):
+        if len(g) > 1:
+            out.loc[g["mean"].idxmax(), "best_scale"] = True
+    return out
+
+
+def _per_domain(per_dataset: pd.DataFrame) -> pd.DataFrame:
+    dom = per_dataset.groupby(["domain", "entry"])["mean"].agg(["mean", "size"]).reset_index()
+    dom = dom.rename(columns={"size": "datasets"})
+    overall = per_dataset.groupby("entry")["mean"].agg(["mean", "size"]).reset_index().rename(columns={"size": "datasets"})
+    overall.insert(0, "domain", "overall")
+    return pd.concat([dom, overall], ignore_index=True)
+
+
+def score_matrix(df: pd.DataFrame, entry: str, datasets: list[str] | None = None) -> tuple[np.ndarray, list[str], int]:
+    """(runs, tasks) scores of an entry; tasks with fewer seeds cut every task to the smallest count."""
+    g = df[df["entry"] == entry]
+    if datasets is not None:
+        g = g[g["dataset"].isin(datasets)]
+    cols = {d: gd.sort_values("seed")["score"].to_numpy(dtype=np.float64) for d, gd in g.groupby("dataset")}
+    n = min(len(v) for v in cols.values())
+    names = sorted(cols)
+    return np.stack([cols[d][:n] for d in names], axis=1), names, n
+
+
+def _aggregates(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    rows, notes = [], []
+    for entry in sorted(df["entry"].unique()):
+        m, names, n = score_matrix(df, entry)
+        if np.isnan(m).any():
+            notes.append(f"{entry}: some datasets have no normalised score; left out of the aggregates")
+            continue
+        if df[df["entry"] == entry].groupby("dataset").size().max() > n:
+            notes.append(f"{entry}: seeds differ between datasets; aggregates use the first {n} of each")
+        for metric, (point, low, high) in stats.aggregate_intervals({entry: m}, reps=REPS)[entry].items():
+            rows.append({"entry": entry, "metric": metric, "estimate": point, "lower": low, "upper": high,
+                         "datasets": len(names), "seeds": n})
+    return pd.DataFrame(rows), notes
+
+
+def _improvement(df: pd.DataFrame) -> pd.DataFrame:
+    entries = sorted(df["entry"].unique())
+    rows = []
+    for i, a in enumerate(entries):
+        for b in entries[i + 1:]:
+            shared = sorted(set(df[df["entry"] == a]["dataset"]) & set(df[df["entry"] == b]["dataset"]))
+            if not shared:
+                continue
+            x, _, _ = score_matrix(df, a, shared)
+            y, _, _ = score_matrix(df, b, shared)
+            if np.isnan(x).any() or np.isnan(y).any():
+                continue
+            point, low, high = stats.probability_of_improvement_interval(x, y, reps=REPS)
+            rows.append({"x": a, "y": b, "p_x_better": point, "lower": low, "upper": high, "datasets": len(shared)})
+    return pd.DataFrame(rows)
+
+
+def _curves(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
+    ev = store.table("evaluations")
+    ev = ev[(ev["stage"] != "final") & ev["run_id"].isin(scores["run_id"])]
+    if ev.empty:
+        return pd.DataFrame(columns=["dataset", "entry", "gradient_steps", "mean", "lower", "upper", "seeds"])
+    entry_of = scores.drop_duplicates("run_id").set_index("run_id")
+    ev = ev.assign(dataset=entry_of.loc[ev["run_id"], "dataset"].to_numpy(),
+                   entry=(entry_of.loc[ev["run_id"], "algorithm"] + "[" + entry_of.loc[ev["run_id"], "preset"] + "]").to_numpy())
+    rows = []
+    for (dataset, entry, steps), g in ev.groupby(["dataset", "entry", "gradient_steps"]):
+        values = g["score_mean"].to_numpy(dtype=np.float64)
+        low, high = _seed_interval(values) if len(values) > 1 and not np.isnan(values).any() else (np.nan, np.nan)
+        rows.append({"dataset": dataset, "entry": entry, "gradient_steps": int(steps), "mean": values.mean(),
+                     "lower": low, "upper": high, "seeds": len(values)})
+    return pd.DataFrame(rows)
+
+
+def _cost(df: pd.DataFrame) -> pd.DataFrame:
+    """Per entry: network evaluations per action (a guided step adds one energy gradient), speed, training time."""
+    guided = df["guidance_scale"].fillna(0) > 0
+    df = df.assign(energy_grads=np.where(guided, df["nfe_per_action"], 0.0),
+                   train_minutes=df["stage_seconds"].map(lambda s: sum(json.loads(s).values()) / 60 if s else np.nan))
+    return (df.groupby("entry")
+            .agg(nfe_per_action=("nfe_per_action", "median"), energy_grads_per_action=("energy_grads", "median"),
+                 actions_per_second=("actions_per_second", "median"), train_minutes=("train_minutes", "median"),
+                 gradient_steps=("gradient_steps", "median"), score=("score", "mean"))
+            .reset_index())
+
+
+def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
+    """Everything the report shows; an empty store gives an empty report, not an error."""
+    df = run_scores(store)
+    if df.empty:
+        empty = pd.DataFrame()
+        return Report(df, empty, empty, empty, empty, empty, empty, empty)
+    per_dataset = _per_dataset(df)
+    aggregates, notes = _aggregates(df)
+    reference = load_reference(reference_dir)
+    shown = reference[reference["dataset"].map(lambda d: matching_dataset(d, set(df["dataset"])) is not None)]
+    generated = sorted(d for d in df["dataset"].unique() if d.startswith("diffbench/"))
+    if generated:
+        notes.append("generated datasets (" + ", ".join(generated) + ") are made by diffbench, not D4RL or Minari: "
+                     "no published number applies to them, so none is shown beside them")
+    episodes = sorted(df["episodes"].unique())
+    seeds = sorted(per_dataset["seeds"].unique())
+    protocol = [
+        "score: D4RL-normalised, 100 (R - random) / (expert - random), mean over the final evaluation's episodes",
+        "checkpoint: the last (end of training), not the best seen during training",
+        f"episodes per evaluation: {', '.join(str(e) for e in episodes)}; seeds per dataset: "
+        f"{', '.join(str(s) for s in seeds)}",
+        "intervals: 95% percentile bootstrap over seeds (stratified by dataset for aggregates), "
+        f"{REPS} replicates",
+    ]
+    if min(seeds) < 5:
+        protocol.append(f"with {min(seeds)} seed(s) an interval over seeds cannot be wider than their range: "
+                        "read it as the spread of the seeds, not as a confidence statement")
+    if per_dataset["best_scale"].any():
+        protocol.append("★ marks the best guidance scale per dataset, chosen on the same evaluation episodes "
+                        "(an optimistic choice, as in the QGPO paper's per-task scale)")
+    return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
+                  improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
+                  protocol=protocol, notes=notes)
+
+
+def provenance(df: pd.DataFrame) -> dict[str, Any]:
+    """Code versions and hardware the report's runs came from."""
+    return {"code_versions": sorted(df["code_version"].dropna().unique().tolist()),
+            "hardware": sorted({json.loads(h).get("description", "?") for h in df["hardware"].dropna()})}

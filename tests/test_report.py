@@ -1,0 +1,149 @@
+"""Reports, the leaderboard and compare, from a store filled with runs whose scores are known."""
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.leaderboard import compare, ranking
+from bench.report import build, domain
+from bench.store import ResultsStore, RunResult
+
+D4RL = "hopper-medium-v2"
+GEN = "diffbench/pointmaze/umaze-v0"
+# (algorithm, dataset) -> {guidance scale or None: score of seed 0, 1, 2}
+SCORES = {
+    ("qgpo", D4RL): {0.0: [40, 50, 60], 1.0: [70, 80, 90]},
+    ("qgpo", GEN): {0.0: [20, 30, 40], 1.0: [35, 45, 55]},
+    ("bc", D4RL): {None: [45, 50, 55]},
+    ("bc", GEN): {None: [10, 20, 30]},
+}
+
+
+def run_result(algo: str, dataset: str, seed: int) -> RunResult:
+    final, evaluations = [], []
+    for scale, per_seed in SCORES[(algo, dataset)].items():
+        variant = "default" if scale is None else f"guidance_scale={scale:g}"
+        centre = per_seed[seed]
+        final += [{"variant": variant, "guidance_scale": scale, "episode": i, "return": float(centre + d),
+                   "length": 100, "score": float(centre + d)} for i, d in enumerate((-1.0, 0.0, 1.0))]
+        evaluations.append({"stage": "final", "step": 10, "gradient_steps": 10, "variant": variant,
+                            "guidance_scale": scale, "episodes": 3, "actions_per_second": 500.0})
+    evaluations.append({"stage": "energy" if algo == "qgpo" else "policy", "step": 5, "gradient_steps": 5,
+                        "variant": "default", "episodes": 3, "score_mean": 10.0 * seed})
+    return RunResult(run_id=f"{algo}-{dataset}-{seed}", algorithm=algo, dataset=dataset, seed=seed, preset="cpu",
+                     config={"seed": seed, "lr": 1e-3}, code_version="abc123", hardware={"description": "test CPU"},
+                     started=0.0, finished=90.0, stage_seconds={"a": 30.0, "b": 30.0}, gradient_steps=10,
+                     nfe_per_action=15 if algo == "qgpo" else 1, evaluations=evaluations, final=final)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    for algo, dataset in SCORES:
+        for seed in range(3):
+            s.record(run_result(algo, dataset, seed))
+    s.record(RunResult(run_id="broken", algorithm="bc", dataset=D4RL, seed=9, preset="cpu", config={}, status="failed",
+                       error="Traceback: boom"))
+    return s
+
+
+@pytest.fixture
+def reference(tmp_path):
+    d = tmp_path / "reference"
+    d.mkdir()
+    (d / "papers.csv").write_text("# a comment line\nalgorithm,dataset,score,source,table,dataset_version\n"
+                                  "QGPO,hopper-medium-v2,98.0,Lu et al. 2023,Table 1,D4RL v2\n"
+                                  "QGPO,antmaze-umaze-v0,96.4,Lu et al. 2023,Table 1,D4RL v0\n")
+    return d
+
+
+def test_tables_hold_the_known_means_and_mark_the_best_scale(store, reference):
+    report = build(store, reference)
+    per = report.per_dataset.set_index(["dataset", "entry"])
+    assert per.loc[(D4RL, "qgpo[cpu] s=1"), "mean"] == pytest.approx(80.0)
+    assert per.loc[(D4RL, "qgpo[cpu] s=1"), "std"] == pytest.approx(10.0)
+    assert per.loc[(D4RL, "qgpo[cpu] s=1"), "best_scale"] and not per.loc[(D4RL, "qgpo[cpu] s=0 (diffusion BC)"), "best_scale"]
+    assert per.loc[(GEN, "bc[cpu]"), "mean"] == pytest.approx(20.0) and per.loc[(GEN, "bc[cpu]"), "seeds"] == 3
+    low, high = per.loc[(D4RL, "qgpo[cpu] s=1"), ["ci_low", "ci_high"]]
+    assert 70 <= low < 80 < high <= 90
+    overall = report.per_domain.set_index(["domain", "entry"])["mean"]
+    assert overall[("overall", "qgpo[cpu] s=1")] == pytest.approx((80 + 45) / 2)
+    assert overall[("pointmaze (generated)", "bc[cpu]")] == pytest.approx(20.0)
+    agg = report.aggregates.set_index(["entry", "metric"])["estimate"]
+    assert agg[("bc[cpu]", "mean")] == pytest.approx(35.0) and agg[("bc[cpu]", "optimality gap")] == pytest.approx(65.0)
+    # IQM of bc's 6 seed scores 10 20 30 45 50 55: cut 1 from each end -> 20 30 45 50
+    assert agg[("bc[cpu]", "IQM")] == pytest.approx(36.25)
+    pair = report.improvement.set_index(["x", "y"]).loc[("qgpo[cpu] s=0 (diffusion BC)", "qgpo[cpu] s=1")]
+    # D4RL: 40 50 60 vs 70 80 90 -> 0; GEN: 20 30 40 vs 35 45 55 -> 3/9 wins (40 > 35)... mean of the two
+    assert pair["p_x_better"] == pytest.approx((0 + 1 / 9) / 2)
+    assert report.reference["dataset"].tolist() == [D4RL]  # antmaze-umaze-v0 was not run here
+    assert any("generated datasets (diffbench/pointmaze/umaze-v0)" in n for n in report.notes)
+    assert report.cost.set_index("entry").loc["qgpo[cpu] s=1", "energy_grads_per_action"] == 15
+    assert report.cost.set_index("entry").loc["qgpo[cpu] s=0 (diffusion BC)", "energy_grads_per_action"] == 0
+
+
+def test_report_command_writes_every_format_with_embedded_figures(capsys, store, reference, tmp_path):
+    out = tmp_path / "report"
+    code = main(["report", "--results", str(store.path.parent), "--out", str(out), "--reference", str(reference)])
+    assert code == 0, capsys.readouterr()
+    md = (out / "report.md").read_text()
+    assert f"| {D4RL} | qgpo[cpu] s=1 | 80.0 ± 10.0 [" in md and "★" in md
+    assert "| QGPO | 98.0 | 80.0 | Lu et al. 2023, Table 1 | D4RL v2 |" in md.replace(f"| {D4RL} ", "")
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") == 4 and "<img" not in html and "src=" not in html  # nothing outside the file
+    assert "80.0 ± 10.0" in html
+    tex = (out / "report.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"qgpo[cpu] s=1" in tex and r"80.0 $\pm$ 10.0" in tex
+    assert "diffbench/pointmaze/umaze-v0" in tex and r"hopper-medium-v2" in tex
+    assert {p.name for p in out.glob("*.png")} == {"aggregates.png", "profiles.png", "curves.png", "cost.png"}
+    assert "run_id" in (out / "runs.csv").read_text().splitlines()[0]
+
+
+def test_leaderboard_ranks_by_the_chosen_metric_and_compare_pairs_datasets(capsys, store, tmp_path):
+    report = build(store)
+    iqm = ranking(report, "IQM")
+    assert iqm["entry"].tolist()[0] == "qgpo[cpu] s=1" and iqm["rank"].tolist() == [1, 2, 3]
+    gap = ranking(report, "optimality gap")
+    assert gap["entry"].tolist()[0] == "qgpo[cpu] s=1"  # smallest gap first
+    out = tmp_path / "LEADERBOARD.md"
+    assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
+    board = out.read_text()
+    assert board.index("qgpo[cpu] s=1") < board.index("bc[cpu]") and "do not edit by hand" in board
+    assert out.with_suffix(".html").exists()
+    table = compare(report, "bc", "qgpo[cpu] s=1").set_index("dataset")
+    assert table.loc[D4RL, "A − B"] == "-30.0" and table.loc[GEN, "A score"] == "20.0 ± 10.0 (3)"
+    capsys.readouterr()
+    assert main(["compare", "bc", "nothing-such", "--results", str(store.path.parent)]) == 2
+    assert "nothing in the store is called 'nothing-such'" in capsys.readouterr().err
+
+
+def test_an_empty_or_missing_store_says_so_without_a_traceback(capsys, tmp_path):
+    ResultsStore(tmp_path / "empty")
+    assert main(["report", "--results", str(tmp_path / "empty")]) == 1
+    out, err = capsys.readouterr()
+    assert "nothing to report" in out and "Traceback" not in out + err
+    assert main(["leaderboard", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "lb.md")]) == 1
+    assert main(["report", "--results", str(tmp_path / "nowhere")]) == 2
+    assert "no results store in" in capsys.readouterr().err
+
+
+def test_a_bad_reference_table_is_one_clear_error(capsys, store, tmp_path):
+    d = tmp_path / "badref"
+    d.mkdir()
+    (d / "x.csv").write_text("algorithm,dataset,score\nQGPO,hopper-medium-v2,high\n")
+    assert main(["report", "--results", str(store.path.parent), "--reference", str(d)]) == 2
+    assert "lacks column(s) source, table, dataset_version" in capsys.readouterr().err
+
+
+def test_domains():
+    assert [domain(d) for d in ("hopper-medium-v2", "antmaze-large-play-v2", "D4RL/pointmaze/umaze-v2", GEN)] == [
+        "locomotion", "antmaze", "pointmaze", "pointmaze (generated)"]
+
+
+def test_latex_escapes_each_special_character_once():
+    import pandas as pd
+
+    from bench.render import _latex
+
+    tex = _latex("a_b", pd.DataFrame({"x": ["50% & {1} \\ #2 ± 3"]}))
+    assert r"50\% \& \{1\} \textbackslash{} \#2 $\pm$ 3 \\" in tex and r"\caption{a\_b}" in tex
