@@ -6,14 +6,13 @@ from the store, so the committed board always matches the runs behind it.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.render import fmt, markdown_table, tables
+from bench.render import fmt, html_page, markdown_table, tables
 from bench.report import REPS, Report, provenance, score_matrix
 from policies.errors import ConfigError
 
@@ -49,14 +48,8 @@ def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> l
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n\n".join(md) + "\n")
     page = out.with_suffix(".html")
-    body = "".join(f"<p>{html.escape(i).replace('`', '')}</p>" for i in intro)
-    page.write_text("<!doctype html><html><head><meta charset='utf-8'><title>diffbench leaderboard</title>"
-                    "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}"
-                    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
-                    f"<h1>diffbench leaderboard</h1>{body}<h2>Ranked by {html.escape(metric)}</h2>"
-                    + board.to_html(index=False, border=0) + "<h2>Per dataset</h2>"
-                    + per_dataset.to_html(index=False, border=0) + "<h2>Protocol</h2><ul>"
-                    + "".join(f"<li>{html.escape(p)}</li>" for p in report.protocol) + "</ul></body></html>\n")
+    page.write_text(html_page("diffbench leaderboard", intro, report,
+                              {f"Ranked by {metric} (95% stratified-bootstrap CI)": board, "Per dataset": per_dataset}))
     return [out, page]
 
 

@@ -137,7 +137,7 @@ def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: 
         written.append(path)
     if "html" in formats:
         path = out / "report.html"
-        path.write_text(_html(title, header, report, tabs, svgs))
+        path.write_text(html_page(title, header, report, tabs, svgs))
         written.append(path)
     if "csv" in formats:
         for name, df in {"per_dataset": report.per_dataset, "per_domain": report.per_domain,
@@ -172,11 +172,13 @@ def _latex(caption: str, df: pd.DataFrame) -> str:
                       r"\toprule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
-def _html(title: str, header: list[str], report: Report, tabs: dict[str, pd.DataFrame], svgs: dict[str, str]) -> str:
+def html_page(title: str, header: list[str], report: Report, tabs: dict[str, pd.DataFrame],
+              svgs: dict[str, str] | None = None) -> str:
+    """One self-contained page: header lines, protocol, tables, notes, then inline-SVG figures."""
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 8px;"
-             "text-align:left;font-size:14px}th{background:#f3f3f3}figure{margin:1em 0}svg{max-width:100%;height:auto}"
-             "code{background:#f3f3f3;padding:1px 4px}")
+             "text-align:left !important;font-size:14px}th{background:#f3f3f3}figure{margin:1em 0}"
+             "svg{max-width:100%;height:auto}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(h).replace('`', '')}</p>" for h in header if h]
@@ -185,7 +187,7 @@ def _html(title: str, header: list[str], report: Report, tabs: dict[str, pd.Data
         parts.append(f"<h2>{html.escape(name)}</h2>" + df.to_html(index=False, escape=True, border=0))
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>")
-    for name, svg in svgs.items():
+    for name, svg in (svgs or {}).items():
         parts.append(f"<h2>{html.escape(CAPTIONS[name])}</h2><figure>{svg}</figure>")
     parts.append("</body></html>")
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n"
