@@ -18,7 +18,6 @@ from torch import nn
 
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
-from policies.errors import ConfigError
 from policies.networks import mlp
 from policies.staged import StagedAlgorithm
 from policies.training import TrainHooks, optimiser_step, run_steps, stage_generator
@@ -35,13 +34,8 @@ class BCConfig(cfg_tools.Config):
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"bc: {name} must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0:
-            raise ConfigError(f"bc: steps must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"bc: lr must be > 0, got {self.lr}")
+        cfg_tools.check_bounds(self, "bc", at_least_one=("hidden", "layers", "batch"), non_negative=("steps",),
+                               positive=("lr",))
 
 
 PRESETS = {"paper": BCConfig(), "cpu": BCConfig(steps=20_000), "tiny": BCConfig(hidden=32, steps=50, batch=64)}

@@ -33,6 +33,16 @@ class Config:
         return from_dict(cls, data)
 
 
+def check_bounds(config: Any, algorithm: str, at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                 positive: tuple[str, ...] = ()) -> None:
+    """The range checks every config makes: counts >= 1, step budgets >= 0, rates > 0."""
+    for names, bad, bound in ((at_least_one, lambda v: v < 1, ">= 1"), (non_negative, lambda v: v < 0, ">= 0"),
+                              (positive, lambda v: not v > 0, "> 0")):
+        for name in names:
+            if bad(getattr(config, name)):
+                raise ConfigError(f"{algorithm}: {name} must be {bound}, got {getattr(config, name)}")
+
+
 def fields_of(cls: type) -> dict[str, Any]:
     """Field name -> resolved type annotation."""
     hints = typing.get_type_hints(cls)

@@ -76,17 +76,12 @@ class QGPOConfig(cfg_tools.Config):
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        positive = ["energy_hidden", "energy_layers", "q_hidden", "q_layers", "behaviour_batch", "support_m",
-                    "support_chunk", "q_batch", "energy_batch"]
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"qgpo: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("behaviour_steps", "q_steps", "energy_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"qgpo: {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("behaviour_lr", "q_lr", "energy_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"qgpo: {name} must be > 0, got {getattr(self, name)}")
+        cfg_tools.check_bounds(
+            self, "qgpo",
+            at_least_one=("energy_hidden", "energy_layers", "q_hidden", "q_layers", "behaviour_batch", "support_m",
+                          "support_chunk", "q_batch", "energy_batch"),
+            non_negative=("behaviour_steps", "q_steps", "energy_steps"),
+            positive=("behaviour_lr", "q_lr", "energy_lr"))
         if not self.score_widths or min(self.score_widths) < 1:
             raise ConfigError(f"qgpo: score_widths must be positive widths, got {self.score_widths}")
         if not 0 <= self.gamma <= 1:
