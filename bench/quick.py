@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.render import fmt, markdown_table
+from bench.report import run_scores
 from bench.runner import RunSpec
 from bench.store import ResultsStore
 
@@ -29,19 +30,17 @@ def specs(dataset: str = DATASET, seeds: Sequence[int] = SEEDS, preset: str = "q
 
 def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
     """One row per guidance scale: per-seed scores, their mean and std, and the gain over s = 0."""
-    final = store.table("final_scores")
-    runs = store.table("runs").set_index("run_id")
-    final = final[final["run_id"].isin(run_ids)]
-    if final.empty:
+    scores = run_scores(store)
+    if scores.empty or not scores["run_id"].isin(run_ids).any():
         return pd.DataFrame()
-    final = final.assign(seed=runs.loc[final["run_id"], "seed"].to_numpy())
-    per_seed = final.groupby(["guidance_scale", "seed"])["score"].mean().unstack("seed")
+    scores = scores[scores["run_id"].isin(run_ids)]
+    per_seed = scores.groupby(["guidance_scale", "seed"])["score"].mean().unstack("seed")
     per_seed.columns = [f"seed {s}" for s in per_seed.columns]
     table = per_seed.assign(mean=per_seed.mean(axis=1), std_over_seeds=per_seed.std(axis=1, ddof=1))
     if 0.0 in table.index:
         table["gain_vs_s0"] = table["mean"] - table.loc[0.0, "mean"]
         table["every_seed_above_s0"] = per_seed.min(axis=1) > per_seed.loc[0.0].max()
-    table["episodes_per_seed"] = final.groupby(["guidance_scale", "seed"]).size().groupby("guidance_scale").min()
+    table["episodes_per_seed"] = scores.groupby("guidance_scale")["episodes"].min()
     return table.rename_axis("guidance_scale").reset_index()
 
 

@@ -72,8 +72,8 @@ def run_scores(store: ResultsStore) -> pd.DataFrame:
     tags = df.groupby(["algorithm", "preset"])["config_tag"].nunique()
     base = df["algorithm"] + "[" + df["preset"] + "]"
     many = df.set_index(["algorithm", "preset"]).index.map(lambda k: tags[k] > 1)
-    base = base.where(~np.asarray(many, dtype=bool), base + "#" + df["config_tag"])
-    df["entry"] = base + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
+    df["run_entry"] = base.where(~np.asarray(many, dtype=bool), base + "#" + df["config_tag"])  # before the scale
+    df["entry"] = df["run_entry"] + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
     df["domain"] = df["dataset"].map(domain)
     return df
 
@@ -182,7 +182,7 @@ def _curves(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["dataset", "entry", "gradient_steps", "mean", "lower", "upper", "seeds"])
     entry_of = scores.drop_duplicates("run_id").set_index("run_id")
     ev = ev.assign(dataset=entry_of.loc[ev["run_id"], "dataset"].to_numpy(),
-                   entry=(entry_of.loc[ev["run_id"], "algorithm"] + "[" + entry_of.loc[ev["run_id"], "preset"] + "]").to_numpy())
+                   entry=entry_of.loc[ev["run_id"], "run_entry"].to_numpy())
     rows = []
     for (dataset, entry, steps), g in ev.groupby(["dataset", "entry", "gradient_steps"]):
         values = g["score_mean"].to_numpy(dtype=np.float64)
