@@ -19,10 +19,6 @@ class Scalars:
         else:
             self.writer = SummaryWriter(str(logdir))
 
-    @property
-    def enabled(self) -> bool:
-        return self.writer is not None
-
     def add(self, tag: str, value: float | None, step: int) -> None:
         if self.writer is not None and value is not None:
             self.writer.add_scalar(tag, float(value), int(step))
