@@ -22,6 +22,19 @@ from policies.errors import CheckpointError, ConfigError
 
 
 
+def _numbers(text: str, kind: type, option: str) -> list:
+    """A comma-separated option as numbers; anything else is one error naming the option."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated {'integers' if kind is int else 'numbers'}, "
+                          f"got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs at least one value, got {text!r}")
+    return values
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
@@ -71,7 +84,10 @@ def cmd_generate(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    report = catalog.verify(args.id, action_tolerance=args.action_tolerance)
+    mode = "always" if args.make_env else "never" if args.no_env else "trusted"
+    report = catalog.verify(args.id, action_tolerance=args.action_tolerance, make_env=mode)
+    if report["eval_env"].startswith("not checked: its entry point"):
+        print(f"diffbench: warning: {report['eval_env']}", file=sys.stderr)
     if args.json:
         _print_json(report)
     else:
@@ -85,6 +101,11 @@ def cmd_quick(args) -> int:
     from bench import quick
     from bench.executors import run_all
 
+    scales = _numbers(args.guidance_scales, float, "--guidance-scales")  # every argument before the minute of generation
+    if 0.0 not in scales:
+        scales.insert(0, 0.0)  # the ablation is the point of the comparison
+    seeds = _numbers(args.seeds, int, "--seeds")
+    quick.specs(args.dataset, seeds, args.preset, scales, args.episodes)[0].config()
     if not any(r["id"] == args.dataset and r["on_disk"] for r in catalog.list_datasets()):
         if args.dataset not in RECIPES:
             catalog.load_dataset(args.dataset)  # a path, or the one-line "not on disk" error
@@ -94,10 +115,7 @@ def cmd_quick(args) -> int:
     if not report["ok"]:
         print(f"diffbench: error: {args.dataset} failed verification: {report}", file=sys.stderr)
         return 2
-    scales = [float(s) for s in args.guidance_scales.split(",")]
-    if 0.0 not in scales:
-        scales.insert(0, 0.0)  # the ablation is the point of the comparison
-    specs = quick.specs(args.dataset, [int(s) for s in args.seeds.split(",")], args.preset, scales, args.episodes)
+    specs = quick.specs(args.dataset, seeds, args.preset, scales, args.episodes)
     results = Path(args.results)
     print(f"qgpo ({args.preset} preset) on {args.dataset}, seeds {args.seeds}, guidance scales "
           f"{', '.join(f'{s:g}' for s in scales)}, {specs[0].final_episodes()} episodes each; results in {results}",
@@ -125,7 +143,7 @@ def cmd_toy_floor(args) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise DatasetError(f"unknown toy task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
-    betas = [float(b) for b in args.betas.split(",")]
+    betas = _numbers(args.betas, float, "--betas")
     df = run(tasks, betas, args.n, args.repeats, args.seed, Path(args.out), _command(args))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {args.out}")
@@ -149,7 +167,7 @@ def cmd_toy_exactness(args) -> int:
 
     if args.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(BUDGETS)}")
-    summary = run(_tasks(args.tasks), [float(b) for b in args.betas.split(",")], [int(s) for s in args.seeds.split(",")],
+    summary = run(_tasks(args.tasks), _numbers(args.betas, float, "--betas"), _numbers(args.seeds, int, "--seeds"),
                   args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {args.out}")
@@ -188,33 +206,43 @@ def _run_options(args) -> dict:
                                          + (f" in {r.wall_seconds:.0f} s" if r.wall_seconds else ""), flush=True)}
 
 
+def _protocol_line(spec) -> str:
+    p = spec.protocol()
+    scales = ", ".join(f"{s:g}" for s in p["guidance_scales"]) if p["guidance_scales"] else "the config's"
+    chosen = (f"scale chosen on {p['selection_episodes']} held-out episodes each" if p["scale_selection"] == "held-out"
+              else "no scale choice")
+    return (f"rewards {p['reward_transform']}; {p['episodes']} episodes at the last checkpoint; guidance scales "
+            f"{scales}; {chosen}")
+
+
 def cmd_run(args) -> int:
     from bench.executors import run_all
-    from bench.runner import RunSpec
+    from bench.runner import RunSpec, preflight
 
-    scales = tuple(float(s) for s in args.guidance_scales.split(",")) if args.guidance_scales else None
+    scales = tuple(_numbers(args.guidance_scales, float, "--guidance-scales")) if args.guidance_scales else None
     spec = RunSpec(algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, preset=args.preset,
                    overrides=parse_assignments(args.overrides), episodes=args.episodes, guidance_scales=scales,
-                   eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, eval_seed=args.eval_seed)
-    spec.config()
-    catalog.resolve(args.dataset)  # a missing dataset is an error now, not a failed run
+                   eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, eval_seed=args.eval_seed,
+                   reward_transform=args.reward_transform, selection_episodes=args.selection_episodes)
+    preflight([spec])
     print(f"run {spec.label()} -> {spec.directory(Path(args.results))}")
+    print(f"  protocol: {_protocol_line(spec)}")
     return _print_outcome(run_all([spec], Path(args.results), **_run_options(args)), Path(args.results))
 
 
 def cmd_sweep(args) -> int:
     from bench.executors import run_all
+    from bench.runner import preflight
     from bench.sweep import load_sweep
 
     specs = load_sweep(Path(args.spec)).runs()
-    for ds in sorted({s.dataset for s in specs}):
-        catalog.resolve(ds)
+    preflight(specs)
     print(f"sweep {args.spec}: {len(specs)} runs into {args.results}")
     return _print_outcome(run_all(specs, Path(args.results), **_run_options(args)), Path(args.results))
 
 
 def cmd_export(args) -> int:
-    return _wrote(ResultsStore(Path(args.results)).export(Path(args.out or Path(args.results) / "export"), args.format))
+    return _wrote(_existing_store(args.results).export(Path(args.out or Path(args.results) / "export"), args.format))
 
 
 def _wrote(paths: list[Path]) -> int:
@@ -238,10 +266,11 @@ def _built_report(args, doing: str):
 def cmd_report(args) -> int:
     from bench import render
 
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    render.check_formats(formats)  # before the report is computed
     report = _built_report(args, "report")
     if report is None:
         return 1
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     return _wrote(render.write(report, Path(args.out or Path(args.results) / "report"), formats, command=_command(args)))
 
 
@@ -308,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = dsub.add_parser("verify", help="recheck structure, checksum and environment of a dataset")
     dataset_arg(ver)
+    env_mode = ver.add_mutually_exclusive_group()
+    env_mode.add_argument("--make-env", action="store_true",
+                          help="make the env even when its entry point is code from outside Gymnasium and diffbench "
+                               "(importing it runs that code)")
+    env_mode.add_argument("--no-env", action="store_true", help="do not make the evaluation env at all")
     ver.set_defaults(func=cmd_verify)
 
     toy = sub.add_parser("toy", help="toy bandits with exact targets")
@@ -359,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--eval-every", type=int, default=0, help="gradient steps between learning-curve evaluations")
     rn.add_argument("--checkpoint-every", type=int, default=1000, help="gradient steps between mid-stage checkpoints")
     rn.add_argument("--eval-seed", type=int, default=0)
+    rn.add_argument("--reward-transform", choices=["none", "locomotion", "antmaze"],
+                    help="default: the dataset family's (locomotion x1000/(max-min return), antmaze r-1, else none)")
+    rn.add_argument("--selection-episodes", type=int,
+                    help="held-out episodes per scale that choose the guidance scale (default: as --episodes)")
     executor_args(rn)
     rn.set_defaults(func=cmd_run)
 

@@ -10,9 +10,36 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from gymnasium import spaces
 
 from envs.dataset import OfflineDataset
+from envs.errors import DatasetError
 from policies.base import Algorithm
+
+
+EPISODE_CAP = 1000  # steps an evaluation episode may take when its env sets no limit
+
+
+def check_eval_env(dataset: OfflineDataset) -> int:
+    """Make the evaluation env once, before any training is paid for, and check that it acts and observes
+    as the data does. Returns the steps an evaluation episode may take (its time limit, else EPISODE_CAP)."""
+    env = dataset.make_env()  # a DatasetError naming the env when it cannot be made
+    try:
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        t = dataset.transitions
+        if not isinstance(env.action_space, spaces.Box):
+            raise DatasetError(f"{dataset.id}: its environment {name} acts in a {type(env.action_space).__name__} "
+                               "space; diffbench's algorithms need a continuous (Box) action space")
+        if env.action_space.shape != (t.action_dim,):
+            raise DatasetError(f"{dataset.id}: the data's actions have {t.action_dim} dims but {name} takes "
+                               f"{env.action_space.shape}; the dataset does not belong to this environment")
+        if env.observation_space.shape != (t.obs_dim,):
+            raise DatasetError(f"{dataset.id}: the data's observations have {t.obs_dim} values but {name} observes "
+                               f"{env.observation_space.shape}; the dataset does not belong to this environment")
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+    finally:
+        env.close()
+    return int(limit) if limit else EPISODE_CAP
 
 
 @dataclass

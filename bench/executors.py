@@ -93,6 +93,7 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     store = ResultsStore(Path(results))
+    store.check_writable()
     status = store.status()
     unique = list({spec.run_id(): spec for spec in specs}.items())
     skipped = [spec for rid, spec in unique if status.get(rid) == "finished"]
@@ -100,9 +101,12 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": []}
     stream = _local(todo, results, workers, device) if executor == "local" else _ray(todo, results, workers, device, address)
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
+    by_id = dict(unique)
     for result in stream:
-        store.record(result)
-        outcome[result.status].append(result)
+        if not store.record(result):  # it failed here, but another driver finished it: its row stays
+            outcome["skipped"].append(by_id[result.run_id])
+        else:
+            outcome[result.status].append(result)
         bar.update()
         if on_result is not None:
             on_result(result)

@@ -1,8 +1,10 @@
 """Published reference numbers: CSV files under `results/reference/`, one row per (algorithm, dataset).
 
-Each row names its source (paper, table) and the dataset version the paper used. A report shows a
-published number only beside our runs on the very same dataset id: a D4RL v2 number says nothing
-about a Minari re-collection or a dataset diffbench generated.
+Each row names its source (paper, table), the dataset version the paper used, and the protocol behind
+the number (checkpoint, evaluation episodes, how a guidance scale was chosen). A report shows a
+published number only beside our runs on the very same dataset id that follow the same protocol: a
+D4RL v2 number says nothing about a Minari re-collection or a dataset diffbench generated, and a
+best-scale-on-the-reported-episodes number says nothing about a scale chosen on held-out episodes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from policies.errors import ConfigError
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
 COLUMNS = ("algorithm", "dataset", "score", "source", "table", "dataset_version")
+PROTOCOL = ("checkpoint", "episodes", "scale_selection")  # optional; missing or 'unstated' never matches
+UNSTATED = "unstated"
 
 
 def load_reference(directory: Path | None = None) -> pd.DataFrame:
@@ -22,7 +26,7 @@ def load_reference(directory: Path | None = None) -> pd.DataFrame:
     directory = DEFAULT_DIR if directory is None else Path(directory)
     files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
     if not files:
-        return pd.DataFrame(columns=[*COLUMNS, "file"])
+        return pd.DataFrame(columns=[*COLUMNS, *PROTOCOL, "file"])
     frames = []
     for path in files:
         df = pd.read_csv(path, comment="#")
@@ -33,6 +37,8 @@ def load_reference(directory: Path | None = None) -> pd.DataFrame:
         bad = df[pd.to_numeric(df["score"], errors="coerce").isna()]
         if not bad.empty:
             raise ConfigError(f"{path}: score is not a number for {bad.iloc[0]['algorithm']} on {bad.iloc[0]['dataset']}")
+        for column in PROTOCOL:
+            df[column] = df[column].fillna(UNSTATED).astype(str) if column in df.columns else UNSTATED
         frames.append(df.assign(file=path.name, score=pd.to_numeric(df["score"])))
     return pd.concat(frames, ignore_index=True)
 
@@ -40,3 +46,15 @@ def load_reference(directory: Path | None = None) -> pd.DataFrame:
 def matching_dataset(reference_dataset: str, ours: set[str]) -> str | None:
     """Our dataset id a published number applies to: the same id, or None."""
     return reference_dataset if reference_dataset in ours else None
+
+
+def same_protocol(row: pd.Series, checkpoint: str, episodes: int, selection: str) -> bool:
+    """Whether a published row was evaluated as a run of ours: same checkpoint rule, episode count and
+    scale choice ('none' for an algorithm without one)."""
+    if UNSTATED in (row["checkpoint"], row["episodes"], row["scale_selection"]):
+        return False
+    try:
+        same_episodes = int(float(row["episodes"])) == int(episodes)
+    except ValueError:
+        return False
+    return row["checkpoint"] == checkpoint and same_episodes and row["scale_selection"] == selection

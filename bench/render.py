@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import Report, provenance
+from policies.errors import ConfigError
 
 FORMATS = ("md", "html", "csv", "tex")
 
@@ -27,7 +28,7 @@ def fmt(v: float, digits: int = 1) -> str:
 def _score_cell(r: pd.Series) -> str:
     spread = f" ± {fmt(r['std'])}" if pd.notna(r["std"]) else ""
     ci = f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if pd.notna(r["ci_low"]) else ""
-    return f"{fmt(r['mean'])}{spread}{ci}" + (" ★" if r.get("best_scale") else "")
+    return f"{fmt(r['mean'])}{spread}{ci}"
 
 
 def tables(report: Report) -> dict[str, pd.DataFrame]:
@@ -60,11 +61,11 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
         "actions/s": c["actions_per_second"].map(lambda v: fmt(v, 0)), "training (min)": c["train_minutes"].map(fmt),
         "gradient steps": c["gradient_steps"].map(lambda v: fmt(v, 0))})
     if not report.reference.empty:
-        ours = report.per_dataset.groupby("dataset")["mean"].max()
         ref = report.reference
-        out["Published numbers on the same datasets"] = pd.DataFrame({
+        out["Published numbers on the same datasets, under the same protocol"] = pd.DataFrame({
             "dataset": ref["dataset"], "algorithm": ref["algorithm"], "published": ref["score"].map(fmt),
-            "our best": ref["dataset"].map(ours).map(fmt),
+            "ours (same protocol)": ref["ours"],
+            "protocol": "checkpoint " + ref["checkpoint"] + ", " + ref["episodes"] + " episodes, scale " + ref["scale_selection"],
             "source": ref["source"] + ", " + ref["table"].astype(str), "dataset version": ref["dataset_version"]})
     return out
 
@@ -98,12 +99,17 @@ CAPTIONS = {"aggregates": "Aggregate metrics with 95% stratified-bootstrap inter
             "cost": "Score versus cost"}
 
 
+def check_formats(formats: tuple[str, ...]) -> None:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(FORMATS)}")
+
+
 def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: str = "diffbench report",
           command: str = "") -> list[Path]:
     """Write the report in each format under `out`; returns the files written."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    check_formats(formats)
     out.mkdir(parents=True, exist_ok=True)
     import matplotlib.pyplot as plt
 

@@ -18,23 +18,17 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.reference import load_reference, matching_dataset
+from bench.reference import load_reference, matching_dataset, same_protocol
 from bench.store import ResultsStore
+from envs import families
 
 REPS = 10_000  # bootstrap replicates (Agarwal et al. use 50k for papers; 10k keeps a report to seconds)
 
 
 def domain(dataset: str) -> str:
-    """The group a dataset averages into: locomotion, antmaze, pointmaze, ... ('generated' marked)."""
-    name = dataset.lower()
-    for key, group in (("antmaze", "antmaze"), ("pointmaze", "pointmaze"), ("maze2d", "maze2d"),
-                       ("kitchen", "kitchen"), ("pen", "adroit"), ("door", "adroit"), ("hammer", "adroit"),
-                       ("relocate", "adroit")):
-        if key in name:
-            break
-    else:
-        group = "locomotion" if any(k in name for k in ("hopper", "halfcheetah", "walker2d", "ant")) else "other"
-    return f"{group} (generated)" if name.startswith("diffbench/") else group
+    """The group a dataset averages into: its family (`envs.families`), marked when diffbench generated it."""
+    group = families.family(dataset)
+    return f"{group} (generated)" if families.is_generated(dataset) else group
 
 
 def _variant_label(variant: str, scale: float | None) -> str:
@@ -50,13 +44,39 @@ def _config_tag(config: str) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
 
 
+SELECTED = " s=held-out choice"  # the scale each run chose on its selection episodes
+BEST_ON_REPORTED = " s=best on reported episodes"  # the per-dataset best scale: optimistic, the published protocol
+
+
+def _deduplicate(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One run per (algorithm, dataset, seed, config with its protocol): the latest finished; the others are
+    named in a note. A copied or touched dataset file, or the same run in two stores merged, is not a second seed."""
+    key = runs["algorithm"] + "\x00" + runs["dataset"] + "\x00" + runs["seed"].astype(str) + "\x00" + \
+        runs["config"].map(lambda c: json.dumps(json.loads(c), sort_keys=True))
+    runs = runs.assign(_key=key).sort_values("finished", kind="stable")
+    dropped = runs[runs.duplicated("_key", keep="last")]
+    kept = runs.drop_duplicates("_key", keep="last")
+    notes = []
+    for _, d in dropped.iterrows():
+        keeper = kept.loc[kept["_key"] == d["_key"], "run_id"].iloc[0]
+        notes.append(f"run {d['run_id']} repeats run {keeper} ({d['algorithm']} on {d['dataset']}, seed {d['seed']}, "
+                     f"same config and protocol); counted once, keeping {keeper}, the later")
+    return kept.drop(columns="_key"), notes
+
+
 def run_scores(store: ResultsStore) -> pd.DataFrame:
-    """One row per (finished run, evaluated variant): its score and what it cost."""
+    """One row per (finished run, evaluated variant): its score and what it cost; plus, for runs that chose a
+    guidance scale on held-out episodes, one row of the chosen scale's score on the reported episodes."""
+    return _run_scores(store)[0]
+
+
+def _run_scores(store: ResultsStore) -> tuple[pd.DataFrame, list[str]]:
     runs = store.table("runs")
     runs = runs[runs["status"] == "finished"]
     final = store.table("final_scores")
     if runs.empty or final.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(), []
+    runs, notes = _deduplicate(runs)
     per = (final[final["run_id"].isin(runs["run_id"])]
            .groupby(["run_id", "variant"], dropna=False)
            .agg(guidance_scale=("guidance_scale", "first"), score=("score", "mean"), ret=("return", "mean"),
@@ -66,7 +86,7 @@ def run_scores(store: ResultsStore) -> pd.DataFrame:
     aps = evals[evals["stage"] == "final"][["run_id", "variant", "actions_per_second"]]
     per = per.merge(aps, on=["run_id", "variant"], how="left")
     cols = ["run_id", "algorithm", "dataset", "seed", "preset", "config", "code_version", "hardware", "wall_seconds",
-            "stage_seconds", "gradient_steps", "nfe_per_action"]
+            "stage_seconds", "gradient_steps", "nfe_per_action", "selected_guidance_scale"]
     df = per.merge(runs[cols], on="run_id")
     df["config_tag"] = df["config"].map(_config_tag)
     tags = df.groupby(["algorithm", "preset"])["config_tag"].nunique()
@@ -74,8 +94,27 @@ def run_scores(store: ResultsStore) -> pd.DataFrame:
     many = df.set_index(["algorithm", "preset"]).index.map(lambda k: tags[k] > 1)
     df["run_entry"] = base.where(~np.asarray(many, dtype=bool), base + "#" + df["config_tag"])  # before the scale
     df["entry"] = df["run_entry"] + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
+    df["selection"] = "none"
+    df["reward_transform"] = df["config"].map(lambda c: json.loads(c).get("protocol", {}).get("reward_transform", "none"))
+    chosen = df[df["selected_guidance_scale"].notna() & (df["guidance_scale"] == df["selected_guidance_scale"])]
+    chosen = chosen.assign(entry=chosen["run_entry"] + SELECTED, selection="held-out")
+    df = pd.concat([df, chosen, _best_on_reported(df)], ignore_index=True)
     df["domain"] = df["dataset"].map(domain)
-    return df
+    return df, notes
+
+
+def _best_on_reported(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and run entry, every seed at the one scale with the best mean over seeds on the reported
+    episodes: the choice the QGPO paper's per-task scale makes, kept apart and labelled as optimistic."""
+    guided = df[df["guidance_scale"].notna()]
+    rows = []
+    for _, g in guided.groupby(["dataset", "run_entry"]):
+        means = g.groupby("guidance_scale")["score"].mean()
+        if len(means) < 2 or means.isna().all():
+            continue
+        best = g[g["guidance_scale"] == means.idxmax()]
+        rows.append(best.assign(entry=best["run_entry"] + BEST_ON_REPORTED, selection="reported-episodes"))
+    return pd.concat(rows, ignore_index=True) if rows else guided.iloc[:0].assign(selection=[])
 
 
 @dataclass
@@ -109,19 +148,14 @@ def _per_dataset(df: pd.DataFrame) -> pd.DataFrame:
             low = high = np.nan
         else:
             low, high = _seed_interval(values)
+        scales = sorted(set(g["guidance_scale"].dropna()))
         rows.append({"dataset": dataset, "domain": g["domain"].iloc[0], "entry": entry,
                      "algorithm": g["algorithm"].iloc[0], "preset": g["preset"].iloc[0],
-                     "guidance_scale": g["guidance_scale"].iloc[0], "mean": values.mean(),
+                     "guidance_scale": g["guidance_scale"].iloc[0], "selection": g["selection"].iloc[0],
+                     "scales": ", ".join(f"{x:g}" for x in scales), "mean": values.mean(),
                      "std": values.std(ddof=1) if len(values) > 1 else np.nan, "ci_low": low, "ci_high": high,
                      "seeds": len(values), "episodes": int(g["episodes"].min())})
-    out = pd.DataFrame(rows)
-    # the best guidance scale of each guided algorithm on each dataset, chosen on these same episodes
-    out["best_scale"] = False
-    guided = out[out["guidance_scale"].notna()]
-    for _, g in guided.groupby(["dataset", "algorithm", "preset"]):
-        if len(g) > 1:
-            out.loc[g["mean"].idxmax(), "best_scale"] = True
-    return out
+    return pd.DataFrame(rows)
 
 
 def _per_domain(per_dataset: pd.DataFrame) -> pd.DataFrame:
@@ -206,14 +240,15 @@ def _cost(df: pd.DataFrame) -> pd.DataFrame:
 
 def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
     """Everything the report shows; an empty store gives an empty report, not an error."""
-    df = run_scores(store)
+    df, repeated = _run_scores(store)
     if df.empty:
         empty = pd.DataFrame()
         return Report(df, empty, empty, empty, empty, empty, empty, empty)
     per_dataset = _per_dataset(df)
     aggregates, notes = _aggregates(df)
-    reference = load_reference(reference_dir)
-    shown = reference[reference["dataset"].map(lambda d: matching_dataset(d, set(df["dataset"])) is not None)]
+    notes = repeated + notes
+    shown, withheld = _references(load_reference(reference_dir), per_dataset)
+    notes += withheld
     generated = sorted(d for d in df["dataset"].unique() if d.startswith("diffbench/"))
     if generated:
         notes.append("generated datasets (" + ", ".join(generated) + ") are made by diffbench, not D4RL or Minari: "
@@ -231,12 +266,37 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
     if min(seeds) < 5:
         protocol.append(f"with {min(seeds)} seed(s) an interval over seeds cannot be wider than their range: "
                         "read it as the spread of the seeds, not as a confidence statement")
-    if per_dataset["best_scale"].any():
-        protocol.append("★ marks the best guidance scale per dataset, chosen on the same evaluation episodes "
-                        "(an optimistic choice, as in the QGPO paper's per-task scale)")
+    transforms = df.groupby("dataset")["reward_transform"].agg(lambda v: ", ".join(sorted(set(v))))
+    protocol.append("rewards during training: " + "; ".join(f"{d}: {t}" for d, t in transforms.items())
+                    + " (locomotion: x1000/(max - min episode return); antmaze: r - 1; evaluation returns are raw)")
+    if (df["selection"] != "none").any():
+        protocol.append(f"guidance scale:{SELECTED.replace(' s=', ' ')} rows report the scale each run chose on separate "
+                        "selection episodes (other env seeds), scored on the reported episodes; the"
+                        f"{BEST_ON_REPORTED.replace(' s=', ' ')} rows pick, per dataset, the scale with the best mean on "
+                        "the reported episodes themselves: optimistic, and the protocol of the QGPO paper's per-task "
+                        "scale; fixed-scale rows are the per-scale table")
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
                   protocol=protocol, notes=notes)
+
+
+def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Published rows on datasets we ran, each beside our entries evaluated under the same protocol; the rows
+    on our datasets that no entry of ours matches are named in notes instead of shown."""
+    rows, withheld = [], []
+    for _, ref in reference.iterrows():
+        ours = per_dataset[per_dataset["dataset"] == matching_dataset(ref["dataset"], set(per_dataset["dataset"]))]
+        if ours.empty:
+            continue
+        same = ours[[same_protocol(ref, "last", e, sel) for e, sel in zip(ours["episodes"], ours["selection"])]]
+        if same.empty:
+            withheld.append(f"published {ref['algorithm']} on {ref['dataset']} ({ref['score']:g}) is not shown: its "
+                            f"protocol (checkpoint {ref['checkpoint']}, {ref['episodes']} episodes, scale selection "
+                            f"{ref['scale_selection']}) matches none of our runs there")
+            continue
+        rows.append(ref.to_dict() | {"ours": "; ".join(f"{e}: {m:.1f}" for e, m in zip(same["entry"], same["mean"]))})
+    columns = [*reference.columns, "ours"]
+    return pd.DataFrame(rows, columns=columns), withheld
 
 
 def provenance(df: pd.DataFrame) -> dict[str, Any]:

@@ -9,7 +9,9 @@ record, and turns any failure into a failed result carrying its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,12 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.evaluation import evaluate
+from bench.evaluation import check_eval_env, evaluate
+from bench.locks import atomic_write_text, run_lock
 from bench.provenance import code_version, hardware, package_versions
 from bench.scalars import Scalars
 from bench.store import RunResult
-from envs import catalog
+from envs import catalog, families
 from envs.dataset import OfflineDataset
+from envs.transitions import REWARD_TRANSFORMS
 from policies import config as cfg_tools
 from policies import registry
 from policies.base import Algorithm
@@ -32,9 +36,20 @@ from policies.errors import ConfigError
 from policies.training import TrainHooks
 
 
+SELECTION_SEED_OFFSET = 1_000_000  # env seeds of the scale-selection episodes, apart from the reported ones
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """What to run. Overrides are `key: value` pairs on top of the preset (dotted keys reach nested fields)."""
+    """What to run. Overrides are `key: value` pairs on top of the preset (dotted keys reach nested fields).
+
+    The evaluation protocol, recorded with every run and part of its identity:
+    - rewards: the dataset family's published transform (`envs.families`) unless `reward_transform` names one;
+    - final evaluation: `episodes` on env seeds eval_seed + i, at the last checkpoint;
+    - guided algorithms evaluated at several scales choose one on `selection_episodes` other episodes
+      (env seeds eval_seed + SELECTION_SEED_OFFSET + i) and report the chosen scale's score on the final
+      episodes, so the choice never sees the episodes it is scored on.
+    """
 
     algorithm: str
     dataset: str
@@ -42,22 +57,72 @@ class RunSpec:
     preset: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)
     episodes: int | None = None  # final evaluation; None: 100 for maze datasets, 10 otherwise (D4RL practice)
-    guidance_scales: tuple[float, ...] | None = None  # evaluate each; None: the config's own
+    guidance_scales: tuple[float, ...] | None = None  # evaluate each; None: the algorithm's default for the preset
     eval_every: int = 0  # gradient steps between learning-curve evaluations (0: final evaluation only)
     curve_episodes: int = 10
     checkpoint_every: int = 1000  # gradient steps between mid-stage checkpoints
     eval_seed: int = 0
+    reward_transform: str | None = None  # None: the dataset family's (locomotion, antmaze or none)
+    selection_episodes: int | None = None  # None: as many as the final evaluation
+
+    def __post_init__(self) -> None:
+        for name, low in (("seed", 0), ("eval_seed", 0), ("eval_every", 0), ("checkpoint_every", 0),
+                          ("curve_episodes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("episodes", "selection_episodes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.guidance_scales is not None:
+            object.__setattr__(self, "guidance_scales", unique_scales(self.guidance_scales))
+        if self.reward_transform is not None and self.reward_transform not in REWARD_TRANSFORMS:
+            raise ConfigError(f"unknown reward transform {self.reward_transform!r}; choose one of "
+                              f"{', '.join(REWARD_TRANSFORMS)}")
+
+    @property
+    def family(self) -> str:
+        return families.family(self.dataset)
 
     def config(self) -> Any:
-        return registry.make_config(self.algorithm, self.preset, {**self.overrides, "seed": self.seed})
+        cls = registry.get(self.algorithm)
+        if self.preset not in cls.presets:  # before the domain settings, which are per preset
+            registry.make_config(self.algorithm, self.preset)
+        domain = cls.domain_overrides(self.preset, self.family)
+        return registry.make_config(self.algorithm, self.preset, {**domain, **self.overrides, "seed": self.seed})
+
+    def scales(self) -> tuple[float, ...] | None:
+        """The guidance scales evaluated: the asked-for ones, else the algorithm's default for this preset
+        and dataset family; None for an algorithm with no guidance scale."""
+        cls = registry.get(self.algorithm)
+        if not cls.guided:
+            return None
+        if self.guidance_scales is not None:
+            return self.guidance_scales
+        default = cls.default_guidance_scales(self.preset, self.family)
+        return unique_scales(default) if default is not None else None
+
+    def transform(self) -> str:
+        return self.reward_transform if self.reward_transform is not None else catalog.default_reward_transform(self.dataset)
 
     def final_episodes(self) -> int:
         return self.episodes if self.episodes is not None else (100 if "maze" in self.dataset.lower() else 10)
 
+    def selecting(self) -> int:
+        """Episodes per scale spent choosing the scale (0 when there is nothing to choose)."""
+        scales = self.scales()
+        if scales is None or len(scales) < 2:
+            return 0
+        return self.selection_episodes if self.selection_episodes is not None else self.final_episodes()
+
     def protocol(self) -> dict[str, Any]:
-        """The evaluation settings that change reported numbers (and so the run's identity)."""
-        return {"episodes": self.final_episodes(), "eval_seed": self.eval_seed,
-                "guidance_scales": list(self.guidance_scales) if self.guidance_scales is not None else None,
+        """The settings that change reported numbers besides the config (and so the run's identity)."""
+        scales = self.scales()
+        return {"reward_transform": self.transform(), "episodes": self.final_episodes(), "eval_seed": self.eval_seed,
+                "guidance_scales": list(scales) if scales is not None else None,
+                "scale_selection": "held-out" if self.selecting() else "none",
+                "selection_episodes": self.selecting() or None, "checkpoint": "last",
                 "eval_every": self.eval_every, "curve_episodes": self.curve_episodes if self.eval_every else None}
 
     def run_id(self) -> str:
@@ -73,6 +138,33 @@ class RunSpec:
         return f"{self.algorithm} {self.dataset} seed {self.seed} ({self.preset}{extra})"
 
 
+def unique_scales(scales: Any) -> tuple[float, ...]:
+    """Guidance scales as finite floats >= 0, each once, in the order given (1 and 1.0 are one scale)."""
+    if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__"):
+        raise ConfigError(f"guidance scales must be a list of numbers, got {scales!r}")
+    out: list[float] = []
+    for value in scales:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"guidance scales must be finite numbers >= 0 (0 is diffusion BC), got {value!r}")
+        if float(value) not in out:
+            out.append(float(value))
+    if not out:
+        raise ConfigError("guidance scales must name at least one scale; leave them out to use the default")
+    return tuple(out)
+
+
+def preflight(specs: list[RunSpec]) -> None:
+    """Everything about a batch of runs that can be wrong before training: names, config values, each
+    dataset (loaded once: missing, corrupt, NaN/inf) and its evaluation env (made once, shapes checked).
+    Raises the one error that says what to fix."""
+    for spec in specs:
+        spec.config()
+        if spec.guidance_scales is not None and not registry.get(spec.algorithm).guided:
+            raise ConfigError(f"{spec.algorithm} has no guidance scale to sweep; drop guidance_scales")
+    for dataset, transform in sorted({(s.dataset, s.transform()) for s in specs}):
+        check_eval_env(catalog.load_dataset(dataset, reward_transform=transform))
+
+
 class _AtScale:
     """An algorithm seen through one guidance scale, for `evaluate`."""
 
@@ -86,8 +178,9 @@ class _AtScale:
         self.algo.seed(seed)
 
 
-def _evaluate_row(algo: Algorithm, ds: OfflineDataset, scale: float | None, episodes: int, seed: int) -> tuple[dict, Any]:
-    res = evaluate(_AtScale(algo, scale), ds, episodes=episodes, seed=seed)
+def _evaluate_row(algo: Algorithm, ds: OfflineDataset, scale: float | None, episodes: int, seed: int,
+                  max_steps: int) -> tuple[dict, Any]:
+    res = evaluate(_AtScale(algo, scale), ds, episodes=episodes, seed=seed, max_steps=max_steps)
     summary = res.summary()
     steps = float(res.lengths.sum())
     row = {"guidance_scale": scale, "variant": _variant(scale), "episodes": summary["episodes"],
@@ -125,9 +218,31 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
     cls = registry.get(spec.algorithm)
     if spec.guidance_scales is not None and not cls.guided:
         raise ConfigError(f"{spec.algorithm} has no guidance scale to sweep; drop guidance_scales")
-    ds = catalog.load_dataset(spec.dataset)
     workdir = spec.directory(results)
     workdir.mkdir(parents=True, exist_ok=True)
+    with run_lock(workdir, lambda: log(f"[{spec.label()}] another process is running it; waiting for it to finish")):
+        done = _finished_result(workdir)
+        if done is not None:  # another driver finished it while this one waited
+            return done
+        ds = catalog.load_dataset(spec.dataset, reward_transform=spec.transform())
+        max_steps = check_eval_env(ds)
+        result = _train_and_evaluate(spec, cls, config, ds, workdir, base, log, max_steps)
+        atomic_write_text(workdir / RESULT_FILE, json.dumps(dataclasses.asdict(result), default=str))
+        return result
+
+
+RESULT_FILE = "result.json"
+
+
+def _finished_result(workdir: Path) -> RunResult | None:
+    try:
+        return RunResult(**json.loads((workdir / RESULT_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: OfflineDataset, workdir: Path,
+                        base: dict, log: Any, max_steps: int) -> RunResult:
     (workdir / "config.json").write_text(json.dumps({"spec": spec.label(), **base["config"]}, indent=2, default=str))
     metrics = workdir / "metrics.jsonl"
     algo = cls.for_dataset(ds, config)
@@ -137,7 +252,7 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
     def on_eval(stage: str, step: int) -> None:
         if stage not in algo.curve_stages:
             return
-        row, _ = _evaluate_row(algo, ds, None, spec.curve_episodes, spec.eval_seed)
+        row, _ = _evaluate_row(algo, ds, None, spec.curve_episodes, spec.eval_seed, max_steps)
         row |= {"stage": stage, "step": step, "gradient_steps": _steps_before(algo, stage) + step}
         with metrics.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -151,7 +266,8 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
     try:
         record = algo.fit(ds, workdir, hooks=hooks)
         scalars.add_stage_losses(record["stages"])
-        evaluations, final, episodes, cost = _final_evaluation(spec, algo, ds, workdir, metrics, log, scalars)
+        evaluations, final, episodes, cost, selected = _final_evaluation(spec, algo, ds, workdir, metrics, log,
+                                                                         scalars, max_steps)
     finally:
         scalars.close()
     aps = [r["actions_per_second"] for r in episodes if r["actions_per_second"]]
@@ -160,19 +276,30 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
                      wall_seconds=finished - base["started"] + _reused_seconds(record),
                      stage_seconds={k: v.get("seconds", 0.0) for k, v in record["stages"].items()},
                      gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
-                     actions_per_second=float(np.mean(aps)) if aps else None, evaluations=evaluations, final=final)
+                     actions_per_second=float(np.mean(aps)) if aps else None, selected_guidance_scale=selected,
+                     evaluations=evaluations, final=final)
 
 
 def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdir: Path, metrics: Path, log: Any,
-                      scalars: Scalars) -> tuple[list[dict], list[dict], list[dict], dict]:
-    """Every guidance scale over the final episodes: (evaluation rows, episode rows, summaries, cost)."""
+                      scalars: Scalars, max_steps: int) -> tuple[list[dict], list[dict], list[dict], dict, float | None]:
+    """Choose the scale on the selection episodes (when there is a choice), then evaluate every scale on the
+    final episodes: (evaluation rows, episode rows, summaries, cost, selected scale)."""
     cost = algo.cost
     total = cost["gradient_steps_total"]
     evaluations, final = _read_curve(metrics), []
-    scales = list(spec.guidance_scales) if spec.guidance_scales is not None else [None]
+    scales = list(spec.scales()) if spec.scales() is not None else [None]
+    selected = None
+    if spec.selecting():
+        chosen = []
+        for scale in scales:
+            row, _ = _evaluate_row(algo, ds, scale, spec.selecting(), spec.eval_seed + SELECTION_SEED_OFFSET, max_steps)
+            evaluations.append(row | {"stage": "selection", "step": total, "gradient_steps": total})
+            chosen.append((row["score_mean"] if row["score_mean"] is not None else row["return_mean"], scale))
+        selected = max(chosen, key=lambda c: c[0])[1]  # ties: the first scale listed
+        log(f"[{spec.label()}] selected guidance scale {selected:g} on {spec.selecting()} held-out episodes per scale")
     episodes = []
     for scale in scales:
-        row, res = _evaluate_row(algo, ds, scale, spec.final_episodes(), spec.eval_seed)
+        row, res = _evaluate_row(algo, ds, scale, spec.final_episodes(), spec.eval_seed, max_steps)
         evaluations.append(row | {"stage": "final", "step": total, "gradient_steps": total})
         for i in range(len(res.returns)):
             final.append({"variant": row["variant"], "guidance_scale": scale, "episode": i,
@@ -182,9 +309,10 @@ def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdi
         scalars.add(f"final/score/{row['variant']}", row["score_mean"], total)
         log(f"[{spec.label()}] final {row['variant']}: return {row['return_mean']:.2f} ± {row['return_std']:.2f}"
             + (f", score {row['score_mean']:.1f} ± {row['score_std']:.1f}" if row["score_mean"] is not None else "")
-            + f" ({row['episodes']} episodes)")
-    (workdir / "final.json").write_text(json.dumps({"evaluations": episodes, "episodes": final, "cost": cost}, indent=2))
-    return evaluations, final, episodes, cost
+            + f" ({row['episodes']} episodes)" + (" [selected]" if selected is not None and scale == selected else ""))
+    (workdir / "final.json").write_text(json.dumps({"evaluations": episodes, "episodes": final, "cost": cost,
+                                                    "selected_guidance_scale": selected}, indent=2))
+    return evaluations, final, episodes, cost, selected
 
 
 def _reused_seconds(record: dict) -> float:

@@ -18,10 +18,12 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from policies.checkpoint import unique_temporary
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.selected_guidance_scale
 FILENAME = "results.sqlite"
+STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
     stage_seconds TEXT,
     gradient_steps INTEGER,
     nfe_per_action REAL,
-    actions_per_second REAL
+    actions_per_second REAL,
+    selected_guidance_scale REAL
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -71,7 +74,7 @@ CREATE TABLE IF NOT EXISTS final_scores (
 TABLES = ("runs", "evaluations", "final_scores")
 _RUN_COLUMNS = ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error", "config", "code_version",
                 "packages", "hardware", "started", "finished", "wall_seconds", "stage_seconds", "gradient_steps",
-                "nfe_per_action", "actions_per_second")
+                "nfe_per_action", "actions_per_second", "selected_guidance_scale")
 _EVAL_COLUMNS = ("run_id", "stage", "step", "gradient_steps", "variant", "guidance_scale", "episodes", "return_mean",
                  "return_std", "score_mean", "score_std", "seconds", "actions_per_second")
 _FINAL_COLUMNS = ("run_id", "variant", "guidance_scale", "episode", "return", "length", "score")
@@ -102,6 +105,7 @@ class RunResult:
     gradient_steps: int | None = None
     nfe_per_action: float | None = None
     actions_per_second: float | None = None
+    selected_guidance_scale: float | None = None  # chosen on held-out episodes, when several were evaluated
     # this attempt's started..finished plus the work it reused from interrupted earlier attempts
     wall_seconds: float | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # rows of _EVAL_COLUMNS without run_id
@@ -115,9 +119,15 @@ class RunResult:
 class ResultsStore:
     def __init__(self, path: Path):
         self.path = Path(path)
-        if self.path.is_dir() or not self.path.suffix:
+        if not (self.path.is_file() or self.path.suffix in STORE_SUFFIXES):  # a directory, dots in its name or not
             self.path = self.path / FILENAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the results directory {self.path.parent}: {exc.strerror or exc}; "
+                             "choose a writable --results directory") from exc
+        if not self.path.exists():
+            self.check_writable()
         with closing(self._connect()) as con:
             version = con.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -126,7 +136,22 @@ class ResultsStore:
             if version < SCHEMA_VERSION:
                 with con:
                     con.executescript(_SCHEMA)
+                    if version == 1:  # a store from before scale selection: its runs chose none
+                        con.execute("ALTER TABLE runs ADD COLUMN selected_guidance_scale REAL")
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def check_writable(self) -> None:
+        """Fail now, before any run, if results cannot be written here (a read-only directory or file)."""
+        probe = unique_temporary(self.path)
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+            if self.path.exists():
+                with open(self.path, "r+b"):
+                    pass
+        except OSError as exc:
+            raise StoreError(f"cannot write the results store {self.path}: {exc.strerror or exc}; choose a writable "
+                             "--results directory") from exc
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -138,21 +163,28 @@ class ResultsStore:
                              "--results directory") from exc
         return con
 
-    def record(self, result: RunResult) -> None:
-        """Write one run, replacing any earlier record of the same run id, in one transaction."""
+    def record(self, result: RunResult) -> bool:
+        """Write one run, replacing any earlier record of the same run id, in one transaction; a failure
+        never replaces a finished record (another driver may have finished the same run). Returns
+        whether the row was written."""
         row = {
             **{k: getattr(result, k) for k in ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error",
                                                  "code_version", "started", "finished", "gradient_steps",
-                                                 "nfe_per_action", "actions_per_second")},
+                                                 "nfe_per_action", "actions_per_second", "selected_guidance_scale")},
             "config": json.dumps(result.config, sort_keys=True), "packages": json.dumps(result.packages, sort_keys=True),
             "hardware": json.dumps(result.hardware, sort_keys=True), "wall_seconds": result.wall_seconds,
             "stage_seconds": json.dumps(result.stage_seconds)}
         with closing(self._connect()) as con, con:
+            con.execute("BEGIN IMMEDIATE")  # one writer from the read below to the commit
+            before = con.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,)).fetchone()
+            if before is not None and before[0] == "finished" and result.status != "finished":
+                return False
             con.execute("DELETE FROM runs WHERE run_id = ?", (result.run_id,))  # cascades to its rows
             con.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
                         [row[k] for k in _RUN_COLUMNS])
             self._insert(con, "evaluations", _EVAL_COLUMNS, result.run_id, result.evaluations)
             self._insert(con, "final_scores", _FINAL_COLUMNS, result.run_id, result.final)
+        return True
 
     @staticmethod
     def _insert(con: sqlite3.Connection, table: str, columns: tuple[str, ...], run_id: str,

@@ -9,8 +9,10 @@ overrides:                         # for every run; under an algorithm's name, f
   qgpo: {energy_steps: 2000}
 grid: {beta: [3, 10]}              # one run per combination
 episodes: 100
-guidance_scales: [0, 1, 3]
+guidance_scales: [0, 1, 3]          # default: the algorithm's for the preset (QGPO paper: the official grid)
 eval_every: 1000
+reward_transform: locomotion       # default: the dataset family's (locomotion, antmaze, none)
+selection_episodes: 10             # held-out episodes per scale that choose it (default: as episodes)
 ```
 Every key is checked like an algorithm config: an unknown key or a value of the wrong type is one
 error naming it. Names (algorithms, presets, config keys) are checked before anything runs.
@@ -43,6 +45,8 @@ class SweepSpec:
     curve_episodes: int = 10
     checkpoint_every: int = 1000
     eval_seed: int = 0
+    reward_transform: str | None = None  # None: each dataset family's
+    selection_episodes: int | None = None
 
     def runs(self) -> list[RunSpec]:
         if not self.algorithms or not self.datasets or not self.seeds:
@@ -57,7 +61,8 @@ class SweepSpec:
                          guidance_scales=self.guidance_scales if registry.get(algo).guided else None,
                          eval_every=self.eval_every,
                          curve_episodes=self.curve_episodes, checkpoint_every=self.checkpoint_every,
-                         eval_seed=self.eval_seed)
+                         eval_seed=self.eval_seed, reward_transform=self.reward_transform,
+                         selection_episodes=self.selection_episodes)
                  for algo in self.algorithms for ds in self.datasets for combo in combos for seed in self.seeds]
         for spec in specs:
             spec.config()  # unknown algorithm, preset or key: fail now, not an hour in

@@ -7,13 +7,16 @@ A name is, in order: a path to a D4RL HDF5 file or a Minari dataset directory; a
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import minari
 
-from envs import d4rl_hdf5, minari_source, minari_writer, pointmaze
+from envs import d4rl_hdf5, families, minari_source, minari_writer, pointmaze
 from envs.checksum import episodes_checksum
 from envs.dataset import OfflineDataset
 from envs.errors import DatasetError
@@ -47,29 +50,74 @@ def resolve(name: str) -> DatasetRef:
 
 
 def fingerprint(name: str) -> str:
-    """A cheap identity of a dataset's content, without loading it: the generation card's checksum
-    when there is one, else its stored metadata (Minari) or its size and modification time (HDF5).
-    Runs are keyed by it, so a dataset regenerated under the same id is never mistaken for the old one."""
-    import hashlib
-    import json
-
+    """An identity of a dataset's content, without loading it: the generation card's checksum when there
+    is one, else a hash of the bytes of its data file (cached by path, size and modification time, so
+    it is read once). Runs are keyed by it: a dataset regenerated under the same id is never mistaken
+    for the old one, and a copied or touched file is still the same dataset."""
     try:
         ref = resolve(name)
         if ref.kind == "hdf5":
-            st = Path(ref.target).stat()
-            blob = f"hdf5:{st.st_size}:{st.st_mtime_ns}"
+            blob = "hdf5:" + file_digest(Path(ref.target))
         else:
             root = Path(ref.target) if Path(ref.target).is_dir() else minari_source.dataset_dir(ref.target)
+            data = root / "data" if (root / "data").is_dir() else root
             card = minari_source.read_card(root)
             if card is not None:
                 blob = "card:" + str(card.get("content_checksum"))
             else:
-                meta = json.loads((root / "data" / "metadata.json").read_text())
-                blob = "minari:" + json.dumps({k: meta.get(k) for k in ("dataset_id", "total_steps", "total_episodes",
-                                                                           "minari_version", "data_format")})
+                blob = "minari:" + "".join(file_digest(p) for p in sorted(data.glob("*.hdf5")))
     except (DatasetError, OSError, ValueError):
         return "unavailable"  # loading it will say what is wrong
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "diffbench" / "file_digests.json"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, remembered under (resolved path, size, mtime) in the user's cache."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    cache_path = _cache_file()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    cache[key] = h.hexdigest()
+    try:  # a cache that cannot be written only costs a re-read next time
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_path)
+    except OSError:
+        pass
+    return cache[key]
+
+
+def card_of(name: str) -> dict | None:
+    """The generation card of a Minari dataset diffbench made, without loading the data; else None."""
+    try:
+        ref = resolve(name)
+        if ref.kind != "minari":
+            return None
+        root = Path(ref.target) if Path(ref.target).is_dir() else minari_source.dataset_dir(ref.target)
+        return minari_source.read_card(root)
+    except (DatasetError, OSError):
+        return None
+
+
+def default_reward_transform(name: str) -> str:
+    """The reward transform a run on `name` applies unless told otherwise (see `envs.families`)."""
+    return families.default_reward_transform(name, card_of(name))
 
 
 def load_dataset(name: str, reward_transform: str = "none", action_tolerance: float = 1e-3) -> OfflineDataset:
@@ -127,25 +175,50 @@ def list_datasets() -> list[dict[str, Any]]:
     return rows
 
 
-def verify(name: str, action_tolerance: float = 1e-3) -> dict[str, Any]:
-    """Re-read a dataset, recheck its structure, recompute its checksum, and try its eval env."""
+TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "envs")  # their entry points ship with diffbench's deps
+ENV_CHECKS = ("trusted", "always", "never")
+
+
+def env_entry_point_is_trusted(entry_point: Any) -> bool:
+    """Whether making an env runs only code diffbench installs (Gymnasium, Gymnasium-Robotics, diffbench)."""
+    if not isinstance(entry_point, str):
+        return False
+    return entry_point.split(":")[0].split(".")[0] in TRUSTED_ENV_PACKAGES
+
+
+def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted") -> dict[str, Any]:
+    """Re-read a dataset, recheck its structure, recompute its checksum, and try its eval env.
+
+    Making the env imports and runs the module its spec names, so a dataset from elsewhere could run any
+    code: by default ("trusted") only envs from Gymnasium, Gymnasium-Robotics and diffbench are made;
+    "always" makes any (the user vouches for it), "never" none."""
+    if make_env not in ENV_CHECKS:
+        raise DatasetError(f"make_env must be one of {', '.join(ENV_CHECKS)}, got {make_env!r}")
     ds, episodes = _load(name, action_tolerance)  # shapes, dtypes, NaN/inf, bounds, episodes
     checksum = episodes_checksum(episodes)
     card = ds.metadata.get("card") or {}
     expected = card.get("content_checksum")
-    checks = {
+    checks: dict[str, Any] = {
         "structure": "ok",
         "checksum": checksum,
         "checksum_matches_card": None if expected is None else expected == checksum,
     }
-    try:
-        env = ds.make_env()
-        obs, _ = env.reset(seed=0)
-        env.close()
-        checks["eval_env"] = "ok" if obs.shape == (ds.transitions.obs_dim,) else f"observes {obs.shape}, data {ds.transitions.obs_dim}"
-    except DatasetError as exc:
-        checks["eval_env"] = str(exc)
-    checks["ok"] = checks["checksum_matches_card"] is not False and checks["eval_env"] == "ok"
+    entry = ds.eval_env_spec.entry_point if ds.eval_env_spec is not None else None
+    if make_env == "never":
+        checks["eval_env"] = "not checked (asked not to make it)"
+    elif make_env == "trusted" and entry is not None and not env_entry_point_is_trusted(entry):
+        checks["eval_env"] = (f"not checked: its entry point {entry!r} is code from outside Gymnasium and diffbench, "
+                              "and making the env would import and run it; pass --make-env to do so")
+    else:
+        try:
+            env = ds.make_env()
+            obs, _ = env.reset(seed=0)
+            env.close()
+            checks["eval_env"] = "ok" if obs.shape == (ds.transitions.obs_dim,) else f"observes {obs.shape}, data {ds.transitions.obs_dim}"
+        except DatasetError as exc:
+            checks["eval_env"] = str(exc)
+    env_ok = checks["eval_env"] == "ok" or checks["eval_env"].startswith("not checked")
+    checks["ok"] = checks["checksum_matches_card"] is not False and env_ok
     return {"id": ds.id, "location": ds.location, **checks}
 
 

@@ -108,9 +108,17 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise
     except OSError as exc:
         raise DatasetError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    if arrays["actions"].ndim == 1:  # one action dimension stored flat, as Minari's path accepts too
+        arrays["actions"] = arrays["actions"][:, None]
     for key in ("observations", "actions", "next_observations"):
         if key in arrays and arrays[key].ndim != 2:
             raise DatasetError(f"{path}: {key} has shape {arrays[key].shape}; expected (N, dim)")
+    if len(arrays["rewards"]) == 0:
+        raise DatasetError(f"{path} holds no transitions (its arrays have zero rows); it is empty or was cut off "
+                           "while being written")
+    if "next_observations" in arrays and arrays["next_observations"].shape[1:] != arrays["observations"].shape[1:]:
+        raise DatasetError(f"{path}: next_observations are {arrays['next_observations'].shape[1]} wide but observations "
+                           f"{arrays['observations'].shape[1]}; each must be a state of the same environment")
     return arrays
 
 

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import minari
 import numpy as np
+from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
 from envs.dataset import OfflineDataset
@@ -105,6 +106,9 @@ def to_offline_dataset(
     dataset_id = str(meta.get("dataset_id", location))
     transitions = Transitions.from_episodes(episodes, source=dataset_id)
     action_space = ds.action_space
+    if not isinstance(action_space, spaces.Box):
+        raise DatasetError(f"{dataset_id} acts in a {type(action_space).__name__} space ({action_space}); diffbench's "
+                           "algorithms are continuous-control methods and need a Box action space")
     check_action_bounds(transitions.actions, action_space.low, action_space.high, action_tolerance, dataset_id)
     spec, note = _eval_spec(meta)
     return OfflineDataset(

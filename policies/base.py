@@ -26,6 +26,17 @@ class Algorithm(ABC):
     curve_stages: ClassVar[tuple[str, ...]] = ()  # stages during which the policy can act (learning curves)
 
     @classmethod
+    def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:
+        """Config overrides `preset` takes on datasets of `family` (a paper's per-domain settings, e.g.
+        QGPO's M = 32 on AntMaze), applied before the user's own overrides."""
+        return {}
+
+    @classmethod
+    def default_guidance_scales(cls, preset: str, family: str) -> tuple[float, ...] | None:
+        """The guidance scales a run evaluates when none are asked for; None: the config's own."""
+        return None
+
+    @classmethod
     @abstractmethod
     def for_dataset(cls, dataset: OfflineDataset, config: Any) -> "Algorithm":
         """A fresh algorithm sized for `dataset`'s observations and actions."""

@@ -7,6 +7,8 @@ deep inside a network.
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,22 @@ from policies.errors import CheckpointError
 FORMAT = 1
 
 
+def unique_temporary(path: Path) -> Path:
+    """A temporary name beside `path` of this process's own: two drivers on one results directory never
+    write the same temporary file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def atomic_save(path: Path, obj: Any) -> None:
     """torch.save through a temporary file: a crash mid-write never leaves a truncated file under `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    tmp = unique_temporary(path)
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int], payload: dict[str, Any]) -> None:

@@ -35,7 +35,9 @@ class Config:
 
 def check_bounds(config: Any, algorithm: str, at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
                  positive: tuple[str, ...] = ()) -> None:
-    """The range checks every config makes: counts >= 1, step budgets >= 0, rates > 0."""
+    """The range checks every config makes: counts >= 1, step budgets >= 0, rates > 0, a seed >= 0."""
+    if hasattr(config, "seed"):
+        non_negative = (*non_negative, "seed")
     for names, bad, bound in ((at_least_one, lambda v: v < 1, ">= 1"), (non_negative, lambda v: v < 0, ">= 0"),
                               (positive, lambda v: not v > 0, "> 0")):
         for name in names:
@@ -128,6 +130,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return int(value)
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import copy
 import time
@@ -69,6 +69,9 @@ class QGPOConfig(cfg_tools.Config):
     energy_lr: float = 3e-4
     beta: float = 3.0
     energy_loss: str = "cep"
+    # the official schedule: the first q_steps steps update Q_0 and then f_phi on the same batch (f_phi's
+    # targets from the Q_0 being trained), the rest update f_phi alone; off: Q_0 to the end, then f_phi
+    interleave: bool = True
     # acting
     sampler: SamplerSpec = SamplerSpec()
     guidance_scale: float = 1.0
@@ -94,6 +97,12 @@ class QGPOConfig(cfg_tools.Config):
             raise ConfigError(f"qgpo: guidance_scale must be >= 0 (0 is plain behaviour cloning), got {self.guidance_scale}")
         if self.energy_loss not in ENERGY_LOSSES:
             raise ConfigError(f"qgpo: unknown energy_loss {self.energy_loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
+        if self.interleave and self.energy_loss == "cep" and self.energy_batch != self.q_batch:
+            raise ConfigError(f"qgpo: interleave trains Q_0 and f_phi on the same batch, so energy_batch "
+                              f"({self.energy_batch}) must equal q_batch ({self.q_batch}); set both, or interleave=false")
+        if self.interleave and self.energy_steps < self.q_steps:
+            raise ConfigError(f"qgpo: interleave needs energy_steps >= q_steps (f_phi trains alongside every Q_0 "
+                              f"step), got {self.energy_steps} < {self.q_steps}; or set interleave=false")
         for name in ("sampler", "support_sampler"):
             if not isinstance(getattr(self, name), SamplerSpec):
                 raise ConfigError(f"qgpo: {name} must be a SamplerSpec")
@@ -106,23 +115,28 @@ PRESETS: dict[str, QGPOConfig] = {
     "cpu": QGPOConfig(score_widths=(256, 128, 64), energy_hidden=128, q_hidden=128,
                       behaviour_steps=5_000, behaviour_batch=256, behaviour_lr=3e-4,
                       support_m=8, support_sampler=SamplerSpec(steps=6),
-                      q_steps=10_000, energy_steps=5_000, energy_batch=128),
+                      q_steps=10_000, energy_steps=5_000, energy_batch=128, interleave=False),
     # seconds, for tests: every stage runs, nothing converges
     "tiny": QGPOConfig(score_widths=(32, 16, 8), energy_hidden=32, q_hidden=32, behaviour_steps=50, behaviour_batch=64,
                        support_m=4, support_sampler=SamplerSpec(steps=4), q_steps=50, q_batch=32, energy_steps=50,
-                       energy_batch=16, sampler=SamplerSpec(steps=4)),
+                       energy_batch=16, sampler=SamplerSpec(steps=4), interleave=False),
 }
 # `diffbench quick`: two seeds at once, one core each, in about 12 minutes with the dataset; the cpu
 # preset with fewer steps in every stage and a 4-step solver for the support actions
 PRESETS["quick"] = replace(PRESETS["cpu"], behaviour_steps=3_000, support_sampler=SamplerSpec(steps=4),
                            q_steps=6_000, energy_steps=3_000)
 
+# The official per-domain settings (train_critic.py of the CEP code): more support actions on AntMaze,
+# and the guidance scales its evaluation sweeps.
+PAPER_DOMAIN_OVERRIDES = {"antmaze": {"support_m": 32}}
+PAPER_GUIDANCE_SCALES = {"locomotion": (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0), "antmaze": (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)}
+
 # Which config fields each stage's result depends on (with those of the stages before it).
 STAGES = ("behaviour", "support", "critic", "energy")
 _STAGE_FIELDS = {
     "behaviour": ("score_widths", "behaviour_steps", "behaviour_batch", "behaviour_lr", "seed"),
     "support": ("support_m", "support_sampler"),
-    "critic": ("q_hidden", "q_layers", "q_steps", "q_batch", "q_lr", "gamma", "tau", "beta_q"),
+    "critic": ("q_hidden", "q_layers", "q_steps", "q_batch", "q_lr", "gamma", "tau", "beta_q", "interleave"),
     "energy": ("energy_hidden", "energy_layers", "energy_steps", "energy_batch", "energy_lr", "beta", "energy_loss"),
 }
 
@@ -195,8 +209,13 @@ def successor_index(observations: torch.Tensor, next_observations: torch.Tensor)
 
 def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor, next_index: torch.Tensor,
                  cfg: QGPOConfig, generator: torch.Generator, progress: bool = False, workdir: Path | None = None,
-                 hooks: TrainHooks | None = None, fingerprint: Any = None) -> tuple[TwinQ, dict]:
-    """In-support softmax Q-learning (eq. 14) with a Polyak-averaged target; returns the target net."""
+                 hooks: TrainHooks | None = None, fingerprint: Any = None,
+                 alongside: Callable[[torch.Tensor, TwinQ], torch.Tensor] | None = None,
+                 alongside_state: dict[str, Any] | None = None) -> tuple[TwinQ, dict]:
+    """In-support softmax Q-learning (eq. 14) with a Polyak-averaged target; returns the target net.
+
+    `alongside(i, q_target)`, when given, is a second update made on the same batch indices after each
+    Q step (the official schedule's f_phi step); its modules and optimizer go in `alongside_state`."""
     q_target = copy.deepcopy(q).requires_grad_(False)
     opt = torch.optim.Adam(q.parameters(), lr=cfg.q_lr)
     all_states = data["all_states"]
@@ -208,10 +227,13 @@ def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor,
         loss = optimiser_step(opt, td_loss(q, q_target, all_states[i], data["actions"][i], data["rewards"][i],
                                            data["terminals"][i], all_states[j], support[j], cfg.gamma, cfg.beta_q))
         polyak_update(q_target, q, cfg.tau)
+        if alongside is not None:
+            alongside(i, q_target)
         return loss
 
     record = run_steps(step, cfg.q_steps, "critic", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
-                       state={"q": q, "q_target": q_target, "optimizer": opt, "generator": generator})
+                       state={"q": q, "q_target": q_target, "optimizer": opt, "generator": generator,
+                              **(alongside_state or {})})
     return q_target, record
 
 
@@ -220,23 +242,38 @@ def train_energy(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, 
                  support: torch.Tensor | None = None, support_q: torch.Tensor | None = None,
                  actions: torch.Tensor | None = None, actions_q: torch.Tensor | None = None,
                  progress: bool = False, workdir: Path | None = None, hooks: TrainHooks | None = None,
-                 fingerprint: Any = None) -> dict:
-    """Stage 4. CEP reads the support actions and their Q; "mse" reads dataset actions and their Q."""
-    opt = torch.optim.Adam(energy.parameters(), lr=lr)
+                 fingerprint: Any = None, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Stage 4. CEP reads the support actions and their Q; "mse" reads dataset actions and their Q.
+    `optimizer`: an Adam already stepping `energy` (the interleaved schedule's), to continue with."""
+    opt = optimizer if optimizer is not None else torch.optim.Adam(energy.parameters(), lr=lr)
     n = states.shape[0]
+    q_of = (lambda i: support_q[i]) if loss == "cep" else (lambda i: actions_q[i])  # noqa: E731
+    step_on = energy_step(energy, opt, schedule, states, loss=loss, beta=beta, generator=generator,
+                          support=support, actions=actions)
 
     def step(_: int) -> torch.Tensor:
         i = torch.randint(n, (batch,), device=states.device, generator=generator)
-        if loss == "cep":
-            value = cep_loss(energy, schedule, states[i], support[i], support_q[i], beta, generator)
-        else:
-            value = mse_energy_loss(energy, schedule, states[i], actions[i], actions_q[i], beta, generator)
-        return optimiser_step(opt, value)
+        return step_on(i, q_of(i))
 
     if loss not in ENERGY_LOSSES:
         raise ConfigError(f"unknown energy loss {loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
     return run_steps(step, steps, f"energy ({loss})", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
                      state={"energy": energy, "optimizer": opt, "generator": generator})
+
+
+def energy_step(energy: EnergyNet, opt: torch.optim.Optimizer, schedule: VPSchedule, states: torch.Tensor, *,
+                loss: str, beta: float, generator: torch.Generator, support: torch.Tensor | None = None,
+                actions: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One f_phi update on batch indices i given Q_0 of the batch's support actions (CEP, (B, M)) or of
+    its dataset actions (mse, (B,)): shared by the separate stage and the interleaved schedule."""
+    def step(i: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        if loss == "cep":
+            value = cep_loss(energy, schedule, states[i], support[i], q, beta, generator)
+        else:
+            value = mse_energy_loss(energy, schedule, states[i], actions[i], q, beta, generator)
+        return optimiser_step(opt, value)
+
+    return step
 
 
 @torch.inference_mode()
@@ -265,6 +302,23 @@ class QGPO(StagedAlgorithm):
         self.energy = EnergyNet(action_dim, observation_dim, cfg.energy_hidden, cfg.energy_layers).to(self.device)
         self.q_target: TwinQ | None = None
         self._support: dict[str, torch.Tensor] = {}
+        self._energy_opt: torch.optim.Optimizer | None = None  # carried from the critic stage when interleaved
+
+    @classmethod
+    def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:
+        return dict(PAPER_DOMAIN_OVERRIDES.get(family, {})) if preset == "paper" else {}
+
+    @classmethod
+    def default_guidance_scales(cls, preset: str, family: str) -> tuple[float, ...] | None:
+        return PAPER_GUIDANCE_SCALES.get(family) if preset == "paper" else None
+
+    def fingerprint(self, stage: str) -> dict[str, Any]:
+        """Interleaved, the critic stage trains f_phi too, so its checkpoint depends on f_phi's settings."""
+        out = super().fingerprint(stage)
+        if self.config.interleave and stage == "critic":
+            mine = self.config.to_dict()
+            out |= {k: mine[k] for k in _STAGE_FIELDS["energy"] if k != "energy_steps"}
+        return out
 
     # -- training
 
@@ -305,27 +359,42 @@ class QGPO(StagedAlgorithm):
             self.save(workdir, "support", self._support)
         data["all_states"] = torch.cat([t.observations, self._support["extra_states"]])
 
-        # 3. Q_0 by in-support softmax Q-learning
+        # 3. Q_0 by in-support softmax Q-learning (with f_phi on the same batches, in the official schedule)
+        n = t.observations.shape[0]
+        support_n = self._support["support"][:n]
+        energy_inputs = ({"support": support_n} if cfg.energy_loss == "cep" else {"actions": t.actions})
         if "critic" not in resumed:
-            self.q_target, self.records["critic"] = train_critic(
-                self.q, data, self._support["support"], self._support["next_index"], cfg,
-                stage_generator(cfg.seed, "critic", dev), fingerprint=self.fingerprint("critic"), **run)
-            self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict()})
+            alongside, alongside_state = None, None
+            critic_gen = stage_generator(cfg.seed, "critic", dev)  # interleaved: one stream for both updates
+            if cfg.interleave:
+                self._energy_opt = torch.optim.Adam(self.energy.parameters(), lr=cfg.energy_lr)
+                step_on = energy_step(self.energy, self._energy_opt, self.behaviour.schedule, t.observations,
+                                      loss=cfg.energy_loss, beta=cfg.beta, generator=critic_gen, **energy_inputs)
+                inputs = energy_inputs.get("support", t.actions)
 
-        # 4. f_phi by contrastive energy prediction (or the mse baseline)
+                def alongside(i: torch.Tensor, q_target: TwinQ) -> torch.Tensor:
+                    with torch.no_grad():
+                        q_now = q_target(t.observations[i], inputs[i])  # targets from the Q_0 being trained
+                    return step_on(i, q_now)
+
+                alongside_state = {"energy": self.energy, "energy_optimizer": self._energy_opt}
+            self.q_target, self.records["critic"] = train_critic(
+                self.q, data, self._support["support"], self._support["next_index"], cfg, critic_gen,
+                fingerprint=self.fingerprint("critic"), alongside=alongside, alongside_state=alongside_state, **run)
+            self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
+                                          **({"energy": self.energy.state_dict(),
+                                              "energy_optimizer": self._energy_opt.state_dict()} if cfg.interleave else {})})
+
+        # 4. f_phi by contrastive energy prediction (or the mse baseline); interleaved, the steps left
         if "energy" not in resumed:
-            n = t.observations.shape[0]
-            kwargs: dict[str, Any] = {}
-            if cfg.energy_loss == "cep":
-                kwargs = {"support": self._support["support"][:n],
-                          "support_q": q_values(self.q_target, t.observations, self._support["support"][:n])}
-            else:
-                kwargs = {"actions": t.actions, "actions_q": q_values(self.q_target, t.observations, t.actions)}
+            inputs = energy_inputs.get("support", t.actions)
+            q_key = "support_q" if cfg.energy_loss == "cep" else "actions_q"
             self.records["energy"] = train_energy(
                 self.energy, self.behaviour.schedule, t.observations, loss=cfg.energy_loss, beta=cfg.beta,
-                steps=cfg.energy_steps, batch=cfg.energy_batch, lr=cfg.energy_lr,
-                generator=stage_generator(cfg.seed, "energy", dev), fingerprint=self.fingerprint("energy"),
-                **run, **kwargs)
+                steps=cfg.energy_steps - (cfg.q_steps if cfg.interleave else 0), batch=cfg.energy_batch,
+                lr=cfg.energy_lr, generator=stage_generator(cfg.seed, "energy", dev),
+                fingerprint=self.fingerprint("energy"), optimizer=self._energy_opt if cfg.interleave else None,
+                **run, **energy_inputs, **{q_key: q_values(self.q_target, t.observations, inputs)})
             self.save(workdir, "energy", {"energy": self.energy.state_dict()})
         self._support = {}  # support actions are only needed for training
         return {"stages": self.records, "resumed": sorted(resumed), "cost": self.cost}
@@ -344,7 +413,9 @@ class QGPO(StagedAlgorithm):
 
     @property
     def cost(self) -> dict[str, Any]:
-        steps = {s: self.records[s]["steps"] for s in ("behaviour", "critic", "energy") if s in self.records}
+        cfg = self.config
+        budget = {"behaviour": cfg.behaviour_steps, "critic": cfg.q_steps, "energy": cfg.energy_steps}
+        steps = {s: n for s, n in budget.items() if s in self.records}  # f_phi's count includes interleaved steps
         guided = self.config.guidance_scale != 0
         return {"gradient_steps": steps, "gradient_steps_total": sum(steps.values()),
                 "nfe_per_action": self.config.sampler.steps,
@@ -362,5 +433,9 @@ class QGPO(StagedAlgorithm):
             self.q.load_state_dict(ckpt["q"])
             self.q_target = copy.deepcopy(self.q).requires_grad_(False)
             self.q_target.load_state_dict(ckpt["q_target"])
+            if "energy" in ckpt:  # interleaved: f_phi and its optimizer mid-way
+                self.energy.load_state_dict(ckpt["energy"])
+                self._energy_opt = torch.optim.Adam(self.energy.parameters(), lr=self.config.energy_lr)
+                self._energy_opt.load_state_dict(ckpt["energy_optimizer"])
         else:
             self.energy.load_state_dict(ckpt["energy"])

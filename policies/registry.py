@@ -7,6 +7,7 @@ algorithm is one module and, outside this repository, one line of packaging meta
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import entry_points
 from typing import Any, Mapping
 
@@ -58,11 +59,18 @@ def _load() -> None:
         module, _, attr = target.partition(":")
         register(getattr(importlib.import_module(module), attr))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        # a broken plug-in must not take the built-in algorithms down with it: one warning naming it
         try:
             algo = ep.load()
-        except Exception as exc:  # a broken plug-in must not take the built-in algorithms down with it
-            raise ConfigError(f"algorithm plug-in {ep.name!r} ({ep.value}) failed to import: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            warnings.warn(f"algorithm plug-in {ep.name!r} ({ep.value}) failed to import and is left out: "
+                          f"{type(exc).__name__}: {exc}", stacklevel=2)
+            continue
         if not (isinstance(algo, type) and issubclass(algo, Algorithm)):
-            raise ConfigError(f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} is {ep.value}, not an Algorithm subclass")
-        register(algo)
+            warnings.warn(f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} is {ep.value}, not an Algorithm subclass; "
+                          "left out", stacklevel=2)
+            continue
+        try:
+            register(algo)
+        except ValueError as exc:
+            warnings.warn(f"algorithm plug-in {ep.name!r} ({ep.value}) is left out: {exc}", stacklevel=2)

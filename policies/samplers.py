@@ -63,12 +63,15 @@ def _data_fn(eps_fn: NoiseFn, schedule: VPSchedule):
 
 
 def _singlestep_orders(steps: int, order: int) -> list[int]:
-    """How DPM-Solver-fast spends `steps` evaluations on steps of order <= `order`."""
+    """How DPM-Solver-fast spends `steps` evaluations on steps of order <= `order`.
+
+    As the DPM-Solver release QGPO ships (CEP's `dpm_solver_pytorch.py`): an even budget at order 2
+    ends with two first-order steps, [2]*(steps/2 - 1) + [1, 1], not [2]*(steps/2) as later
+    releases do, so an even step count solves the ODE on the same grid the official code does."""
     if order == 1:
         return [1] * steps
     if order == 2:
-        k = steps // 2 + steps % 2
-        return [2] * k if steps % 2 == 0 else [2] * (k - 1) + [1]
+        return [2] * (steps // 2 - 1) + [1, 1] if steps % 2 == 0 else [2] * (steps // 2) + [1]
     k = steps // 3 + 1
     tail = {0: [2, 1], 1: [1], 2: [2]}[steps % 3]
     return [3] * (k - len(tail) if steps % 3 == 0 else k - 1) + tail

@@ -14,9 +14,10 @@ def session_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_data_dirs(session_root, tmp_path, monkeypatch):
-    """No test reads or writes the user's ~/.minari or ~/.d4rl."""
+    """No test reads or writes the user's ~/.minari, ~/.d4rl or ~/.cache."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_root))
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="session")

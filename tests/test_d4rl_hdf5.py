@@ -18,8 +18,8 @@ def write_h5(path: Path, n: int = 50, drop: tuple[str, ...] = (), next_obs: bool
         "terminals": np.zeros(n, bool),
         "timeouts": np.zeros(n, bool),
     }
-    arrays["terminals"][19] = True
-    arrays["timeouts"][39] = True
+    arrays["terminals"][19:20] = True  # (for n > 19, 39: an empty file stays empty)
+    arrays["timeouts"][39:40] = True
     if next_obs:
         arrays["next_observations"] = rng.normal(size=(n, HOPPER_OBS))
     arrays.update(override)

@@ -162,3 +162,99 @@ def test_checkpoint_errors(trained, tmp_path):
     other = dataclasses.replace(ds, transitions=dataclasses.replace(ds.transitions, actions=torch.zeros(len(ds.transitions), 3)))
     with pytest.raises(CheckpointError, match="action dim 2; .* has 8 and 3"):
         QGPO.load(workdir, other)
+
+
+def test_act_differs_between_guidance_scales_with_the_same_noise(trained):
+    ds, algo, _, _ = trained
+    obs = ds.transitions.observations[:64].numpy()
+    algo.seed(7)
+    plain = algo.act(obs, guidance_scale=0.0)
+    algo.seed(7)
+    again = algo.act(obs, guidance_scale=0.0)
+    algo.seed(7)
+    guided = algo.act(obs, guidance_scale=5.0)
+    assert np.array_equal(plain, again) and np.abs(guided - plain).mean() > 1e-3
+
+
+def test_a_trained_qgpo_beats_a_random_policy_on_the_tiny_maze(tiny_pointmaze, session_root):
+    """Regression on a tiny dataset: a policy that learned nothing scores like the random reference."""
+    from envs.minari_source import pinned_root
+
+    with pinned_root(session_root):
+        ds = load_dataset(tiny_pointmaze)
+    config = registry.make_config("qgpo", "tiny", {"device": "cpu", "score_widths": [64, 32, 16], "behaviour_steps": 1500,
+                                                   "behaviour_batch": 256, "behaviour_lr": 1e-3, "q_steps": 300,
+                                                   "energy_steps": 300, "sampler.steps": 6})
+    algo = QGPO.for_dataset(ds, config)
+    algo.fit(ds)
+
+    class Uniform:
+        rng = np.random.default_rng(0)
+
+        def act(self, obs):
+            return self.rng.uniform(-1, 1, (len(obs), 2)).astype(np.float32)
+
+        def seed(self, seed):
+            pass
+
+    ours = evaluate(algo, ds, episodes=20, seed=0).normalized
+    chance = evaluate(Uniform(), ds, episodes=20, seed=0).normalized
+    gap, se = ours.mean() - chance.mean(), np.sqrt(ours.var() / 20 + chance.var() / 20)
+    assert gap > 8 and gap > 3 * se, (ours.mean(), chance.mean(), se)
+
+
+def test_the_critic_bootstraps_through_timeouts_and_not_through_terminals():
+    """Two one-state chains with reward 1 per step, gamma 0.5: state 0 ends by termination after one step,
+    so Q = 1; state 1 loops on itself and is only ever cut by timeouts, so Q = 1 / (1 - gamma) = 2."""
+    from policies.networks import TwinQ
+    from policies.qgpo import successor_index, train_critic
+    from policies.training import make_generator
+
+    n = 64
+    obs = torch.tensor([[0.0]] * (n // 2) + [[1.0]] * (n // 2))
+    terminals = torch.tensor([1.0] * (n // 2) + [0.0] * (n // 2))  # state 1's steps are timeouts: no terminal
+    index, extra = successor_index(obs, obs.clone())  # every successor is the same state (an absorbing loop)
+    data = {"observations": obs, "actions": torch.zeros(n, 1), "rewards": torch.ones(n), "terminals": terminals,
+            "all_states": torch.cat([obs, extra])}
+    support = torch.zeros(len(data["all_states"]), 4, 1)
+    cfg = registry.make_config("qgpo", "tiny", {"q_steps": 3000, "q_batch": 32, "q_lr": 3e-3, "gamma": 0.5,
+                                               "tau": 0.05, "q_hidden": 32})
+    torch.manual_seed(0)
+    q = TwinQ(1, 1, 32, 2)
+    q_target, _ = train_critic(q, data, support, index, cfg, make_generator(0, torch.device("cpu")))
+    values = q_target(torch.tensor([[0.0], [1.0]]), torch.zeros(2, 1))
+    assert values[0].item() == pytest.approx(1.0, abs=0.05) and values[1].item() == pytest.approx(2.0, abs=0.05)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("interleave,stage", [(False, "critic"), (False, "energy"), (True, "critic"), (True, "energy")])
+def test_a_run_cut_mid_critic_or_energy_resumes_bit_for_bit(tiny_pointmaze, session_root, tmp_path, interleave, stage):
+    """Everything after the last mid-stage checkpoint is lost, as with SIGKILL; the resumed run must equal an
+    uninterrupted one to the bit, f_phi's optimizer state included when it trains alongside Q_0."""
+    from envs.minari_source import pinned_root
+    from policies.training import TrainHooks
+
+    with pinned_root(session_root):
+        ds = load_dataset(tiny_pointmaze)
+    config = registry.make_config("qgpo", "tiny", {"device": "cpu", "q_steps": 40, "energy_steps": 60,
+                                                   "energy_batch": 32, "interleave": interleave})
+
+    def kill(at_stage, step):
+        if at_stage == stage and step == 15:
+            raise _Killed
+
+    cut = QGPO.for_dataset(ds, config)
+    with pytest.raises(_Killed):
+        cut.fit(ds, tmp_path / "cut", hooks=TrainHooks(checkpoint_every=10, eval_every=15, on_eval=kill))
+    assert (tmp_path / "cut" / f"{stage}.partial.pt").exists()
+    resumed = QGPO.for_dataset(ds, config).fit(ds, tmp_path / "cut", hooks=TrainHooks(checkpoint_every=10))
+    assert resumed["stages"][stage]["resumed_at"] == 10
+    QGPO.for_dataset(ds, config).fit(ds, tmp_path / "straight", hooks=TrainHooks(checkpoint_every=10))
+    for name, keys in (("critic", ("q", "q_target")), ("energy", ("energy",))):
+        a = torch.load(tmp_path / "cut" / f"{name}.pt", weights_only=True)
+        b = torch.load(tmp_path / "straight" / f"{name}.pt", weights_only=True)
+        for key in keys:
+            assert all(torch.equal(a[key][p], b[key][p]) for p in a[key]), (name, key)

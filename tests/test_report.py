@@ -18,6 +18,8 @@ SCORES = {
     ("bc", GEN): {None: [10, 20, 30]},
 }
 
+SELECTED = {0: 1.0, 1: 1.0, 2: 0.0}  # the scale each qgpo seed chose on its held-out episodes
+
 
 def run_result(algo: str, dataset: str, seed: int) -> RunResult:
     final, evaluations = [], []
@@ -32,6 +34,7 @@ def run_result(algo: str, dataset: str, seed: int) -> RunResult:
                         "variant": "default", "episodes": 3, "score_mean": 10.0 * seed})
     return RunResult(run_id=f"{algo}-{dataset}-{seed}", algorithm=algo, dataset=dataset, seed=seed, preset="cpu",
                      config={"seed": seed, "lr": 1e-3}, code_version="abc123", hardware={"description": "test CPU"},
+                     selected_guidance_scale=SELECTED[seed] if algo == "qgpo" else None,
                      started=0.0, finished=90.0, stage_seconds={"a": 30.0, "b": 30.0}, gradient_steps=10,
                      nfe_per_action=15 if algo == "qgpo" else 1, evaluations=evaluations, final=final)
 
@@ -51,18 +54,24 @@ def store(tmp_path):
 def reference(tmp_path):
     d = tmp_path / "reference"
     d.mkdir()
-    (d / "papers.csv").write_text("# a comment line\nalgorithm,dataset,score,source,table,dataset_version\n"
-                                  "QGPO,hopper-medium-v2,98.0,Lu et al. 2023,Table 1,D4RL v2\n"
-                                  "QGPO,antmaze-umaze-v0,96.4,Lu et al. 2023,Table 1,D4RL v0\n")
+    (d / "papers.csv").write_text(
+        "# a comment line\nalgorithm,dataset,score,source,table,dataset_version,checkpoint,episodes,scale_selection\n"
+        "QGPO,hopper-medium-v2,98.0,Lu et al. 2023,Table 1,D4RL v2,last,3,reported-episodes\n"
+        "IQL,hopper-medium-v2,66.3,Kostrikov et al. 2022,Table 1,D4RL v2,last,10,none\n"
+        "QGPO,antmaze-umaze-v0,96.4,Lu et al. 2023,Table 1,D4RL v0,last,100,reported-episodes\n")
     return d
 
 
-def test_tables_hold_the_known_means_and_mark_the_best_scale(store, reference):
+def test_tables_hold_the_known_means_and_both_scale_choices(store, reference):
     report = build(store, reference)
     per = report.per_dataset.set_index(["dataset", "entry"])
     assert per.loc[(D4RL, "qgpo[cpu] s=1"), "mean"] == pytest.approx(80.0)
     assert per.loc[(D4RL, "qgpo[cpu] s=1"), "std"] == pytest.approx(10.0)
-    assert per.loc[(D4RL, "qgpo[cpu] s=1"), "best_scale"] and not per.loc[(D4RL, "qgpo[cpu] s=0 (diffusion BC)"), "best_scale"]
+    # held out: seeds 0 and 1 chose s=1 (70, 80), seed 2 chose s=0 (60); best on reported: s=1 for every seed
+    assert per.loc[(D4RL, "qgpo[cpu] s=held-out choice"), "mean"] == pytest.approx(70.0)
+    assert per.loc[(GEN, "qgpo[cpu] s=held-out choice"), "mean"] == pytest.approx((35 + 45 + 40) / 3)
+    assert per.loc[(D4RL, "qgpo[cpu] s=best on reported episodes"), "mean"] == pytest.approx(80.0)
+    assert per.loc[(D4RL, "qgpo[cpu] s=held-out choice"), "selection"] == "held-out"
     assert per.loc[(GEN, "bc[cpu]"), "mean"] == pytest.approx(20.0) and per.loc[(GEN, "bc[cpu]"), "seeds"] == 3
     low, high = per.loc[(D4RL, "qgpo[cpu] s=1"), ["ci_low", "ci_high"]]
     assert 70 <= low < 80 < high <= 90
@@ -76,7 +85,11 @@ def test_tables_hold_the_known_means_and_mark_the_best_scale(store, reference):
     pair = report.improvement.set_index(["x", "y"]).loc[("qgpo[cpu] s=0 (diffusion BC)", "qgpo[cpu] s=1")]
     # D4RL: 40 50 60 vs 70 80 90 -> 0; GEN: 20 30 40 vs 35 45 55 -> 3/9 wins (40 > 35)... mean of the two
     assert pair["p_x_better"] == pytest.approx((0 + 1 / 9) / 2)
-    assert report.reference["dataset"].tolist() == [D4RL]  # antmaze-umaze-v0 was not run here
+    # antmaze-umaze-v0 was not run here; IQL's 10-episode number matches no run of 3 episodes
+    assert report.reference["algorithm"].tolist() == ["QGPO"]
+    assert report.reference["ours"].tolist() == ["qgpo[cpu] s=best on reported episodes: 80.0"]
+    assert any("published IQL on hopper-medium-v2 (66.3) is not shown" in n for n in report.notes)
+    assert any("rewards during training" in p for p in report.protocol)
     assert any("generated datasets (diffbench/pointmaze/umaze-v0)" in n for n in report.notes)
     assert report.cost.set_index("entry").loc["qgpo[cpu] s=1", "energy_grads_per_action"] == 15
     assert report.cost.set_index("entry").loc["qgpo[cpu] s=0 (diffusion BC)", "energy_grads_per_action"] == 0
@@ -87,8 +100,9 @@ def test_report_command_writes_every_format_with_embedded_figures(capsys, store,
     code = main(["report", "--results", str(store.path.parent), "--out", str(out), "--reference", str(reference)])
     assert code == 0, capsys.readouterr()
     md = (out / "report.md").read_text()
-    assert f"| {D4RL} | qgpo[cpu] s=1 | 80.0 ± 10.0 [" in md and "★" in md
-    assert "| QGPO | 98.0 | 80.0 | Lu et al. 2023, Table 1 | D4RL v2 |" in md.replace(f"| {D4RL} ", "")
+    assert f"| {D4RL} | qgpo[cpu] s=1 | 80.0 ± 10.0 [" in md
+    assert ("| QGPO | 98.0 | qgpo[cpu] s=best on reported episodes: 80.0 | checkpoint last, 3 episodes, scale "
+            "reported-episodes | Lu et al. 2023, Table 1 | D4RL v2 |") in md.replace(f"| {D4RL} ", "")
     html = (out / "report.html").read_text()
     assert html.count("<svg") == 4 and "<img" not in html and "src=" not in html  # nothing outside the file
     assert "80.0 ± 10.0" in html
@@ -102,9 +116,10 @@ def test_report_command_writes_every_format_with_embedded_figures(capsys, store,
 def test_leaderboard_ranks_by_the_chosen_metric_and_compare_pairs_datasets(capsys, store, tmp_path):
     report = build(store)
     iqm = ranking(report, "IQM")
-    assert iqm["entry"].tolist()[0] == "qgpo[cpu] s=1" and iqm["rank"].tolist() == [1, 2, 3]
+    top = {"qgpo[cpu] s=1", "qgpo[cpu] s=best on reported episodes"}  # the same scores
+    assert set(iqm["entry"].tolist()[:2]) == top and iqm["rank"].tolist() == [1, 2, 3, 4, 5]
     gap = ranking(report, "optimality gap")
-    assert gap["entry"].tolist()[0] == "qgpo[cpu] s=1"  # smallest gap first
+    assert set(gap["entry"].tolist()[:2]) == top  # smallest gap first
     out = tmp_path / "LEADERBOARD.md"
     assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
     board = out.read_text()
@@ -133,6 +148,19 @@ def test_a_bad_reference_table_is_one_clear_error(capsys, store, tmp_path):
     (d / "x.csv").write_text("algorithm,dataset,score\nQGPO,hopper-medium-v2,high\n")
     assert main(["report", "--results", str(store.path.parent), "--reference", str(d)]) == 2
     assert "lacks column(s) source, table, dataset_version" in capsys.readouterr().err
+
+
+def test_a_repeated_run_counts_once_and_the_report_says_which_it_kept(store):
+    """The same algorithm, config, dataset and seed under a second run id (a copied dataset file, two stores
+    merged) is not another seed."""
+    import dataclasses
+
+    again = dataclasses.replace(run_result("bc", D4RL, 0), run_id="bc-copy", finished=100.0)
+    store.record(again)
+    report = build(store)
+    per = report.per_dataset.set_index(["dataset", "entry"])
+    assert per.loc[(D4RL, "bc[cpu]"), "seeds"] == 3
+    assert any("run bc-hopper-medium-v2-0 repeats run bc-copy" in n and "keeping bc-copy" in n for n in report.notes)
 
 
 def test_domains():

@@ -87,7 +87,7 @@ def test_guidance_tilts_to_the_exact_target(name):
     eps = lambda x, t: SCH.alpha_sigma(t)[1] * x  # noqa: E731  (standard normal data)
     grad = lambda x, t: (beta * SCH.alpha_sigma(t)[0] * w).expand_as(x)  # noqa: E731
     g = torch.Generator().manual_seed(4)
-    steps = {"dpm_solver": 16, "ddim": 100, "sde": 400}[name]
+    steps = {"dpm_solver": 25, "ddim": 100, "sde": 400}[name]
     spec = SamplerSpec(name=name, steps=steps, eta=1.0 if name == "ddim" else 0.0)
     x = spec.run(guided(eps, grad, 1.0, SCH), torch.randn(50_000, 2, generator=g), SCH, generator=g).x
     assert torch.allclose(x.mean(0), beta * w, atol=0.05), x.mean(0)
@@ -100,3 +100,50 @@ def test_guidance_tilts_to_the_exact_target(name):
 def test_bad_sampler_settings_are_one_clear_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SamplerSpec(**kwargs)
+
+
+@pytest.mark.parametrize("steps,order,orders", [
+    (15, 2, [2] * 7 + [1]), (6, 2, [2, 2, 1, 1]), (4, 2, [2, 1, 1]), (2, 2, [1, 1]), (1, 2, [1]),
+    (6, 3, [3, 2, 1]), (7, 3, [3, 3, 1]), (8, 3, [3, 3, 2]), (5, 1, [1] * 5)])
+def test_singlestep_orders_follow_the_official_release(steps, order, orders):
+    """CEP's dpm_solver_pytorch: even budgets at order 2 end [.., 2, 1, 1] (not [2]*(steps/2))."""
+    from policies.samplers import _singlestep_orders
+
+    assert _singlestep_orders(steps, order) == orders
+    assert sum(orders) == steps
+
+
+def test_even_step_count_visits_the_official_grid():
+    """6 evaluations at order 2: states at grid points 0, 2, 4, 5, 6 of the 6-interval time grid."""
+    from policies.schedule import time_grid
+
+    out = dpm_solver(gaussian_eps, torch.randn(4, 2), SCH, steps=6, order=2, record=True)
+    grid = time_grid(6)
+    assert out.times == [grid[i] for i in (0, 2, 4, 5, 6)]
+
+
+@pytest.mark.parametrize("name", ["ddim", "sde"])
+def test_recorded_log_probs_are_the_closed_form_gaussian_densities(name):
+    """Each recorded log-probability is log N(x_{k+1}; mean_k, std_k^2 I), summed over dimensions, with the
+    mean and std recomputed here from the schedule's closed forms (DDIM eq. 12; Euler-Maruyama)."""
+    g = torch.Generator().manual_seed(5)
+    x_T = torch.randn(64, 2, generator=g, dtype=torch.float64)
+    steps = 8
+    if name == "ddim":
+        out = ddim(gaussian_eps, x_T, SCH, steps=steps, eta=1.0, generator=g, record=True)
+    else:
+        out = euler_maruyama(gaussian_eps, x_T, SCH, steps=steps, generator=g, record=True)
+    for k, logp in enumerate(out.log_probs):
+        t, s = out.times[k], out.times[k + 1]
+        x, nxt = out.trajectory[k], out.trajectory[k + 1]
+        (al_t, sg_t), (al_s, sg_s) = SCH.alpha_sigma(t), SCH.alpha_sigma(s)
+        eps = gaussian_eps(x, t)
+        if name == "ddim":
+            std = (sg_s / sg_t) * math.sqrt(1 - (al_t / al_s) ** 2)
+            mean = al_s * (x - sg_t * eps) / al_t + math.sqrt(sg_s**2 - std**2) * eps
+        else:
+            beta, dt = SCH.beta(t), t - s
+            std = math.sqrt(beta * dt)
+            mean = x + 0.5 * beta * dt * x - beta * dt * eps / sg_t
+        density = torch.distributions.Normal(mean, std).log_prob(nxt).sum(-1)
+        assert torch.allclose(logp, density, atol=1e-9), (k, (logp - density).abs().max())

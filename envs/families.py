@@ -1,0 +1,42 @@
+"""Which benchmark family a dataset belongs to, and the reward transform its published protocol uses.
+
+The offline-RL papers this suite compares with (IQL, QGPO, Diffusion-QL, IDQL) train locomotion on
+rewards scaled by 1000 / (max - min episode return) and AntMaze on r - 1; their temperatures
+(QGPO's beta = 3, beta_Q = 1) only mean what the papers mean on rewards transformed the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+# (substring of the lower-cased id, family); the first match wins, so antmaze precedes ant
+_FAMILIES = (("antmaze", "antmaze"), ("pointmaze", "pointmaze"), ("maze2d", "maze2d"), ("kitchen", "kitchen"),
+             ("pen", "adroit"), ("door", "adroit"), ("hammer", "adroit"), ("relocate", "adroit"),
+             ("halfcheetah", "locomotion"), ("hopper", "locomotion"), ("walker2d", "locomotion"),
+             ("ant", "locomotion"), ("humanoid", "locomotion"))
+
+# the transform each family's published protocol applies; families not named here use none
+FAMILY_TRANSFORMS = {"locomotion": "locomotion", "antmaze": "antmaze"}
+
+
+def family(dataset: str) -> str:
+    """locomotion, antmaze, pointmaze, maze2d, kitchen, adroit or other, read from the dataset id or path."""
+    name = dataset.lower().replace("\\", "/").rsplit("/datasets/", 1)[-1]
+    for key, group in _FAMILIES:
+        if key in name:
+            return group
+    return "other"
+
+
+def is_generated(dataset: str) -> bool:
+    return dataset.lower().startswith("diffbench/")
+
+
+def default_reward_transform(dataset: str, card: Mapping | None = None) -> str:
+    """The family's transform; a generated dataset's recipe (its card's `reward_transform`) overrides it,
+    and generated data whose recipe names none gets none."""
+    if card and card.get("reward_transform"):
+        return str(card["reward_transform"])
+    if is_generated(dataset):
+        return "none"
+    return FAMILY_TRANSFORMS.get(family(dataset), "none")
