@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = tsub.add_parser("exactness", help="CEP vs MSE energy guidance against exact targets")
     ex.add_argument("--tasks", default=",".join(TASKS))
     ex.add_argument("--betas", default="3,10,20")
-    ex.add_argument("--seeds", default="0,1,2")
+    ex.add_argument("--seeds", default="0,1,2,3,4")
     ex.add_argument("--budget", default="default", help="training budget preset: default or test")
     ex.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
     ex.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")

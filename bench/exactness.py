@@ -2,16 +2,26 @@
 
 For each task and seed: fit the behaviour model mu_theta on behaviour samples, draw M support
 samples per contrastive group from it, and use the task's exact Q as Q_0. For each beta, fit the
-intermediate energy f_phi by CEP and by MSE, sample pi(x) ∝ mu_theta(x) exp(beta Q(x)) with
-guidance scale 1 (DPM-Solver-2, 15 steps), and measure SWD and MMD to exact target samples
-(rejection sampling, `envs.toy.sample_target`). The behaviour model's own distance to fresh
-behaviour samples is reported for scale: guided samples cannot beat the model they guide.
+intermediate energy f_phi by CEP and by MSE regression (its learning rate chosen by its own final
+loss), sample with guidance scale 1 (DPM-Solver-2, 15 steps), and measure SWD and MMD to two exact
+targets, both drawn by rejection (`envs.toy.tilt`):
+- the tilt of mu_theta, p ∝ mu_theta exp(beta Q): what guidance of this model should reach, so the
+  distance isolates the guidance's own error;
+- the tilt of the true mu, p ∝ mu exp(beta Q): the end-to-end error, behaviour model included.
+The behaviour model's own distance to fresh behaviour samples is measured with QGPO's 15-step
+solver and with a fine one, which separates the model's error from the solver's.
+
+Every random draw (data, model initialisation, support samples, each method's training and sampling,
+each target) comes from its own stream, derived from (seed, task, purpose), so one method's draws
+never shift another's.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,134 +31,257 @@ import pandas as pd
 import torch
 
 from bench.provenance import code_version, made_by
-from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein
+from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein, tilt
 from policies.diffusion import DiffusionModel, fit_behaviour
 from policies.networks import EnergyNet
 from policies.qgpo import generate_support, train_energy
 from policies.samplers import SamplerSpec
 from policies.training import make_generator
 
+METHODS = ("cep", "mse")
+T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}  # t(0.975, n-1)
+
 
 @dataclass(frozen=True)
 class ExactnessBudget:
     data: int = 100_000  # behaviour samples (the offline dataset)
     widths: tuple[int, ...] = (128, 64, 32)
-    behaviour_steps: int = 2500
-    behaviour_batch: int = 512
+    behaviour_steps: int = 4000
+    behaviour_batch: int = 1024
     behaviour_lr: float = 1e-3
+    behaviour_settle_steps: int = 1000  # a last phase at a tenth of the rate, which settles the model
     groups: int = 4096  # contrastive groups of support samples drawn from mu_theta
     m: int = 32  # support samples per group
     energy_hidden: int = 128
     energy_layers: int = 4
-    energy_steps: int = 1200
+    energy_steps: int = 1500
     energy_batch: int = 32  # groups per CEP step; MSE steps use energy_batch * m samples
     energy_lr: float = 1e-3
+    mse_lrs: tuple[float, ...] = (1e-3, 3e-4)  # MSE's rate, chosen by its own final loss (never by the target)
     n_eval: int = 5000  # samples compared, the size of results/toy_noise_floor.md
+    fine_steps: int = 60  # solver steps that measure mu_theta without the 15-step solver's error
+    pool_draws: int = 4_000_000  # mu_theta samples at most when drawing its tilt
 
 
 BUDGETS = {"default": ExactnessBudget(),
-           "test": ExactnessBudget(data=20_000, widths=(64, 32, 16), behaviour_steps=600, groups=512, m=16,
-                                   energy_hidden=64, energy_steps=300, n_eval=2000)}
+           "test": ExactnessBudget(data=20_000, widths=(64, 32, 16), behaviour_steps=600, behaviour_batch=512,
+                                   behaviour_settle_steps=0, groups=512, m=16, energy_hidden=64, energy_steps=300,
+                                   mse_lrs=(1e-3,), n_eval=2000, fine_steps=30, pool_draws=1_000_000)}
 
 
-def run_task(task: str, betas: list[float], seed: int, budget: ExactnessBudget, methods=("cep", "mse"),
+def stream(seed: int, *purpose: str) -> int:
+    """A seed of its own for each (seed, purpose...): independent streams per task, method, beta and draw."""
+    return int(np.random.SeedSequence([seed, *(zlib.crc32(p.encode()) for p in purpose)]).generate_state(1)[0])
+
+
+def _torch_gen(seed: int, *purpose: str) -> torch.Generator:
+    return make_generator(stream(seed, *purpose), torch.device("cpu"))
+
+
+def _distances(x: torch.Tensor | np.ndarray, target: np.ndarray, seed: int) -> tuple[float, float]:
+    return sliced_wasserstein(x, target, seed=seed), mmd_rbf(x, target)
+
+
+def run_task(task: str, betas: list[float], seed: int, budget: ExactnessBudget, methods=METHODS,
              progress: bool = False) -> list[dict]:
-    """Rows of (task, beta, method, seed) -> distances; method 'behaviour' is mu_theta vs mu."""
+    """Rows per (task, seed): 'behaviour' (mu_theta vs mu), then per beta and method the distances to both
+    targets, the final training loss and the share of samples outside the data's range."""
     toy = TASKS[task]
-    rng = np.random.default_rng(seed)
-    gen = make_generator(seed, torch.device("cpu"))
-    x = torch.as_tensor(toy.sample(budget.data, rng), dtype=torch.float32)
+    x = torch.as_tensor(toy.sample(budget.data, np.random.default_rng(stream(seed, task, "data"))), dtype=torch.float32)
     none = torch.zeros(budget.data, 0)
+    lo, hi = x.min(0).values, x.max(0).values
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(stream(seed, task, "init", "behaviour"))
         model = DiffusionModel(2, 0, budget.widths)
     t0 = time.perf_counter()
+    gen = _torch_gen(seed, task, "train", "behaviour")
     fit_behaviour(model, none, x, steps=budget.behaviour_steps, batch=budget.behaviour_batch, lr=budget.behaviour_lr,
                   generator=gen, progress=progress)
+    if budget.behaviour_settle_steps:
+        fit_behaviour(model, none, x, steps=budget.behaviour_settle_steps, batch=budget.behaviour_batch,
+                      lr=budget.behaviour_lr / 10, generator=gen, progress=progress)
     model.eval()
-    sampler = SamplerSpec()
-    fresh = toy.sample(budget.n_eval, rng)
-    mu_theta = model.sample(torch.zeros(budget.n_eval, 0), 1, sampler, generator=gen).x[:, 0]
-    rows = [{"task": task, "beta": 0.0, "method": "behaviour", "seed": seed,
-             "swd": sliced_wasserstein(mu_theta, fresh, seed=seed), "mmd": mmd_rbf(mu_theta, fresh),
-             "seconds": time.perf_counter() - t0}]
-    support = generate_support(model, torch.zeros(budget.groups, 0), budget.m, sampler, 65_536, gen)
+    sampler, fine = SamplerSpec(), SamplerSpec(steps=budget.fine_steps)
+    fresh = toy.sample(budget.n_eval, np.random.default_rng(stream(seed, task, "fresh")))
+    eval_gen = _torch_gen(seed, task, "sample", "behaviour")
+    mu_theta = model.sample(torch.zeros(budget.n_eval, 0), 1, sampler, generator=eval_gen).x[:, 0]
+    mu_fine = model.sample(torch.zeros(budget.n_eval, 0), 1, fine, generator=eval_gen).x[:, 0]
+    base = {"task": task, "seed": seed}
+    swd, mmd = _distances(mu_theta, fresh, seed)
+    rows = [base | {"beta": 0.0, "method": "behaviour", "swd_mu": swd, "mmd_mu": mmd,
+                    "swd_fine": sliced_wasserstein(mu_fine, fresh, seed=seed), "seconds": time.perf_counter() - t0}]
+    support = generate_support(model, torch.zeros(budget.groups, 0), budget.m, sampler, 65_536,
+                               _torch_gen(seed, task, "support"))
     support_q = torch.as_tensor(toy.q(support.reshape(-1, 2).double().numpy()), dtype=torch.float32).reshape(budget.groups, budget.m)
     data_q = torch.as_tensor(toy.q(x.double().numpy()), dtype=torch.float32)
+    pool_gen = _torch_gen(seed, task, "pool")
+
+    def mu_theta_batch(k: int) -> np.ndarray:
+        return model.sample(torch.zeros(k, 0), 1, sampler, generator=pool_gen).x[:, 0].double().numpy()
+
     for beta in betas:
-        target, _ = sample_target(toy, beta, budget.n_eval, np.random.default_rng([seed, int(beta * 1000)]))
+        key = f"beta={beta:g}"
+        target_mu, _ = sample_target(toy, beta, budget.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
+        target_theta, rate = tilt(mu_theta_batch, toy.q, beta, budget.n_eval,
+                                  np.random.default_rng(stream(seed, task, "tilt", key)), batch=200_000,
+                                  max_draws=budget.pool_draws, name="mu_theta")
         for method in methods:
             t0 = time.perf_counter()
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                energy = EnergyNet(2, 0, budget.energy_hidden, budget.energy_layers)
-            if method == "cep":
-                train_energy(energy, model.schedule, torch.zeros(budget.groups, 0), loss="cep", beta=beta,
-                             steps=budget.energy_steps, batch=budget.energy_batch, lr=budget.energy_lr, generator=gen,
-                             support=support, support_q=support_q, progress=progress)
-            else:
-                train_energy(energy, model.schedule, none, loss="mse", beta=beta, steps=budget.energy_steps,
-                             batch=budget.energy_batch * budget.m, lr=budget.energy_lr, generator=gen,
-                             actions=x, actions_q=data_q, progress=progress)
-            guided = model.sample(torch.zeros(budget.n_eval, 0), 1, sampler, energy, 1.0, gen).x[:, 0]
-            rows.append({"task": task, "beta": beta, "method": method, "seed": seed,
-                         "swd": sliced_wasserstein(guided, target, seed=seed), "mmd": mmd_rbf(guided, target),
-                         "seconds": time.perf_counter() - t0})
+            energy, loss, lr = _fit_energy(method, budget, model, x, none, support, support_q, data_q, beta, seed, task, key)
+            guided = model.sample(torch.zeros(budget.n_eval, 0), 1, sampler, energy, 1.0,
+                                  _torch_gen(seed, task, "sample", method, key)).x[:, 0]
+            outside = ((guided < lo) | (guided > hi)).any(-1).float().mean().item()
+            swd_mu, mmd_mu = _distances(guided, target_mu, seed)
+            swd_th, mmd_th = _distances(guided, target_theta, seed)
+            rows.append(base | {"beta": beta, "method": method, "swd_mu": swd_mu, "mmd_mu": mmd_mu, "swd_theta": swd_th,
+                                "mmd_theta": mmd_th, "theta_target_n": len(target_theta), "theta_acceptance": rate,
+                                "final_loss": loss, "lr": lr, "outside": outside, "seconds": time.perf_counter() - t0})
     return rows
 
 
+def _fit_energy(method: str, budget: ExactnessBudget, model: DiffusionModel, x: torch.Tensor, none: torch.Tensor,
+                support: torch.Tensor, support_q: torch.Tensor, data_q: torch.Tensor, beta: float, seed: int, task: str,
+                key: str) -> tuple[EnergyNet, float, float]:
+    """f_phi by CEP, or by MSE at each rate of `mse_lrs`, keeping the lowest final training loss."""
+    best = None
+    for lr in (budget.energy_lr,) if method == "cep" else budget.mse_lrs:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream(seed, task, "init", method, key))
+            energy = EnergyNet(2, 0, budget.energy_hidden, budget.energy_layers)
+        gen = _torch_gen(seed, task, "train", method, key, f"lr={lr:g}")
+        if method == "cep":
+            record = train_energy(energy, model.schedule, torch.zeros(budget.groups, 0), loss="cep", beta=beta,
+                                  steps=budget.energy_steps, batch=budget.energy_batch, lr=lr, generator=gen,
+                                  support=support, support_q=support_q)
+        else:
+            record = train_energy(energy, model.schedule, none, loss="mse", beta=beta, steps=budget.energy_steps,
+                                  batch=budget.energy_batch * budget.m, lr=lr, generator=gen, actions=x, actions_q=data_q)
+        loss = float(record["final_loss"]) if record["final_loss"] is not None else math.inf
+        if best is None or loss < best[1]:
+            best = (energy, loss, lr)
+    return best
+
+
+def _interval(values: pd.Series) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds."""
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan
+    half = T_95.get(len(v), 1.96) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
 def summarise(raw: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFrame:
-    g = raw.groupby(["task", "beta", "method"], sort=False)
-    out = g.agg(swd_mean=("swd", "mean"), swd_std=("swd", "std"), mmd_mean=("mmd", "mean"),
-                mmd_std=("mmd", "std"), seeds=("seed", "nunique")).reset_index()
+    rows = []
+    for (task, beta, method), g in raw.groupby(["task", "beta", "method"], sort=False):
+        row = {"task": task, "beta": beta, "method": method, "seeds": g["seed"].nunique()}
+        for col in ("swd_mu", "mmd_mu", "swd_theta", "mmd_theta", "swd_fine", "final_loss", "outside", "lr"):
+            if col in g and g[col].notna().any():
+                mean, low, high = _interval(g[col])
+                row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if len(g) > 1 else math.nan,
+                        f"{col}_low": low, f"{col}_high": high}
+        rows.append(row)
+    out = pd.DataFrame(rows)
     if floor is not None:
         out = out.merge(floor[["task", "beta", "swd_floor_mean", "mmd_floor_mean", "swd_behaviour_mean"]],
                         on=["task", "beta"], how="left")
     return out
 
 
+def verdict(cep: pd.Series | None, mse: pd.Series | None, col: str) -> str:
+    """'CEP' or 'MSE' where one's 95% interval over seeds lies wholly below the other's, else 'tie'."""
+    if cep is None or mse is None or any(math.isnan(v) for v in (cep[f"{col}_high"], mse[f"{col}_low"])):
+        return "–"
+    if cep[f"{col}_high"] < mse[f"{col}_low"]:
+        return "CEP"
+    if mse[f"{col}_high"] < cep[f"{col}_low"]:
+        return "MSE"
+    return "tie"
+
+
 def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: ExactnessBudget,
-                 seconds: float, version: str) -> None:
+                 seconds: float, version: str, floor: pd.DataFrame | None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
-    beh = summary[summary.method == "behaviour"].set_index("task")
+    f = (lambda r, k: "–" if r is None or f"{k}_mean" not in r or math.isnan(r[f"{k}_mean"])  # noqa: E731
+         else f"{r[f'{k}_mean']:.3f} ± {r[f'{k}_std']:.3f}")
+    seeds = int(summary["seeds"].max())
     lines = [
-        "# Exactness of energy guidance on the toy bandits",
-        "",
-        made_by(command, seconds, version),
-        "",
-        "Target π(x) ∝ μθ(x)·exp(β·Q(x)) with the task's exact Q as Q₀; guided sampling with scale 1, "
-        "DPM-Solver-2 (singlestep), 15 steps. Distances to n = "
-        f"{budget.n_eval} exact target samples (rejection sampling from the true μ), mean ± std over seeds.",
-        "`floor`: two exact samples of the same size (results/toy_noise_floor.md); `μ→target`: ignoring guidance. "
-        "`μθ error` is the behaviour model's SWD to fresh behaviour samples: guidance cannot remove it.",
-        "",
-        "Budget: " + ", ".join(f"{k} {v}" for k, v in asdict(budget).items()) + ".",
-        "",
-        "| task | β | SWD CEP | SWD MSE | SWD floor | μθ error | SWD μ→target | MMD CEP | MMD MSE | MMD floor |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "# Exactness of energy guidance on the toy bandits", "",
+        made_by(command, seconds, version), "",
+        f"Guided sampling with scale 1, DPM-Solver-2 (singlestep), 15 steps, the task's exact Q as Q₀, {seeds} seeds "
+        f"(mean ± std over seeds). Distances are to n = {budget.n_eval} exact samples of two targets, both by rejection:",
+        "- **tilt of μθ**, π ∝ μθ·exp(β·Q), μθ being the trained behaviour model sampled as guidance samples it: the "
+        "distance measures the guidance alone;",
+        "- **tilt of μ**, π ∝ μ·exp(β·Q), the true behaviour: the end-to-end distance, the behaviour model's error included.",
+        "A win needs the two methods' 95% t-intervals over seeds not to overlap; otherwise the cell says `tie`. `floor`: two "
+        "exact samples of the same size (results/toy_noise_floor.md). MSE's learning rate is picked from "
+        f"{', '.join(f'{lr:g}' for lr in budget.mse_lrs)} by its own final training loss; `outside` is the share of guided "
+        "samples outside the data's bounding box.", "",
+        "Budget: " + ", ".join(f"{k} {v}" for k, v in asdict(budget).items()) + ".", "",
+        "## The behaviour model", "",
+        "| task | μθ SWD, 15 steps | μθ SWD, "
+        f"{budget.fine_steps} steps | floor (β = 0) | within 2× floor at 15 steps |",
+        "|---|---:|---:|---:|---|",
     ]
+    beh = summary[summary.method == "behaviour"].set_index("task")
+    floor0 = floor[floor.beta == 0].set_index("task")["swd_floor_mean"] if floor is not None else pd.Series(dtype=float)
+    missing = []
+    for task, r in beh.iterrows():
+        fl = floor0.get(task, math.nan)
+        ok = r["swd_mu_mean"] <= 2 * fl if not math.isnan(fl) else None
+        fine_ok = r["swd_fine_mean"] <= 2 * fl if not math.isnan(fl) else None
+        if ok is False:
+            missing.append((task, fine_ok))
+        lines.append(f"| {task} | {f(r, 'swd_mu')} | {f(r, 'swd_fine')} | {fl:.3f} | "
+                     f"{'yes' if ok else 'no' if ok is False else '–'} |")
+    if missing:
+        solver = [t for t, fine_ok in missing if fine_ok]
+        model = [t for t, fine_ok in missing if not fine_ok]
+        lines += ["", "Not within 2× the floor: " + "; ".join(
+            part for part in (f"{', '.join(solver)}: the 15-step solver (the same model sampled with "
+                              f"{budget.fine_steps} steps is within 2×)" if solver else "",
+                              f"{', '.join(model)}: the model at this budget (also with {budget.fine_steps} steps; "
+                              "more steps or width would be needed, beyond this table's 2-core budget)" if model else "")
+            if part) + ". The tilt-of-μθ columns are unaffected: they compare with the tilt of this very model."]
+    lines += ["", "## Guided samples", "",
+              "| task | β | SWD to tilt of μθ: CEP | MSE | win | SWD to tilt of μ: CEP | MSE | win | SWD floor | "
+              "MMD to tilt of μθ: CEP | MSE | MMD floor | MSE lr | final loss CEP / MSE | outside CEP / MSE |",
+              "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     guided = summary[summary.method != "behaviour"]
     for (task, beta), grp in guided.groupby(["task", "beta"], sort=False):
-        r = {m.method: m for m in grp.itertuples()}
+        r = {row["method"]: row for _, row in grp.iterrows()}
         cep, mse = r.get("cep"), r.get("mse")
-        fmt = lambda row, k: f"{getattr(row, k + '_mean'):.3f} ± {getattr(row, k + '_std'):.3f}" if row is not None else "–"  # noqa: E731
-        floor_row = cep if cep is not None else mse
+        any_row = cep if cep is not None else mse
+        lr = f"{mse['lr_mean']:.0e}" if mse is not None and mse.get("lr_std", 0) == 0 else "varies"
+        loss = (f"{cep['final_loss_mean']:.3g} / {mse['final_loss_mean']:.3g}" if cep is not None and mse is not None else "–")
+        outside = (f"{100 * cep['outside_mean']:.1f}% / {100 * mse['outside_mean']:.1f}%"
+                   if cep is not None and mse is not None else "–")
         lines.append(
-            f"| {task} | {beta:g} | {fmt(cep, 'swd')} | {fmt(mse, 'swd')} | {getattr(floor_row, 'swd_floor_mean', float('nan')):.3f} | "
-            f"{beh.loc[task, 'swd_mean']:.3f} | {getattr(floor_row, 'swd_behaviour_mean', float('nan')):.3f} | "
-            f"{fmt(cep, 'mmd')} | {fmt(mse, 'mmd')} | {getattr(floor_row, 'mmd_floor_mean', float('nan')):.3f} |")
+            f"| {task} | {beta:g} | {f(cep, 'swd_theta')} | {f(mse, 'swd_theta')} | {verdict(cep, mse, 'swd_theta')} | "
+            f"{f(cep, 'swd_mu')} | {f(mse, 'swd_mu')} | {verdict(cep, mse, 'swd_mu')} | "
+            f"{any_row.get('swd_floor_mean', math.nan):.3f} | {f(cep, 'mmd_theta')} | {f(mse, 'mmd_theta')} | "
+            f"{any_row.get('mmd_floor_mean', math.nan):.3f} | {lr} | {loss} | {outside} |")
     lines += ["", headline(summary)]
+    short = raw[raw["theta_target_n"] < budget.n_eval] if "theta_target_n" in raw else raw.iloc[:0]
+    if not short.empty:
+        lines += ["", f"The tilt of μθ fell short of {budget.n_eval} samples within {budget.pool_draws} draws in "
+                      f"{len(short)} cell(s); their sizes are in the CSV (`theta_target_n`)."]
     out.write_text("\n".join(lines) + "\n")
 
 
 def headline(summary: pd.DataFrame) -> str:
-    piv = summary[summary.method.isin(["cep", "mse"])].pivot_table(index=["task", "beta"], columns="method", values="swd_mean")
-    wins = int((piv["cep"] < piv["mse"]).sum())
-    by_beta = piv.groupby(level="beta").mean()
-    parts = [f"β={b:g}: CEP {r.cep:.3f} vs MSE {r.mse:.3f}" for b, r in by_beta.iterrows()]
-    return (f"**Headline:** CEP has the lower SWD in {wins} of {len(piv)} task×β cells. "
-            f"Mean SWD over tasks, {'; '.join(parts)}.")
+    guided = summary[summary.method.isin(METHODS)]
+    parts = []
+    for col, name in (("swd_theta", "tilt of μθ"), ("swd_mu", "tilt of μ")):
+        counts = {"CEP": 0, "MSE": 0, "tie": 0, "–": 0}
+        for _, grp in guided.groupby(["task", "beta"]):
+            r = {row["method"]: row for _, row in grp.iterrows()}
+            counts[verdict(r.get("cep"), r.get("mse"), col)] += 1
+        cells = sum(counts.values())
+        parts.append(f"against the {name}, CEP wins {counts['CEP']}, MSE wins {counts['MSE']}, ties {counts['tie']} of "
+                     f"{cells} task×β cells")
+    return "**Headline** (SWD, wins only where the 95% intervals over seeds do not overlap): " + "; ".join(parts) + "."
 
 
 def _job(args: tuple) -> list[dict]:
@@ -210,6 +343,6 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
     floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None
     summary = summarise(raw, floor)
-    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version)
+    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, floor)
     partial.unlink(missing_ok=True)
     return summary

@@ -113,7 +113,8 @@ def test_unrecoverable_env_is_a_clear_error(dataset_copy):
     ds = load_dataset(str(dataset_copy))  # the data itself still loads
     with pytest.raises(DatasetError, match=rf"{TINY_ID}: cannot recover its environment .*no_such_package"):
         ds.make_env()
-    assert "cannot recover" in verify(str(dataset_copy))["eval_env"]
+    assert "not checked: its entry point 'no_such_package.envs:Missing'" in verify(str(dataset_copy))["eval_env"]
+    assert "cannot recover" in verify(str(dataset_copy), make_env="always")["eval_env"]
 
 
 def test_nan_in_minari_dataset(tmp_path, monkeypatch, dataset_copy):

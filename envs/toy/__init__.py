@@ -5,7 +5,7 @@ of energy guidance is p(x) ∝ mu(x) exp(beta Q(x)); `sample_target` draws from 
 """
 
 from envs.toy.distance import mmd_rbf, sliced_wasserstein
-from envs.toy.target import noise_floor, sample_target
+from envs.toy.target import noise_floor, sample_target, tilt
 from envs.toy.tasks import TASKS, ToyTask, get_task
 
-__all__ = ["TASKS", "ToyTask", "get_task", "mmd_rbf", "noise_floor", "sample_target", "sliced_wasserstein"]
+__all__ = ["TASKS", "ToyTask", "get_task", "mmd_rbf", "noise_floor", "sample_target", "sliced_wasserstein", "tilt"]

@@ -8,6 +8,8 @@ acceptance rate E_mu[exp(beta (Q - 1))], reported so the cost is visible.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from envs.errors import DatasetError
@@ -17,17 +19,26 @@ from envs.toy.tasks import ToyTask
 
 def sample_target(task: ToyTask, beta: float, n: int, rng: np.random.Generator, batch: int = 500_000) -> tuple[np.ndarray, float]:
     """`n` exact target samples and the acceptance rate observed while drawing them."""
+    return tilt(lambda k: task.sample(k, rng), task.q, beta, n, rng, batch, name=f"toy task {task.name}")
+
+
+def tilt(sample: Callable[[int], np.ndarray], q: Callable[[np.ndarray], np.ndarray], beta: float, n: int,
+         rng: np.random.Generator, batch: int = 500_000, max_draws: int | None = None,
+         name: str = "sampler") -> tuple[np.ndarray, float]:
+    """`n` exact samples of p(x) ∝ s(x) exp(beta Q(x)) for any sampler s of `batch` points (the true
+    behaviour, or a learned model's samples): rejection with acceptance exp(beta (Q - 1)), Q in [0, 1].
+    With `max_draws`, stops there and returns the fewer samples accepted so far."""
     if beta < 0:
         raise DatasetError(f"beta must be >= 0, got {beta}")
     kept, drawn, accepted = [], 0, 0
-    while accepted < n:
-        x = task.sample(batch, rng)
-        q = task.q(x)
-        if q.max() > 1 + 1e-12 or q.min() < -1e-12:
-            raise DatasetError(f"toy task {task.name}: Q left [0, 1] (range {q.min()}..{q.max()})")
-        keep = rng.uniform(size=batch) < np.exp(beta * (q - 1.0))
+    while accepted < n and (max_draws is None or drawn < max_draws):
+        x = np.asarray(sample(batch))
+        qx = q(x)
+        if qx.max() > 1 + 1e-12 or qx.min() < -1e-12:
+            raise DatasetError(f"{name}: Q left [0, 1] (range {qx.min()}..{qx.max()})")
+        keep = rng.uniform(size=len(x)) < np.exp(beta * (qx - 1.0))
         kept.append(x[keep])
-        drawn += batch
+        drawn += len(x)
         accepted += int(keep.sum())
     return np.concatenate(kept)[:n], accepted / drawn
 
