@@ -163,13 +163,13 @@ def _command(args) -> str:
 
 
 def cmd_toy_exactness(args) -> int:
-    from bench.exactness import BUDGETS, run
+    from bench.exactness import BUDGETS, headline, run
 
     if args.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(BUDGETS)}")
     summary = run(_tasks(args.tasks), _numbers(args.betas, float, "--betas"), _numbers(args.seeds, int, "--seeds"),
                   args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers)
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(headline(summary))
     print(f"wrote {args.out}")
     return 0
 
@@ -177,11 +177,13 @@ def cmd_toy_exactness(args) -> int:
 def cmd_perf(args) -> int:
     from bench.perf import run, speedups
 
-    rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats)
-    for device, figures, _, peak in rows:
+    rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
+               official=Path(args.official) if args.official else None)
+    for device, figures, _, peak, reference in rows:
         print(f"{device} (sustained matmul {peak:.1f} GFLOP/s)")
+        ratios = speedups(figures, reference or {})
         for k, v in figures.items():
-            print(f"  {k:26s} {v:10.1f}   {speedups(figures)[k]:5.2f}x reference")
+            print(f"  {k:26s} {v:10.1f}" + (f"   official {reference[k]:10.1f}   {ratios[k]:5.2f}x" if k in ratios else ""))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -442,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
     pq.add_argument("--repeats", type=int, default=10)
     pq.add_argument("--out", default="results/perf.md", help="report file ('' to print only)")
+    pq.add_argument("--official", help="a checkout of the official QGPO code (ChenDRAG/CEP-energy-guided-diffusion), "
+                                       "timed in the same run on the same shapes")
     pq.set_defaults(func=cmd_perf)
     return p
 

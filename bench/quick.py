@@ -20,12 +20,14 @@ from bench.store import ResultsStore
 DATASET = "diffbench/pointmaze/umaze-dense-small-v0"
 SEEDS = (0, 1)
 GUIDANCE_SCALES = (0.0, 1.0, 3.0)
+SELECTION_EPISODES = 25  # held-out episodes per scale that choose each seed's scale (a quarter of the reported 100)
 
 
 def specs(dataset: str = DATASET, seeds: Sequence[int] = SEEDS, preset: str = "quick",
           guidance_scales: Sequence[float] = GUIDANCE_SCALES, episodes: int | None = None) -> list[RunSpec]:
     return [RunSpec(algorithm="qgpo", dataset=dataset, seed=seed, preset=preset, episodes=episodes,
-                    guidance_scales=tuple(float(s) for s in guidance_scales)) for seed in seeds]
+                    guidance_scales=tuple(float(s) for s in guidance_scales), selection_episodes=SELECTION_EPISODES)
+            for seed in seeds]
 
 
 def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -33,7 +35,7 @@ def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
     scores = run_scores(store)
     if scores.empty or not scores["run_id"].isin(run_ids).any():
         return pd.DataFrame()
-    scores = scores[scores["run_id"].isin(run_ids)]
+    scores = scores[scores["run_id"].isin(run_ids) & (scores["selection"] == "none")]  # the per-scale rows
     per_seed = scores.groupby(["guidance_scale", "seed"])["score"].mean().unstack("seed")
     per_seed.columns = [f"seed {s}" for s in per_seed.columns]
     table = per_seed.assign(mean=per_seed.mean(axis=1), std_over_seeds=per_seed.std(axis=1, ddof=1))
@@ -67,6 +69,8 @@ def summary_lines(store: ResultsStore, run_ids: Sequence[str]) -> list[str]:
         r = runs.loc[run_id]
         wall = f"{r['wall_seconds'] / 60:.1f} min" if pd.notna(r["wall_seconds"]) else "?"
         aps = f", {r['actions_per_second']:.0f} actions/s at evaluation" if pd.notna(r["actions_per_second"]) else ""
+        chosen = (f"; guidance scale {r['selected_guidance_scale']:g} chosen on {SELECTION_EPISODES} held-out episodes "
+                  "per scale" if pd.notna(r.get("selected_guidance_scale")) else "")
         out.append(f"seed {r['seed']} [{run_id}]: {r['status']}, {wall}, {int(r['gradient_steps'] or 0)} gradient steps, "
-                   f"{r['nfe_per_action']:g} NFE per action{aps}")
+                   f"{r['nfe_per_action']:g} NFE per action{aps}{chosen}")
     return out

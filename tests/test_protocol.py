@@ -115,6 +115,7 @@ def test_the_scale_is_chosen_on_held_out_episodes_and_scored_on_fresh_ones(tiny_
     best = selection.loc[selection.score_mean.idxmax(), "guidance_scale"]
     assert runs.selected_guidance_scale.iloc[0] == best
     assert json.loads(runs.config.iloc[0])["protocol"]["scale_selection"] == "held-out"
+    assert json.loads(runs.hardware.iloc[0])["device"] == "cpu" and runs.code_version.iloc[0]  # what produced it
     # the selection episodes are other episodes: their env seeds differ from the reported ones
     ds = load_dataset(TINY_ID)
 
@@ -329,3 +330,9 @@ def test_verify_makes_only_trusted_envs_unless_told(capsys, tiny_pointmaze, tmp_
     assert code == 0 and "warning: not checked: its entry point 'someones_package.envs:Env'" in err
     code, out, err = run(capsys, "datasets", "verify", TINY_ID, "--make-env")
     assert code == 1 and "cannot recover its environment" in out
+
+
+def test_perf_against_the_official_code_needs_a_real_checkout(capsys, tmp_path):
+    """Reference figures come only from the official code timed in the same run; a wrong path is one error."""
+    code, _, err = run(capsys, "perf", "qgpo", "--official", tmp_path, "--out", "")
+    assert code == 2 and "is not a checkout of the official QGPO code" in err and len(err.strip().splitlines()) == 1
