@@ -35,9 +35,12 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
     """The report's tables with display columns, in the order they appear."""
     out: dict[str, pd.DataFrame] = {}
     pd_ = report.per_dataset
+    choice = {"none": "; fixed scale", "held-out": "; scale chosen on held-out episodes",
+              "reported-episodes": "; scale chosen on the reported episodes (optimistic)"}
     out["Per dataset: normalised score, mean ± std over seeds [95% CI]"] = pd.DataFrame({
         "dataset": pd_["dataset"], "entry": pd_["entry"], "score": pd_.apply(_score_cell, axis=1),
-        "seeds": pd_["seeds"], "episodes": pd_["episodes"]})
+        "seeds": pd_["seeds"], "episodes": pd_["episodes"],
+        "protocol": "last checkpoint" + pd_["selection"].map(choice).where(pd_["guidance_scale"].notna(), "")})
     dom = report.per_domain.pivot(index="entry", columns="domain", values="mean")
     dom.columns.name = None
     out["Averages of the per-dataset means, by domain"] = dom.map(fmt).reset_index()

@@ -8,6 +8,8 @@ Algorithm 1 of the paper, as stages that checkpoint separately:
   4. intermediate energy f_phi(a_t, s, t) by contrastive energy prediction:   (eq. 13)
         L = -E_{s, t} sum_i softmax_i(beta Q_0(s, a^i)) log softmax_i f_phi(a_t^i, s, t)
      (or the "mse" baseline: regress f_phi(a_t, s, t) onto beta Q_0(s, a) for dataset actions)
+With `interleave` (the official code's schedule, the paper preset's), stages 3 and 4 share their first
+q_steps batches: each batch updates Q_0, then f_phi against the Q_0 being trained; f_phi then goes on alone.
 Acting samples pi(a|s) ∝ mu(a|s) exp(beta Q_0(s, a)) with the guided score
     score_theta(a_t, s, t) + scale * grad_a f_phi(a_t, s, t),   scale = 1 being exact.
 """
@@ -97,7 +99,7 @@ class QGPOConfig(cfg_tools.Config):
             raise ConfigError(f"qgpo: guidance_scale must be >= 0 (0 is plain behaviour cloning), got {self.guidance_scale}")
         if self.energy_loss not in ENERGY_LOSSES:
             raise ConfigError(f"qgpo: unknown energy_loss {self.energy_loss!r}; choose one of {', '.join(ENERGY_LOSSES)}")
-        if self.interleave and self.energy_loss == "cep" and self.energy_batch != self.q_batch:
+        if self.interleave and self.energy_batch != self.q_batch:
             raise ConfigError(f"qgpo: interleave trains Q_0 and f_phi on the same batch, so energy_batch "
                               f"({self.energy_batch}) must equal q_batch ({self.q_batch}); set both, or interleave=false")
         if self.interleave and self.energy_steps < self.q_steps:
