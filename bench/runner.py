@@ -87,6 +87,8 @@ class RunSpec:
 
     def config(self) -> Any:
         cls = registry.get(self.algorithm)
+        if self.guidance_scales is not None and not cls.guided:
+            raise ConfigError(f"{self.algorithm} has no guidance scale to sweep; drop guidance_scales")
         if self.preset not in cls.presets:  # before the domain settings, which are per preset
             registry.make_config(self.algorithm, self.preset)
         domain = cls.domain_overrides(self.preset, self.family)
@@ -159,8 +161,6 @@ def preflight(specs: list[RunSpec]) -> None:
     Raises the one error that says what to fix."""
     for spec in specs:
         spec.config()
-        if spec.guidance_scales is not None and not registry.get(spec.algorithm).guided:
-            raise ConfigError(f"{spec.algorithm} has no guidance scale to sweep; drop guidance_scales")
     for dataset, transform in sorted({(s.dataset, s.transform()) for s in specs}):
         check_eval_env(catalog.load_dataset(dataset, reward_transform=transform))
 
@@ -215,9 +215,7 @@ def execute(spec: RunSpec, results: Path, threads: int = 0, device: str | None =
 
 
 def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) -> RunResult:
-    cls = registry.get(spec.algorithm)
-    if spec.guidance_scales is not None and not cls.guided:
-        raise ConfigError(f"{spec.algorithm} has no guidance scale to sweep; drop guidance_scales")
+    cls = registry.get(spec.algorithm)  # the config, guidance scales included, was checked by the caller
     workdir = spec.directory(results)
     workdir.mkdir(parents=True, exist_ok=True)
     with run_lock(workdir, lambda: log(f"[{spec.label()}] another process is running it; waiting for it to finish")):

@@ -336,3 +336,8 @@ def test_perf_against_the_official_code_needs_a_real_checkout(capsys, tmp_path):
     """Reference figures come only from the official code timed in the same run; a wrong path is one error."""
     code, _, err = run(capsys, "perf", "qgpo", "--official", tmp_path, "--out", "")
     assert code == 2 and "is not a checkout of the official QGPO code" in err and len(err.strip().splitlines()) == 1
+
+
+def test_guidance_scales_for_an_unguided_algorithm_are_one_error():
+    with pytest.raises(ConfigError, match="bc has no guidance scale to sweep"):
+        RunSpec("bc", TINY_ID, preset="tiny", guidance_scales=(1.0,)).config()
