@@ -174,6 +174,18 @@ def cmd_toy_exactness(args) -> int:
     return 0
 
 
+def cmd_toy_finetune(args) -> int:
+    from bench.finetune_study import FINETUNE_BUDGETS, run
+
+    if args.budget not in FINETUNE_BUDGETS:
+        raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(FINETUNE_BUDGETS)}")
+    summary = run(_tasks(args.tasks), _numbers(args.betas, float, "--betas"), _numbers(args.seeds, int, "--seeds"),
+                  args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers)
+    print(Path(args.out).read_text().splitlines()[-1])
+    print(f"wrote {args.out} ({len(summary)} summary rows)")
+    return 0
+
+
 def cmd_perf(args) -> int:
     from bench.perf import run, speedups
 
@@ -356,15 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--seed", type=int, default=0)
     fl.add_argument("--out", default="results/toy_noise_floor.md")
     fl.set_defaults(func=cmd_toy_floor)
-    ex = tsub.add_parser("exactness", help="CEP vs MSE energy guidance against exact targets")
-    ex.add_argument("--tasks", default=",".join(TASKS))
-    ex.add_argument("--betas", default="3,10,20")
-    ex.add_argument("--seeds", default="0,1,2,3,4")
-    ex.add_argument("--budget", default="default", help="training budget preset: default or test")
-    ex.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
-    ex.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
-    ex.add_argument("--out", default="results/exactness.md")
-    ex.set_defaults(func=cmd_toy_exactness)
+    for name, text, betas, func in (
+            ("exactness", "CEP vs MSE energy guidance against exact targets", "3,10,20", cmd_toy_exactness),
+            ("finetune", "DDPO fine-tuning beside CEP guidance against exact targets", "3,10", cmd_toy_finetune)):
+        study = tsub.add_parser(name, help=text)
+        study.add_argument("--tasks", default=",".join(TASKS))
+        study.add_argument("--betas", default=betas)
+        study.add_argument("--seeds", default="0,1,2,3,4")
+        study.add_argument("--budget", default="default", help="training budget preset: default or test")
+        study.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
+        study.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
+        study.add_argument("--out", default=f"results/{name}.md")
+        study.set_defaults(func=func)
 
     def executor_args(sp, results: str = "runs", workers: int = 1):
         sp.add_argument("--results", default=results, help="results directory: run directories and results.sqlite")

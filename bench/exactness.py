@@ -82,18 +82,15 @@ def _distances(x: torch.Tensor | np.ndarray, target: np.ndarray, seed: int) -> t
     return sliced_wasserstein(x, target, seed=seed), mmd_rbf(x, target)
 
 
-def run_task(task: str, betas: list[float], seed: int, budget: ExactnessBudget, methods=METHODS,
-             progress: bool = False) -> list[dict]:
-    """Rows per (task, seed): 'behaviour' (mu_theta vs mu), then per beta and method the distances to both
-    targets, the final training loss and the share of samples outside the data's range."""
+def fit_toy_behaviour(task: str, seed: int, budget: ExactnessBudget, progress: bool = False
+                      ) -> tuple[torch.Tensor, DiffusionModel]:
+    """The offline data of `task` and mu_theta fitted to it (the behaviour stage of every toy study)."""
     toy = TASKS[task]
     x = torch.as_tensor(toy.sample(budget.data, np.random.default_rng(stream(seed, task, "data"))), dtype=torch.float32)
     none = torch.zeros(budget.data, 0)
-    lo, hi = x.min(0).values, x.max(0).values
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream(seed, task, "init", "behaviour"))
         model = DiffusionModel(2, 0, budget.widths)
-    t0 = time.perf_counter()
     gen = _torch_gen(seed, task, "train", "behaviour")
     fit_behaviour(model, none, x, steps=budget.behaviour_steps, batch=budget.behaviour_batch, lr=budget.behaviour_lr,
                   generator=gen, progress=progress)
@@ -101,6 +98,34 @@ def run_task(task: str, betas: list[float], seed: int, budget: ExactnessBudget, 
         fit_behaviour(model, none, x, steps=budget.behaviour_settle_steps, batch=budget.behaviour_batch,
                       lr=budget.behaviour_lr / 10, generator=gen, progress=progress)
     model.eval()
+    return x, model
+
+
+def toy_support(model: DiffusionModel, task: str, seed: int, budget: ExactnessBudget) -> tuple[torch.Tensor, torch.Tensor]:
+    """CEP's contrastive groups: M samples of mu_theta per group, and their exact Q."""
+    support = generate_support(model, torch.zeros(budget.groups, 0), budget.m, SamplerSpec(), 65_536,
+                               _torch_gen(seed, task, "support"))
+    q = TASKS[task].q(support.reshape(-1, 2).double().numpy())
+    return support, torch.as_tensor(q, dtype=torch.float32).reshape(budget.groups, budget.m)
+
+
+def theta_tilt(sample_batch, task: str, beta: float, seed: int, budget: ExactnessBudget, purpose: str = "tilt"
+               ) -> tuple[np.ndarray, float]:
+    """Exact samples of the tilt of a model's samples (`sample_batch(k)` -> (k, 2)), by rejection."""
+    return tilt(lambda k: sample_batch(k).double().numpy(), TASKS[task].q, beta, budget.n_eval,
+                np.random.default_rng(stream(seed, task, purpose, f"beta={beta:g}")), batch=200_000,
+                max_draws=budget.pool_draws, name="mu_theta")
+
+
+def run_task(task: str, betas: list[float], seed: int, budget: ExactnessBudget, methods=METHODS,
+             progress: bool = False) -> list[dict]:
+    """Rows per (task, seed): 'behaviour' (mu_theta vs mu), then per beta and method the distances to both
+    targets, the final training loss and the share of samples outside the data's range."""
+    toy = TASKS[task]
+    t0 = time.perf_counter()
+    x, model = fit_toy_behaviour(task, seed, budget, progress)
+    none = torch.zeros(budget.data, 0)
+    lo, hi = x.min(0).values, x.max(0).values
     sampler, fine = SamplerSpec(), SamplerSpec(steps=budget.fine_steps)
     fresh = toy.sample(budget.n_eval, np.random.default_rng(stream(seed, task, "fresh")))
     eval_gen = _torch_gen(seed, task, "sample", "behaviour")
@@ -110,21 +135,17 @@ def run_task(task: str, betas: list[float], seed: int, budget: ExactnessBudget, 
     swd, mmd = _distances(mu_theta, fresh, seed)
     rows = [base | {"beta": 0.0, "method": "behaviour", "swd_mu": swd, "mmd_mu": mmd,
                     "swd_fine": sliced_wasserstein(mu_fine, fresh, seed=seed), "seconds": time.perf_counter() - t0}]
-    support = generate_support(model, torch.zeros(budget.groups, 0), budget.m, sampler, 65_536,
-                               _torch_gen(seed, task, "support"))
-    support_q = torch.as_tensor(toy.q(support.reshape(-1, 2).double().numpy()), dtype=torch.float32).reshape(budget.groups, budget.m)
+    support, support_q = toy_support(model, task, seed, budget)
     data_q = torch.as_tensor(toy.q(x.double().numpy()), dtype=torch.float32)
     pool_gen = _torch_gen(seed, task, "pool")
 
-    def mu_theta_batch(k: int) -> np.ndarray:
-        return model.sample(torch.zeros(k, 0), 1, sampler, generator=pool_gen).x[:, 0].double().numpy()
+    def mu_theta_batch(k: int) -> torch.Tensor:
+        return model.sample(torch.zeros(k, 0), 1, sampler, generator=pool_gen).x[:, 0]
 
     for beta in betas:
         key = f"beta={beta:g}"
         target_mu, _ = sample_target(toy, beta, budget.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
-        target_theta, rate = tilt(mu_theta_batch, toy.q, beta, budget.n_eval,
-                                  np.random.default_rng(stream(seed, task, "tilt", key)), batch=200_000,
-                                  max_draws=budget.pool_draws, name="mu_theta")
+        target_theta, rate = theta_tilt(mu_theta_batch, task, beta, seed, budget)
         for method in methods:
             t0 = time.perf_counter()
             energy, loss, lr = _fit_energy(method, budget, model, x, none, support, support_q, data_q, beta, seed, task, key)
@@ -285,11 +306,24 @@ def headline(summary: pd.DataFrame) -> str:
     return "**Headline** (SWD, wins only where the 95% intervals over seeds do not overlap): " + "; ".join(parts) + "."
 
 
-def _job(args: tuple) -> list[dict]:
-    task, betas, seed, budget, threads = args
+def _call(fn, args: tuple, threads: int) -> list[dict]:
     if threads:
         torch.set_num_threads(threads)
-    return run_task(task, betas, seed, budget)
+    return fn(*args)
+
+
+def run_jobs(fn, jobs: list[tuple], workers: int, finished) -> None:
+    """`fn(*job)` for every job, in `workers` single-threaded processes when > 1 (spawned: a fork after
+    OpenMP started can deadlock); `finished(job, rows)` as each ends."""
+    if workers > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_call, fn, job, 1): job for job in jobs}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    else:
+        for job in jobs:
+            finished(job, _call(fn, job, 0))
 
 
 def _finished(partial: Path, budget_name: str, betas: list[float]) -> pd.DataFrame:
@@ -318,8 +352,7 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     previous = _finished(partial, budget_name, betas)
     done = set(zip(previous.get("task", []), previous.get("seed", [])))
     rows = previous.to_dict("records")
-    jobs = [(task, betas, seed, budget, 1 if workers > 1 else 0)
-            for task in tasks for seed in seeds if (task, seed) not in done]
+    jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds if (task, seed) not in done]
     if done:
         print(f"{len(done)} jobs already finished in {partial}; running the other {len(jobs)}", flush=True)
 
@@ -330,15 +363,7 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
         pd.DataFrame(result).to_csv(partial, mode="a", header=not partial.exists(), index=False)
         print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    if workers > 1:
-        ctx = multiprocessing.get_context("spawn")  # fork after OpenMP started can deadlock
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_job, job): job for job in jobs}
-            for future in as_completed(futures):
-                finished(futures[future], future.result())
-    else:
-        for job in jobs:
-            finished(job, _job(job))
+    run_jobs(run_task, jobs, workers, finished)
     raw = pd.DataFrame(rows).drop(columns="budget")
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")

@@ -7,12 +7,11 @@ second waits for it and then finds the run finished (its `result.json`) instead 
 
 from __future__ import annotations
 
-import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from policies.checkpoint import unique_temporary
+from policies.checkpoint import file_lock, unique_temporary
 
 LOCK_FILE = ".lock"
 
@@ -20,17 +19,8 @@ LOCK_FILE = ".lock"
 @contextmanager
 def run_lock(workdir: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `workdir` (an OS file lock, released if the process dies)."""
-    with open(Path(workdir) / LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(Path(workdir) / LOCK_FILE, on_wait):
+        yield
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -36,6 +36,7 @@ from policies.errors import ConfigError
 from policies.training import TrainHooks
 
 
+SHARED_DIR = "shared-stages"  # under the results directory: stage checkpoints several algorithms restore
 SELECTION_SEED_OFFSET = 1_000_000  # env seeds of the scale-selection episodes, apart from the reported ones
 
 
@@ -135,6 +136,11 @@ class RunSpec:
         slug = self.dataset.replace("/", "_").replace(":", "_")
         return Path(results) / self.algorithm / slug / f"seed{self.seed}-{self.run_id()}"
 
+    def shared_directory(self, results: Path) -> Path:
+        """Where stages shared across algorithms live for this dataset (its content) and reward transform."""
+        slug = self.dataset.replace("/", "_").replace(":", "_")
+        return Path(results) / SHARED_DIR / slug / f"{catalog.fingerprint(self.dataset)}-{self.transform()}"
+
     def label(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in sorted(self.overrides.items()))
         return f"{self.algorithm} {self.dataset} seed {self.seed} ({self.preset}{extra})"
@@ -224,7 +230,7 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
             return done
         ds = catalog.load_dataset(spec.dataset, reward_transform=spec.transform())
         max_steps = check_eval_env(ds)
-        result = _train_and_evaluate(spec, cls, config, ds, workdir, base, log, max_steps)
+        result = _train_and_evaluate(spec, cls, config, ds, workdir, base, log, max_steps, results)
         atomic_write_text(workdir / RESULT_FILE, json.dumps(dataclasses.asdict(result), default=str))
         return result
 
@@ -240,7 +246,7 @@ def _finished_result(workdir: Path) -> RunResult | None:
 
 
 def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: OfflineDataset, workdir: Path,
-                        base: dict, log: Any, max_steps: int) -> RunResult:
+                        base: dict, log: Any, max_steps: int, results: Path) -> RunResult:
     (workdir / "config.json").write_text(json.dumps({"spec": spec.label(), **base["config"]}, indent=2, default=str))
     metrics = workdir / "metrics.jsonl"
     algo = cls.for_dataset(ds, config)
@@ -260,7 +266,7 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
             + (f", score {row['score_mean']:.1f}" if row["score_mean"] is not None else ""))
 
     hooks = TrainHooks(checkpoint_every=spec.checkpoint_every, eval_every=spec.eval_every, on_eval=on_eval,
-                       log=lambda msg: log(f"[{spec.label()}] {msg}"))
+                       log=lambda msg: log(f"[{spec.label()}] {msg}"), shared_stages=spec.shared_directory(results))
     try:
         record = algo.fit(ds, workdir, hooks=hooks)
         scalars.add_stage_losses(record["stages"])

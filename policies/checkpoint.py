@@ -7,10 +7,12 @@ deep inside a network.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -50,7 +52,40 @@ def load_partial(path: Path) -> dict[str, Any]:
                               "delete it to restart the stage from its beginning") from exc
 
 
-def load_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, int] | None = None,
+@contextmanager
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive OS lock on `path` (created if missing; released if the process dies)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def publish(src: Path, dst: Path) -> None:
+    """Put a copy of `src` at `dst` atomically (a hard link where the filesystem allows one)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = unique_temporary(dst)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, *, algorithm: str | tuple[str, ...], stage: str, dims: dict[str, int] | None = None,
                     map_location: torch.device | str = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -61,8 +96,9 @@ def load_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, i
                               "It is corrupt or not a diffbench checkpoint; delete it and re-run the stage") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a diffbench checkpoint (format {FORMAT})")
-    if ckpt.get("algorithm") != algorithm:
-        raise CheckpointError(f"{path} is a checkpoint of algorithm {ckpt.get('algorithm')!r}, not {algorithm!r}; "
+    owners = (algorithm,) if isinstance(algorithm, str) else algorithm
+    if ckpt.get("algorithm") not in owners:
+        raise CheckpointError(f"{path} is a checkpoint of algorithm {ckpt.get('algorithm')!r}, not {owners[-1]!r}; "
                               f"load it with that algorithm")
     if ckpt.get("stage") != stage:
         raise CheckpointError(f"{path} holds stage {ckpt.get('stage')!r}, expected {stage!r}")

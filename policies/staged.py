@@ -3,29 +3,51 @@ stage checkpoints that refuse a changed config, resume, and loading a trained po
 
 A subclass names its `stages` in order, the config fields each depends on (`stage_fields`), the
 stages whose checkpoints make up a trained policy (`policy_stages`), builds its networks in
-`build`, and puts a checkpoint's contents back in `restore`.
+`build`, and puts a checkpoint's contents back in `restore`. Its `fit` trains each stage inside
+`with self.stage(name, workdir, hooks) as todo:`, which restores the stage instead when it can: from
+the run directory, or, for a stage in `shared_stages`, from the harness's store of stages shared
+across algorithms (keyed by the stage's config fingerprint; a lock makes one process train it).
+
+Every checkpoint records the dataset it was trained on (`dataset_tag`), so a checkpoint of another
+dataset is refused by name, not by a shape error or, worse, silently used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
 
 from envs.dataset import OfflineDataset
 from policies.base import Algorithm
-from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.checkpoint import file_lock, load_checkpoint, publish, save_checkpoint
 from policies.errors import CheckpointError, ConfigError
-from policies.training import finish_stage, make_generator, resolve_device
+from policies.training import TrainHooks, finish_stage, make_generator, resolve_device
+
+SHARED = "shared"  # the owner recorded in checkpoints of stages any algorithm may restore
+
+
+def dataset_tag(dataset: OfflineDataset) -> dict[str, Any]:
+    """What identifies the data a checkpoint was trained on: id, size, reward transform and a content digest."""
+    t = dataset.transitions
+    h = hashlib.sha1()
+    for array in (t.observations, t.actions, t.rewards, t.next_observations):
+        h.update(np.ascontiguousarray(array.cpu().numpy() if isinstance(array, torch.Tensor) else array).tobytes())
+    return {"id": dataset.id, "transitions": int(t.actions.shape[0]), "reward_transform": dataset.reward_transform,
+            "digest": h.hexdigest()[:16]}
 
 
 class StagedAlgorithm(Algorithm):
     stages: ClassVar[tuple[str, ...]]
     stage_fields: ClassVar[dict[str, tuple[str, ...]]]
     policy_stages: ClassVar[tuple[str, ...]]
+    shared_stages: ClassVar[tuple[str, ...]] = ()  # stages whose checkpoints other algorithms may restore
 
     def __init__(self, config: Any, observation_dim: int, action_dim: int, action_low: np.ndarray,
                  action_high: np.ndarray, device: str | None = None):
@@ -35,6 +57,8 @@ class StagedAlgorithm(Algorithm):
         self.action_low = torch.as_tensor(np.asarray(action_low, np.float32), device=self.device)
         self.action_high = torch.as_tensor(np.asarray(action_high, np.float32), device=self.device)
         self.records: dict[str, dict] = {}
+        self.restored: dict[str, str] = {}  # stage -> where its checkpoint came from ("run", "shared")
+        self.data_tag: dict[str, Any] | None = None
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
             torch.manual_seed(config.seed)
             self.build(observation_dim, action_dim)
@@ -59,10 +83,12 @@ class StagedAlgorithm(Algorithm):
     # -- shapes
 
     def check_dataset(self, dataset: OfflineDataset) -> None:
+        """Shapes must match; remembers the dataset's tag, which every checkpoint then records and checks."""
         t = dataset.transitions
         if t.action_dim != self.dims["action_dim"] or t.obs_dim != self.dims["observation_dim"]:
             raise ConfigError(f"{dataset.id} has observation dim {t.obs_dim} and action dim {t.action_dim}, but this "
                               f"{self.name} was built for {self.dims['observation_dim']} and {self.dims['action_dim']}")
+        self.data_tag = dataset_tag(dataset)
 
     def observations(self, observations: np.ndarray) -> torch.Tensor:
         obs = torch.as_tensor(np.asarray(observations, np.float32), device=self.device)
@@ -82,33 +108,78 @@ class StagedAlgorithm(Algorithm):
         keys = [k for name in self.stages[: self.stages.index(stage) + 1] for k in self.stage_fields[name]]
         return {k: mine[k] for k in keys}
 
+    def owners(self, stage: str) -> tuple[str, ...]:
+        """Whose checkpoints of `stage` this algorithm restores (shared stages: anyone's)."""
+        return (SHARED, self.name) if stage in self.shared_stages else (self.name,)
+
     def save(self, workdir: Path | None, stage: str, payload: dict[str, Any]) -> None:
         if workdir is not None:
-            save_checkpoint(Path(workdir) / f"{stage}.pt", algorithm=self.name, stage=stage, dims=self.dims,
+            save_checkpoint(Path(workdir) / f"{stage}.pt", algorithm=self.owners(stage)[0], stage=stage, dims=self.dims,
                             payload={"config": self.config.to_dict(), "record": self.records.get(stage, {}),
                                      "action_low": self.action_low.cpu(), "action_high": self.action_high.cpu(),
-                                     **payload})
+                                     "dataset": self.data_tag or {}, **payload})
             finish_stage(Path(workdir), stage)
+
+    def _restore_from(self, path: Path, stage: str, remedy: str) -> None:
+        ckpt = load_checkpoint(path, algorithm=self.owners(stage), stage=stage, dims=self.dims, map_location=self.device)
+        mine = self.fingerprint(stage)
+        diff = [k for k in mine if ckpt["config"].get(k) != mine[k]]
+        if diff:
+            raise CheckpointError(f"{path} was made with a different config ({', '.join(diff)} differ); {remedy}")
+        theirs = ckpt.get("dataset") or {}
+        if self.data_tag and theirs and theirs != self.data_tag:
+            raise CheckpointError(f"{path} was trained on {theirs.get('id')} ({theirs.get('transitions')} transitions, "
+                                  f"rewards {theirs.get('reward_transform')}, digest {theirs.get('digest')}), not on "
+                                  f"{self.data_tag['id']} ({self.data_tag['transitions']} transitions, rewards "
+                                  f"{self.data_tag['reward_transform']}, digest {self.data_tag['digest']}); {remedy}")
+        self.records[stage] = ckpt.get("record", {})
+        self.restore(stage, ckpt)
 
     def resume(self, workdir: Path | None) -> set[str]:
         """Restore every checkpointed stage whose config matches, in order, up to the first missing one."""
-        done: set[str] = set()
         if workdir is None:
-            return done
+            return set()
         for stage in self.stages:
             path = Path(workdir) / f"{stage}.pt"
             if not path.exists():
                 break
-            ckpt = load_checkpoint(path, algorithm=self.name, stage=stage, dims=self.dims, map_location=self.device)
-            mine = self.fingerprint(stage)
-            diff = [k for k in mine if ckpt["config"].get(k) != mine[k]]
-            if diff:
-                raise CheckpointError(f"{path} was made with a different config ({', '.join(diff)} differ); "
-                                      f"use a new run directory, or delete {stage}.pt and the stages after it")
-            self.records[stage] = ckpt.get("record", {})
-            self.restore(stage, ckpt)
-            done.add(stage)
-        return done
+            self._restore_from(path, stage, f"use a new run directory, or delete {stage}.pt and the stages after it")
+            self.restored[stage] = "run"
+        return set(self.restored)
+
+    def shared_path(self, stage: str, hooks: TrainHooks | None) -> Path | None:
+        """Where `stage` lives in the shared store: named by the stage and a digest of its fingerprint."""
+        if stage not in self.shared_stages or hooks is None or hooks.shared_stages is None:
+            return None
+        key = json.dumps(self.fingerprint(stage), sort_keys=True, default=str)
+        return Path(hooks.shared_stages) / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+    @contextmanager
+    def stage(self, name: str, workdir: Path | None, hooks: TrainHooks | None = None) -> Iterator[bool]:
+        """Yields whether `name` must be trained here (the body then trains and `save`s it).
+
+        A stage restored from the run directory is done. A shared stage is looked up in the shared store
+        under its lock: found, it is restored (and linked into the run directory); missing, this process
+        trains it while holding the lock, so a second run wanting it waits and then restores it."""
+        store = self.shared_path(name, hooks) if workdir is not None else None
+        if name in self.restored or store is None:
+            yield name not in self.restored
+            return
+        log = hooks.log if hooks is not None and hooks.log else None
+        with file_lock(store.with_suffix(".lock"), (lambda: log(f"{name}: another run is training it; waiting"))
+                       if log else None):
+            if store.exists():
+                self._restore_from(store, name, f"delete {store} to train it again")
+                publish(store, Path(workdir) / f"{name}.pt")
+                self.restored[name] = "shared"
+                if log:
+                    log(f"{name}: restored from the shared stage {store.name}")
+                yield False
+                return
+            yield True
+            mine = Path(workdir) / f"{name}.pt"
+            if mine.exists():
+                publish(mine, store)
 
     @classmethod
     def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "StagedAlgorithm":
@@ -119,7 +190,8 @@ class StagedAlgorithm(Algorithm):
             raise CheckpointError(f"{workdir} has no trained {cls.name} policy (missing "
                                   f"{', '.join(m + '.pt' for m in missing)}); run `fit` to finish training first")
         last = cls.policy_stages[-1]
-        head = load_checkpoint(paths[last], algorithm=cls.name, stage=last, map_location="cpu")
+        owners = (SHARED, cls.name) if last in cls.shared_stages else (cls.name,)
+        head = load_checkpoint(paths[last], algorithm=owners, stage=last, map_location="cpu")
         d = head["dims"]
         if dataset is not None:
             t = dataset.transitions
@@ -129,7 +201,8 @@ class StagedAlgorithm(Algorithm):
         algo = cls(cls.config_cls.from_dict(head["config"]), d["observation_dim"], d["action_dim"],
                    head["action_low"].numpy(), head["action_high"].numpy(), device)
         for stage in cls.policy_stages:
-            ckpt = load_checkpoint(paths[stage], algorithm=cls.name, stage=stage, dims=algo.dims, map_location=algo.device)
+            ckpt = load_checkpoint(paths[stage], algorithm=algo.owners(stage), stage=stage, dims=algo.dims,
+                                   map_location=algo.device)
             algo.records[stage] = ckpt.get("record", {})
             algo.restore(stage, ckpt)
         return algo

@@ -28,6 +28,9 @@ class TrainHooks:
     eval_every: int = 0  # gradient steps between calls of on_eval; 0: never
     on_eval: Callable[[str, int], None] | None = None  # (stage, steps done in that stage)
     log: Callable[[str], None] | None = None
+    # a directory of stage checkpoints that several algorithms share (one per dataset and reward
+    # transform): a stage found there is not trained again; None: every run trains its own stages
+    shared_stages: Path | None = None
 
 
 Resumable = Union[torch.nn.Module, torch.optim.Optimizer, torch.Generator]

@@ -141,7 +141,7 @@ def run_cli(capsys, *argv):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("algorithms: [qgpo\n", "is not valid YAML at line"),
-    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, qgpo"),
+    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, ddpo, qgpo"),
     ("algorithms: [qgpo]\ndatasets: [d]\noverrides: {betaa: 3}\n", "unknown config key 'betaa'"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseedz: [0]\n", "unknown config key 'seedz'; known keys: algorithms"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseeds: [zero]\n", "seeds[0] must be an integer"),
@@ -187,3 +187,22 @@ def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path):
     assert all(r.config().steps == 9 and r.guidance_scales is None for r in bc)
     assert sorted({r.seed for r in runs}) == [0, 1]  # the sweep's seeds win over an override
     assert len({r.run_id() for r in runs}) == 8
+
+
+def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, tiny_pointmaze, tmp_path):
+    """`diffbench run ddpo` after a qgpo run on the same dataset and seed: the behaviour model, support
+    actions and Q_0 come from the shared stages, linked, not retrained; fine-tuning and evaluation run."""
+    code, _, _ = run_cli(capsys, "run", "qgpo", TINY_ID, "--preset", "tiny", "device=cpu", "--episodes", "2",
+                         "--results", str(tmp_path), "--no-progress")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "run", "ddpo", TINY_ID, "--preset", "tiny", "device=cpu", "--episodes", "2",
+                           "--results", str(tmp_path), "--no-progress")
+    assert code == 0 and "1 finished, 0 skipped, 0 failed" in out, out
+    for stage in ("behaviour", "support", "critic"):
+        assert f"{stage}: restored from the shared stage" in out
+    runs = ResultsStore(tmp_path).table("runs").set_index("algorithm")
+    ddpo_dir = next((tmp_path / "ddpo").glob("*/seed0-*"))
+    qgpo_dir = next((tmp_path / "qgpo").glob("*/seed0-*"))
+    assert os.path.samefile(ddpo_dir / "behaviour.pt", qgpo_dir / "behaviour.pt")
+    assert json.loads(runs.loc["ddpo", "stage_seconds"]).keys() >= {"behaviour", "critic", "finetune"}
+    assert runs.loc["ddpo", "nfe_per_action"] == 10 and runs.loc["ddpo", "status"] == "finished"

@@ -1,0 +1,267 @@
+"""Does fine-tuning reach the tilted target? DDPO against exact samples on the toy bandits, beside CEP.
+
+For each task and seed the behaviour model mu_theta is fitted as in `bench.exactness` (same streams, so
+the same model). For each beta, with the task's exact Q as the reward:
+- CEP: f_phi by contrastive energy prediction, guided DPM-Solver-2 (15 steps) at scale 1;
+- DDPO: a copy of mu_theta fine-tuned on its K-step chain by `policies.ddpo.train_ddpo`.
+Three exact targets, all by rejection (`envs.toy.tilt`):
+- tilt of the chain, p_chain exp(beta Q): p_chain being mu_theta sampled by DDPO's own K-step chain,
+  the optimum of DDPO's KL-regularised objective, so the distance is the fine-tuning's own error;
+- tilt of mu_theta, mu_theta exp(beta Q) (mu_theta by CEP's solver): the same target for both methods;
+- tilt of mu, the true behaviour: the end-to-end error.
+'chain' rows per task measure K-step chains themselves (DDPO's and the other memoryless variants)
+against mu_theta and mu (beta = 0): the error a K-step chain adds before any fine-tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
+                             run_jobs, stream, theta_tilt, toy_support)
+from bench.provenance import code_version, made_by
+from envs.toy import TASKS, sample_target, sliced_wasserstein
+from policies.ddpo import DDPOConfig, train_ddpo
+from policies.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
+from policies.samplers import SamplerSpec
+
+RATIO_GOAL = 1.5  # DDPO's distance within this factor of CEP's
+
+
+@dataclass(frozen=True)
+class FinetuneBudget:
+    behaviour: ExactnessBudget = field(default_factory=ExactnessBudget)
+    chain: str = "sde"
+    chain_steps: int = 10
+    grid: str = "quadratic"
+    estimator: str = "ppo"
+    iterations: int = 300
+    chains: int = 1024  # chains per iteration (one state: the toy bandits are unconditional)
+    minibatches: int = 4
+    inner_epochs: int = 1
+    lr: float = 3e-3
+
+
+FINETUNE_BUDGETS = {
+    "default": FinetuneBudget(),
+    "test": FinetuneBudget(behaviour=BUDGETS["test"], iterations=60, chains=256, minibatches=2, lr=1e-2),
+}
+
+
+def toy_reward(task: str):
+    q = TASKS[task].q
+    return lambda s, a: torch.as_tensor(q(a.detach().double().cpu().numpy()), dtype=torch.float32)
+
+
+def ddpo_config(budget: FinetuneBudget, beta: float, seed: int) -> DDPOConfig:
+    return DDPOConfig(chain=budget.chain, chain_steps=budget.chain_steps, beta=beta, estimator=budget.estimator,
+                      iterations=budget.iterations, states_per_iteration=1, samples_per_state=budget.chains,
+                      minibatches=budget.minibatches, inner_epochs=budget.inner_epochs, lr=budget.lr, seed=seed)
+
+
+def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, progress: bool = False) -> list[dict]:
+    b = budget.behaviour
+    toy = TASKS[task]
+    t0 = time.perf_counter()
+    x, model = fit_toy_behaviour(task, seed, b, progress)
+    none = torch.zeros(b.data, 0)
+    chain = Chain(budget.chain, budget.chain_steps, budget.grid)
+    pretrained = FinetunedPolicy(model, chain)
+    fresh = toy.sample(b.n_eval, np.random.default_rng(stream(seed, task, "fresh")))
+    mu_theta = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(),
+                            generator=_torch_gen(seed, task, "sample", "behaviour")).x[:, 0]
+    base = {"task": task, "seed": seed}
+    rows = []
+    for kind in CHAINS:
+        for grid in GRIDS:
+            variant = Chain(kind, budget.chain_steps, grid)
+            drawn = FinetunedPolicy(model, variant).sample(torch.zeros(b.n_eval, 0),
+                                                           _torch_gen(seed, task, "sample", "chain", kind, grid))
+            if variant == chain:
+                on_chain = drawn
+            rows.append(base | {"beta": 0.0, "method": "chain", "chain": f"{kind}/{grid}",
+                                "swd_theta": sliced_wasserstein(drawn, mu_theta, seed=seed),
+                                "swd_mu": sliced_wasserstein(drawn, fresh, seed=seed),
+                                "swd_behaviour": sliced_wasserstein(mu_theta, fresh, seed=seed),
+                                "seconds": time.perf_counter() - t0})
+    support, support_q = toy_support(model, task, seed, b)
+    pool_gen, chain_gen = _torch_gen(seed, task, "pool"), _torch_gen(seed, task, "pool", "chain")
+
+    def mu_theta_batch(k: int) -> torch.Tensor:
+        return model.sample(torch.zeros(k, 0), 1, SamplerSpec(), generator=pool_gen).x[:, 0]
+
+    def chain_batch(k: int) -> torch.Tensor:
+        return pretrained.sample(torch.zeros(k, 0), chain_gen)
+
+    for beta in betas:
+        key = f"beta={beta:g}"
+        target_mu, _ = sample_target(toy, beta, b.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
+        target_theta, _ = theta_tilt(mu_theta_batch, task, beta, seed, b)
+        target_chain, _ = theta_tilt(chain_batch, task, beta, seed, b, purpose="tilt-chain")
+        t0 = time.perf_counter()
+        energy, loss, _ = _fit_energy("cep", b, model, x, none, support, support_q, None, beta, seed, task, key)
+        cep = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
+                           _torch_gen(seed, task, "sample", "cep", key)).x[:, 0]
+        rows.append(base | _row(beta, "cep", cep, target_theta, target_mu, target_chain, seed)
+                    | {"final_loss": loss, "seconds": time.perf_counter() - t0})
+        t0 = time.perf_counter()
+        policy = FinetunedPolicy(model, chain)
+        record = train_ddpo(policy, torch.zeros(1, 0), toy_reward(task), ddpo_config(budget, beta, seed),
+                            _torch_gen(seed, task, "train", "ddpo", key), progress=progress)
+        tuned = policy.sample(torch.zeros(b.n_eval, 0), _torch_gen(seed, task, "sample", "ddpo", key))
+        rows.append(base | _row(beta, "ddpo", tuned, target_theta, target_mu, target_chain, seed)
+                    | {"swd_chain_start": sliced_wasserstein(on_chain, target_chain, seed=seed),
+                       "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"],
+                       "samples": record["samples"], "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def _row(beta: float, method: str, samples: torch.Tensor, target_theta: np.ndarray, target_mu: np.ndarray,
+         target_chain: np.ndarray, seed: int) -> dict:
+    swd_th, mmd_th = _distances(samples, target_theta, seed)
+    swd_mu, mmd_mu = _distances(samples, target_mu, seed)
+    swd_ch, _ = _distances(samples, target_chain, seed)
+    return {"beta": beta, "method": method, "swd_theta": swd_th, "mmd_theta": mmd_th, "swd_mu": swd_mu,
+            "mmd_mu": mmd_mu, "swd_chain": swd_ch}
+
+
+def summarise(raw: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    raw = raw.assign(chain=raw["chain"].fillna("")) if "chain" in raw else raw.assign(chain="")
+    for (task, beta, method, chain), g in raw.groupby(["task", "beta", "method", "chain"], sort=False):
+        row = {"task": task, "beta": beta, "method": method, "chain": chain, "seeds": g["seed"].nunique()}
+        for col in ("swd_theta", "swd_mu", "swd_chain", "swd_chain_start", "mmd_theta", "swd_behaviour", "final_loss",
+                    "seconds"):
+            if col in g and g[col].notna().any():
+                mean, low, high = _interval(g[col])
+                row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if len(g) > 1 else math.nan,
+                        f"{col}_low": low, f"{col}_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(r: pd.Series | None, col: str) -> str:
+    if r is None or f"{col}_mean" not in r or pd.isna(r[f"{col}_mean"]):
+        return "–"
+    return f"{r[f'{col}_mean']:.3f} ± {r[f'{col}_std']:.3f}"
+
+
+def _ratio(ddpo: pd.Series | None, cep: pd.Series | None, col: str) -> tuple[str, bool | None]:
+    if ddpo is None or cep is None:
+        return "–", None
+    ratio = ddpo[f"{col}_mean"] / cep[f"{col}_mean"]
+    return f"{ratio:.2f}", bool(ratio <= RATIO_GOAL)
+
+
+def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: FinetuneBudget,
+                 seconds: float, version: str, floor: pd.DataFrame | None) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
+    seeds = int(summary["seeds"].max())
+    floors = (floor.set_index(["task", "beta"])["swd_floor_mean"] if floor is not None else pd.Series(dtype=float))
+    b = budget.behaviour
+    lines = [
+        "# Fine-tuning against exact targets on the toy bandits: DDPO beside CEP", "",
+        made_by(command, seconds, version), "",
+        f"{seeds} seeds, mean ± std over seeds; SWD to n = {b.n_eval} exact samples of each target (all by rejection). "
+        "The task's exact Q is the reward (DDPO) and Q₀ (CEP). The same μθ (fitted as in results/exactness.md) "
+        "is guided by CEP (DPM-Solver-2, 15 steps, scale 1) and fine-tuned by DDPO on its "
+        f"{budget.chain_steps}-step {budget.chain} chain (η = 1, {budget.grid} time grid) for {budget.iterations} "
+        f"iterations of {budget.chains} chains ({budget.estimator} estimator, {budget.minibatches} minibatches, "
+        f"lr {budget.lr:g}). Targets:",
+        f"- **tilt of the chain**, p_chain·exp(β·Q), p_chain = μθ sampled by DDPO's {budget.chain_steps}-step chain: "
+        "the optimum of DDPO's KL-regularised objective, so this is the fine-tuning's own error; CEP's own target is "
+        "the tilt of μθ, so *own target* compares each method with the optimum it aims at;",
+        "- **tilt of μθ**, μθ·exp(β·Q), μθ as CEP's solver samples it: one target for both methods (DDPO's distance "
+        "includes its chain's sampling error, shown in the first table);",
+        "- **tilt of μ**, the true behaviour tilted: the end-to-end error.",
+        f"Goal: DDPO within {RATIO_GOAL}× of CEP's distance at every task at β = 3. `floor`: two exact samples "
+        "(results/toy_noise_floor.md).", "",
+        "Budget: " + ", ".join(f"{k} {v}" for k, v in asdict(budget).items() if k != "behaviour") + "; behaviour and CEP "
+        "as results/exactness.md: " + ", ".join(f"{k} {v}" for k, v in asdict(b).items()) + ".", "",
+        f"## {budget.chain_steps}-step chains themselves (β = 0), before fine-tuning", "",
+        f"Every memoryless {budget.chain_steps}-step chain sampling the same μθ; **bold**: DDPO's.", "",
+        "| task | chain | SWD chain vs μθ (solver) | SWD chain vs μ | SWD μθ (solver) vs μ |", "|---|---|---:|---:|---:|"]
+    mine = f"{budget.chain}/{budget.grid}"
+    for _, r in summary[summary.method == "chain"].iterrows():
+        name = f"**{r['chain']}**" if r["chain"] == mine else r["chain"]
+        lines.append(f"| {r['task']} | {name} | {_cell(r, 'swd_theta')} | {_cell(r, 'swd_mu')} | "
+                     f"{_cell(r, 'swd_behaviour')} |")
+    lines += ["", "## Fine-tuned (DDPO) and guided (CEP) samples", "",
+              "`own target`: CEP to the tilt of μθ, DDPO to the tilt of its chain (`start`: the chain before fine-tuning, "
+              "to the same target).", "",
+              "| task | β | own target: CEP | DDPO (start) | DDPO/CEP | tilt of μθ: CEP | DDPO | DDPO/CEP | tilt of μ: CEP | "
+              f"DDPO | DDPO/CEP | within {RATIO_GOAL}× (own / μθ / μ) | SWD floor | s per run: CEP / DDPO |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    misses: dict[str, list[str]] = {"own": [], "theta": [], "mu": []}
+    for (task, beta), grp in summary[summary.method != "chain"].groupby(["task", "beta"], sort=False):
+        r = {row["method"]: row for _, row in grp.iterrows()}
+        cep, ddpo = r.get("cep"), r.get("ddpo")
+        own = (ddpo["swd_chain_mean"] / cep["swd_theta_mean"]) if cep is not None and ddpo is not None else math.nan
+        own_ok = bool(own <= RATIO_GOAL) if not math.isnan(own) else None
+        th, th_ok = _ratio(ddpo, cep, "swd_theta")
+        mu, mu_ok = _ratio(ddpo, cep, "swd_mu")
+        for name, ok in (("own", own_ok), ("theta", th_ok), ("mu", mu_ok)):
+            if ok is False:
+                misses[name].append(f"{task} β={beta:g}")
+        verdict = " / ".join("yes" if ok else "no" if ok is False else "–" for ok in (own_ok, th_ok, mu_ok))
+        start = f" ({ddpo['swd_chain_start_mean']:.3f})" if ddpo is not None else ""
+        seconds = " / ".join(f"{r['seconds_mean']:.0f}" if r is not None else "–" for r in (cep, ddpo))
+        lines.append(f"| {task} | {beta:g} | {_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_chain')}{start} | {own:.2f} | "
+                     f"{_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_theta')} | {th} | {_cell(cep, 'swd_mu')} | "
+                     f"{_cell(ddpo, 'swd_mu')} | {mu} | {verdict} | {floors.get((task, beta), math.nan):.3f} | {seconds} |")
+    lines += ["", headline(summary, misses)]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def headline(summary: pd.DataFrame, misses: dict[str, list[str]]) -> str:
+    cells = summary[summary.method == "ddpo"].groupby(["task", "beta"]).ngroups
+    at3 = {k: [m for m in v if m.endswith("β=3")] for k, v in misses.items()}
+    parts = [f"{name}: DDPO within {RATIO_GOAL}× of CEP in {cells - len(misses[key])} of {cells} task×β cells"
+             + (f" (misses at β = 3: {', '.join(m[:-4] for m in at3[key])})" if at3[key] else "")
+             for key, name in (("own", "against each one's own target"), ("theta", "against the tilt of μθ"),
+                               ("mu", "against the tilt of μ"))]
+    return "**Headline** (SWD, ratio of means over seeds): " + "; ".join(parts) + "."
+
+
+def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str, out: Path, command: str,
+        floor_csv: Path | None, workers: int = 1) -> pd.DataFrame:
+    """(task, seed) jobs, in `workers` single-threaded processes when > 1; finished jobs are kept in
+    `<out>.partial.csv`, so an interrupted run started again redoes only the jobs left."""
+    version, start = code_version(), time.perf_counter()
+    budget = FINETUNE_BUDGETS[budget_name]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.csv")
+    rows: list[dict] = []
+    done: set[tuple[str, int]] = set()
+    if partial.exists():
+        previous = pd.read_csv(partial)
+        previous = previous[(previous.budget == budget_name) & previous.task.isin(tasks)]
+        for (task, seed), grp in previous.groupby(["task", "seed"]):
+            if set(betas) <= set(grp.loc[grp.method == "ddpo", "beta"]):
+                done.add((task, int(seed)))
+                rows += grp[grp.beta.isin(betas) | (grp.method == "chain")].drop(columns="budget").to_dict("records")
+    jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds if (task, seed) not in done]
+
+    def finished(job: tuple, result: list[dict]) -> None:
+        rows.extend(result)
+        pd.DataFrame([r | {"budget": budget_name} for r in result]).to_csv(partial, mode="a", header=not partial.exists(),
+                                                                           index=False)
+        print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    run_jobs(run_task, jobs, workers, finished)
+    raw = pd.DataFrame(rows)
+    order = {task: i for i, task in enumerate(tasks)}
+    raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
+    floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None
+    summary = summarise(raw)
+    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, floor)
+    partial.unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,262 @@
+"""The stages every diffusion-policy method here starts from: a behaviour model mu_theta(a|s) and Q_0.
+
+QGPO guides mu_theta with an energy trained from Q_0; DDPO, CTRL and DxMI fine-tune mu_theta toward
+Q_0. Both stages are QGPO's (Lu et al. 2023, Sec. 4.1-4.2):
+  1. behaviour  mu_theta(a|s) by denoising score matching
+  2. support    M samples of mu_theta for every dataset state and next state
+  3. critic     Q_0 by in-support softmax Q-learning (eq. 14):
+                  V(s') = sum_i softmax_i(beta_Q Q(s', a^i)) Q(s', a^i),  a^i ~ mu_theta(.|s')
+Their checkpoints belong to no one algorithm ("shared"): a sweep of qgpo and ddpo on one dataset and
+seed trains them once, keyed by the config fields below (`PRETRAIN_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from policies import config as cfg_tools
+from policies.diffusion import DiffusionModel, fit_behaviour
+from policies.errors import ConfigError
+from policies.networks import TwinQ
+from policies.samplers import SamplerSpec
+from policies.staged import StagedAlgorithm
+from policies.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
+
+
+@dataclass(frozen=True)
+class PretrainConfig(cfg_tools.Config):
+    """Settings of the shared stages; the defaults are QGPO's paper settings."""
+
+    score_widths: tuple[int, ...] = (512, 256, 128)
+    q_hidden: int = 256
+    q_layers: int = 3
+    # stage 1: behaviour model
+    behaviour_steps: int = 600_000
+    behaviour_batch: int = 4096
+    behaviour_lr: float = 1e-4
+    # stage 2: support actions
+    support_m: int = 16  # 32 for AntMaze in the paper
+    support_sampler: SamplerSpec = SamplerSpec()
+    support_chunk: int = 65_536  # actions per batched solve
+    # stage 3: Q_0
+    q_steps: int = 500_000
+    q_batch: int = 256
+    q_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    beta_q: float = 1.0
+    # QGPO's official schedule trains its energy on the critic's batches (see policies.qgpo); the
+    # critic it makes is then QGPO's own, shared with no other algorithm
+    interleave: bool = False
+    seed: int = 0
+    device: str = "auto"
+
+    def check_pretrain(self, algorithm: str) -> None:
+        cfg_tools.check_bounds(
+            self, algorithm, at_least_one=("q_hidden", "q_layers", "behaviour_batch", "support_m", "support_chunk", "q_batch"),
+            non_negative=("behaviour_steps", "q_steps"), positive=("behaviour_lr", "q_lr"))
+        if not self.score_widths or min(self.score_widths) < 1:
+            raise ConfigError(f"{algorithm}: score_widths must be positive widths, got {self.score_widths}")
+        if not 0 <= self.gamma <= 1:
+            raise ConfigError(f"{algorithm}: gamma must be in [0, 1], got {self.gamma}")
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"{algorithm}: tau must be in (0, 1], got {self.tau}")
+        if self.beta_q < 0:
+            raise ConfigError(f"{algorithm}: beta_q must be >= 0, got {self.beta_q}")
+        if not isinstance(self.support_sampler, SamplerSpec):
+            raise ConfigError(f"{algorithm}: support_sampler must be a SamplerSpec")
+
+
+def pretrain_settings(config: PretrainConfig) -> dict[str, Any]:
+    """The shared stages' fields of any config built on `PretrainConfig` (to build presets that share them)."""
+    return {f.name: getattr(config, f.name) for f in fields(PretrainConfig)}
+
+
+# the presets' shared stages; each algorithm's presets start from these, so that they share checkpoints
+PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
+    "paper": PretrainConfig(),
+    # PointMaze (100k transitions) end to end in well under 20 minutes on 2 CPU cores: the support
+    # stage (every state x M samples x solver steps) dominates, so M and its steps shrink most
+    "cpu": PretrainConfig(score_widths=(256, 128, 64), q_hidden=128, behaviour_steps=5_000, behaviour_batch=256,
+                          behaviour_lr=3e-4, support_m=8, support_sampler=SamplerSpec(steps=6), q_steps=10_000),
+    # seconds, for tests: every stage runs, nothing converges
+    "tiny": PretrainConfig(score_widths=(32, 16, 8), q_hidden=32, behaviour_steps=50, behaviour_batch=64, support_m=4,
+                           support_sampler=SamplerSpec(steps=4), q_steps=50, q_batch=32),
+}
+# `diffbench quick`: the cpu preset with fewer steps and a 4-step solver for the support actions
+PRETRAIN_PRESETS["quick"] = PretrainConfig(**{**pretrain_settings(PRETRAIN_PRESETS["cpu"]), "behaviour_steps": 3_000,
+                                              "support_sampler": SamplerSpec(steps=4), "q_steps": 6_000})
+
+PRETRAIN_STAGES = ("behaviour", "support", "critic")
+PRETRAIN_FIELDS = {
+    "behaviour": ("score_widths", "behaviour_steps", "behaviour_batch", "behaviour_lr", "seed"),
+    "support": ("support_m", "support_sampler"),
+    "critic": ("q_hidden", "q_layers", "q_steps", "q_batch", "q_lr", "gamma", "tau", "beta_q", "interleave"),
+}
+
+
+# ---------------------------------------------------------------- the critic's loss (eq. 14)
+
+def in_support_value(q_next: torch.Tensor, beta_q: float) -> torch.Tensor:
+    """V(s') = sum_i softmax_i(beta_Q Q(s', a^i)) Q(s', a^i) over the support actions (last dim)."""
+    return (torch.softmax(beta_q * q_next, -1) * q_next).sum(-1)
+
+
+def td_loss(q: TwinQ, q_target: TwinQ, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+            terminals: torch.Tensor, next_states: torch.Tensor, next_support: torch.Tensor, gamma: float,
+            beta_q: float) -> torch.Tensor:
+    """Twin-Q regression onto r + gamma (1 - done) V(s'), V the in-support softmax value (eq. 14)."""
+    with torch.no_grad():
+        y = rewards + gamma * (1.0 - terminals) * in_support_value(q_target(next_states, next_support), beta_q)
+    q1, q2 = q.both(states, actions)
+    return 0.5 * ((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
+
+
+# ---------------------------------------------------------------- stages 2 and 3
+
+@torch.inference_mode()
+def generate_support(model: DiffusionModel, states: torch.Tensor, m: int, sampler: SamplerSpec, chunk: int,
+                     generator: torch.Generator, progress: bool = False) -> torch.Tensor:
+    """(N, M, A) samples of mu(.|s) for every state, in batched solves of about `chunk` actions."""
+    from tqdm.auto import tqdm
+
+    per = max(1, chunk // m)
+    out = torch.empty((states.shape[0], m, model.action_dim), device=states.device)
+    model.eval()
+    for i in tqdm(range(0, states.shape[0], per), desc="support", disable=not progress, leave=False):
+        out[i : i + per] = model.sample(states[i : i + per], m, sampler, generator=generator).x
+    model.train()
+    return out
+
+
+def successor_index(observations: torch.Tensor, next_observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row of each transition's next state in cat(observations, extra): a next state that is the
+    following row's observation is not stored (nor sampled) twice. Returns (index, extra states)."""
+    n = observations.shape[0]
+    same = torch.zeros(n, dtype=torch.bool, device=observations.device)
+    same[:-1] = (next_observations[:-1] == observations[1:]).all(-1)
+    index = torch.arange(1, n + 1, device=observations.device)
+    extra = (~same).nonzero().squeeze(1)
+    index[extra] = n + torch.arange(extra.numel(), device=observations.device)
+    return index, next_observations[extra]
+
+
+def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor, next_index: torch.Tensor,
+                 cfg: PretrainConfig, generator: torch.Generator, progress: bool = False, workdir: Path | None = None,
+                 hooks: TrainHooks | None = None, fingerprint: Any = None,
+                 alongside: Callable[[torch.Tensor, TwinQ], torch.Tensor] | None = None,
+                 alongside_state: dict[str, Any] | None = None) -> tuple[TwinQ, dict]:
+    """In-support softmax Q-learning (eq. 14) with a Polyak-averaged target; returns the target net.
+
+    `alongside(i, q_target)`, when given, is a second update made on the same batch indices after each
+    Q step (the official schedule's f_phi step); its modules and optimizer go in `alongside_state`."""
+    q_target = copy.deepcopy(q).requires_grad_(False)
+    opt = torch.optim.Adam(q.parameters(), lr=cfg.q_lr)
+    all_states = data["all_states"]
+    n = data["actions"].shape[0]
+
+    def step(_: int) -> torch.Tensor:
+        i = torch.randint(n, (cfg.q_batch,), device=support.device, generator=generator)
+        j = next_index[i]
+        loss = optimiser_step(opt, td_loss(q, q_target, all_states[i], data["actions"][i], data["rewards"][i],
+                                           data["terminals"][i], all_states[j], support[j], cfg.gamma, cfg.beta_q))
+        polyak_update(q_target, q, cfg.tau)
+        if alongside is not None:
+            alongside(i, q_target)
+        return loss
+
+    record = run_steps(step, cfg.q_steps, "critic", progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
+                       state={"q": q, "q_target": q_target, "optimizer": opt, "generator": generator,
+                              **(alongside_state or {})})
+    return q_target, record
+
+
+@torch.inference_mode()
+def q_values(q: TwinQ, states: torch.Tensor, actions: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+    """min(Q1, Q2) for actions (N, A) or (N, M, A), in chunks of states."""
+    per = max(1, chunk // (actions.shape[1] if actions.dim() == 3 else 1))
+    return torch.cat([q(states[i : i + per], actions[i : i + per]) for i in range(0, states.shape[0], per)])
+
+
+# ---------------------------------------------------------------- the stages as an algorithm's first three
+
+class PretrainedAlgorithm(StagedAlgorithm):
+    """An algorithm whose first stages are behaviour, support and critic, shared with every other such
+    algorithm (through the harness's stage store, `TrainHooks.shared_stages`)."""
+
+    shared_stages = PRETRAIN_STAGES
+
+    def build_pretrained(self, observation_dim: int, action_dim: int) -> None:
+        cfg = self.config
+        self.behaviour = DiffusionModel(action_dim, observation_dim, cfg.score_widths).to(self.device)
+        self.q = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers).to(self.device)
+        self.q_target: TwinQ | None = None
+        self._support: dict[str, torch.Tensor] = {}
+
+    def fit_pretrained(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool,
+                       critic_alongside: Callable[[torch.Generator], tuple[Callable, dict[str, Any]]] | None = None,
+                       ) -> dict[str, torch.Tensor]:
+        """Stages 1-3 on transitions `t` (on the device), each unless restored; returns the training data.
+
+        `critic_alongside(generator)` -> (alongside, its state): a second update on the critic's batches."""
+        cfg, dev = self.config, self.device
+        run = {"workdir": workdir, "hooks": hooks, "progress": progress}
+        data = {"observations": t.observations, "actions": t.actions, "rewards": t.rewards,
+                "terminals": t.terminals.float()}
+        with self.stage("behaviour", workdir, hooks) as todo:
+            if todo:
+                self.records["behaviour"] = fit_behaviour(
+                    self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
+                    lr=cfg.behaviour_lr, generator=stage_generator(cfg.seed, "behaviour", dev),
+                    fingerprint=self.fingerprint("behaviour"), **run)
+                self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
+        with self.stage("support", workdir, hooks) as todo:
+            if todo:  # support actions for every state and next state, generated once
+                next_index, extra = successor_index(t.observations, t.next_observations)
+                all_states = torch.cat([t.observations, extra])
+                began = time.perf_counter()
+                support = generate_support(self.behaviour, all_states, cfg.support_m, cfg.support_sampler,
+                                           cfg.support_chunk, stage_generator(cfg.seed, "support", dev), progress)
+                self.records["support"] = {"stage": "support", "states": all_states.shape[0], "m": cfg.support_m,
+                                           "nfe_per_action": cfg.support_sampler.steps,
+                                           "seconds": time.perf_counter() - began}
+                if hooks is not None and hooks.log:
+                    hooks.log(f"support: {cfg.support_m} actions for each of {all_states.shape[0]} states in "
+                              f"{self.records['support']['seconds']:.0f} s")
+                self._support = {"support": support, "next_index": next_index, "extra_states": extra}
+                self.save(workdir, "support", self._support)
+        data["all_states"] = torch.cat([t.observations, self._support["extra_states"]])
+        with self.stage("critic", workdir, hooks) as todo:
+            if todo:
+                critic_gen = stage_generator(cfg.seed, "critic", dev)  # interleaved: one stream for both updates
+                alongside, alongside_state = critic_alongside(critic_gen) if critic_alongside else (None, None)
+                self.q_target, self.records["critic"] = train_critic(
+                    self.q, data, self._support["support"], self._support["next_index"], cfg, critic_gen,
+                    fingerprint=self.fingerprint("critic"), alongside=alongside, alongside_state=alongside_state, **run)
+                self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
+                                              **self.critic_extras()})
+        return data
+
+    def critic_extras(self) -> dict[str, Any]:
+        """What else the critic stage's checkpoint holds (QGPO's interleaved energy)."""
+        return {}
+
+    def restore_pretrained(self, stage: str, ckpt: dict[str, Any]) -> bool:
+        """Restore a shared stage; False for a stage that is not one."""
+        if stage == "behaviour":
+            self.behaviour.load_state_dict(ckpt["behaviour"])
+        elif stage == "support":
+            self._support = {k: ckpt[k] for k in ("support", "next_index", "extra_states")}
+        elif stage == "critic":
+            self.q.load_state_dict(ckpt["q"])
+            self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+            self.q_target.load_state_dict(ckpt["q_target"])
+        else:
+            return False
+        return True

@@ -1,0 +1,265 @@
+"""The fine-tuning core and DDPO: the chain, log-densities and KLs summed over dimensions, the closed-form
+optimum of the KL-regularised objective, beta = 0 identity, bad inputs, resume and stage sharing."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from envs.catalog import load_dataset
+from policies import registry
+from policies.ddpo import DDPO, DDPOConfig, train_ddpo
+from policies.diffusion import DiffusionModel
+from policies.errors import CheckpointError, ConfigError
+from policies.finetune import (Chain, FinetunedPolicy, gaussian_log_density, group_advantages, returns_to_go,
+                               step_kl)
+from policies.samplers import ddim, ddim_transition, sde_transition
+from policies.schedule import VPSchedule
+from policies.training import TrainHooks
+
+
+# ---------------------------------------------------------------- the chain
+
+@pytest.mark.parametrize("kind,grid", [("ddim", "uniform"), ("ddim", "quadratic"), ("sde", "uniform"), ("sde", "quadratic")])
+def test_chain_steps_are_the_samplers_transitions(kind, grid):
+    chain, sched = Chain(kind, 7, grid), VPSchedule()
+    ts, table = chain.coefficients(sched)
+    assert ts[0] == 1.0 and ts[-1] == pytest.approx(1e-3) and all(a > b for a, b in zip(ts, ts[1:]))
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    for k, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
+        mean, std = (ddim_transition(eps, x, t, s, sched, 1.0) if kind == "ddim" else sde_transition(eps, x, t, s, sched))
+        a, b, sd = table[k].tolist()
+        assert torch.allclose(a * x + b * eps, mean, atol=1e-12) and sd == pytest.approx(std) and sd > 0
+
+
+def test_the_untrained_policy_is_the_pretrained_ddim_chain_draw_for_draw():
+    torch.manual_seed(0)
+    model = DiffusionModel(2, 3, widths=(16, 8, 4))
+    states = torch.randn(6, 3)
+    policy = FinetunedPolicy(model, Chain("ddim", 5, "uniform"))
+    ours = policy.sample(states, torch.Generator().manual_seed(1))
+    eps = model.noise_fn(states)
+    x = torch.randn((6, 2), generator=(g := torch.Generator().manual_seed(1)))
+    theirs = ddim(eps, x, model.schedule, steps=5, eta=1.0, generator=g).x
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_log_densities_and_kls_are_summed_over_action_dimensions():
+    g = torch.Generator().manual_seed(0)
+    x, m1, m2 = (torch.randn(8, 4, generator=g) for _ in range(3))
+    std = torch.full((8,), 0.3)
+    ref = torch.distributions.Normal(m1, 0.3)
+    assert torch.allclose(gaussian_log_density(x, m1, std), ref.log_prob(x).sum(-1), atol=1e-5)
+    kl = torch.distributions.kl_divergence(ref, torch.distributions.Normal(m2, 0.3)).sum(-1)
+    assert torch.allclose(step_kl(m1, m2, std), kl, atol=1e-5)
+    # the same shift in every dimension: the KL grows with the dimension (an average would not)
+    shift = torch.full((8, 4), 0.1)
+    assert torch.allclose(step_kl(m1 + shift, m1, std), 4 * step_kl(m1[:, :1] + 0.1, m1[:, :1], std))
+
+
+def test_returns_to_go_charge_each_choice_the_later_kls():
+    class T:
+        kl = torch.tensor([[1.0], [2.0], [4.0]])
+    g = returns_to_go(T(), torch.tensor([10.0]), beta=2.0)
+    assert g[:, 0].tolist() == [20.0 - 6.0, 20.0 - 4.0, 20.0]
+
+
+def test_advantages_compare_chains_of_one_state_and_share_one_scale():
+    returns = torch.tensor([[1.0, 3.0, 10.0, 14.0]])
+    adv, scale = group_advantages(returns, group=2)
+    raw = torch.tensor([-1.0, 1.0, -2.0, 2.0])
+    assert scale == pytest.approx(float(raw.std())) and torch.allclose(adv[0], raw / scale)
+
+
+# ---------------------------------------------------------------- the optimum in closed form
+
+class GaussianNoise(nn.Module):
+    """The exact noise predictor of N(m, v) data, plus a learnable offset per chain time: a family
+    holding the optimum of the KL-regularised objective for a linear reward exactly."""
+
+    def __init__(self, m: float, v: float, schedule: VPSchedule, times: list[float]):
+        super().__init__()
+        self.m, self.v, self.schedule = m, v, schedule
+        self.register_buffer("times", torch.tensor(times, dtype=torch.float32))
+        self.offset = nn.Parameter(torch.zeros(len(times)))
+
+    def forward(self, x, t: float, states):
+        al, sg = self.schedule.alpha_sigma(float(t))
+        eps = sg * (x - al * self.m) / (al**2 * self.v + sg**2)
+        return eps + self.offset[int((self.times - t).abs().argmin())]
+
+
+class GaussianModel(nn.Module):
+    def __init__(self, m: float, v: float, chain: Chain):
+        super().__init__()
+        self.schedule, self.action_dim = VPSchedule(), 1
+        self.net = GaussianNoise(m, v, self.schedule, chain.coefficients(self.schedule)[0][:-1])
+
+
+def chain_moments(model: GaussianModel, chain: Chain) -> tuple[float, float, float]:
+    """Mean and variance of the pretrained chain's action, and its variance given x_T (all linear-Gaussian)."""
+    ts, table = chain.coefficients(model.schedule)
+    mean, var, gain = 0.0, 1.0, 1.0
+    for t, (a, b, std) in zip(ts[:-1], table.tolist()):
+        al, sg = model.schedule.alpha_sigma(t)
+        den = al * al * model.net.v + sg * sg
+        step = a + b * sg / den
+        mean, var, gain = step * mean - b * sg * al * model.net.m / den, step * step * var + std * std, gain * step
+    return mean, var, var - gain * gain
+
+
+@pytest.mark.parametrize("kind,estimator", [("ddim", "ppo"), ("sde", "score")])
+def test_ddpo_reaches_the_tilted_gaussian_in_closed_form(kind, estimator):
+    """Behaviour N(m, sigma^2), reward k a: the tilt is N(m + beta k sigma^2, sigma^2). On the K-step chain the
+    optimum shifts the chain's own action by beta k Var(a | x_T), which is beta k Var(a) up to the chain's
+    memory of x_T (alpha_1 ~ 0.007: negligible, as the memoryless schedule intends)."""
+    chain = Chain(kind, 10)
+    model = GaussianModel(0.5, 0.3**2, chain)
+    mean, var, var_given_noise = chain_moments(model, chain)
+    assert var_given_noise == pytest.approx(var, rel=1e-3)  # memoryless: x_T says next to nothing about a
+    beta, k = 3.0, 1.0
+    policy = FinetunedPolicy(model, chain)
+    cfg = DDPOConfig(beta=beta, estimator=estimator, iterations=150, states_per_iteration=1, samples_per_state=2048,
+                     minibatches=2, lr=3e-2, interleave=False)
+    train_ddpo(policy, torch.zeros(1, 0), lambda s, a: k * a[:, 0], cfg, torch.Generator().manual_seed(0))
+    a = policy.sample(torch.zeros(100_000, 0), torch.Generator().manual_seed(1))[:, 0]
+    shift = beta * k * var_given_noise
+    assert float(a.mean()) == pytest.approx(mean + shift, abs=0.1 * shift)
+    assert float(a.var()) == pytest.approx(var, rel=0.05)
+
+
+# ---------------------------------------------------------------- the algorithm on a dataset
+
+@pytest.fixture(scope="module")
+def umaze(tiny_pointmaze, session_root):
+    from envs.minari_source import pinned_root
+
+    with pinned_root(session_root):
+        return load_dataset(tiny_pointmaze)
+
+
+def tiny(**overrides):
+    return registry.make_config("ddpo", "tiny", {"device": "cpu", **overrides})
+
+
+def test_beta_zero_or_no_iterations_leave_the_pretrained_policy(umaze, tmp_path):
+    for name, overrides in (("beta0", {"beta": 0.0}), ("none", {"iterations": 0})):
+        algo = DDPO.for_dataset(umaze, tiny(**overrides))
+        algo.fit(umaze, tmp_path / name)
+        tuned, pre = algo.policy.model.state_dict(), algo.behaviour.state_dict()
+        assert all(torch.equal(tuned[k], pre[k]) for k in pre), name
+    trained = DDPO.for_dataset(umaze, tiny(iterations=3))
+    trained.fit(umaze, tmp_path / "some")
+    tuned, pre = trained.policy.model.state_dict(), trained.behaviour.state_dict()
+    assert not all(torch.equal(tuned[k], pre[k]) for k in pre)
+
+
+def test_only_the_last_steps_are_trained_when_asked(umaze, tmp_path):
+    algo = DDPO.for_dataset(umaze, tiny(train_last=2, chain_steps=4))
+    algo.fit(umaze, tmp_path)
+    assert list(algo.policy.trained_steps) == [2, 3]
+    traj = algo.policy.rollout(torch.as_tensor(umaze.transitions.observations[:3]), 2)
+    assert torch.all(traj.log_probs[:2] == 0) and torch.all(traj.kl[:2] == 0) and torch.all(traj.log_probs[2:] != 0)
+
+
+def test_acting_is_batched_inside_the_bounds_and_reproducible(umaze, tmp_path):
+    algo = DDPO.for_dataset(umaze, tiny())
+    record = algo.fit(umaze, tmp_path)
+    obs = umaze.transitions.observations[:7]
+    algo.seed(3)
+    a = algo.act(obs)
+    algo.seed(3)
+    assert a.shape == (7, umaze.transitions.action_dim) and np.array_equal(a, algo.act(obs))
+    assert np.all(a >= umaze.action_space.low) and np.all(a <= umaze.action_space.high)
+    cost = record["cost"]
+    assert cost["nfe_per_action"] == 10 and cost["gradient_steps"]["finetune"] == 5 * 1 * 2
+    assert cost["finetune_samples"] == 5 * 8 * 4
+    loaded = DDPO.load(tmp_path, umaze)
+    loaded.seed(3)
+    assert np.array_equal(loaded.act(obs), a)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"beta": -1.0}, "beta must be >= 0"), ({"chain_steps": 0}, "chain_steps"), ({"train_last": 11}, "train_last"),
+    ({"interleave": True}, "interleave"), ({"samples_per_state": 1}, "samples_per_state"),
+    ({"chain": "ode"}, "unknown chain"), ({"estimator": "dpo"}, "unknown estimator"),
+])
+def test_bad_config_values_are_one_clear_error(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny(**overrides)
+
+
+def test_a_reward_model_returning_nan_stops_before_fine_tuning(umaze, tmp_path, monkeypatch):
+    algo = DDPO.for_dataset(umaze, tiny())
+    monkeypatch.setattr(DDPO, "reward", lambda self: (lambda s, a: torch.full((s.shape[0],), math.nan)))
+    with pytest.raises(ConfigError, match="non-finite"):
+        algo.fit(umaze, tmp_path)
+    assert not (tmp_path / "finetune.pt").exists() and (tmp_path / "critic.pt").exists()
+
+
+def test_a_checkpoint_of_another_dataset_is_refused_by_name(umaze, tmp_path):
+    from dataclasses import replace
+
+    DDPO.for_dataset(umaze, tiny()).fit(umaze, tmp_path)
+    t = umaze.transitions
+    other = replace(umaze, id="diffbench/other-v0", transitions=replace(t, rewards=t.rewards + 1.0))
+    with pytest.raises(CheckpointError, match="trained on diffbench/pointmaze/umaze-small-v0"):
+        DDPO.for_dataset(other, tiny()).fit(other, tmp_path)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_run_cut_mid_fine_tuning_resumes_bit_for_bit(umaze, tmp_path):
+    config = tiny(iterations=30)
+
+    def kill(stage, step):
+        if stage == "finetune" and step == 15:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        DDPO.for_dataset(umaze, config).fit(umaze, tmp_path / "cut",
+                                            hooks=TrainHooks(checkpoint_every=10, eval_every=15, on_eval=kill))
+    resumed = DDPO.for_dataset(umaze, config).fit(umaze, tmp_path / "cut", hooks=TrainHooks(checkpoint_every=10))
+    assert resumed["stages"]["finetune"]["resumed_at"] == 10
+    DDPO.for_dataset(umaze, config).fit(umaze, tmp_path / "straight", hooks=TrainHooks(checkpoint_every=10))
+    a = torch.load(tmp_path / "cut" / "finetune.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "straight" / "finetune.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- stages shared across algorithms
+
+def test_qgpo_and_ddpo_share_the_behaviour_and_critic_stages(umaze, tmp_path):
+    shared = tmp_path / "shared"
+    hooks = TrainHooks(shared_stages=shared)
+    qgpo = registry.get("qgpo").for_dataset(umaze, registry.make_config("qgpo", "tiny", {"device": "cpu"}))
+    first = qgpo.fit(umaze, tmp_path / "qgpo", hooks=hooks)
+    assert first["resumed"] == [] and sorted(p.name for p in shared.glob("*.pt")) == sorted(
+        f"{s}-{qgpo.shared_path(s, hooks).name.split('-')[1]}" for s in ("behaviour", "critic", "support"))
+    ddpo = DDPO.for_dataset(umaze, tiny())
+    second = ddpo.fit(umaze, tmp_path / "ddpo", hooks=hooks)
+    assert second["resumed"] == ["behaviour", "critic", "support"]
+    assert set(second["stages"]) >= {"behaviour", "critic", "finetune"}
+    assert all(torch.equal(a, b) for a, b in zip(ddpo.behaviour.state_dict().values(), qgpo.behaviour.state_dict().values()))
+    # another seed trains its own
+    third = DDPO.for_dataset(umaze, tiny(seed=1)).fit(umaze, tmp_path / "ddpo1", hooks=hooks)
+    assert third["resumed"] == []
+
+
+def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path):
+    from bench.finetune_study import run
+
+    out = tmp_path / "finetune.md"
+    summary = run(["moons"], [3.0], [0], "test", out, "diffbench toy finetune --budget test", None)
+    ddpo = summary[summary.method == "ddpo"].iloc[0]
+    assert ddpo["swd_chain_mean"] < 0.8 * ddpo["swd_chain_start_mean"], ddpo  # fine-tuning moved toward its optimum
+    chains = summary[summary.method == "chain"]
+    assert set(chains["chain"]) == {"ddim/uniform", "ddim/quadratic", "sde/uniform", "sde/quadratic"}
+    text = out.read_text()
+    assert "**sde/quadratic**" in text and "| moons | 3 |" in text and "**Headline**" in text
+    assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()
