@@ -42,7 +42,7 @@ class FinetuneBudget:
     chain_steps: int = 10
     grid: str = "quadratic"
     estimator: str = "ppo"
-    iterations: int = 300
+    iterations: int = 400
     chains: int = 1024  # chains per iteration (one state: the toy bandits are unconditional)
     minibatches: int = 4
     inner_epochs: int = 1
