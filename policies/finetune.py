@@ -185,8 +185,12 @@ class FinetunedPolicy(nn.Module):
 
     @torch.inference_mode()
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One action per state from the fine-tuned chain (K network evaluations)."""
-        return self.rollout(states, 1, generator).actions
+        """One action per state from the fine-tuned chain: K network evaluations, nothing recorded."""
+        x = torch.randn((states.shape[0], self.pretrained.action_dim), device=states.device, generator=generator)
+        for k in range(self.chain.steps):
+            mean = self.means(self.model if k >= self.first_trained else self.pretrained, x, k, states)
+            x = mean + self.coef[k, 2] * torch.randn(mean.shape, device=mean.device, generator=generator)
+        return x
 
 
 def returns_to_go(traj: Trajectory, rewards: torch.Tensor, beta: float) -> torch.Tensor:
@@ -292,10 +296,11 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
             if todo:
                 self.policy = FinetunedPolicy(self.behaviour, cfg.chain_spec(), cfg.train_last)
                 reward = self.reward()
-                with torch.no_grad():
-                    probe = t.observations[: 4096]
-                    check_rewards(reward(probe, t.actions[: 4096]), "dataset actions")
-                    check_rewards(reward(probe, self.policy.sample(probe)), "actions of the pretrained chain")
+                with torch.no_grad():  # a reward model that returns NaN stops here, not mid-training
+                    probe = t.observations[:4096]
+                    check_rewards(reward(probe, t.actions[:4096]), "dataset actions")
+                    drawn = self.policy.sample(probe, stage_generator(cfg.seed, "reward check", self.device))
+                    check_rewards(reward(probe, drawn), "actions of the pretrained chain")
                 if cfg.beta == 0:  # the optimum is the pretrained chain itself: nothing to train
                     self.records["finetune"] = {"stage": "finetune", "steps": 0, "gradient_steps": 0,
                                                 "samples": 0, "seconds": 0.0, "skipped": "beta = 0"}
