@@ -69,7 +69,7 @@ def ddpo_config(budget: FinetuneBudget, beta: float, seed: int) -> DDPOConfig:
 def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, progress: bool = False) -> list[dict]:
     b = budget.behaviour
     toy = TASKS[task]
-    t0 = time.perf_counter()
+    began = t0 = time.perf_counter()
     x, model = fit_toy_behaviour(task, seed, b, progress)
     none = torch.zeros(b.data, 0)
     chain = Chain(budget.chain, budget.chain_steps, budget.grid)
@@ -89,8 +89,7 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
             rows.append(base | {"beta": 0.0, "method": "chain", "chain": f"{kind}/{grid}",
                                 "swd_theta": sliced_wasserstein(drawn, mu_theta, seed=seed),
                                 "swd_mu": sliced_wasserstein(drawn, fresh, seed=seed),
-                                "swd_behaviour": sliced_wasserstein(mu_theta, fresh, seed=seed),
-                                "seconds": time.perf_counter() - t0})
+                                "swd_behaviour": sliced_wasserstein(mu_theta, fresh, seed=seed)})
     support, support_q = toy_support(model, task, seed, b)
     pool_gen, chain_gen = _torch_gen(seed, task, "pool"), _torch_gen(seed, task, "pool", "chain")
 
@@ -120,6 +119,7 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
                     | {"swd_chain_start": sliced_wasserstein(on_chain, target_chain, seed=seed),
                        "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"],
                        "samples": record["samples"], "seconds": time.perf_counter() - t0})
+    rows[0]["job_seconds"] = time.perf_counter() - began  # the whole job: behaviour, targets, both methods
     return rows
 
 
@@ -167,9 +167,14 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
     seeds = int(summary["seeds"].max())
     floors = (floor.set_index(["task", "beta"])["swd_floor_mean"] if floor is not None else pd.Series(dtype=float))
     b = budget.behaviour
+    versions = sorted(set(raw["code"].dropna())) if "code" in raw else [version]
+    jobs = raw.groupby(["task", "seed"]).ngroups
     lines = [
         "# Fine-tuning against exact targets on the toy bandits: DDPO beside CEP", "",
         made_by(command, seconds, version), "",
+        f"{jobs} (task, seed) jobs, {raw['job_seconds'].sum() / 3600:.1f} h of single-core compute in all (the wall time "
+        "above is the last invocation's; an interrupted study resumes from its finished jobs). Rows were made at code "
+        + ", ".join(versions) + ".", "",
         f"{seeds} seeds, mean ± std over seeds; SWD to n = {b.n_eval} exact samples of each target (all by rejection). "
         "The task's exact Q is the reward (DDPO) and Q₀ (CEP). The same μθ (fitted as in results/exactness.md) "
         "is guided by CEP (DPM-Solver-2, 15 steps, scale 1) and fine-tuned by DDPO on its "
@@ -244,6 +249,8 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     if partial.exists():
         previous = pd.read_csv(partial)
         previous = previous[(previous.budget == budget_name) & previous.task.isin(tasks)]
+        if "code" not in previous:  # rows of an invocation that did not record its code version: redone
+            previous = previous.iloc[:0].assign(code="")
         for (task, seed), grp in previous.groupby(["task", "seed"]):
             if set(betas) <= set(grp.loc[grp.method == "ddpo", "beta"]):
                 done.add((task, int(seed)))
@@ -251,6 +258,7 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds if (task, seed) not in done]
 
     def finished(job: tuple, result: list[dict]) -> None:
+        result = [r | {"code": version} for r in result]
         rows.extend(result)
         pd.DataFrame([r | {"budget": budget_name} for r in result]).to_csv(partial, mode="a", header=not partial.exists(),
                                                                            index=False)
@@ -263,5 +271,7 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None
     summary = summarise(raw)
     write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, floor)
+    if done:
+        print(f"{len(done)} (task, seed) jobs came from an earlier invocation ({partial.name})", flush=True)
     partial.unlink(missing_ok=True)
     return summary

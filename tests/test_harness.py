@@ -206,3 +206,22 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert os.path.samefile(ddpo_dir / "behaviour.pt", qgpo_dir / "behaviour.pt")
     assert json.loads(runs.loc["ddpo", "stage_seconds"]).keys() >= {"behaviour", "critic", "finetune"}
     assert runs.loc["ddpo", "nfe_per_action"] == 10 and runs.loc["ddpo", "status"] == "finished"
+
+
+def test_the_committed_ddpo_sweep_shares_its_stages_between_qgpo_and_ddpo(tmp_path):
+    """bench/sweeps/ddpo_umaze.yaml: for each seed, qgpo and ddpo look up the same shared stage checkpoints."""
+    import numpy as np
+
+    from bench.sweep import load_sweep
+    from policies import registry
+    from policies.training import TrainHooks
+
+    runs = load_sweep(Path(__file__).parents[1] / "bench" / "sweeps" / "ddpo_umaze.yaml").runs()
+    hooks = TrainHooks(shared_stages=tmp_path)
+    paths = {}
+    for r in runs:
+        algo = registry.get(r.algorithm)(r.config(), 4, 2, -np.ones(2), np.ones(2), "cpu")
+        paths[r.algorithm, r.seed] = [algo.shared_path(s, hooks) for s in ("behaviour", "support", "critic")]
+    assert sorted(paths) == [("ddpo", 0), ("ddpo", 1), ("qgpo", 0), ("qgpo", 1)]
+    assert paths["qgpo", 0] == paths["ddpo", 0] and paths["qgpo", 1] == paths["ddpo", 1]
+    assert paths["qgpo", 0] != paths["qgpo", 1]
