@@ -15,8 +15,8 @@ from envs import catalog
 from envs.errors import DatasetError
 from envs.pointmaze import RECIPES
 from envs.toy import TASKS
-from bench.quick import DATASET as QUICK_DATASET
-from bench.store import ResultsStore
+from bench.studies.quick import DATASET as QUICK_DATASET
+from bench.harness.store import ResultsStore
 from policies.config import parse_assignments
 from policies.errors import CheckpointError, ConfigError
 
@@ -98,8 +98,8 @@ def cmd_verify(args) -> int:
 
 def cmd_quick(args) -> int:
     """The embedded default job: QGPO and its s = 0 ablation for two seeds, then the comparison table."""
-    from bench import quick
-    from bench.executors import run_all
+    from bench.studies import quick
+    from bench.harness.executors import run_all
 
     scales = _numbers(args.guidance_scales, float, "--guidance-scales")  # every argument before the minute of generation
     if 0.0 not in scales:
@@ -137,7 +137,7 @@ def cmd_quick(args) -> int:
 
 
 def cmd_toy_floor(args) -> int:
-    from bench.toy_floor import run
+    from bench.studies.toy_floor import run
 
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in TASKS]
@@ -163,7 +163,7 @@ def _command(args) -> str:
 
 
 def cmd_toy_exactness(args) -> int:
-    from bench.exactness import BUDGETS, headline, run
+    from bench.studies.exactness import BUDGETS, headline, run
 
     if args.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(BUDGETS)}")
@@ -175,7 +175,7 @@ def cmd_toy_exactness(args) -> int:
 
 
 def cmd_toy_finetune(args) -> int:
-    from bench.finetune_study import FINETUNE_BUDGETS, run
+    from bench.studies.finetune import FINETUNE_BUDGETS, run
 
     if args.budget not in FINETUNE_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(FINETUNE_BUDGETS)}")
@@ -187,7 +187,7 @@ def cmd_toy_finetune(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench.perf import run, speedups
+    from bench.studies.perf import run, speedups
 
     rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
                official=Path(args.official) if args.official else None)
@@ -230,8 +230,8 @@ def _protocol_line(spec) -> str:
 
 
 def cmd_run(args) -> int:
-    from bench.executors import run_all
-    from bench.runner import RunSpec, preflight
+    from bench.harness.executors import run_all
+    from bench.harness.runner import RunSpec, preflight
 
     scales = tuple(_numbers(args.guidance_scales, float, "--guidance-scales")) if args.guidance_scales else None
     spec = RunSpec(algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, preset=args.preset,
@@ -245,9 +245,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from bench.executors import run_all
-    from bench.runner import preflight
-    from bench.sweep import load_sweep
+    from bench.harness.executors import run_all
+    from bench.harness.runner import preflight
+    from bench.harness.sweep import load_sweep
 
     specs = load_sweep(Path(args.spec)).runs()
     preflight(specs)
@@ -267,7 +267,7 @@ def _wrote(paths: list[Path]) -> int:
 
 def _built_report(args, doing: str):
     """The report of `--results`' store, or None after saying there is nothing to `doing`."""
-    from bench.report import build
+    from bench.reports.report import build
 
     store = _existing_store(args.results)
     report = build(store, Path(args.reference) if getattr(args, "reference", None) else None)
@@ -278,7 +278,7 @@ def _built_report(args, doing: str):
 
 
 def cmd_report(args) -> int:
-    from bench import render
+    from bench.reports import render
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     render.check_formats(formats)  # before the report is computed
@@ -289,7 +289,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.leaderboard import write_leaderboard
+    from bench.reports.leaderboard import write_leaderboard
 
     report = _built_report(args, "rank")
     if report is None:
@@ -298,8 +298,8 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.leaderboard import compare
-    from bench.render import markdown_table
+    from bench.reports.leaderboard import compare
+    from bench.reports.render import markdown_table
 
     report = _built_report(args, "compare")
     if report is None:
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(func=cmd_run)
 
     sw = sub.add_parser("sweep", help="algorithms x datasets x seeds x grid from a YAML spec; skips finished runs")
-    sw.add_argument("spec", help="sweep YAML (see bench/sweep.py)")
+    sw.add_argument("spec", help="sweep YAML (see bench/harness/sweep.py)")
     executor_args(sw)
     sw.set_defaults(func=cmd_sweep)
 

@@ -4,9 +4,9 @@ runs end to end through the harness beside QGPO, and reloads from its checkpoint
 import numpy as np
 import torch
 
-from bench.executors import run_all
-from bench.runner import RunSpec
-from bench.store import ResultsStore
+from bench.harness.executors import run_all
+from bench.harness.runner import RunSpec
+from bench.harness.store import ResultsStore
 from envs import load_dataset
 from envs.minari_source import pinned_root
 from policies.bc import BC, BCPolicy, fit_bc

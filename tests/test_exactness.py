@@ -3,7 +3,7 @@ pi ∝ mu exp(beta Q); guidance by MSE energy regression does not (full table: r
 
 import pytest
 
-from bench.exactness import BUDGETS, run_task
+from bench.studies.exactness import BUDGETS, run_task
 from envs.toy import TASKS, noise_floor
 
 BETA = 10.0

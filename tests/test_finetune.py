@@ -252,7 +252,7 @@ def test_qgpo_and_ddpo_share_the_behaviour_and_critic_stages(umaze, tmp_path):
 
 
 def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path):
-    from bench.finetune_study import run
+    from bench.studies.finetune import run
 
     out = tmp_path / "finetune.md"
     summary = run(["moons"], [3.0], [0], "test", out, "diffbench toy finetune --budget test", None)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.executors import run_all
-from bench.runner import RunSpec
-from bench.store import ResultsStore
+from bench.harness.executors import run_all
+from bench.harness.runner import RunSpec
+from bench.harness.store import ResultsStore
 
 from .conftest import TINY_ID
 
@@ -174,7 +174,7 @@ def test_run_then_export(capsys, tiny_pointmaze, tmp_path):
 
 
 def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path):
-    from bench.sweep import load_sweep
+    from bench.harness.sweep import load_sweep
 
     path = tmp_path / "sweep.yaml"
     path.write_text("algorithms: [qgpo, bc]\ndatasets: [a/b-v0, c/d-v0]\nseeds: [0, 1]\npreset: tiny\n"
@@ -212,7 +212,7 @@ def test_the_committed_ddpo_sweep_shares_its_stages_between_qgpo_and_ddpo(tmp_pa
     """bench/sweeps/ddpo_umaze.yaml: for each seed, qgpo and ddpo look up the same shared stage checkpoints."""
     import numpy as np
 
-    from bench.sweep import load_sweep
+    from bench.harness.sweep import load_sweep
     from policies import registry
     from policies.training import TrainHooks
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.evaluation import EPISODE_CAP, check_eval_env, evaluate
-from bench.executors import run_all
-from bench.runner import RunSpec
-from bench.store import ResultsStore, RunResult
+from bench.harness.evaluation import EPISODE_CAP, check_eval_env, evaluate
+from bench.harness.executors import run_all
+from bench.harness.runner import RunSpec
+from bench.harness.store import ResultsStore, RunResult
 from envs import DatasetError, catalog, load_dataset
 from envs.families import default_reward_transform, family
 from policies.errors import ConfigError
@@ -130,7 +130,7 @@ def test_the_scale_is_chosen_on_held_out_episodes_and_scored_on_fresh_ones(tiny_
         def seed(self, seed):
             pass
 
-    from bench.runner import SELECTION_SEED_OFFSET
+    from bench.harness.runner import SELECTION_SEED_OFFSET
 
     reported, held_out = Still(), Still()
     evaluate(reported, ds, episodes=2, seed=0, max_steps=1)
@@ -184,7 +184,7 @@ def test_a_sweep_with_repeated_or_nan_values(capsys, tiny_pointmaze, tmp_path):
                     "overrides: {beta: .nan}\n")
     code, _, err = run(capsys, "sweep", path, "--results", tmp_path / "r")
     assert code == 2 and "beta must be a finite number" in err
-    from bench.sweep import load_sweep
+    from bench.harness.sweep import load_sweep
 
     path.write_text(f"algorithms: [qgpo]\ndatasets: [{TINY_ID}]\npreset: tiny\nguidance_scales: [1, 1.0, 0]\n")
     assert load_sweep(path).runs()[0].scales() == (1.0, 0.0)

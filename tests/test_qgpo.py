@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from envs.catalog import load_dataset
 from policies import registry
 from policies.checkpoint import save_checkpoint

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from bench.quick import comparison, format_table
-from bench.store import ResultsStore, RunResult
+from bench.studies.quick import comparison, format_table
+from bench.harness.store import ResultsStore, RunResult
 
 
 def run(run_id: str, seed: int, scores: dict[float, list[float]]) -> RunResult:

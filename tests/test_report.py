@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.leaderboard import compare, ranking
-from bench.report import build, domain
-from bench.store import ResultsStore, RunResult
+from bench.reports.leaderboard import compare, ranking
+from bench.reports.report import build, domain
+from bench.harness.store import ResultsStore, RunResult
 
 D4RL = "hopper-medium-v2"
 GEN = "diffbench/pointmaze/umaze-v0"
@@ -171,7 +171,7 @@ def test_domains():
 def test_latex_escapes_each_special_character_once():
     import pandas as pd
 
-    from bench.render import _latex
+    from bench.reports.render import _latex
 
     tex = _latex("a_b", pd.DataFrame({"x": ["50% & {1} \\ #2 ± 3"]}))
     assert r"50\% \& \{1\} \textbackslash{} \#2 $\pm$ 3 \\" in tex and r"\caption{a\_b}" in tex

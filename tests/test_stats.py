@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench import stats
+from bench.reports import stats
 
 # 4 runs x 3 tasks
 S = np.array([[1.0, 5.0, 40.0],

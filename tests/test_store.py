@@ -5,7 +5,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from bench.store import SCHEMA_VERSION, ResultsStore, RunResult, StoreError
+from bench.harness.store import SCHEMA_VERSION, ResultsStore, RunResult, StoreError
 
 
 def result(run_id: str, status: str = "finished", episodes: int = 3) -> RunResult:

@@ -2,7 +2,7 @@
 
 Times one training step of each stage and guided action sampling (15 DPM-Solver steps, energy
 gradient every step). With `--official PATH` the official QGPO code is timed in the same run on the
-same shapes (`bench.official`), and only such same-run figures are divided into ratios. Medians over
+same shapes (`bench.studies.official`), and only such same-run figures are divided into ratios. Medians over
 repeats after warm-up; CUDA is synchronised per repeat.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.provenance import code_version, hardware, made_by
+from bench.harness.provenance import code_version, hardware, made_by
 from policies.diffusion import DiffusionModel
 from policies.networks import EnergyNet, TwinQ
 from policies.qgpo import QGPOConfig, cep_loss, td_loss
@@ -152,7 +152,7 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
 def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
         official: Path | None = None) -> list[tuple]:
     """Rows of (device label, our figures, their matmul FLOPs, the device's matmul rate, official figures or None)."""
-    from bench.official import describe, measure_official
+    from bench.studies.official import describe, measure_official
 
     version = code_version()
     source = describe(official) if official is not None else None  # a bad path fails before anything is timed

@@ -1,6 +1,6 @@
 """Does fine-tuning reach the tilted target? DDPO against exact samples on the toy bandits, beside CEP.
 
-For each task and seed the behaviour model mu_theta is fitted as in `bench.exactness` (same streams, so
+For each task and seed the behaviour model mu_theta is fitted as in `bench.studies.exactness` (same streams, so
 the same model). For each beta, with the task's exact Q as the reward:
 - CEP: f_phi by contrastive energy prediction, guided DPM-Solver-2 (15 steps) at scale 1;
 - DDPO: a copy of mu_theta fine-tuned on its K-step chain by `policies.ddpo.train_ddpo`.
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
+from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
                              run_jobs, stream, theta_tilt, toy_support)
-from bench.provenance import code_version, made_by
+from bench.harness.provenance import code_version, made_by
 from envs.toy import TASKS, sample_target, sliced_wasserstein
 from policies.ddpo import DDPOConfig, train_ddpo
 from policies.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy

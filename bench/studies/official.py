@@ -69,7 +69,7 @@ def _imported(root: Path) -> Iterator[dict[str, object]]:
 
 def measure_official(path: Path, device: torch.device, obs_dim: int, act_dim: int, m: int,
                      timer: Callable[[Callable[[], object], int], float], repeats: int) -> dict[str, float]:
-    """The official code's figures for the cases `bench.perf.measure` times, with the same shapes."""
+    """The official code's figures for the cases `bench.studies.perf.measure` times, with the same shapes."""
     root = code_root(path)
     with _imported(root) as mods, warnings.catch_warnings():
         warnings.simplefilter("ignore")

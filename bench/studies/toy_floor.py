@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.provenance import code_version, made_by
+from bench.harness.provenance import code_version, made_by
 from envs.toy import TASKS, noise_floor
 from envs.toy.distance import MMD_BANDWIDTHS
 

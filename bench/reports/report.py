@@ -1,4 +1,4 @@
-"""What a comparison report says, computed from the results store; `bench.render` writes it out.
+"""What a comparison report says, computed from the results store; `bench.reports.render` writes it out.
 
 An *entry* is what a table row compares: an algorithm with its preset (and a config tag when one
 preset was run with different overrides) and, for guided algorithms, one guidance scale. A run's
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from bench.reference import load_reference, matching_dataset, same_protocol
-from bench.store import ResultsStore
+from bench.reports import stats
+from bench.reports.reference import load_reference, matching_dataset, same_protocol
+from bench.harness.store import ResultsStore
 from envs import families
 
 REPS = 10_000  # bootstrap replicates (Agarwal et al. use 50k for papers; 10k keeps a report to seconds)

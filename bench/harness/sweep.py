@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.runner import RunSpec
+from bench.harness.runner import RunSpec
 from policies import config as cfg_tools
 from policies import registry
 from policies.errors import ConfigError

@@ -12,10 +12,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.render import fmt, markdown_table
-from bench.report import run_scores
-from bench.runner import RunSpec
-from bench.store import ResultsStore
+from bench.reports.render import fmt, markdown_table
+from bench.reports.report import run_scores
+from bench.harness.runner import RunSpec
+from bench.harness.store import ResultsStore
 
 DATASET = "diffbench/pointmaze/umaze-dense-small-v0"
 SEEDS = (0, 1)

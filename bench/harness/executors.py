@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from bench.runner import RunSpec, execute
-from bench.store import ResultsStore, RunResult
+from bench.harness.runner import RunSpec, execute
+from bench.harness.store import ResultsStore, RunResult
 from policies.errors import ConfigError
 
 EXECUTORS = ("local", "ray")

@@ -1,4 +1,4 @@
-"""The report's figures (matplotlib, headless): each function returns a Figure for `bench.render`."""
+"""The report's figures (matplotlib, headless): each function returns a Figure for `bench.reports.render`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bench import stats  # noqa: E402
+from bench.reports import stats  # noqa: E402
 
 
 def _colours(entries: list[str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Writes a `bench.report.Report` as Markdown, self-contained HTML, LaTeX and CSV, with its figures.
+"""Writes a `bench.reports.report.Report` as Markdown, self-contained HTML, LaTeX and CSV, with its figures.
 
 Markdown links the PNGs beside it; the HTML embeds every figure as inline SVG, so the one file opens
 in a browser with no server and nothing else next to it.
@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bench.report import Report, provenance
+from bench.reports.report import Report, provenance
 from policies.errors import ConfigError
 
 FORMATS = ("md", "html", "csv", "tex")
@@ -81,8 +81,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def _figures(report: Report) -> dict[str, Callable]:
-    from bench import plots
-    from bench.report import score_matrix
+    from bench.reports import plots
+    from bench.reports.report import score_matrix
 
     figs: dict[str, Callable] = {}
     if not report.aggregates.empty:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.provenance import code_version, made_by
+from bench.harness.provenance import code_version, made_by
 from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein, tilt
 from policies.diffusion import DiffusionModel, fit_behaviour
 from policies.networks import EnergyNet

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.evaluation import check_eval_env, evaluate
-from bench.locks import atomic_write_text, run_lock
-from bench.provenance import code_version, hardware, package_versions
-from bench.scalars import Scalars
-from bench.store import RunResult
+from bench.harness.evaluation import check_eval_env, evaluate
+from bench.harness.locks import atomic_write_text, run_lock
+from bench.harness.provenance import code_version, hardware, package_versions
+from bench.harness.scalars import Scalars
+from bench.harness.store import RunResult
 from envs import catalog, families
 from envs.dataset import OfflineDataset
 from envs.transitions import REWARD_TRANSFORMS

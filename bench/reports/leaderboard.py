@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from bench.render import fmt, html_page, markdown_table, tables
-from bench.report import REPS, Report, provenance, score_matrix
+from bench.reports import stats
+from bench.reports.render import fmt, html_page, markdown_table, tables
+from bench.reports.report import REPS, Report, provenance, score_matrix
 from policies.errors import ConfigError
 
 LOWER_IS_BETTER = {"optimality gap"}

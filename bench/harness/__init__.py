@@ -1,0 +1,1 @@
+"""Running: one run, executors, the results store, sweeps, evaluation, provenance."""

@@ -1,0 +1,1 @@
+"""Reading results: comparison reports, tables, intervals, plots, the leaderboard, published numbers."""
