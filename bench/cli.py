@@ -186,6 +186,21 @@ def cmd_toy_finetune(args) -> int:
     return 0
 
 
+def cmd_toy_ctrl(args) -> int:
+    from bench.studies.ctrl import CTRL_BUDGETS, run
+
+    if args.budget not in CTRL_BUDGETS:
+        raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(CTRL_BUDGETS)}")
+    sizes = _numbers(args.sizes, int, "--sizes")
+    if min(sizes) < 10:
+        raise ConfigError(f"--sizes are labelled points per control; each must be >= 10, got {min(sizes)}")
+    summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), sizes, args.budget, Path(args.out),
+                  _command(args), workers=args.workers)
+    print(Path(args.out).read_text().splitlines()[-1])
+    print(f"wrote {args.out} ({len(summary)} summary rows)")
+    return 0
+
+
 def cmd_perf(args) -> int:
     from bench.studies.perf import run, speedups
 
@@ -380,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
         study.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
         study.add_argument("--out", default=f"results/{name}.md")
         study.set_defaults(func=func)
+
+    ct = tsub.add_parser("ctrl", help="CTRL beside classifier and classifier-free guidance against exact conditionals")
+    ct.add_argument("--tasks", default=",".join(TASKS))
+    ct.add_argument("--seeds", default="0,1,2,3,4")
+    ct.add_argument("--sizes", default="1000,10000,100000", help="labelled points per control")
+    ct.add_argument("--budget", default="default", help="training budget preset: default or test")
+    ct.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
+    ct.add_argument("--out", default="results/ctrl.md")
+    ct.set_defaults(func=cmd_toy_ctrl)
 
     def executor_args(sp, results: str = "runs", workers: int = 1):
         sp.add_argument("--results", default=results, help="results directory: run directories and results.sqlite")

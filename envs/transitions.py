@@ -74,6 +74,23 @@ class Transitions:
         out = torch.zeros(self.num_episodes, dtype=torch.float64)
         return out.index_add_(0, ids, self.rewards.double())
 
+    def discounted_returns_to_go(self, gamma: float) -> torch.Tensor:
+        """(N,) float64: G_t = r_t + gamma G_{t+1} within each episode, restarting at every episode start.
+
+        An episode cut by a time limit has an unobserved tail, so its returns-to-go are truncated there
+        (no bootstrap: a dataset label must not depend on a learned value)."""
+        if not 0 <= gamma <= 1:
+            raise DatasetError(f"gamma must be in [0, 1], got {gamma}")
+        rewards = self.rewards.double().cpu().tolist()  # plain floats: a Python loop over them is fast enough
+        out = [0.0] * len(rewards)
+        starts = self.episode_starts.cpu().tolist()
+        for begin, end in zip(starts[:-1], starts[1:]):
+            g = 0.0
+            for i in range(end - 1, begin - 1, -1):
+                g = rewards[i] + gamma * g
+                out[i] = g
+        return torch.tensor(out, dtype=torch.float64)
+
     def to(self, device: torch.device | str) -> "Transitions":
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)}
         return Transitions(**moved)

@@ -41,10 +41,11 @@ def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.
 
 class DiffusionModel(nn.Module):
     def __init__(self, action_dim: int, state_dim: int, widths: Sequence[int] = (512, 256, 128),
-                 schedule: VPSchedule = VPSchedule()):
+                 schedule: VPSchedule = VPSchedule(), net: nn.Module | None = None):
+        """`net` (eps(x, t, states), with `condition`): another noise network than a fresh ScoreNet."""
         super().__init__()
         self.action_dim, self.state_dim, self.schedule = action_dim, state_dim, schedule
-        self.net = ScoreNet(action_dim, state_dim, widths)
+        self.net = net if net is not None else ScoreNet(action_dim, state_dim, widths)
 
     def loss(self, actions: torch.Tensor, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Denoising score matching: E_{t, z} || eps_theta(alpha_t a + sigma_t z, t, s) - z ||^2."""

@@ -128,13 +128,15 @@ class FinetunedPolicy(nn.Module):
     pretrained model, so they carry no KL and no gradient. Untrained, it is exactly the pretrained chain.
     """
 
-    def __init__(self, pretrained: NoiseModel, chain: Chain, train_last: int = 0):
+    def __init__(self, pretrained: NoiseModel, chain: Chain, train_last: int = 0, model: NoiseModel | None = None):
+        """`model`: the trainable model when it is not a plain copy of `pretrained` (CTRL's, with new
+        controls); it must start equal to `pretrained` for the fine-tuning to start from it."""
         super().__init__()
         if not 0 <= train_last <= chain.steps:
             raise ConfigError(f"train_last must be in [0, {chain.steps}] (0: every step), got {train_last}")
         self.chain = chain
         self.pretrained = pretrained
-        self.model = copy.deepcopy(pretrained).requires_grad_(True)
+        self.model = (model if model is not None else copy.deepcopy(pretrained)).requires_grad_(True)
         self.pretrained.requires_grad_(False)
         self.first_trained = chain.steps - train_last if train_last else 0
         ts, table = chain.coefficients(pretrained.schedule)
@@ -182,6 +184,33 @@ class FinetunedPolicy(nn.Module):
             log_probs.append(gaussian_log_density(traj.xs[k + 1, rows], mean, std.expand(rows.numel())))
             kls.append(step_kl(mean, traj.pre_means[k, rows], std))
         return torch.stack(log_probs), torch.stack(kls)
+
+    def pathwise(self, states: torch.Tensor, generator: torch.Generator | None = None, truncate: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chain per state with reparameterised noise, x_{k+1} = mean_theta(x_k) + std_k z_k, kept
+        differentiable: returns the actions and the per-step KLs (len(trained_steps), N), both carrying
+        gradients, for reward backpropagation (CTRL; DRaFT). The KL's gradient flows through x_k too,
+        which is what makes E_theta[sum_k KL_k] the path KL's pathwise estimate.
+
+        `truncate` = K' > 0: the reward's gradient flows back through the last K' steps only (truncated
+        backpropagation); every trained step's KL keeps its direct gradient."""
+        if not 0 <= truncate <= self.chain.steps:
+            raise ConfigError(f"truncate must be in [0, {self.chain.steps}] (0: through every step), got {truncate}")
+        n, stds = states.shape[0], self.coef[:, 2]
+        cut = self.chain.steps - truncate if truncate else 0
+        x = torch.randn((n, self.pretrained.action_dim), device=states.device, generator=generator)
+        kls = []
+        for k in range(self.chain.steps):
+            if k <= cut:
+                x = x.detach()
+            if k < self.first_trained:
+                with torch.no_grad():
+                    mean = self.means(self.pretrained, x, k, states)
+            else:
+                mean = self.means(self.model, x, k, states)
+                kls.append(step_kl(mean, self.means(self.pretrained, x, k, states), stds[k]))
+            x = mean + stds[k] * torch.randn(mean.shape, device=mean.device, generator=generator)
+        return x, torch.stack(kls)
 
     @torch.inference_mode()
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -256,14 +285,23 @@ class FinetuneConfig(PretrainConfig):
         return Chain(self.chain, self.chain_steps, self.chain_grid)
 
 
-def finetune_stage_fields(method_fields: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Stage fingerprints of a fine-tuning algorithm: the shared stages', then the chain's and the method's."""
-    return {**PRETRAIN_FIELDS, "finetune": ("chain", "chain_grid", "chain_steps", "train_last", "beta", *method_fields)}
+FINETUNE_FIELDS = ("chain", "chain_grid", "chain_steps", "train_last", "beta")
+
+
+def finetune_stage_fields(method_fields: tuple[str, ...],
+                          before: dict[str, tuple[str, ...]] = PRETRAIN_FIELDS) -> dict[str, tuple[str, ...]]:
+    """Stage fingerprints of a fine-tuning algorithm: the reward model's stages' (by default the shared
+    behaviour, support and critic), then the chain's and the method's."""
+    return {**before, "finetune": (*FINETUNE_FIELDS, *method_fields)}
 
 
 class FinetuneAlgorithm(PretrainedAlgorithm):
-    """behaviour, support and critic (shared with QGPO), then `finetune`: a copy of mu_theta trained on
-    the chain toward Q_0 by the method's `finetune`. Acts by running the fine-tuned chain."""
+    """The reward model's stages, then `finetune`: a copy of mu_theta trained on the chain toward the
+    reward by the method's `finetune`. Acts by running the fine-tuned chain.
+
+    By default the reward is Q_0, so the stages are behaviour, support and critic, shared with QGPO
+    (DDPO, DxMI). A method with another reward (CTRL: a classifier) overrides `stages`,
+    `fit_reward_model`, `reward`, `new_policy` and `policy_states`."""
 
     stages = (*PRETRAIN_STAGES, "finetune")
     policy_stages = ("behaviour", "finetune")
@@ -278,10 +316,24 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
                  workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
         """Train `policy.model` toward `reward` from dataset `states`; returns the stage's record."""
 
+    def fit_reward_model(self, dataset: OfflineDataset, workdir: Path | None, hooks: TrainHooks | None,
+                         progress: bool) -> None:
+        """Every stage before `finetune` (here: behaviour, support, critic)."""
+        self.fit_pretrained(dataset.transitions.to(self.device), workdir, hooks, progress)
+        self._support = {}  # only the critic needed them
+
     def reward(self) -> RewardFn:
         """Q_0 (the critic's target net, min of the twins) of the action clipped to the bounds, as acted."""
         q, low, high = self.q_target, self.action_low, self.action_high
         return lambda s, a: q(s, torch.clamp(a, low, high))
+
+    def new_policy(self) -> FinetunedPolicy:
+        """The policy to fine-tune, equal to the pretrained chain until trained."""
+        return FinetunedPolicy(self.behaviour, self.config.chain_spec(), self.config.train_last)
+
+    def policy_states(self, observations: torch.Tensor) -> torch.Tensor:
+        """What the chain is conditioned on when acting (CTRL appends the control's label)."""
+        return observations
 
     def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
             hooks: TrainHooks | None = None) -> dict[str, Any]:
@@ -290,14 +342,13 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
         t = dataset.transitions.to(self.device)
         workdir = Path(workdir) if workdir is not None else None
         self.resume(workdir)
-        self.fit_pretrained(t, workdir, hooks, progress)
-        self._support = {}  # only the critic needed them
+        self.fit_reward_model(dataset, workdir, hooks, progress)
         with self.stage("finetune", workdir, hooks) as todo:
             if todo:
-                self.policy = FinetunedPolicy(self.behaviour, cfg.chain_spec(), cfg.train_last)
+                self.policy = self.new_policy()
                 reward = self.reward()
                 with torch.no_grad():  # a reward model that returns NaN stops here, not mid-training
-                    probe = t.observations[:4096]
+                    probe = self.policy_states(t.observations[:4096])
                     check_rewards(reward(probe, t.actions[:4096]), "dataset actions")
                     drawn = self.policy.sample(probe, stage_generator(cfg.seed, "reward check", self.device))
                     check_rewards(reward(probe, drawn), "actions of the pretrained chain")
@@ -315,20 +366,25 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
     def act(self, observations: np.ndarray) -> np.ndarray:
         if self.policy is None:
             raise ConfigError(f"{self.name} has no fine-tuned policy yet; fit it or load a trained run")
-        return self.clip(self.policy.sample(self.observations(observations), self._act_generator))
+        states = self.policy_states(self.observations(observations))
+        return self.clip(self.policy.sample(states, self._act_generator))
+
+    def stage_steps(self) -> dict[str, int]:
+        """Gradient steps of each stage before `finetune` (the config's budget)."""
+        return {"behaviour": self.config.behaviour_steps, "critic": self.config.q_steps}
 
     @property
     def cost(self) -> dict[str, Any]:
         cfg = self.config
-        budget = {"behaviour": cfg.behaviour_steps, "critic": cfg.q_steps,
-                  "finetune": self.records.get("finetune", {}).get("gradient_steps", 0)}
+        finetune = self.records.get("finetune", {})
+        budget = {**self.stage_steps(), "finetune": finetune.get("gradient_steps", 0)}
         steps = {s: n for s, n in budget.items() if s in self.records}
+        extra = {"support_nfe_per_action": cfg.support_sampler.steps} if "support" in self.stages else {}
         return {"gradient_steps": steps, "gradient_steps_total": sum(steps.values()),
-                "nfe_per_action": cfg.chain_steps, "support_nfe_per_action": cfg.support_sampler.steps,
-                "finetune_samples": self.records.get("finetune", {}).get("samples", 0),
-                "finetune_nfe": self.records.get("finetune", {}).get("nfe", 0)}
+                "nfe_per_action": cfg.chain_steps, **extra,
+                "finetune_samples": finetune.get("samples", 0), "finetune_nfe": finetune.get("nfe", 0)}
 
     def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
         if not self.restore_pretrained(stage, ckpt):
-            self.policy = FinetunedPolicy(self.behaviour, self.config.chain_spec(), self.config.train_last)
+            self.policy = self.new_policy()
             self.policy.model.load_state_dict(ckpt["model"])

@@ -93,8 +93,12 @@ class ScoreNet(nn.Module):
         """The state's share of the mixing layer's pre-activation, computed once per sampling call."""
         return self.mix_state(self.state_embed(states))
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
+    def eps(self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor,
+            time_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """`time_shift` (N, time_dim), added to the time embedding, is how a new control enters (CTRL)."""
         te = self.time_embed(_time_tensor(t, x))
+        if time_shift is not None:
+            te = te + time_shift
         h = self.mix_time(te) + cond
         projections = self.cond_proj(F.silu(self.mix_out(F.silu(h)))).split(self.block_widths, -1)
         skips, h = [], x

@@ -199,6 +199,17 @@ class PretrainedAlgorithm(StagedAlgorithm):
         self.q_target: TwinQ | None = None
         self._support: dict[str, torch.Tensor] = {}
 
+    def fit_behaviour_stage(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> None:
+        """Stage 1 alone (CTRL needs mu_theta but no critic)."""
+        cfg = self.config
+        with self.stage("behaviour", workdir, hooks) as todo:
+            if todo:
+                self.records["behaviour"] = fit_behaviour(
+                    self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
+                    lr=cfg.behaviour_lr, generator=stage_generator(cfg.seed, "behaviour", self.device),
+                    fingerprint=self.fingerprint("behaviour"), workdir=workdir, hooks=hooks, progress=progress)
+                self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
+
     def fit_pretrained(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool,
                        critic_alongside: Callable[[torch.Generator], tuple[Callable, dict[str, Any]]] | None = None,
                        ) -> dict[str, torch.Tensor]:
@@ -209,13 +220,7 @@ class PretrainedAlgorithm(StagedAlgorithm):
         run = {"workdir": workdir, "hooks": hooks, "progress": progress}
         data = {"observations": t.observations, "actions": t.actions, "rewards": t.rewards,
                 "terminals": t.terminals.float()}
-        with self.stage("behaviour", workdir, hooks) as todo:
-            if todo:
-                self.records["behaviour"] = fit_behaviour(
-                    self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
-                    lr=cfg.behaviour_lr, generator=stage_generator(cfg.seed, "behaviour", dev),
-                    fingerprint=self.fingerprint("behaviour"), **run)
-                self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
+        self.fit_behaviour_stage(t, workdir, hooks, progress)
         with self.stage("support", workdir, hooks) as todo:
             if todo:  # support actions for every state and next state, generated once
                 next_index, extra = successor_index(t.observations, t.next_observations)

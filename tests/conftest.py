@@ -37,3 +37,13 @@ def dataset_copy(tiny_pointmaze, session_root, tmp_path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(session_root / tiny_pointmaze, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def umaze(tiny_pointmaze, session_root):
+    """The tiny dataset loaded once per module."""
+    from envs.catalog import load_dataset
+    from envs.minari_source import pinned_root
+
+    with pinned_root(session_root):
+        return load_dataset(tiny_pointmaze)

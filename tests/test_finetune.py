@@ -3,12 +3,10 @@ optimum of the KL-regularised objective, beta = 0 identity, bad inputs, resume a
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from envs.catalog import load_dataset
 from policies import registry
 from policies.ddpo import DDPO, DDPOConfig, train_ddpo
 from policies.diffusion import DiffusionModel
@@ -18,6 +16,8 @@ from policies.finetune import (Chain, FinetunedPolicy, gaussian_log_density, gro
 from policies.samplers import ddim, ddim_transition, sde_transition
 from policies.schedule import VPSchedule
 from policies.training import TrainHooks
+
+from .checks import check_acting, cut_and_resume, same_checkpoints
 
 
 # ---------------------------------------------------------------- the chain
@@ -133,14 +133,6 @@ def test_ddpo_reaches_the_tilted_gaussian_in_closed_form(kind, estimator):
 
 # ---------------------------------------------------------------- the algorithm on a dataset
 
-@pytest.fixture(scope="module")
-def umaze(tiny_pointmaze, session_root):
-    from envs.minari_source import pinned_root
-
-    with pinned_root(session_root):
-        return load_dataset(tiny_pointmaze)
-
-
 def tiny(**overrides):
     return registry.make_config("ddpo", "tiny", {"device": "cpu", **overrides})
 
@@ -168,18 +160,10 @@ def test_only_the_last_steps_are_trained_when_asked(umaze, tmp_path):
 def test_acting_is_batched_inside_the_bounds_and_reproducible(umaze, tmp_path):
     algo = DDPO.for_dataset(umaze, tiny())
     record = algo.fit(umaze, tmp_path)
-    obs = umaze.transitions.observations[:7]
-    algo.seed(3)
-    a = algo.act(obs)
-    algo.seed(3)
-    assert a.shape == (7, umaze.transitions.action_dim) and np.array_equal(a, algo.act(obs))
-    assert np.all(a >= umaze.action_space.low) and np.all(a <= umaze.action_space.high)
+    check_acting(algo, umaze, tmp_path)
     cost = record["cost"]
     assert cost["nfe_per_action"] == 10 and cost["gradient_steps"]["finetune"] == 5 * 1 * 2
     assert cost["finetune_samples"] == 5 * 8 * 4
-    loaded = DDPO.load(tmp_path, umaze)
-    loaded.seed(3)
-    assert np.array_equal(loaded.act(obs), a)
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -210,26 +194,9 @@ def test_a_checkpoint_of_another_dataset_is_refused_by_name(umaze, tmp_path):
         DDPO.for_dataset(other, tiny()).fit(other, tmp_path)
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_a_run_cut_mid_fine_tuning_resumes_bit_for_bit(umaze, tmp_path):
-    config = tiny(iterations=30)
-
-    def kill(stage, step):
-        if stage == "finetune" and step == 15:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        DDPO.for_dataset(umaze, config).fit(umaze, tmp_path / "cut",
-                                            hooks=TrainHooks(checkpoint_every=10, eval_every=15, on_eval=kill))
-    resumed = DDPO.for_dataset(umaze, config).fit(umaze, tmp_path / "cut", hooks=TrainHooks(checkpoint_every=10))
-    assert resumed["stages"]["finetune"]["resumed_at"] == 10
-    DDPO.for_dataset(umaze, config).fit(umaze, tmp_path / "straight", hooks=TrainHooks(checkpoint_every=10))
-    a = torch.load(tmp_path / "cut" / "finetune.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "straight" / "finetune.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    cut_and_resume(DDPO, tiny(iterations=30), umaze, tmp_path, "finetune")
+    assert same_checkpoints(tmp_path, "finetune", ("model",))
 
 
 # ---------------------------------------------------------------- stages shared across algorithms

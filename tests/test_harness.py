@@ -141,7 +141,7 @@ def run_cli(capsys, *argv):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("algorithms: [qgpo\n", "is not valid YAML at line"),
-    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, ddpo, qgpo"),
+    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, ctrl, ddpo, qgpo"),
     ("algorithms: [qgpo]\ndatasets: [d]\noverrides: {betaa: 3}\n", "unknown config key 'betaa'"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseedz: [0]\n", "unknown config key 'seedz'; known keys: algorithms"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseeds: [zero]\n", "seeds[0] must be an integer"),
@@ -208,20 +208,22 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert runs.loc["ddpo", "nfe_per_action"] == 10 and runs.loc["ddpo", "status"] == "finished"
 
 
-def test_the_committed_ddpo_sweep_shares_its_stages_between_qgpo_and_ddpo(tmp_path):
-    """bench/sweeps/ddpo_umaze.yaml: for each seed, qgpo and ddpo look up the same shared stage checkpoints."""
+@pytest.mark.parametrize("name,other,stages", [("ddpo_umaze", "ddpo", ("behaviour", "support", "critic")),
+                                                ("ctrl_umaze", "ctrl", ("behaviour",))])
+def test_the_committed_fine_tuning_sweeps_share_their_stages_with_qgpo(tmp_path, name, other, stages):
+    """bench/sweeps/*_umaze.yaml: for each seed, qgpo and the fine-tuning method look up the same shared stages."""
     import numpy as np
 
     from bench.harness.sweep import load_sweep
     from policies import registry
     from policies.training import TrainHooks
 
-    runs = load_sweep(Path(__file__).parents[1] / "bench" / "sweeps" / "ddpo_umaze.yaml").runs()
+    runs = load_sweep(Path(__file__).parents[1] / "bench" / "sweeps" / f"{name}.yaml").runs()
     hooks = TrainHooks(shared_stages=tmp_path)
     paths = {}
     for r in runs:
         algo = registry.get(r.algorithm)(r.config(), 4, 2, -np.ones(2), np.ones(2), "cpu")
-        paths[r.algorithm, r.seed] = [algo.shared_path(s, hooks) for s in ("behaviour", "support", "critic")]
-    assert sorted(paths) == [("ddpo", 0), ("ddpo", 1), ("qgpo", 0), ("qgpo", 1)]
-    assert paths["qgpo", 0] == paths["ddpo", 0] and paths["qgpo", 1] == paths["ddpo", 1]
-    assert paths["qgpo", 0] != paths["qgpo", 1]
+        paths[r.algorithm, r.seed] = [algo.shared_path(s, hooks) for s in stages]
+    assert sorted(paths) == [(other, 0), (other, 1), ("qgpo", 0), ("qgpo", 1)]
+    assert paths["qgpo", 0] == paths[other, 0] and paths["qgpo", 1] == paths[other, 1]
+    assert paths["qgpo", 0] != paths["qgpo", 1] and None not in paths[other, 0]

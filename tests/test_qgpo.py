@@ -15,6 +15,8 @@ from policies.networks import EnergyNet, ScoreNet
 from policies.qgpo import QGPO, QGPOConfig, cep_loss, in_support_value, successor_index
 from policies.schedule import VPSchedule
 
+from .checks import cut_and_resume, same_checkpoints
+
 
 def test_energy_gradient_is_the_autograd_gradient():
     torch.manual_seed(0)
@@ -74,7 +76,7 @@ def test_bad_config_values_are_one_clear_error(field, value, match):
 
 
 def test_unknown_names_are_one_clear_error():
-    with pytest.raises(ConfigError, match="unknown algorithm 'qgpx'; known: bc, ddpo, qgpo"):
+    with pytest.raises(ConfigError, match="unknown algorithm 'qgpx'; known: bc, ctrl, ddpo, qgpo"):
         registry.get("qgpx")
     with pytest.raises(ConfigError, match="unknown preset 'fast'"):
         registry.make_config("qgpo", "fast")
@@ -226,35 +228,11 @@ def test_the_critic_bootstraps_through_timeouts_and_not_through_terminals():
     assert values[0].item() == pytest.approx(1.0, abs=0.05) and values[1].item() == pytest.approx(2.0, abs=0.05)
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("interleave,stage", [(False, "critic"), (False, "energy"), (True, "critic"), (True, "energy")])
-def test_a_run_cut_mid_critic_or_energy_resumes_bit_for_bit(tiny_pointmaze, session_root, tmp_path, interleave, stage):
-    """Everything after the last mid-stage checkpoint is lost, as with SIGKILL; the resumed run must equal an
-    uninterrupted one to the bit, f_phi's optimizer state included when it trains alongside Q_0."""
-    from envs.minari_source import pinned_root
-    from policies.training import TrainHooks
-
-    with pinned_root(session_root):
-        ds = load_dataset(tiny_pointmaze)
+def test_a_run_cut_mid_critic_or_energy_resumes_bit_for_bit(umaze, tmp_path, interleave, stage):
+    """The resumed run must equal an uninterrupted one to the bit, f_phi's optimizer state included when it
+    trains alongside Q_0."""
     config = registry.make_config("qgpo", "tiny", {"device": "cpu", "q_steps": 40, "energy_steps": 60,
                                                    "energy_batch": 32, "interleave": interleave})
-
-    def kill(at_stage, step):
-        if at_stage == stage and step == 15:
-            raise _Killed
-
-    cut = QGPO.for_dataset(ds, config)
-    with pytest.raises(_Killed):
-        cut.fit(ds, tmp_path / "cut", hooks=TrainHooks(checkpoint_every=10, eval_every=15, on_eval=kill))
-    assert (tmp_path / "cut" / f"{stage}.partial.pt").exists()
-    resumed = QGPO.for_dataset(ds, config).fit(ds, tmp_path / "cut", hooks=TrainHooks(checkpoint_every=10))
-    assert resumed["stages"][stage]["resumed_at"] == 10
-    QGPO.for_dataset(ds, config).fit(ds, tmp_path / "straight", hooks=TrainHooks(checkpoint_every=10))
-    for name, keys in (("critic", ("q", "q_target")), ("energy", ("energy",))):
-        a = torch.load(tmp_path / "cut" / f"{name}.pt", weights_only=True)
-        b = torch.load(tmp_path / "straight" / f"{name}.pt", weights_only=True)
-        for key in keys:
-            assert all(torch.equal(a[key][p], b[key][p]) for p in a[key]), (name, key)
+    cut_and_resume(QGPO, config, umaze, tmp_path, stage)
+    assert same_checkpoints(tmp_path, "critic", ("q", "q_target")) and same_checkpoints(tmp_path, "energy", ("energy",))

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
-                             run_jobs, stream, theta_tilt, toy_support)
+from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
+                                     fit_toy_behaviour, stream, theta_tilt, toy_support)
+from bench.studies.resumable import run_resumable
 from bench.harness.provenance import code_version, made_by
 from envs.toy import TASKS, sample_target, sliced_wasserstein
 from policies.ddpo import DDPOConfig, train_ddpo
@@ -238,40 +239,24 @@ def headline(summary: pd.DataFrame, misses: dict[str, list[str]]) -> str:
 
 def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str, out: Path, command: str,
         floor_csv: Path | None, workers: int = 1) -> pd.DataFrame:
-    """(task, seed) jobs, in `workers` single-threaded processes when > 1; finished jobs are kept in
-    `<out>.partial.csv`, so an interrupted run started again redoes only the jobs left."""
+    """(task, seed) jobs, in `workers` single-threaded processes when > 1; resumable
+    (`bench.studies.resumable`): an interrupted run started again redoes only the jobs left."""
     version, start = code_version(), time.perf_counter()
     budget = FINETUNE_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.csv")
-    rows: list[dict] = []
-    done: set[tuple[str, int]] = set()
-    if partial.exists():
-        previous = pd.read_csv(partial)
-        previous = previous[(previous.budget == budget_name) & previous.task.isin(tasks)]
-        if "code" not in previous:  # rows of an invocation that did not record its code version: redone
-            previous = previous.iloc[:0].assign(code="")
-        for (task, seed), grp in previous.groupby(["task", "seed"]):
-            if set(betas) <= set(grp.loc[grp.method == "ddpo", "beta"]):
-                done.add((task, int(seed)))
-                rows += grp[grp.beta.isin(betas) | (grp.method == "chain")].drop(columns="budget").to_dict("records")
-    jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds if (task, seed) not in done]
 
-    def finished(job: tuple, result: list[dict]) -> None:
-        result = [r | {"code": version} for r in result]
-        rows.extend(result)
-        pd.DataFrame([r | {"budget": budget_name} for r in result]).to_csv(partial, mode="a", header=not partial.exists(),
-                                                                           index=False)
-        print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    def reuse(grp: pd.DataFrame) -> pd.DataFrame | None:
+        if not set(betas) <= set(grp.loc[grp.method == "ddpo", "beta"]):
+            return None
+        return grp[grp.beta.isin(betas) | (grp.method == "chain")]
 
-    run_jobs(run_task, jobs, workers, finished)
+    jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds]
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, budget_name, workers, reuse)
     raw = pd.DataFrame(rows)
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
     floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None
     summary = summarise(raw)
     write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, floor)
-    if done:
-        print(f"{len(done)} (task, seed) jobs came from an earlier invocation ({partial.name})", flush=True)
-    partial.unlink(missing_ok=True)
+    out.with_suffix(".partial.csv").unlink(missing_ok=True)
     return summary

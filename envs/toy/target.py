@@ -30,13 +30,24 @@ def tilt(sample: Callable[[int], np.ndarray], q: Callable[[np.ndarray], np.ndarr
     With `max_draws`, stops there and returns the fewer samples accepted so far."""
     if beta < 0:
         raise DatasetError(f"beta must be >= 0, got {beta}")
-    kept, drawn, accepted = [], 0, 0
-    while accepted < n and (max_draws is None or drawn < max_draws):
-        x = np.asarray(sample(batch))
+
+    def accept(x: np.ndarray) -> np.ndarray:
         qx = q(x)
         if qx.max() > 1 + 1e-12 or qx.min() < -1e-12:
             raise DatasetError(f"{name}: Q left [0, 1] (range {qx.min()}..{qx.max()})")
-        keep = rng.uniform(size=len(x)) < np.exp(beta * (qx - 1.0))
+        return np.exp(beta * (qx - 1.0))
+
+    return reject(sample, accept, n, rng, batch, max_draws)
+
+
+def reject(sample: Callable[[int], np.ndarray], accept: Callable[[np.ndarray], np.ndarray], n: int,
+           rng: np.random.Generator, batch: int = 500_000, max_draws: int | None = None) -> tuple[np.ndarray, float]:
+    """`n` exact samples of p(x) ∝ s(x) accept(x), accept in [0, 1] (a tilt, or a likelihood p(y | x)),
+    and the acceptance rate observed; with `max_draws`, fewer if that many draws did not suffice."""
+    kept, drawn, accepted = [], 0, 0
+    while accepted < n and (max_draws is None or drawn < max_draws):
+        x = np.asarray(sample(batch))
+        keep = rng.uniform(size=len(x)) < accept(x)
         kept.append(x[keep])
         drawn += len(x)
         accepted += int(keep.sum())

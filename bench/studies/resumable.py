@@ -1,0 +1,51 @@
+"""(task, seed) jobs of a toy study that survive an interruption: each finished job's rows are appended
+to `<out>.partial.csv`, and an invocation started again redoes only the jobs not found there."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from bench.harness.provenance import code_version
+from bench.studies.exactness import run_jobs
+
+Key = tuple[str, int]
+
+
+def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callable[[tuple], Key], out: Path,
+                  budget_name: str, workers: int, reuse: Callable[[pd.DataFrame], pd.DataFrame | None]
+                  ) -> tuple[list[dict], int]:
+    """`fn(*job)` for each job not already finished; returns (all rows, jobs taken from the partial file).
+
+    `reuse(rows of one earlier (task, seed))` gives the rows to keep, or None to run the job again (e.g.
+    when it lacks a beta asked for now). Rows record the code version that made them; rows of an
+    invocation that recorded none are redone. The caller deletes the partial file once its report is written."""
+    version, start = code_version(), time.perf_counter()
+    partial = out.with_suffix(".partial.csv")
+    wanted = {key(job) for job in jobs}
+    rows: list[dict] = []
+    done: set[Key] = set()
+    if partial.exists():
+        previous = pd.read_csv(partial)
+        if "code" in previous and "budget" in previous:
+            previous = previous[previous.budget == budget_name]
+            for (task, seed), grp in previous.groupby(["task", "seed"]):
+                kept = reuse(grp) if (task, int(seed)) in wanted else None
+                if kept is not None:
+                    done.add((task, int(seed)))
+                    rows += kept.drop(columns="budget").to_dict("records")
+
+    def finished(job: tuple, result: list[dict]) -> None:
+        rows.extend(r | {"code": version} for r in result)
+        # rewritten whole, not appended: jobs may add columns the first one lacked
+        pd.DataFrame([r | {"budget": budget_name} for r in rows]).to_csv(partial, index=False)
+        task, seed = key(job)
+        print(f"{task} seed {seed}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    run_jobs(fn, [job for job in jobs if key(job) not in done], workers, finished)
+    if done:
+        print(f"{len(done)} (task, seed) jobs came from an earlier invocation ({partial.name})", flush=True)
+    return rows, len(done)
