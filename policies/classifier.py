@@ -20,7 +20,7 @@ from policies.conditioning import NULL, split_labels
 from policies.errors import ConfigError
 from policies.networks import FourierTime, allow_empty_state, mlp
 from policies.schedule import VPSchedule
-from policies.training import TrainHooks, run_steps
+from policies.training import TrainHooks, optimiser_step, run_steps
 
 ECE_BINS = 15
 
@@ -117,11 +117,7 @@ def train_classifier(clf: Classifier, states: torch.Tensor, actions: torch.Tenso
         if clf.noisy:
             t = schedule.sample_time(batch, a.device, generator)
             a = schedule.diffuse(a, t, torch.randn(a.shape, device=a.device, generator=generator))
-        loss = F.cross_entropy(clf.logits(states[i], a, t, calibrated=False), labels[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        return optimiser_step(opt, F.cross_entropy(clf.logits(states[i], a, t, calibrated=False), labels[i]))
 
     clf.train()
     record = run_steps(step, steps, stage, progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
@@ -144,8 +140,12 @@ def calibrate(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, labe
               schedule: VPSchedule | None = None) -> dict[str, float]:
     """Fit the temperature on `temperature_rows` (NLL, a 1-D convex problem in 1/T) and measure NLL
     and ECE before and after on `measure_rows`. A noisy classifier is calibrated over random t."""
-    a, t = _eval_inputs(clf, states, actions, schedule, generator)
-    raw = clf.logits(states, a, t, calibrated=False)
+    rows = torch.cat([temperature_rows, measure_rows])  # only the held-out rows are scored
+    a, t = _eval_inputs(clf, states[rows], actions[rows], schedule, generator)
+    raw = clf.logits(states[rows], a, t, calibrated=False)
+    labels = labels[rows]
+    temperature_rows = torch.arange(len(temperature_rows), device=raw.device)
+    measure_rows = torch.arange(len(temperature_rows), len(rows), device=raw.device)
     fit, y_fit = raw[temperature_rows], labels[temperature_rows]
     log_inv = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([log_inv], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")

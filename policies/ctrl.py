@@ -144,7 +144,7 @@ def train_ctrl(policy: FinetunedPolicy, states: torch.Tensor, classes: Sequence[
     samples = cfg.iterations * cfg.batch
     trained = len(policy.trained_steps)
     return record | {"gradient_steps": cfg.iterations, "samples": samples,
-                     "nfe": samples * (policy.chain.steps + trained) * 2}  # forward and backward, both nets
+                     "nfe": samples * (policy.chain.steps + trained)}  # forward evaluations, as DDPO counts them
 
 
 def _preset(name: str, **ctrl: Any) -> CTRLConfig:
@@ -181,10 +181,9 @@ class CTRL(FinetuneAlgorithm):
         self.classifier = Classifier(observation_dim, action_dim, self.classes[0], cfg.classifier_hidden,
                                      cfg.classifier_layers).to(self.device)
 
-    def fit_reward_model(self, dataset: OfflineDataset, workdir: Path | None, hooks: TrainHooks | None,
+    def fit_reward_model(self, dataset: OfflineDataset, t: Any, workdir: Path | None, hooks: TrainHooks | None,
                          progress: bool) -> None:
         cfg, dev = self.config, self.device
-        t = dataset.transitions.to(dev)
         self.fit_behaviour_stage(t, workdir, hooks, progress)
         with self.stage("classifier", workdir, hooks) as todo:
             if todo:

@@ -316,10 +316,10 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
                  workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
         """Train `policy.model` toward `reward` from dataset `states`; returns the stage's record."""
 
-    def fit_reward_model(self, dataset: OfflineDataset, workdir: Path | None, hooks: TrainHooks | None,
+    def fit_reward_model(self, dataset: OfflineDataset, t: Any, workdir: Path | None, hooks: TrainHooks | None,
                          progress: bool) -> None:
-        """Every stage before `finetune` (here: behaviour, support, critic)."""
-        self.fit_pretrained(dataset.transitions.to(self.device), workdir, hooks, progress)
+        """Every stage before `finetune` (here: behaviour, support, critic); `t`: the transitions on the device."""
+        self.fit_pretrained(t, workdir, hooks, progress)
         self._support = {}  # only the critic needed them
 
     def reward(self) -> RewardFn:
@@ -342,7 +342,7 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
         t = dataset.transitions.to(self.device)
         workdir = Path(workdir) if workdir is not None else None
         self.resume(workdir)
-        self.fit_reward_model(dataset, workdir, hooks, progress)
+        self.fit_reward_model(dataset, t, workdir, hooks, progress)
         with self.stage("finetune", workdir, hooks) as todo:
             if todo:
                 self.policy = self.new_policy()
