@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from envs.dataset import OfflineDataset
-from policies.training import TrainHooks
+from policies.core.training import TrainHooks
 
 
 class Algorithm(ABC):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies.training import TrainHooks
+from policies.core.training import TrainHooks
 
 
 class Killed(Exception):

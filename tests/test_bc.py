@@ -9,7 +9,7 @@ from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
 from envs import load_dataset
 from envs.minari_source import pinned_root
-from policies.bc import BC, BCPolicy, fit_bc
+from policies.algorithms.bc import BC, BCPolicy, fit_bc
 
 from .conftest import TINY_ID
 

@@ -7,7 +7,7 @@ import pytest
 
 from policies import config as cfg
 from policies.errors import ConfigError
-from policies.samplers import SamplerSpec
+from policies.core.samplers import SamplerSpec
 
 
 @dataclass(frozen=True)

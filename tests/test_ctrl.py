@@ -11,14 +11,14 @@ from torch import nn
 from envs.toy import CONTROLS, TASKS, likelihood, reject
 from envs.transitions import Transitions
 from policies import registry
-from policies.classifier import Classifier, calibrate, check_labels, expected_calibration_error, split
-from policies.conditioning import NULL, ConditionalDiffusion, LabelBlind, with_labels
-from policies.ctrl import CTRL, CTRLConfig, train_ctrl
-from policies.diffusion import DiffusionModel
+from policies.core.classifier import Classifier, calibrate, check_labels, expected_calibration_error, split
+from policies.core.conditioning import NULL, ConditionalDiffusion, LabelBlind, with_labels
+from policies.algorithms.ctrl import CTRL, CTRLConfig, train_ctrl
+from policies.core.diffusion import DiffusionModel
 from policies.errors import ConfigError
-from policies.finetune import Chain, FinetunedPolicy
-from policies.schedule import VPSchedule
-from policies.training import TrainHooks
+from policies.algorithms.finetune import Chain, FinetunedPolicy
+from policies.core.schedule import VPSchedule
+from policies.core.training import TrainHooks
 
 from .checks import check_acting, cut_and_resume, same_checkpoints
 

@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from policies import registry
-from policies.ddpo import DDPO, DDPOConfig, train_ddpo
-from policies.diffusion import DiffusionModel
+from policies.algorithms.ddpo import DDPO, DDPOConfig, train_ddpo
+from policies.core.diffusion import DiffusionModel
 from policies.errors import CheckpointError, ConfigError
-from policies.finetune import (Chain, FinetunedPolicy, gaussian_log_density, group_advantages, returns_to_go,
+from policies.algorithms.finetune import (Chain, FinetunedPolicy, gaussian_log_density, group_advantages, returns_to_go,
                                step_kl)
-from policies.samplers import ddim, ddim_transition, sde_transition
-from policies.schedule import VPSchedule
-from policies.training import TrainHooks
+from policies.core.samplers import ddim, ddim_transition, sde_transition
+from policies.core.schedule import VPSchedule
+from policies.core.training import TrainHooks
 
 from .checks import check_acting, cut_and_resume, same_checkpoints
 

@@ -216,7 +216,7 @@ def test_the_committed_fine_tuning_sweeps_share_their_stages_with_qgpo(tmp_path,
 
     from bench.harness.sweep import load_sweep
     from policies import registry
-    from policies.training import TrainHooks
+    from policies.core.training import TrainHooks
 
     runs = load_sweep(Path(__file__).parents[1] / "bench" / "sweeps" / f"{name}.yaml").runs()
     hooks = TrainHooks(shared_stages=tmp_path)

@@ -9,11 +9,11 @@ import torch
 from bench.harness.evaluation import evaluate
 from envs.catalog import load_dataset
 from policies import registry
-from policies.checkpoint import save_checkpoint
+from policies.core.checkpoint import save_checkpoint
 from policies.errors import CheckpointError, ConfigError
-from policies.networks import EnergyNet, ScoreNet
-from policies.qgpo import QGPO, QGPOConfig, cep_loss, in_support_value, successor_index
-from policies.schedule import VPSchedule
+from policies.core.networks import EnergyNet, ScoreNet
+from policies.algorithms.qgpo import QGPO, QGPOConfig, cep_loss, in_support_value, successor_index
+from policies.core.schedule import VPSchedule
 
 from .checks import cut_and_resume, same_checkpoints
 
@@ -208,9 +208,9 @@ def test_a_trained_qgpo_beats_a_random_policy_on_the_tiny_maze(tiny_pointmaze, s
 def test_the_critic_bootstraps_through_timeouts_and_not_through_terminals():
     """Two one-state chains with reward 1 per step, gamma 0.5: state 0 ends by termination after one step,
     so Q = 1; state 1 loops on itself and is only ever cut by timeouts, so Q = 1 / (1 - gamma) = 2."""
-    from policies.networks import TwinQ
-    from policies.qgpo import successor_index, train_critic
-    from policies.training import make_generator
+    from policies.core.networks import TwinQ
+    from policies.algorithms.qgpo import successor_index, train_critic
+    from policies.core.training import make_generator
 
     n = 64
     obs = torch.tensor([[0.0]] * (n // 2) + [[1.0]] * (n // 2))

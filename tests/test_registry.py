@@ -27,7 +27,7 @@ def fresh_registry(monkeypatch, tmp_path):
 
 
 def test_an_entry_point_adds_an_algorithm_with_its_presets(fresh_registry):
-    install_plugin(fresh_registry, "from policies.qgpo import QGPO\n\nclass Mine(QGPO):\n    name = 'mine'\n",
+    install_plugin(fresh_registry, "from policies.algorithms.qgpo import QGPO\n\nclass Mine(QGPO):\n    name = 'mine'\n",
                    "thirdparty_algo:Mine")
     assert registry.available() == ["bc", "ctrl", "ddpo", "mine", "qgpo"]
     assert registry.make_config("mine", "tiny", beta=5).beta == 5.0

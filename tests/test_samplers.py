@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from policies.errors import ConfigError
-from policies.samplers import SamplerSpec, ddim, dpm_solver, euler_maruyama, guided
-from policies.schedule import VPSchedule
+from policies.core.samplers import SamplerSpec, ddim, dpm_solver, euler_maruyama, guided
+from policies.core.schedule import VPSchedule
 
 SCH = VPSchedule()
 MEAN, STD = torch.tensor([1.5, -0.5]), torch.tensor([0.3, 0.8])
@@ -107,7 +107,7 @@ def test_bad_sampler_settings_are_one_clear_error(kwargs, match):
     (6, 3, [3, 2, 1]), (7, 3, [3, 3, 1]), (8, 3, [3, 3, 2]), (5, 1, [1] * 5)])
 def test_singlestep_orders_follow_the_official_release(steps, order, orders):
     """CEP's dpm_solver_pytorch: even budgets at order 2 end [.., 2, 1, 1] (not [2]*(steps/2))."""
-    from policies.samplers import _singlestep_orders
+    from policies.core.samplers import _singlestep_orders
 
     assert _singlestep_orders(steps, order) == orders
     assert sum(orders) == steps
@@ -115,7 +115,7 @@ def test_singlestep_orders_follow_the_official_release(steps, order, orders):
 
 def test_even_step_count_visits_the_official_grid():
     """6 evaluations at order 2: states at grid points 0, 2, 4, 5, 6 of the 6-interval time grid."""
-    from policies.schedule import time_grid
+    from policies.core.schedule import time_grid
 
     out = dpm_solver(gaussian_eps, torch.randn(4, 2), SCH, steps=6, order=2, record=True)
     grid = time_grid(6)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from policies.checkpoint import file_lock, unique_temporary
+from policies.core.checkpoint import file_lock, unique_temporary
 
 LOCK_FILE = ".lock"
 

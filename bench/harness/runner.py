@@ -33,7 +33,7 @@ from policies import config as cfg_tools
 from policies import registry
 from policies.base import Algorithm
 from policies.errors import ConfigError
-from policies.training import TrainHooks
+from policies.core.training import TrainHooks
 
 
 SHARED_DIR = "shared-stages"  # under the results directory: stage checkpoints several algorithms restore

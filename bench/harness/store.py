@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from policies.checkpoint import unique_temporary
+from policies.core.checkpoint import unique_temporary
 from policies.errors import ConfigError
 
 SCHEMA_VERSION = 2  # 2: runs.selected_guidance_scale

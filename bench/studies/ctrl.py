@@ -35,11 +35,11 @@ from bench.harness.provenance import code_version, made_by
 from bench.studies.exactness import BUDGETS, ExactnessBudget, _interval, _torch_gen, fit_toy_behaviour, stream
 from bench.studies.resumable import run_resumable
 from envs.toy import CONTROLS, TASKS, likelihood, reject, sliced_wasserstein
-from policies.classifier import Classifier, ClassifierGuidance, calibrate, split, train_classifier
-from policies.conditioning import ConditionalDiffusion, LabelBlind, fit_conditional, with_labels
-from policies.ctrl import CTRLConfig, classifier_reward, train_ctrl
-from policies.finetune import Chain, FinetunedPolicy
-from policies.samplers import SamplerSpec
+from policies.core.classifier import Classifier, ClassifierGuidance, calibrate, split, train_classifier
+from policies.core.conditioning import ConditionalDiffusion, LabelBlind, fit_conditional, with_labels
+from policies.algorithms.ctrl import CTRLConfig, classifier_reward, train_ctrl
+from policies.algorithms.finetune import Chain, FinetunedPolicy
+from policies.core.samplers import SamplerSpec
 
 CASES = {"y1": ("right",), "y1,y2": ("right", "up")}  # conditioned on y = 1 for each named control
 

@@ -32,11 +32,11 @@ import torch
 
 from bench.harness.provenance import code_version, made_by
 from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein, tilt
-from policies.diffusion import DiffusionModel, fit_behaviour
-from policies.networks import EnergyNet
-from policies.qgpo import generate_support, train_energy
-from policies.samplers import SamplerSpec
-from policies.training import make_generator
+from policies.core.diffusion import DiffusionModel, fit_behaviour
+from policies.core.networks import EnergyNet
+from policies.algorithms.qgpo import generate_support, train_energy
+from policies.core.samplers import SamplerSpec
+from policies.core.training import make_generator
 
 METHODS = ("cep", "mse")
 T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}  # t(0.975, n-1)

@@ -3,7 +3,7 @@
 For each task and seed the behaviour model mu_theta is fitted as in `bench.studies.exactness` (same streams, so
 the same model). For each beta, with the task's exact Q as the reward:
 - CEP: f_phi by contrastive energy prediction, guided DPM-Solver-2 (15 steps) at scale 1;
-- DDPO: a copy of mu_theta fine-tuned on its K-step chain by `policies.ddpo.train_ddpo`.
+- DDPO: a copy of mu_theta fine-tuned on its K-step chain by `policies.algorithms.ddpo.train_ddpo`.
 Three exact targets, all by rejection (`envs.toy.tilt`):
 - tilt of the chain, p_chain exp(beta Q): p_chain being mu_theta sampled by DDPO's own K-step chain,
   the optimum of DDPO's KL-regularised objective, so the distance is the fine-tuning's own error;
@@ -29,9 +29,9 @@ from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_
 from bench.studies.resumable import run_resumable
 from bench.harness.provenance import code_version, made_by
 from envs.toy import TASKS, sample_target, sliced_wasserstein
-from policies.ddpo import DDPOConfig, train_ddpo
-from policies.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
-from policies.samplers import SamplerSpec
+from policies.algorithms.ddpo import DDPOConfig, train_ddpo
+from policies.algorithms.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
+from policies.core.samplers import SamplerSpec
 
 RATIO_GOAL = 1.5  # DDPO's distance within this factor of CEP's
 

@@ -17,11 +17,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.harness.provenance import code_version, hardware, made_by
-from policies.diffusion import DiffusionModel
-from policies.networks import EnergyNet, TwinQ
-from policies.qgpo import QGPOConfig, cep_loss, td_loss
-from policies.samplers import SamplerSpec
-from policies.training import optimiser_step, polyak_update
+from policies.core.diffusion import DiffusionModel
+from policies.core.networks import EnergyNet, TwinQ
+from policies.algorithms.qgpo import QGPOConfig, cep_loss, td_loss
+from policies.core.samplers import SamplerSpec
+from policies.core.training import optimiser_step, polyak_update
 
 TARGET = {"behaviour_step_ms": 2.0, "q_step_ms": 2.0, "cep_step_ms": 2.0,
           "actions_per_s_batch10": 15.0, "actions_per_s_batch4096": 2.0}

@@ -37,10 +37,10 @@ from torch import nn
 
 from envs.dataset import OfflineDataset
 from policies.errors import ConfigError
-from policies.pretrain import PRETRAIN_FIELDS, PRETRAIN_STAGES, PretrainConfig, PretrainedAlgorithm
-from policies.samplers import ddim_transition, sde_transition
-from policies.schedule import T_MIN, VPSchedule, time_grid
-from policies.training import TrainHooks, stage_generator
+from policies.algorithms.pretrain import PRETRAIN_FIELDS, PRETRAIN_STAGES, PretrainConfig, PretrainedAlgorithm
+from policies.core.samplers import ddim_transition, sde_transition
+from policies.core.schedule import T_MIN, VPSchedule, time_grid
+from policies.core.training import TrainHooks, stage_generator
 
 CHAINS = ("ddim", "sde")
 GRIDS = ("uniform", "quadratic")

@@ -11,10 +11,10 @@ from typing import Any, Protocol, Sequence
 import torch
 from torch import nn
 
-from policies.networks import ScoreNet
-from policies.training import TrainHooks, optimiser_step, run_steps
-from policies.samplers import GradFn, SampleResult, SamplerSpec, guided
-from policies.schedule import VPSchedule
+from policies.core.networks import ScoreNet
+from policies.core.training import TrainHooks, optimiser_step, run_steps
+from policies.core.samplers import GradFn, SampleResult, SamplerSpec, guided
+from policies.core.schedule import VPSchedule
 
 
 class Guidance(Protocol):

@@ -17,10 +17,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from policies.diffusion import DiffusionModel
+from policies.core.diffusion import DiffusionModel
 from policies.errors import ConfigError
-from policies.networks import ScoreNet
-from policies.training import optimiser_step, run_steps
+from policies.core.networks import ScoreNet
+from policies.core.training import optimiser_step, run_steps
 
 NULL = -1
 

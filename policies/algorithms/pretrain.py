@@ -21,12 +21,12 @@ from typing import Any, Callable
 import torch
 
 from policies import config as cfg_tools
-from policies.diffusion import DiffusionModel, fit_behaviour
+from policies.core.diffusion import DiffusionModel, fit_behaviour
 from policies.errors import ConfigError
-from policies.networks import TwinQ
-from policies.samplers import SamplerSpec
-from policies.staged import StagedAlgorithm
-from policies.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
+from policies.core.networks import TwinQ
+from policies.core.samplers import SamplerSpec
+from policies.algorithms.staged import StagedAlgorithm
+from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class PretrainConfig(cfg_tools.Config):
     gamma: float = 0.99
     tau: float = 0.005
     beta_q: float = 1.0
-    # QGPO's official schedule trains its energy on the critic's batches (see policies.qgpo); the
+    # QGPO's official schedule trains its energy on the critic's batches (see policies.algorithms.qgpo); the
     # critic it makes is then QGPO's own, shared with no other algorithm
     interleave: bool = False
     seed: int = 0

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.conditioning import NULL, split_labels
+from policies.core.conditioning import NULL, split_labels
 from policies.errors import ConfigError
-from policies.networks import FourierTime, allow_empty_state, mlp
-from policies.schedule import VPSchedule
-from policies.training import TrainHooks, optimiser_step, run_steps
+from policies.core.networks import FourierTime, allow_empty_state, mlp
+from policies.core.schedule import VPSchedule
+from policies.core.training import TrainHooks, optimiser_step, run_steps
 
 ECE_BINS = 15
 

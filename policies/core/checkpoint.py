@@ -44,7 +44,7 @@ def save_checkpoint(path: Path, *, algorithm: str, stage: str, dims: dict[str, i
 
 
 def load_partial(path: Path) -> dict[str, Any]:
-    """A mid-stage checkpoint written by `policies.training.run_steps`."""
+    """A mid-stage checkpoint written by `policies.core.training.run_steps`."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -2,7 +2,7 @@
 
 Algorithm 1 of the paper, as stages that checkpoint separately:
   1-3. behaviour model mu(a|s), its support actions and Q_0 by in-support softmax Q-learning
-       (`policies.pretrain`, shared with the fine-tuning algorithms)           (Secs. 4.1-4.2, eq. 14)
+       (`policies.algorithms.pretrain`, shared with the fine-tuning algorithms)           (Secs. 4.1-4.2, eq. 14)
   4. intermediate energy f_phi(a_t, s, t) by contrastive energy prediction:   (eq. 13)
         L = -E_{s, t} sum_i softmax_i(beta Q_0(s, a^i)) log softmax_i f_phi(a_t^i, s, t)
      (or the "mse" baseline: regress f_phi(a_t, s, t) onto beta Q_0(s, a) for dataset actions)
@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
 from policies.errors import ConfigError
-from policies.networks import EnergyNet, TwinQ
-from policies.pretrain import (PRETRAIN_FIELDS, PRETRAIN_PRESETS, PretrainConfig, PretrainedAlgorithm, generate_support,
+from policies.core.networks import EnergyNet, TwinQ
+from policies.algorithms.pretrain import (PRETRAIN_FIELDS, PRETRAIN_PRESETS, PretrainConfig, PretrainedAlgorithm, generate_support,
                                in_support_value, pretrain_settings, q_values, successor_index, td_loss, train_critic)
-from policies.samplers import SamplerSpec
-from policies.schedule import VPSchedule
-from policies.training import TrainHooks, optimiser_step, run_steps, stage_generator
+from policies.core.samplers import SamplerSpec
+from policies.core.schedule import VPSchedule
+from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_generator
 
 __all__ = ["QGPO", "QGPOConfig", "cep_loss", "mse_energy_loss", "train_energy", "generate_support", "in_support_value",
            "q_values", "successor_index", "td_loss", "train_critic"]

@@ -26,9 +26,9 @@ import torch
 
 from envs.dataset import OfflineDataset
 from policies.base import Algorithm
-from policies.checkpoint import file_lock, load_checkpoint, publish, save_checkpoint
+from policies.core.checkpoint import file_lock, load_checkpoint, publish, save_checkpoint
 from policies.errors import CheckpointError, ConfigError
-from policies.training import TrainHooks, finish_stage, make_generator, resolve_device
+from policies.core.training import TrainHooks, finish_stage, make_generator, resolve_device
 
 SHARED = "shared"  # the owner recorded in checkpoints of stages any algorithm may restore
 

@@ -1,7 +1,7 @@
 """DDPO: denoising diffusion policy optimisation (Black et al., ICLR 2024), on a pretrained mu_theta.
 
 The denoising chain is an MDP whose final step earns the reward (here Q_0(s, a)); the policy gradient
-runs through every step's Gaussian log-density (`policies.finetune`). Per iteration (Algorithm 1):
+runs through every step's Gaussian log-density (`policies.algorithms.finetune`). Per iteration (Algorithm 1):
   1. draw `states_per_iteration` dataset states and `samples_per_state` chains for each
   2. r = Q_0(s, a_0); returns-to-go G_k = beta r - sum_{j>k} KL_j (the per-step KL as a cost)
   3. advantages: G_k minus the mean over the chains of the same state (DDPO's per-prompt tracking),
@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 from policies.errors import ConfigError
-from policies.finetune import (FinetuneAlgorithm, FinetuneConfig, FinetunedPolicy, RewardFn, finetune_stage_fields,
+from policies.algorithms.finetune import (FinetuneAlgorithm, FinetuneConfig, FinetunedPolicy, RewardFn, finetune_stage_fields,
                                group_advantages, returns_to_go)
-from policies.pretrain import PRETRAIN_PRESETS, pretrain_settings
+from policies.algorithms.pretrain import PRETRAIN_PRESETS, pretrain_settings
 from policies import config as cfg_tools
-from policies.training import TrainHooks, run_steps
+from policies.core.training import TrainHooks, run_steps
 
 ESTIMATORS = ("ppo", "score")
 

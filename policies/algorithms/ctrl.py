@@ -32,13 +32,13 @@ import torch
 from envs.dataset import OfflineDataset
 from envs.transitions import Transitions
 from policies import config as cfg_tools
-from policies.classifier import Classifier, calibrate, check_labels, split, train_classifier
-from policies.conditioning import NULL, ConditionalDiffusion, LabelBlind, split_labels, with_labels
+from policies.core.classifier import Classifier, calibrate, check_labels, split, train_classifier
+from policies.core.conditioning import NULL, ConditionalDiffusion, LabelBlind, split_labels, with_labels
 from policies.errors import ConfigError
-from policies.finetune import (FinetuneAlgorithm, FinetuneConfig, FinetunedPolicy, RewardFn, check_rewards,
+from policies.algorithms.finetune import (FinetuneAlgorithm, FinetuneConfig, FinetunedPolicy, RewardFn, check_rewards,
                                finetune_stage_fields)
-from policies.pretrain import PRETRAIN_FIELDS, PRETRAIN_PRESETS, pretrain_settings
-from policies.training import TrainHooks, run_steps, stage_generator
+from policies.algorithms.pretrain import PRETRAIN_FIELDS, PRETRAIN_PRESETS, pretrain_settings
+from policies.core.training import TrainHooks, run_steps, stage_generator
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 import torch
 from tqdm.auto import tqdm
 
-from policies.checkpoint import atomic_save, load_partial
+from policies.core.checkpoint import atomic_save, load_partial
 from policies.errors import CheckpointError, ConfigError
 
 

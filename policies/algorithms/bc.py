@@ -18,9 +18,9 @@ from torch import nn
 
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
-from policies.networks import mlp
-from policies.staged import StagedAlgorithm
-from policies.training import TrainHooks, optimiser_step, run_steps, stage_generator
+from policies.core.networks import mlp
+from policies.algorithms.staged import StagedAlgorithm
+from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_generator
 
 
 @dataclass(frozen=True)

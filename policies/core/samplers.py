@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from policies.errors import ConfigError
-from policies.schedule import T_MIN, VPSchedule, time_grid
+from policies.core.schedule import T_MIN, VPSchedule, time_grid
 
 NoiseFn = Callable[[torch.Tensor, float], torch.Tensor]
 GradFn = Callable[[torch.Tensor, float], torch.Tensor]

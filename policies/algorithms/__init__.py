@@ -1,0 +1,1 @@
+"""The algorithms, one module each, and the staged, pretrained and fine-tuning bases they are built from."""
