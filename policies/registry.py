@@ -16,7 +16,8 @@ from policies.base import Algorithm
 from policies.errors import ConfigError
 
 ENTRY_POINT_GROUP = "diffbench.algorithms"
-_BUILTINS = ("policies.algorithms.qgpo:QGPO", "policies.algorithms.bc:BC", "policies.algorithms.ddpo:DDPO", "policies.algorithms.ctrl:CTRL")  # module:class, registered on first lookup
+_BUILTINS = ("policies.algorithms.qgpo:QGPO", "policies.algorithms.bc:BC", "policies.algorithms.ddpo:DDPO",
+             "policies.algorithms.ctrl:CTRL", "policies.algorithms.dxmi:DxMI")  # module:class, registered on first lookup
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 _loaded = False
 

@@ -143,6 +143,10 @@ class FinetunedPolicy(nn.Module):
         self.times = ts
         self.register_buffer("coef", table.float(), persistent=False)
 
+    def stds(self) -> torch.Tensor:
+        """(K,): each step's noise std, the chain's own (DxMI's sampler learns them)."""
+        return self.coef[:, 2]
+
     @property
     def trained_steps(self) -> range:
         return range(self.first_trained, self.chain.steps)
@@ -162,7 +166,7 @@ class FinetunedPolicy(nn.Module):
         log_probs = torch.zeros(steps, n, device=rep.device)
         pre_means = torch.empty(steps, n, dim, device=rep.device)
         kl = torch.zeros(steps, n, device=rep.device)
-        stds = self.coef[:, 2]
+        stds = self.stds()
         for k in range(steps):
             pre_means[k] = self.means(self.pretrained, x, k, rep)
             mean = self.means(self.model, x, k, rep) if k >= self.first_trained else pre_means[k]
@@ -180,7 +184,7 @@ class FinetunedPolicy(nn.Module):
         log_probs, kls = [], []
         for k in self.trained_steps:
             mean = self.means(self.model, traj.xs[k, rows], k, states)
-            std = self.coef[k, 2]
+            std = self.stds()[k]
             log_probs.append(gaussian_log_density(traj.xs[k + 1, rows], mean, std.expand(rows.numel())))
             kls.append(step_kl(mean, traj.pre_means[k, rows], std))
         return torch.stack(log_probs), torch.stack(kls)
@@ -196,7 +200,7 @@ class FinetunedPolicy(nn.Module):
         backpropagation); every trained step's KL keeps its direct gradient."""
         if not 0 <= truncate <= self.chain.steps:
             raise ConfigError(f"truncate must be in [0, {self.chain.steps}] (0: through every step), got {truncate}")
-        n, stds = states.shape[0], self.coef[:, 2]
+        n, stds = states.shape[0], self.stds()
         cut = self.chain.steps - truncate if truncate else 0
         x = torch.randn((n, self.pretrained.action_dim), device=states.device, generator=generator)
         kls = []
@@ -212,13 +216,21 @@ class FinetunedPolicy(nn.Module):
             x = mean + stds[k] * torch.randn(mean.shape, device=mean.device, generator=generator)
         return x, torch.stack(kls)
 
+    def trained_state(self) -> dict[str, Any]:
+        """What a checkpoint of the fine-tuned policy holds (the pretrained model is its own stage's)."""
+        return {"model": self.model.state_dict()}
+
+    def load_trained_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+
     @torch.inference_mode()
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One action per state from the fine-tuned chain: K network evaluations, nothing recorded."""
         x = torch.randn((states.shape[0], self.pretrained.action_dim), device=states.device, generator=generator)
+        stds = self.stds()
         for k in range(self.chain.steps):
             mean = self.means(self.model if k >= self.first_trained else self.pretrained, x, k, states)
-            x = mean + self.coef[k, 2] * torch.randn(mean.shape, device=mean.device, generator=generator)
+            x = mean + stds[k] * torch.randn(mean.shape, device=mean.device, generator=generator)
         return x
 
 
@@ -359,7 +371,7 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
                     self.records["finetune"] = self.finetune(
                         self.policy, t.observations, reward, stage_generator(cfg.seed, "finetune", self.device),
                         workdir, hooks, progress)
-                self.save(workdir, "finetune", {"model": self.policy.model.state_dict()})
+                self.save(workdir, "finetune", self.policy.trained_state())
         return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
 
     @torch.inference_mode()
@@ -387,4 +399,4 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
     def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
         if not self.restore_pretrained(stage, ckpt):
             self.policy = self.new_policy()
-            self.policy.model.load_state_dict(ckpt["model"])
+            self.policy.load_trained_state(ckpt)

@@ -1,0 +1,195 @@
+"""DxMI / DxDP: the EBM's loss and its minimiser, the value recursion against a closed form, the forward
+reference kernel, end to end on the maze with resume, stage sharing, a diverging EBM, bad configs."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from policies import registry
+from policies.algorithms.dxmi import DxDP, DxMI, DxMIConfig, DxMISampler, ebm_loss, step_cost
+from policies.algorithms.finetune import Chain
+from policies.core.schedule import VPSchedule
+from policies.core.training import DivergedError, TrainHooks
+from policies.errors import ConfigError
+
+from .checks import check_acting, cut_and_resume, same_checkpoints
+
+
+def tiny(**overrides):
+    return registry.make_config("dxmi", "tiny", {"device": "cpu", **overrides})
+
+
+# ---------------------------------------------------------------- the EBM
+
+def test_the_ebm_loss_is_minimised_where_its_closed_form_says():
+    """E_w(x) = w x^2: the loss is w (m2_data - m2_model) + gamma w^2 (m4_data + m4_model), minimised at
+    w* = (m2_model - m2_data) / (2 gamma (m4_data + m4_model)): lower energy where the data are."""
+    g = torch.Generator().manual_seed(0)
+    data, model = torch.randn(20_000, generator=g), 2 * torch.randn(20_000, generator=g)
+    for gamma in (0.5, 2.0):
+        w = torch.zeros((), requires_grad=True)
+        opt = torch.optim.Adam([w], lr=0.01)
+        for _ in range(2000):
+            loss = ebm_loss(w * data**2, w * model**2, gamma)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        m2d, m2m, m4d, m4m = data.pow(2).mean(), model.pow(2).mean(), data.pow(4).mean(), model.pow(4).mean()
+        expected = (m2m - m2d) / (2 * gamma * (m4d + m4m))
+        assert float(w.detach()) == pytest.approx(float(expected), rel=1e-3) and float(w.detach()) > 0
+
+
+# ---------------------------------------------------------------- the value recursion
+
+class GaussianEps(nn.Module):
+    """The exact noise predictor of data N(0, s^2 I): eps(x, t) = sigma_t x / (alpha_t^2 s^2 + sigma_t^2). Linear
+    in x, so every step's mean is m_k x and the values are quadratics in closed form."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale, self.schedule = scale, VPSchedule()
+        self.unused = nn.Parameter(torch.zeros(()))  # a model to copy and train needs a parameter
+
+    def gain(self, t: float) -> float:
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        return sigma / (alpha**2 * self.scale**2 + sigma**2)
+
+    def forward(self, x, t, states):
+        return self.gain(t) * x + 0 * self.unused
+
+
+class GaussianModel(nn.Module):
+    def __init__(self, scale: float, dim: int):
+        super().__init__()
+        self.net, self.schedule, self.action_dim = GaussianEps(scale), VPSchedule(), dim
+
+
+class QuadraticValue(nn.Module):
+    """V(x, t_k) = alpha_k |x|^2 + const_k, one pair per chain time."""
+
+    def __init__(self, times):
+        super().__init__()
+        self.index = {t: k for k, t in enumerate(times)}
+        self.alpha, self.const = nn.Parameter(torch.zeros(len(times))), nn.Parameter(torch.zeros(len(times)))
+
+    def forward(self, x, t, states):
+        k = self.index[t]
+        return self.alpha[k] * x.pow(2).sum(-1) + self.const[k]
+
+
+@pytest.mark.parametrize("reference", ["forward", "velocity"])
+def test_td_updates_backward_over_the_steps_recover_the_closed_form_values(reference):
+    """With means m_k x (the exact model of Gaussian data), stds sigma_k, kernel q = N(r_k x_{k+1}, v_k) and c_T(x) = |x|^2, the recursion
+    V_k(x) = E[V_{k+1}(m_k x + sigma_k z)] + tau2 E[|x - r_k x_{k+1}|^2] / (2 v_k) - tau1 d log sigma_k
+    gives alpha_k = alpha_{k+1} m_k^2 + tau2 (1 - r_k m_k)^2 / (2 v_k) and
+    const_k = const_{k+1} + (alpha_{k+1} + tau2 r_k^2 / (2 v_k)) d sigma_k^2 - tau1 d log sigma_k."""
+    torch.manual_seed(0)
+    dim, tau1, tau2 = 2, 0.3, 0.2
+    sampler = DxMISampler(GaussianModel(0.5, dim), Chain("sde", 3, "quadratic"), reference)
+    value = QuadraticValue(sampler.times)
+    cfg = DxMIConfig(chain="sde", chain_steps=3, tau1=tau1, tau2=tau2, value_lr=0.02, batch=4096, reference=reference)
+    states = torch.zeros(4096, 0)
+    dp = DxDP(sampler, value, lambda s, a: a.pow(2).sum(-1), cfg, torch.Generator().manual_seed(1))
+    for _ in range(1500):
+        dp.update_value(sampler.trajectory(states, dp.gen), states)
+    alpha, const = 1.0, 0.0
+    stds, (a, b) = sampler.stds().detach(), (sampler.coef[:, 0], sampler.coef[:, 1])
+    for k in reversed(range(3)):
+        m, s, r, v = float(a[k] + b[k] * sampler.model.net.gain(sampler.times[k])), float(stds[k]), float(sampler.ref_gain[k]), float(sampler.ref_var[k])
+        alpha, const = (alpha * m**2 + tau2 * (1 - r * m) ** 2 / (2 * v),
+                        const + (alpha + tau2 * r**2 / (2 * v)) * dim * s**2 - tau1 * dim * math.log(s))
+        assert float(value.alpha[k].detach()) == pytest.approx(alpha, rel=0.03, abs=0.01), k
+        assert float(value.const[k].detach()) == pytest.approx(const, rel=0.03, abs=0.03), k
+
+
+def test_the_forward_reference_is_the_vp_noising_kernel_between_chain_times():
+    sampler = DxMISampler(GaussianModel(0.5, 1), Chain("ddim", 4, "quadratic"))
+    sched = VPSchedule()
+    for k in range(4):
+        (a_from, _), (a_to, _) = sched.alpha_sigma(sampler.times[k]), sched.alpha_sigma(sampler.times[k + 1])
+        # diffusing x_{k+1} (time t_{k+1}) to t_k must reproduce the marginal variance of the VP process
+        r, v = float(sampler.ref_gain[k]), float(sampler.ref_var[k])
+        assert r == pytest.approx(a_from / a_to, rel=1e-5)
+        assert r**2 * (1 - a_to**2) + v == pytest.approx(1 - a_from**2, rel=1e-5)
+    x, nxt = torch.zeros(3, 1), torch.ones(3, 1)
+    cost = step_cost(sampler, x, nxt, 1, tau1=0.0, tau2=1.0)
+    assert torch.allclose(cost, torch.full((3,), float(sampler.ref_gain[1] ** 2 / (2 * sampler.ref_var[1]))))
+
+
+def test_an_untrained_sampler_is_the_pretrained_chain_and_its_stds_are_learned_but_the_last():
+    from policies.core.diffusion import DiffusionModel
+    from policies.algorithms.finetune import FinetunedPolicy
+
+    torch.manual_seed(0)
+    model = DiffusionModel(2, 3, widths=(16, 8, 4))
+    states = torch.randn(5, 3)
+    chain = Chain("ddim", 4, "uniform")
+    ours = DxMISampler(model, chain).sample(states, torch.Generator().manual_seed(2))
+    assert torch.allclose(ours, FinetunedPolicy(model, chain).sample(states, torch.Generator().manual_seed(2)), atol=1e-5)
+    sampler = DxMISampler(model, chain)
+    assert sampler.log_std.shape == (3,) and not sampler.last_log_std.requires_grad
+
+
+# ---------------------------------------------------------------- offline RL, end to end
+
+def test_dxmi_runs_end_to_end_and_acts_with_t_steps(umaze, tmp_path):
+    algo = DxMI.for_dataset(umaze, tiny())
+    record = algo.fit(umaze, tmp_path)
+    assert {"imitation", "finetune"} <= set(record["stages"])
+    cost = record["cost"]
+    assert cost["nfe_per_action"] == 4
+    assert cost["gradient_steps"]["imitation"] == 5 * (1 + 2 * 4) and cost["gradient_steps"]["finetune"] == 5 * 2 * 4
+    check_acting(algo, umaze, tmp_path)
+
+
+def test_beta_zero_keeps_the_imitation_sampler(umaze, tmp_path):
+    algo = DxMI.for_dataset(umaze, tiny(beta=0.0))
+    record = algo.fit(umaze, tmp_path)
+    assert record["stages"]["finetune"]["skipped"] == "beta = 0"
+    a, b = algo.policy.trained_state(), algo.sampler.trained_state()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]) and torch.equal(a["log_std"], b["log_std"])
+
+
+def test_dxmi_cut_mid_imitation_resumes_bit_for_bit(umaze, tmp_path):
+    resumed = cut_and_resume(DxMI, tiny(imitation_iterations=30), umaze, tmp_path, "imitation")
+    assert set(resumed["resumed"]) == {"behaviour", "support", "critic"}
+    assert same_checkpoints(tmp_path, "imitation", ("model", "value"))
+    assert same_checkpoints(tmp_path, "finetune", ("model",))
+
+
+def test_a_diverging_ebm_stops_naming_the_stage_and_keeps_the_last_good_checkpoint(umaze, tmp_path, monkeypatch):
+    import policies.algorithms.dxmi as dxmi
+
+    calls = {"n": 0}
+
+    def exploding(e_data, e_model, gamma):
+        calls["n"] += 1
+        loss = ebm_loss(e_data, e_model, gamma)
+        return loss * math.nan if calls["n"] > 12 else loss
+
+    monkeypatch.setattr(dxmi, "ebm_loss", exploding)
+    with pytest.raises(DivergedError, match=r"imitation \(dxmi\): loss became nan by step 15"):
+        DxMI.for_dataset(umaze, tiny(imitation_iterations=30)).fit(umaze, tmp_path, hooks=TrainHooks(checkpoint_every=5))
+    kept = torch.load(tmp_path / "imitation.partial.pt", weights_only=True)
+    assert kept["step"] == 10 and all(torch.isfinite(p).all() for p in kept["state"]["value"].values())
+    assert not (tmp_path / "imitation.pt").exists()
+
+
+def test_dxmi_restores_the_stages_qgpo_trained(umaze, tmp_path):
+    hooks = TrainHooks(shared_stages=tmp_path / "shared")
+    registry.get("qgpo").for_dataset(umaze, registry.make_config("qgpo", "tiny", {"device": "cpu"})).fit(
+        umaze, tmp_path / "qgpo", hooks=hooks)
+    second = DxMI.for_dataset(umaze, tiny()).fit(umaze, tmp_path / "dxmi", hooks=hooks)
+    assert second["resumed"] == ["behaviour", "critic", "support"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"chain_steps": 0}, "chain_steps"), ({"tau1": -0.1}, "tau1"), ({"tau2": -1.0}, "tau2"),
+    ({"energy_reg": -1.0}, "energy_reg"), ({"tau1": math.nan}, "tau1"), ({"reference": "brownian"}, "reference"),
+    ({"velocity_ema": 0.9}, "velocity_ema"), ({"train_last": 2}, "train_last"), ({"beta": -1.0}, "beta"),
+])
+def test_bad_dxmi_config_values_are_one_clear_error(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny(**overrides)
