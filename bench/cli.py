@@ -186,6 +186,18 @@ def cmd_toy_finetune(args) -> int:
     return 0
 
 
+def cmd_toy_dxmi(args) -> int:
+    from bench.studies.dxmi import DXMI_BUDGETS, run
+
+    if args.budget not in DXMI_BUDGETS:
+        raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(DXMI_BUDGETS)}")
+    summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), args.budget, Path(args.out), _command(args),
+                  workers=args.workers, finetune_csv=Path(args.finetune))
+    print("\n".join(line for line in Path(args.out).read_text().splitlines() if line.startswith("DxMI closer")))
+    print(f"wrote {args.out} ({len(summary)} summary rows)")
+    return 0
+
+
 def cmd_toy_ctrl(args) -> int:
     from bench.studies.ctrl import CTRL_BUDGETS, run
 
@@ -211,6 +223,19 @@ def cmd_perf(args) -> int:
         ratios = speedups(figures, reference or {})
         for k, v in figures.items():
             print(f"  {k:26s} {v:10.1f}" + (f"   official {reference[k]:10.1f}   {ratios[k]:5.2f}x" if k in ratios else ""))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_perf_samplers(args) -> int:
+    from bench.studies.perf_samplers import BATCHES, run
+
+    rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats)
+    for device, figures in rows:
+        print(device)
+        for name, rates in figures.items():
+            print(f"  {name:40s} " + "  ".join(f"batch {b}: {rates[b]:10,.0f}/s" for b in BATCHES))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -405,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--out", default="results/ctrl.md")
     ct.set_defaults(func=cmd_toy_ctrl)
 
+    dx = tsub.add_parser("dxmi", help="DxMI: few-step imitation, the beta Q tilt and the EBM's anomaly AUROC against "
+                                      "exact samples")
+    dx.add_argument("--tasks", default=",".join(TASKS))
+    dx.add_argument("--seeds", default="0,1,2,3,4")
+    dx.add_argument("--budget", default="default", help="training budget preset: default or test")
+    dx.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
+    dx.add_argument("--finetune", default="results/finetune.csv", help="DDPO's rows to show beside (same targets)")
+    dx.add_argument("--out", default="results/dxmi.md")
+    dx.set_defaults(func=cmd_toy_dxmi)
+
     def executor_args(sp, results: str = "runs", workers: int = 1):
         sp.add_argument("--results", default=results, help="results directory: run directories and results.sqlite")
         sp.add_argument("--executor", default="local", choices=["local", "ray"])
@@ -486,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--official", help="a checkout of the official QGPO code (ChenDRAG/CEP-energy-guided-diffusion), "
                                        "timed in the same run on the same shapes")
     pq.set_defaults(func=cmd_perf)
+    ps = psub.add_parser("samplers", help="acting throughput of every policy's sampler (QGPO, DDPO/CTRL, DxMI) in one run")
+    ps.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
+    ps.add_argument("--repeats", type=int, default=10)
+    ps.add_argument("--out", default="results/perf_samplers.md", help="report file ('' to print only)")
+    ps.set_defaults(func=cmd_perf_samplers)
     return p
 
 

@@ -209,7 +209,8 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
 
 
 @pytest.mark.parametrize("name,other,stages", [("ddpo_umaze", "ddpo", ("behaviour", "support", "critic")),
-                                                ("ctrl_umaze", "ctrl", ("behaviour",))])
+                                                ("ctrl_umaze", "ctrl", ("behaviour",)),
+                                                ("dxmi_umaze", "dxmi", ("behaviour", "support", "critic"))])
 def test_the_committed_fine_tuning_sweeps_share_their_stages_with_qgpo(tmp_path, name, other, stages):
     """bench/sweeps/*_umaze.yaml: for each seed, qgpo and the fine-tuning method look up the same shared stages."""
     import numpy as np

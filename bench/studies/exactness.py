@@ -109,11 +109,11 @@ def toy_support(model: DiffusionModel, task: str, seed: int, budget: ExactnessBu
     return support, torch.as_tensor(q, dtype=torch.float32).reshape(budget.groups, budget.m)
 
 
-def theta_tilt(sample_batch, task: str, beta: float, seed: int, budget: ExactnessBudget, purpose: str = "tilt"
-               ) -> tuple[np.ndarray, float]:
+def theta_tilt(sample_batch, task: str, beta: float, seed: int, budget: ExactnessBudget, purpose: str = "tilt",
+               batch: int = 200_000) -> tuple[np.ndarray, float]:
     """Exact samples of the tilt of a model's samples (`sample_batch(k)` -> (k, 2)), by rejection."""
     return tilt(lambda k: sample_batch(k).double().numpy(), TASKS[task].q, beta, budget.n_eval,
-                np.random.default_rng(stream(seed, task, purpose, f"beta={beta:g}")), batch=200_000,
+                np.random.default_rng(stream(seed, task, purpose, f"beta={beta:g}")), batch=batch,
                 max_draws=budget.pool_draws, name="mu_theta")
 
 

@@ -183,25 +183,36 @@ def step_cost(sampler: DxMISampler, x: torch.Tensor, nxt: torch.Tensor, k: int, 
 class DxDP:
     """Dynamic programming over the T steps: the value's TD updates and the sampler's local updates.
 
-    `value(a, t, s)` -> (N,); `terminal(s, a)` -> (N,), the cost of the final action."""
+    `value(a, t, s)` -> (N,); `terminal(s, a)` -> (N,), the cost of the final action. With `surrogate`, the
+    terminal cost need not be differentiable (a toy's piecewise-constant Q): the value at the chain's last
+    time is regressed onto it, and the sampler's last step descends that smooth fit instead."""
 
     def __init__(self, sampler: DxMISampler, value: nn.Module, terminal: Terminal, cfg: DxMIConfig,
-                 generator: torch.Generator):
+                 generator: torch.Generator, surrogate: bool = False):
         self.sampler, self.value, self.terminal, self.cfg, self.gen = sampler, value, terminal, cfg, generator
+        self.surrogate = surrogate
         self.value_opt = torch.optim.Adam(value.parameters(), lr=cfg.value_lr)
         self.sampler_opt = torch.optim.Adam([{"params": list(sampler.model.parameters()), "lr": cfg.lr},
                                              {"params": [sampler.log_std], "lr": cfg.sigma_lr}])
 
-    def cost_to_go(self, states: torch.Tensor, nxt: torch.Tensor, k: int) -> torch.Tensor:
-        """What follows step k: c_T(x_T) after the last step, else V(x_{k+1}, t_{k+1})."""
-        if k == self.sampler.chain.steps - 1:
+    def cost_to_go(self, states: torch.Tensor, nxt: torch.Tensor, k: int, exact: bool = True) -> torch.Tensor:
+        """What follows step k: c_T(x_T) after the last step (its fit, for gradients, with `surrogate`), else
+        V(x_{k+1}, t_{k+1})."""
+        if k == self.sampler.chain.steps - 1 and (exact or not self.surrogate):
             return self.terminal(states, nxt)
         return self.value(nxt, self.sampler.times[k + 1], states)
 
     def update_value(self, xs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """One TD step per chain step, from the last back to the first; returns the mean TD loss."""
-        cfg, total = self.cfg, 0.0
-        for k in reversed(range(self.sampler.chain.steps)):
+        cfg, total, steps = self.cfg, 0.0, self.sampler.chain.steps
+        if self.surrogate:  # V(., t_T) fitted to the terminal cost at the chains' final actions
+            with torch.no_grad():
+                target = self.terminal(states, xs[-1])
+            loss = (self.value(xs[-1], self.sampler.times[-1], states) - target).pow(2).mean()
+            self.value_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.value_opt.step()
+        for k in reversed(range(steps)):
             with torch.no_grad():
                 nxt = self.sampler.step(xs[k], k, states, self.gen)
                 target = self.cost_to_go(states, nxt, k)
@@ -222,7 +233,8 @@ class DxDP:
         self.value.requires_grad_(False)
         for k in torch.randperm(steps, generator=self.gen, device=self.gen.device).tolist():
             nxt = self.sampler.step(xs[k], k, states, self.gen)
-            loss = (self.cost_to_go(states, nxt, k) + step_cost(self.sampler, xs[k], nxt, k, cfg.tau1, cfg.tau2)).mean()
+            loss = (self.cost_to_go(states, nxt, k, exact=False)
+                    + step_cost(self.sampler, xs[k], nxt, k, cfg.tau1, cfg.tau2)).mean()
             self.sampler_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -270,9 +282,9 @@ def train_imitation(sampler: DxMISampler, value: nn.Module, states: torch.Tensor
 
 def train_dxdp(sampler: DxMISampler, value: nn.Module, states: torch.Tensor, terminal: Terminal, cfg: DxMIConfig,
                generator: torch.Generator, workdir: Path | None = None, hooks: TrainHooks | None = None,
-               progress: bool = False, fingerprint: Any = None) -> dict[str, Any]:
+               progress: bool = False, fingerprint: Any = None, surrogate: bool = False) -> dict[str, Any]:
     """DxDP alone toward a fixed terminal cost (steps 3-4); the loss logged is the sampler's objective."""
-    dp = DxDP(sampler, value, terminal, cfg, generator)
+    dp = DxDP(sampler, value, terminal, cfg, generator, surrogate)
     n, last = states.shape[0], {}
 
     def step(_: int) -> torch.Tensor:

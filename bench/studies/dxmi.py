@@ -1,0 +1,293 @@
+"""Does DxMI do what it claims? Few-step imitation, the beta Q tilt, and the EBM as an anomaly score,
+against exact samples on the toy bandits.
+
+For each task and seed, mu_theta is fitted as in `bench.studies.exactness` (same streams: the same model,
+the same targets as results/exactness.md and results/finetune.md). Then:
+1. imitation: for each T in `steps`, a DxMI sampler of T steps (initialised from mu_theta's T-step DDIM
+   eta = 1 chain) and its EBM trained on the data; SWD to exact samples of mu, beside mu_theta sampled by
+   T steps of DDIM (eta = 0), T steps of DPM-Solver-2, the sampler's own starting chain, and 15 steps of
+   DPM-Solver-2 (QGPO's sampler).
+2. tilt: the T = `tilt_steps` sampler fine-tuned by DxDP with its EBM frozen and the task's exact Q
+   (terminal cost E - tau1 beta Q); SWD to the tilt of mu and of mu_theta, and to the tilt of its own
+   imitation sampler (its own target), beside CEP (15 steps, scale 1, on the same mu_theta). DDPO's rows
+   are read from results/finetune.csv (same mu_theta, same targets, its 10-step chain), when present.
+3. anomaly: AUROC of the T = `tilt_steps` imitation EBM's energy separating fresh behaviour samples from
+   uniform points on the data's box (widened by 1) and from behaviour samples plus N(0, noise^2) noise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.harness.provenance import code_version, made_by
+from bench.studies.exactness import (BUDGETS, ExactnessBudget, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
+                                     stream, theta_tilt, toy_support)
+from bench.studies.resumable import run_resumable
+from envs.toy import TASKS, sample_target, sliced_wasserstein
+from policies.algorithms.dxmi import DxMIConfig, DxMISampler, train_dxdp, train_imitation, value_energy
+from policies.core.networks import EnergyNet
+from policies.core.samplers import SamplerSpec
+
+
+@dataclass(frozen=True)
+class DxmiBudget:
+    behaviour: ExactnessBudget = field(default_factory=ExactnessBudget)
+    steps: tuple[int, ...] = (4, 10)
+    tilt_steps: int = 4
+    beta: float = 3.0
+    chain: str = "ddim"
+    grid: str = "quadratic"
+    imitation_iterations: int = 2_000
+    tilt_iterations: int = 1_000
+    batch: int = 256
+    lr: float = 1e-5
+    sigma_lr: float = 1e-4
+    value_lr: float = 1e-4
+    value_hidden: int = 128
+    value_layers: int = 4
+    tau1: float = 0.1
+    tau2: float = 0.1
+    energy_reg: float = 1.0
+    anomaly_noise: float = 0.5
+    tilt_batch: int = 200_000  # draws per rejection round of the tilt targets (exactness's, for the same targets)
+
+
+DXMI_BUDGETS = {
+    "default": DxmiBudget(),
+    "test": DxmiBudget(behaviour=BUDGETS["test"], steps=(4,), imitation_iterations=60, tilt_iterations=30,
+                       batch=128, value_hidden=64, value_layers=2, tilt_batch=20_000),
+}
+
+
+def dxmi_config(budget: DxmiBudget, steps: int, seed: int) -> DxMIConfig:
+    return DxMIConfig(chain=budget.chain, chain_grid=budget.grid, chain_steps=steps, beta=budget.beta,
+                      tau1=budget.tau1, tau2=budget.tau2, energy_reg=budget.energy_reg, value_hidden=budget.value_hidden,
+                      value_layers=budget.value_layers, imitation_iterations=budget.imitation_iterations,
+                      iterations=budget.tilt_iterations, batch=budget.batch, lr=budget.lr, sigma_lr=budget.sigma_lr,
+                      value_lr=budget.value_lr, seed=seed)
+
+
+def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
+    """P(score of an anomalous point > score of a normal one), ties counted half (Mann-Whitney U)."""
+    scores = np.concatenate([normal, anomalous])
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    n, m = len(normal), len(anomalous)
+    return float((ranks[n:].sum() - m * (m + 1) / 2) / (n * m))
+
+
+def run_task(task: str, seed: int, budget: DxmiBudget, progress: bool = False) -> list[dict]:
+    b = budget.behaviour
+    toy, n = TASKS[task], b.n_eval
+    began = time.perf_counter()
+    x, model = fit_toy_behaviour(task, seed, b, progress)
+    none = torch.zeros(n, 0)
+    fresh = toy.sample(n, np.random.default_rng(stream(seed, task, "fresh")))
+    floor = toy.sample(n, np.random.default_rng(stream(seed, task, "dxmi floor")))
+    base = {"task": task, "seed": seed}
+    rows = [base | {"part": "imitation", "steps": 15, "method": "dpm-solver-2 (QGPO's)", "swd_mu": sliced_wasserstein(
+        model.sample(none, 1, SamplerSpec(), generator=_torch_gen(seed, task, "sample", "behaviour")).x[:, 0], fresh,
+        seed=seed), "swd_floor": sliced_wasserstein(floor, fresh, seed=seed)}]
+    samplers: dict[int, tuple[DxMISampler, EnergyNet]] = {}
+    for steps in budget.steps:
+        cfg = dxmi_config(budget, steps, seed)
+        for name, spec in (("ddim", SamplerSpec("ddim", steps=steps)), ("dpm-solver-2", SamplerSpec(steps=steps))):
+            drawn = model.sample(none, 1, spec, generator=_torch_gen(seed, task, "sample", name, str(steps))).x[:, 0]
+            rows.append(base | {"part": "imitation", "steps": steps, "method": name,
+                                "swd_mu": sliced_wasserstein(drawn, fresh, seed=seed)})
+        sampler = DxMISampler(model, cfg.chain_spec(), cfg.reference)
+        start = sampler.sample(none, _torch_gen(seed, task, "sample", "chain", str(steps)))
+        rows.append(base | {"part": "imitation", "steps": steps, "method": "dxmi start (ddim eta = 1)",
+                            "swd_mu": sliced_wasserstein(start, fresh, seed=seed)})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream(seed, task, "init", "dxmi value", str(steps)))
+            value = EnergyNet(2, 0, cfg.value_hidden, cfg.value_layers)
+        t0 = time.perf_counter()
+        states = torch.zeros(len(x), 0)
+        record = train_imitation(sampler, value, states, x, cfg, _torch_gen(seed, task, "train", "dxmi", str(steps)),
+                                 progress=progress)
+        drawn = sampler.sample(none, _torch_gen(seed, task, "sample", "dxmi", str(steps)))
+        rows.append(base | {"part": "imitation", "steps": steps, "method": "dxmi",
+                            "swd_mu": sliced_wasserstein(drawn, fresh, seed=seed), "seconds": time.perf_counter() - t0,
+                            "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"]})
+        samplers[steps] = (sampler, value)
+    rows += _tilt(task, seed, budget, model, x, *samplers[budget.tilt_steps])
+    rows += _anomaly(task, seed, budget, x, fresh, *samplers[budget.tilt_steps])
+    rows[0]["job_seconds"] = time.perf_counter() - began
+    return rows
+
+
+def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, sampler: DxMISampler,
+          value: EnergyNet) -> list[dict]:
+    """DxDP toward E - tau1 beta Q from the imitation sampler, beside CEP on the same mu_theta."""
+    b, toy, beta = budget.behaviour, TASKS[task], budget.beta
+    n, none, key = b.n_eval, torch.zeros(b.n_eval, 0), f"beta={beta:g}"
+    base = {"task": task, "seed": seed, "part": "tilt", "steps": budget.tilt_steps, "beta": beta}
+    target_mu, _ = sample_target(toy, beta, n, np.random.default_rng(stream(seed, task, "target", key)))
+    pool_gen = _torch_gen(seed, task, "pool")
+    target_theta, _ = theta_tilt(lambda k: model.sample(torch.zeros(k, 0), 1, SamplerSpec(), generator=pool_gen).x[:, 0],
+                                 task, beta, seed, b, batch=budget.tilt_batch)
+    own_gen = _torch_gen(seed, task, "pool", "dxmi")
+    target_own, _ = theta_tilt(lambda k: sampler.sample(torch.zeros(k, 0), own_gen), task, beta, seed, b, "dxmi tilt",
+                               batch=budget.tilt_batch)
+
+    def distances(drawn: torch.Tensor) -> dict:
+        return {"swd_mu": sliced_wasserstein(drawn, target_mu, seed=seed),
+                "swd_theta": sliced_wasserstein(drawn, target_theta, seed=seed),
+                "swd_own": sliced_wasserstein(drawn, target_own, seed=seed)}
+
+    rows = [base | {"method": "dxmi start (imitation)"} | distances(sampler.sample(none, _torch_gen(seed, task, "s0")))]
+    cfg = dxmi_config(budget, budget.tilt_steps, seed)
+    energy = value_energy(value.requires_grad_(False), sampler)
+    tuned = DxMISampler(model, cfg.chain_spec(), cfg.reference)
+    tuned.load_trained_state(sampler.trained_state())
+    tuned_value = EnergyNet(2, 0, cfg.value_hidden, cfg.value_layers)
+    tuned_value.load_state_dict(value.state_dict())
+    tuned_value.requires_grad_(True)
+    t0 = time.perf_counter()
+    record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(energy, toy, cfg.tau1 * beta),
+                        cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
+    rows.append(base | {"method": "dxmi"} | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp", key)))
+                | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
+    support, support_q = toy_support(model, task, seed, b)
+    data_q = torch.as_tensor(toy.q(x.double().numpy()), dtype=torch.float32)
+    t0 = time.perf_counter()
+    f, _, _ = _fit_energy("cep", b, model, x, torch.zeros(b.data, 0), support, support_q, data_q, beta, seed, task, key)
+    guided = model.sample(none, 1, SamplerSpec(), f, 1.0, _torch_gen(seed, task, "sample", "cep", key)).x[:, 0]
+    rows.append(base | {"method": "cep (15 steps)", "steps": 15} | distances(guided) | {"seconds": time.perf_counter() - t0})
+    return rows
+
+
+def _exact_terminal(energy, toy, weight: float):
+    """c_T(a) = E(a) - weight Q(a) with the task's exact Q (piecewise constant: DxDP fits V(., t_T) to it)."""
+    def terminal(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        q = torch.as_tensor(toy.q(actions.detach().double().numpy()), dtype=torch.float32)
+        return energy(states, actions) - weight * q
+    return terminal
+
+
+def _anomaly(task: str, seed: int, budget: DxmiBudget, x: torch.Tensor, fresh: np.ndarray, sampler: DxMISampler,
+             value: EnergyNet) -> list[dict]:
+    rng = np.random.default_rng(stream(seed, task, "anomaly"))
+    lo, hi = x.min(0).values.numpy() - 1, x.max(0).values.numpy() + 1
+    energy = value_energy(value, sampler)
+    with torch.no_grad():
+        score = lambda a: energy(torch.zeros(len(a), 0), torch.as_tensor(a, dtype=torch.float32)).numpy()  # noqa: E731
+        normal = score(fresh)
+        uniform = score(rng.uniform(lo, hi, size=fresh.shape))
+        noisy = score(fresh + budget.anomaly_noise * rng.standard_normal(fresh.shape))
+    base = {"task": task, "seed": seed, "part": "anomaly", "steps": budget.tilt_steps}
+    return [base | {"method": "uniform on the box", "auroc": auroc(normal, uniform)},
+            base | {"method": f"data + N(0, {budget.anomaly_noise:g}²)", "auroc": auroc(normal, noisy)}]
+
+
+# ---------------------------------------------------------------- the report
+
+def summarise(raw: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (task, part, steps, method), g in raw.groupby(["task", "part", "steps", "method"], sort=False):
+        row = {"task": task, "part": part, "steps": steps, "method": method, "seeds": g["seed"].nunique()}
+        for col in ("swd_mu", "swd_theta", "swd_own", "swd_floor", "auroc", "seconds"):
+            if col in g and g[col].notna().any():
+                mean, low, high = _interval(g[col])
+                row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if g[col].notna().sum() > 1
+                        else math.nan, f"{col}_low": low, f"{col}_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(r, col: str, digits: int = 3) -> str:
+    if r is None or f"{col}_mean" not in r or pd.isna(r[f"{col}_mean"]):
+        return "–"
+    std = r.get(f"{col}_std", math.nan)
+    return f"{r[f'{col}_mean']:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
+
+
+def ddpo_rows(path: Path, beta: float, tasks: list[str], seeds: list[int]) -> pd.DataFrame:
+    """DDPO's distances at `beta` from the fine-tuning study (same mu_theta and targets), if it was run."""
+    if not path.exists():
+        return pd.DataFrame()
+    d = pd.read_csv(path)
+    d = d[(d.method == "ddpo") & (d.beta == beta) & d.task.isin(tasks) & d.seed.isin(seeds)]
+    return d.groupby("task").agg(swd_mu=("swd_mu", "mean"), swd_mu_std=("swd_mu", "std"), swd_theta=("swd_theta", "mean"),
+                                 swd_theta_std=("swd_theta", "std"), seeds=("seed", "nunique"))
+
+
+def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: DxmiBudget,
+                 seconds: float, version: str, ddpo: pd.DataFrame) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
+    seeds = int(summary["seeds"].max())
+    versions = sorted(set(raw["code"].dropna())) if "code" in raw else [version]
+    b = budget.behaviour
+    get = {(r["task"], r["part"], int(r["steps"]), r["method"]): r for _, r in summary.iterrows()}
+    tasks = list(dict.fromkeys(summary["task"]))
+    lines = [
+        "# DxMI against exact samples on the toy bandits: few-step imitation, the βQ tilt, the EBM as an anomaly score",
+        "", made_by(command, seconds, version), "",
+        f"{raw.groupby(['task', 'seed']).ngroups} (task, seed) jobs, {raw['job_seconds'].sum() / 3600:.1f} h of "
+        "single-core compute in all. Rows were made at code " + ", ".join(versions) + ".", "",
+        f"{seeds} seeds, mean ± std over seeds; SWD to n = {b.n_eval} exact samples. μθ as results/exactness.md "
+        "(same model, same targets). Budget: " + ", ".join(f"{k} {v}" for k, v in asdict(budget).items()
+                                                          if k != "behaviour") + ".", "",
+        "## 1. Few-step imitation: SWD to exact samples of μ", "",
+        "Every row samples μθ or a sampler started from it with T network evaluations per sample. `floor`: two exact "
+        "samples of μ.", "",
+        "| task | T | DDIM (η = 0) | DPM-Solver-2 | DxMI's start (DDIM η = 1) | **DxMI** | 15-step DPM-Solver-2 | floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    wins = []
+    for task in tasks:
+        ref = get.get((task, "imitation", 15, "dpm-solver-2 (QGPO's)"))
+        for steps in budget.steps:
+            cells = [get.get((task, "imitation", steps, m)) for m in ("ddim", "dpm-solver-2", "dxmi start (ddim eta = 1)",
+                                                                      "dxmi")]
+            lines.append(f"| {task} | {steps} | " + " | ".join(_cell(c, "swd_mu") for c in cells) +
+                         f" | {_cell(ref, 'swd_mu')} | {_cell(ref, 'swd_floor')} |")
+            if all(c is not None for c in cells):
+                wins.append(cells[3]["swd_mu_mean"] < min(cells[0]["swd_mu_mean"], cells[1]["swd_mu_mean"]))
+    lines += ["", f"DxMI closer to μ than both T-step samplers of μθ in {sum(wins)} of {len(wins)} task×T cells.", "",
+              f"## 2. The βQ tilt at T = {budget.tilt_steps}, β = {budget.beta:g}", "",
+              "DxDP with the imitation EBM frozen and terminal cost E − τ₁βQ (the task's exact Q). Targets: the tilt of μ "
+              "(end to end), of μθ (CEP's own target) and of DxMI's imitation sampler (DxMI's own target). DDPO: "
+              "results/finetune.csv at the same β (same μθ and targets; its 10-step chain), where present.", "",
+              "| task | method | NFE | SWD to tilt of μ | tilt of μθ | own target |", "|---|---|---:|---:|---:|---:|"]
+    for task in tasks:
+        for method, nfe in (("dxmi start (imitation)", budget.tilt_steps), ("dxmi", budget.tilt_steps),
+                            ("cep (15 steps)", 15)):
+            r = get.get((task, "tilt", 15 if method.startswith("cep") else budget.tilt_steps, method))
+            lines.append(f"| {task} | {method} | {nfe} | {_cell(r, 'swd_mu')} | {_cell(r, 'swd_theta')} | "
+                         f"{_cell(r, 'swd_own')} |")
+        if task in ddpo.index:
+            d = ddpo.loc[task]
+            lines.append(f"| {task} | ddpo (results/finetune.csv, {int(d['seeds'])} seeds) | 10 | "
+                         f"{d['swd_mu']:.3f} ± {d['swd_mu_std']:.3f} | {d['swd_theta']:.3f} ± {d['swd_theta_std']:.3f} | – |")
+    lines += ["", f"## 3. The EBM as an anomaly score (T = {budget.tilt_steps} imitation EBM)", "",
+              "AUROC of the energy separating fresh behaviour samples (normal) from off-support points (anomalous); "
+              "0.5 is chance.", "", "| task | anomalous points | AUROC |", "|---|---|---:|"]
+    for _, r in summary[summary.part == "anomaly"].iterrows():
+        lines.append(f"| {r['task']} | {r['method']} | {_cell(r, 'auroc')} |")
+    out.write_text("\n".join(lines) + "\n")
+
+
+def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1,
+        finetune_csv: Path | None = None) -> pd.DataFrame:
+    """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`)."""
+    version, start = code_version(), time.perf_counter()
+    budget = DXMI_BUDGETS[budget_name]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [(task, seed, budget) for task in tasks for seed in seeds]
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, budget_name, workers, lambda g: g)
+    raw = pd.DataFrame(rows)
+    order = {task: i for i, task in enumerate(tasks)}
+    raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
+    summary = summarise(raw)
+    ddpo = ddpo_rows(finetune_csv, budget.beta, tasks, seeds) if finetune_csv is not None else pd.DataFrame()
+    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, ddpo)
+    out.with_suffix(".partial.csv").unlink(missing_ok=True)
+    return summary
