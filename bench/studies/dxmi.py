@@ -47,8 +47,8 @@ class DxmiBudget:
     imitation_iterations: int = 2_000
     tilt_iterations: int = 1_000
     batch: int = 256
-    lr: float = 1e-5
-    sigma_lr: float = 1e-4
+    lr: float = 1e-6
+    sigma_lr: float = 1e-5
     value_lr: float = 1e-4
     value_hidden: int = 128
     value_layers: int = 4

@@ -33,8 +33,11 @@ Where this differs from the official code, and why:
 - The value's targets include the step costs (the exact soft Bellman recursion; `costs_in_value`);
   the official configs leave them out (`velocity_in_value`/`entropy_in_value` None). The entropy term is
   constant in x, so it moves V but not its gradients.
-- Learning rates: the official ones (sampler 1e-7, value 1e-5, sigma 1e-5) are for fine-tuning image
-  U-Nets with millions of weights; for the small action networks here they are raised (presets).
+- Learning rates: the official ones are sampler 1e-7, value 1e-5, sigma 1e-5 (image U-Nets); here the
+  sampler's is 1e-6 and the value's 1e-4 (small action networks), sigma's 1e-5 as the official.
+- tau2 = tau1 (0.1): with the forward kernel the step costs are then tau1 times a KL; the official
+  tau2 = tau1 / 10 makes the entropy bonus win, and with stds learned at a useful rate they grow until
+  sigma_k^2 = (tau1 / tau2) s_k^2 under the velocity cost.
 """
 
 from __future__ import annotations
@@ -78,8 +81,11 @@ class DxMIConfig(FinetuneConfig):
     # stage "finetune" (beta > 0): E frozen, DxDP toward E - tau1 beta Q
     iterations: int = 5_000
     batch: int = 256  # dataset pairs (and chains) per iteration
-    lr: float = 1e-5  # the sampler's network (8gaussians, T = 4: 1e-4 with sigma_lr 1e-3 drifts away from the data)
-    sigma_lr: float = 1e-4  # the sampler's log stds
+    # the sampler's network: its first steps multiply eps by ~10 (x_0 is predicted from t = 1), so small moves of
+    # the weights move the samples far; on 8gaussians (T = 4, DDIM start) 1e-4 and 1e-5 oscillate, 1e-6 improves
+    # steadily (the official 1e-7 is for image U-Nets)
+    lr: float = 1e-6
+    sigma_lr: float = 1e-5  # the sampler's log stds
     value_lr: float = 1e-4  # value and energy (one network)
     max_grad_norm: float = 0.1  # the sampler's (the official value)
 
