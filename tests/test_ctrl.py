@@ -216,3 +216,23 @@ def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_p
     text = out.read_text()
     assert "Two controls composed" in text and "cfg w=3" in text and "**Headline**" in text
     assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()
+
+
+def test_classifier_free_guidance_trains_its_whole_copy_even_of_a_frozen_model():
+    """The toy study freezes mu_theta (a FinetunedPolicy does); the CFG model copied from it must still train
+    every weight, not only the zero-initialised label embedding."""
+    from policies.core.conditioning import fit_conditional
+
+    torch.manual_seed(0)
+    model = DiffusionModel(2, 0, widths=(16, 8, 4))
+    FinetunedPolicy(model, Chain("sde", 3))  # freezes `model`, as in the study
+    assert not any(p.requires_grad for p in model.parameters())
+    conditional = ConditionalDiffusion(model, (2,))
+    assert all(p.requires_grad for p in conditional.parameters())
+    before = {k: v.clone() for k, v in conditional.net.net.state_dict().items()}
+    x, y = torch.randn(256, 2), torch.randint(2, (256, 1))
+    fit_conditional(conditional, torch.zeros(256, 0), x, y, steps=3, batch=64, lr=1e-3, drop=0.1,
+                    generator=torch.Generator().manual_seed(0))
+    after = conditional.net.net.state_dict()
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
+    assert all(p.requires_grad is False for p in model.parameters())  # the pretrained model stays frozen

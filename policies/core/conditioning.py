@@ -70,8 +70,10 @@ class ConditionalDiffusion(DiffusionModel):
     it samples by classifier-free guidance, eps_null + w (eps_y - eps_null) (Ho & Salimans 2022)."""
 
     def __init__(self, pretrained: DiffusionModel, classes: Sequence[int], guidance_weight: float = 1.0):
+        # the copy trains whole, even when the pretrained model was frozen (a frozen copy would leave
+        # classifier-free guidance only the label embedding to learn with)
         super().__init__(pretrained.action_dim, pretrained.state_dim + len(classes), schedule=pretrained.schedule,
-                         net=LabelledNet(copy.deepcopy(pretrained.net), classes))
+                         net=LabelledNet(copy.deepcopy(pretrained.net).requires_grad_(True), classes))
         self.controls = len(classes)
         self.guidance_weight = guidance_weight
 
