@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from bench.harness.provenance import code_version, made_by
-from bench.studies.exactness import BUDGETS, ExactnessBudget, _interval, _torch_gen, fit_toy_behaviour, stream
+from bench.studies.exactness import BUDGETS, ExactnessBudget, _cell, _interval, _torch_gen, fit_toy_behaviour, stream
 from bench.studies.resumable import run_resumable
 from envs.toy import CONTROLS, TASKS, likelihood, reject, sliced_wasserstein
 from policies.core.classifier import Classifier, ClassifierGuidance, calibrate, split, train_classifier
@@ -196,13 +196,6 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
                         else math.nan}
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _cell(r: pd.Series | None, col: str, digits: int = 3) -> str:
-    if r is None or f"{col}_mean" not in r or pd.isna(r[f"{col}_mean"]):
-        return "–"
-    std = r.get(f"{col}_std", math.nan)
-    return f"{r[f'{col}_mean']:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
 
 
 def _method_name(method: str, weight: float) -> str:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+import copy
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import pandas as pd
 import torch
 
 from bench.harness.provenance import code_version, made_by
-from bench.studies.exactness import (BUDGETS, ExactnessBudget, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
+from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
                                      stream, theta_tilt, toy_support)
 from bench.studies.resumable import run_resumable
 from envs.toy import TASKS, sample_target, sliced_wasserstein
@@ -145,11 +146,7 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
     rows = [base | {"method": "dxmi start (imitation)"} | distances(sampler.sample(none, _torch_gen(seed, task, "s0")))]
     cfg = dxmi_config(budget, budget.tilt_steps, seed)
     energy = value_energy(value.requires_grad_(False), sampler)
-    tuned = DxMISampler(model, cfg.chain_spec(), cfg.reference)
-    tuned.load_trained_state(sampler.trained_state())
-    tuned_value = EnergyNet(2, 0, cfg.value_hidden, cfg.value_layers)
-    tuned_value.load_state_dict(value.state_dict())
-    tuned_value.requires_grad_(True)
+    tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
     t0 = time.perf_counter()
     record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(energy, toy, cfg.tau1 * beta),
                         cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
@@ -200,13 +197,6 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
                         else math.nan, f"{col}_low": low, f"{col}_high": high}
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _cell(r, col: str, digits: int = 3) -> str:
-    if r is None or f"{col}_mean" not in r or pd.isna(r[f"{col}_mean"]):
-        return "–"
-    std = r.get(f"{col}_std", math.nan)
-    return f"{r[f'{col}_mean']:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
 
 
 def ddpo_rows(path: Path, beta: float, tasks: list[str], seeds: list[int]) -> pd.DataFrame:

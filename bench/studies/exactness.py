@@ -192,6 +192,14 @@ def _interval(values: pd.Series) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def _cell(r: pd.Series | None, col: str, digits: int = 3) -> str:
+    """"mean ± std" of a summary row's `col` ("mean" alone for one seed; "–" when missing)."""
+    if r is None or f"{col}_mean" not in r or pd.isna(r[f"{col}_mean"]):
+        return "–"
+    std = r.get(f"{col}_std", math.nan)
+    return f"{r[f'{col}_mean']:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
+
+
 def summarise(raw: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFrame:
     rows = []
     for (task, beta, method), g in raw.groupby(["task", "beta", "method"], sort=False):

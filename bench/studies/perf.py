@@ -98,6 +98,12 @@ def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[st
     return figures, flops
 
 
+def device_label(name: str) -> str:
+    """"cpu: <processor>" or "cuda: <GPU name>", the row label of a timed device."""
+    device = torch.device(name)
+    return f"{name}: {hardware()}" if device.type == "cpu" else f"{name}: {torch.cuda.get_device_name(device)}"
+
+
 def matmul_gflops(device: torch.device, n: int = 2048) -> float:
     """Sustained float32 matmul rate of the device: the ceiling for these matmul-bound workloads."""
     a, b = torch.randn(2 * n, n, device=device), torch.randn(n, n, device=device)
@@ -159,7 +165,7 @@ def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
     rows = []
     for name in devices:
         device = torch.device(name)
-        label = f"{name}: {hardware()}" if device.type == "cpu" else f"{name}: {torch.cuda.get_device_name(device)}"
+        label = device_label(name)
         figures, flops = measure(device, repeats)
         reference = None
         if official is not None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from bench.harness.provenance import code_version, hardware, made_by
-from bench.studies.perf import ACT_DIM, OBS_DIM, _time
+from bench.harness.provenance import code_version, made_by
+from bench.studies.perf import ACT_DIM, OBS_DIM, _time, device_label
 from policies.algorithms.dxmi import DxMISampler
 from policies.algorithms.finetune import Chain, FinetunedPolicy
 from policies.algorithms.qgpo import QGPOConfig
@@ -70,9 +70,7 @@ def write_report(rows: list[tuple[str, dict]], out: Path, command: str, version:
 def run(devices: list[str], out: Path | None, command: str, repeats: int = 10) -> list[tuple[str, dict]]:
     rows = []
     for name in devices:
-        device = torch.device(name)
-        label = f"{name}: {hardware()}" if device.type == "cpu" else f"{name}: {torch.cuda.get_device_name(device)}"
-        rows.append((label, measure(device, repeats)))
+        rows.append((device_label(name), measure(torch.device(name), repeats)))
     if out is not None:
         write_report(rows, out, command, code_version())
     return rows

@@ -57,7 +57,7 @@ from policies.algorithms.finetune import (Chain, FinetuneAlgorithm, FinetuneConf
                                           RewardFn, check_rewards, finetune_stage_fields)
 from policies.algorithms.pretrain import PRETRAIN_FIELDS, PRETRAIN_PRESETS, PRETRAIN_STAGES, pretrain_settings
 from policies.core.networks import EnergyNet
-from policies.core.training import TrainHooks, run_steps, stage_generator
+from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_generator
 from policies.errors import ConfigError
 
 REFERENCES = ("forward", "velocity")
@@ -136,7 +136,7 @@ class DxMISampler(FinetunedPolicy):
         self.register_buffer("ref_var", var.float())
 
     def stds(self) -> torch.Tensor:
-        return torch.cat([self.log_std, self.last_log_std]).exp()
+        return self.log_stds().exp()
 
     def log_stds(self) -> torch.Tensor:
         return torch.cat([self.log_std, self.last_log_std])
@@ -214,22 +214,16 @@ class DxDP:
         if self.surrogate:  # V(., t_T) fitted to the terminal cost at the chains' final actions
             with torch.no_grad():
                 target = self.terminal(states, xs[-1])
-            loss = (self.value(xs[-1], self.sampler.times[-1], states) - target).pow(2).mean()
-            self.value_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.value_opt.step()
+            optimiser_step(self.value_opt, (self.value(xs[-1], self.sampler.times[-1], states) - target).pow(2).mean())
         for k in reversed(range(steps)):
             with torch.no_grad():
                 nxt = self.sampler.step(xs[k], k, states, self.gen)
                 target = self.cost_to_go(states, nxt, k)
                 if cfg.costs_in_value:
                     target = target + step_cost(self.sampler, xs[k], nxt, k, cfg.tau1, cfg.tau2)
-            loss = (self.value(xs[k], self.sampler.times[k], states) - target).pow(2).mean()
-            self.value_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.value_opt.step()
-            total = total + loss.detach()
-        return total / self.sampler.chain.steps
+            total = total + optimiser_step(self.value_opt,
+                                           (self.value(xs[k], self.sampler.times[k], states) - target).pow(2).mean())
+        return total / steps
 
     def update_sampler(self, xs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """One gradient step per chain step (random order), each through that step alone; returns the mean
@@ -273,13 +267,10 @@ def train_imitation(sampler: DxMISampler, value: nn.Module, states: torch.Tensor
         s = states[i]
         xs = sampler.trajectory(s, generator)
         sampler.track_velocity(xs, cfg.velocity_ema)
-        loss = ebm_loss(energy(s, actions[i]), energy(s, xs[-1]), cfg.energy_reg)
-        dp.value_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        dp.value_opt.step()
+        loss = optimiser_step(dp.value_opt, ebm_loss(energy(s, actions[i]), energy(s, xs[-1]), cfg.energy_reg))
         last["value"] = dp.update_value(xs, s)
         last["sampler"] = dp.update_sampler(xs, s)
-        return loss.detach()
+        return loss
 
     record = run_steps(step, cfg.imitation_iterations, "imitation (dxmi)", progress=progress, workdir=workdir,
                        hooks=hooks, fingerprint=fingerprint, state=dp.state())
