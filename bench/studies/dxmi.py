@@ -255,8 +255,9 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
                          f"{_cell(r, 'swd_own')} |")
         if task in ddpo.index:
             d = ddpo.loc[task]
-            lines.append(f"| {task} | ddpo (results/finetune.csv, {int(d['seeds'])} seeds) | 10 | "
-                         f"{d['swd_mu']:.3f} ± {d['swd_mu_std']:.3f} | {d['swd_theta']:.3f} ± {d['swd_theta_std']:.3f} | – |")
+            pm = lambda col: f"{d[col]:.3f}" + ("" if pd.isna(d[f"{col}_std"]) else f" ± {d[f'{col}_std']:.3f}")  # noqa: E731
+            lines.append(f"| {task} | ddpo (results/finetune.csv, {int(d['seeds'])} seeds) | 10 | {pm('swd_mu')} | "
+                         f"{pm('swd_theta')} | – |")
     lines += ["", f"## 3. The EBM as an anomaly score (T = {budget.tilt_steps} imitation EBM)", "",
               "AUROC of the energy separating fresh behaviour samples (normal) from off-support points (anomalous); "
               "0.5 is chance.", "", "| task | anomalous points | AUROC |", "|---|---|---:|"]
