@@ -199,15 +199,18 @@ def cmd_toy_dxmi(args) -> int:
 
 
 def cmd_toy_ctrl(args) -> int:
-    from bench.studies.ctrl import CTRL_BUDGETS, run
+    from bench.studies.ctrl import CTRL_BUDGETS, REDO, run
 
     if args.budget not in CTRL_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(CTRL_BUDGETS)}")
     sizes = _numbers(args.sizes, int, "--sizes")
     if min(sizes) < 10:
         raise ConfigError(f"--sizes are labelled points per control; each must be >= 10, got {min(sizes)}")
+    redo = tuple(m for m in args.redo.split(",") if m)
+    if set(redo) - set(REDO):
+        raise ConfigError(f"--redo {args.redo!r}: only these methods can be made again alone: {', '.join(REDO)}")
     summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), sizes, args.budget, Path(args.out),
-                  _command(args), workers=args.workers)
+                  _command(args), workers=args.workers, redo=redo)
     print(Path(args.out).read_text().splitlines()[-1])
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
@@ -428,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--budget", default="default", help="training budget preset: default or test")
     ct.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
     ct.add_argument("--out", default="results/ctrl.md")
+    ct.add_argument("--redo", default="", help="methods (cfg) whose rows in the partial file made at another code "
+                    "version are made again at this one, keeping the other rows (after a fix to that method)")
     ct.set_defaults(func=cmd_toy_ctrl)
 
     dx = tsub.add_parser("dxmi", help="DxMI: few-step imitation, the beta Q tilt and the EBM's anomaly AUROC against "

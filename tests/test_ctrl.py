@@ -4,6 +4,7 @@ classifier calibration, labels, bad inputs, resume, stage sharing, and the toy s
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -216,6 +217,19 @@ def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_p
     text = out.read_text()
     assert "Two controls composed" in text and "cfg w=3" in text and "**Headline**" in text
     assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()
+
+    # --redo cfg: rows of CFG made at another code version are made again alone; the others are kept as they are
+    first = pd.read_csv(out.with_suffix(".csv"))
+    first.assign(code="stale", budget="test").to_csv(out.with_suffix(".partial.csv"), index=False)
+    run(["8gaussians"], [0], [2000], "test", out, "diffbench toy ctrl --budget test --redo cfg", workers=1,
+        redo=("cfg",))
+    second = pd.read_csv(out.with_suffix(".csv"))
+    cfg = second.method == "cfg"
+    assert (second.loc[~cfg, "code"] == "stale").all() and (second.loc[cfg, "code"] != "stale").all()
+    key = ["case", "method", "n_labels", "weight"]
+    again = second.set_index(key).sort_index()
+    pd.testing.assert_series_equal(again["swd_own"], first.set_index(key).sort_index()["swd_own"], rtol=1e-4)
+    assert "stale (" in out.read_text()  # the report says which rows each code version made
 
 
 def test_classifier_free_guidance_trains_its_whole_copy_even_of_a_frozen_model():

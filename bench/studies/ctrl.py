@@ -42,6 +42,8 @@ from policies.algorithms.finetune import Chain, FinetunedPolicy
 from policies.core.samplers import SamplerSpec
 
 CASES = {"y1": ("right",), "y1,y2": ("right", "up")}  # conditioned on y = 1 for each named control
+METHODS = ("pretrained", "ctrl", "cg", "cfg")  # a job may make a subset (the classifiers come with ctrl and cg)
+REDO = ("cfg",)  # methods whose rows `--redo` can make again on their own (their random streams are their own)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def _classifier(x: torch.Tensor, y: torch.Tensor, budget: CtrlBudget, noisy: boo
     return clf, calibration
 
 
-def run_task(task: str, seed: int, sizes: list[int], budget: CtrlBudget, progress: bool = False) -> list[dict]:
+def run_task(task: str, seed: int, sizes: list[int], budget: CtrlBudget, methods: tuple[str, ...] = METHODS,
+             progress: bool = False) -> list[dict]:
     b = budget.behaviour
     toy, n = TASKS[task], b.n_eval
     began = time.perf_counter()
@@ -126,7 +129,7 @@ def run_task(task: str, seed: int, sizes: list[int], budget: CtrlBudget, progres
             gen = _torch_gen(seed, task, "target", case, start)
             targets[case][start] = reject(lambda k: fn(k, gen), accept, n, rng, 4 * n)[0]
         t = targets[case]
-        for start, fn in draw.items():  # where every method starts: the unconditioned model
+        for start, fn in draw.items() if "pretrained" in methods else ():  # where every method starts: the unconditioned model
             x = fn(n, _torch_gen(seed, task, "sample", "pretrained", case, start))
             rows.append(base | {"case": case, "n_labels": 0, "method": f"pretrained ({start})", "weight": math.nan,
                                 "swd_own": sliced_wasserstein(x, t[start], seed=seed),
@@ -144,27 +147,33 @@ def run_task(task: str, seed: int, sizes: list[int], budget: CtrlBudget, progres
     for size in sizes:
         data = {c: _labelled(task, c, size, seed) for c in ("right", "up")}
         clean, noisy = {}, {}
+        kinds = [is_noisy for is_noisy, method in ((False, "ctrl"), (True, "cg")) if method in methods]
         for c, (x, y) in data.items():
-            for is_noisy, store in ((False, clean), (True, noisy)):
+            for is_noisy in kinds:
                 t0 = time.perf_counter()
+                store = noisy if is_noisy else clean
                 store[c], cal = _classifier(x, y, budget, is_noisy, model.schedule, seed, task, c)
                 rows.append(base | {"case": c, "n_labels": size, "method": "noisy classifier" if is_noisy else "classifier",
                                     "seconds": time.perf_counter() - t0} | cal)
         for case, names in CASES.items():
             classes = (2,) * len(names)
-            t0 = time.perf_counter()
-            policy = FinetunedPolicy(LabelBlind(model, len(names)), chain, model=ConditionalDiffusion(model, classes))
-            record = train_ctrl(policy, torch.zeros(1, 0), classes, classifier_reward([clean[c] for c in names]),
-                                ctrl_config(budget, seed), _torch_gen(seed, task, "train", "ctrl", case, str(size)),
-                                progress=progress)
-            x = policy.sample(ones[case], _torch_gen(seed, task, "sample", "ctrl", case, str(size)))
-            rows.append(row(case, size, "ctrl", x, "chain", seconds=time.perf_counter() - t0,
-                            gradient_steps=record["gradient_steps"], final_loss=record["final_loss"]))
-            t0 = time.perf_counter()
-            guide = ClassifierGuidance([noisy[c] for c in names])
-            x = LabelBlind(model, len(names)).sample(ones[case], 1, SamplerSpec(), guide, 1.0,
-                                                     _torch_gen(seed, task, "sample", "cg", case, str(size))).x[:, 0]
-            rows.append(row(case, size, "cg", x, "solver", seconds=time.perf_counter() - t0))
+            if "ctrl" in methods:
+                t0 = time.perf_counter()
+                policy = FinetunedPolicy(LabelBlind(model, len(names)), chain, model=ConditionalDiffusion(model, classes))
+                record = train_ctrl(policy, torch.zeros(1, 0), classes, classifier_reward([clean[c] for c in names]),
+                                    ctrl_config(budget, seed), _torch_gen(seed, task, "train", "ctrl", case, str(size)),
+                                    progress=progress)
+                x = policy.sample(ones[case], _torch_gen(seed, task, "sample", "ctrl", case, str(size)))
+                rows.append(row(case, size, "ctrl", x, "chain", seconds=time.perf_counter() - t0,
+                                gradient_steps=record["gradient_steps"], final_loss=record["final_loss"]))
+            if "cg" in methods:
+                t0 = time.perf_counter()
+                guide = ClassifierGuidance([noisy[c] for c in names])
+                x = LabelBlind(model, len(names)).sample(ones[case], 1, SamplerSpec(), guide, 1.0,
+                                                         _torch_gen(seed, task, "sample", "cg", case, str(size))).x[:, 0]
+                rows.append(row(case, size, "cg", x, "solver", seconds=time.perf_counter() - t0))
+        if "cfg" not in methods:
+            continue
         t0 = time.perf_counter()
         x, y = data["right"]
         conditional = ConditionalDiffusion(model, (2,))
@@ -207,7 +216,8 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
     out.parent.mkdir(parents=True, exist_ok=True)
     raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
     seeds = int(summary["seeds"].max())
-    versions = sorted(set(raw["code"].dropna())) if "code" in raw else [version]
+    made_at = raw.dropna(subset=["code"]).groupby("code")["method"].agg(lambda m: ", ".join(sorted(set(m))))
+    versions = [f"{code} ({methods})" for code, methods in made_at.items()] if len(made_at) > 1 else list(made_at.index)
     jobs = raw.groupby(["task", "seed"]).ngroups
     b = budget.behaviour
     lines = [
@@ -215,7 +225,7 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
         "classifier-free guidance", "",
         made_by(command, seconds, version), "",
         f"{jobs} (task, seed) jobs, {raw['job_seconds'].sum() / 3600:.1f} h of single-core compute in all. Rows were "
-        "made at code " + ", ".join(versions) + ".", "",
+        "made at code " + "; ".join(versions or [version]) + ".", "",
         f"{seeds} seeds, mean ± std over seeds; SWD to n = {b.n_eval} exact samples of each target (rejection with "
         "acceptance p(y|x)). Controls (`envs/toy/labels.py`): y1 = \"right\", p(y1 = 1 | x) = σ(x₁/0.5); "
         "y2 = \"up\", p(y2 = 1 | x) = σ(x₂/0.5); each labelled on its own N behaviour points. Every method "
@@ -282,17 +292,33 @@ def headline(summary: pd.DataFrame, sizes: list[int]) -> str:
 
 
 def run(tasks: list[str], seeds: list[int], sizes: list[int], budget_name: str, out: Path, command: str,
-        workers: int = 1) -> pd.DataFrame:
-    """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`)."""
+        workers: int = 1, redo: tuple[str, ...] = ()) -> pd.DataFrame:
+    """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`).
+
+    `redo`: methods of REDO whose finished rows made at another code version are made again, alone, at
+    this one (after a fix to that method; the other rows stay, being the same numbers)."""
     version, start = code_version(), time.perf_counter()
     budget = CTRL_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
+    unknown = set(redo) - set(REDO)
+    if unknown:
+        raise ValueError(f"cannot redo {sorted(unknown)} alone; methods that can be redone: {', '.join(REDO)}")
+
+    def made(grp: pd.DataFrame, method: str) -> bool:
+        if method == "pretrained":
+            return grp["method"].str.startswith("pretrained").any()
+        return set(sizes) <= set(grp.loc[grp["method"] == method, "n_labels"])
 
     def reuse(grp: pd.DataFrame) -> pd.DataFrame | None:
-        return grp if set(sizes) <= set(grp["n_labels"]) else None
+        grp = grp[~(grp["method"].isin(redo) & (grp["code"] != version))]
+        return grp if all(made(grp, m) for m in METHODS if m not in REDO) else None
+
+    def remainder(job: tuple, kept: pd.DataFrame) -> tuple | None:
+        missing = tuple(m for m in REDO if not made(kept, m))
+        return (*job[:4], missing) if missing else None
 
     jobs = [(task, seed, sizes, budget) for task in tasks for seed in seeds]
-    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, budget_name, workers, reuse)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, budget_name, workers, reuse, remainder)
     raw = pd.DataFrame(rows)
     raw = raw[raw.n_labels.isin([0, *sizes])]
     order = {task: i for i, task in enumerate(tasks)}

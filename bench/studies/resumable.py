@@ -16,18 +16,21 @@ Key = tuple[str, int]
 
 
 def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callable[[tuple], Key], out: Path,
-                  budget_name: str, workers: int, reuse: Callable[[pd.DataFrame], pd.DataFrame | None]
-                  ) -> tuple[list[dict], int]:
+                  budget_name: str, workers: int, reuse: Callable[[pd.DataFrame], pd.DataFrame | None],
+                  remainder: Callable[[tuple, pd.DataFrame], tuple | None] | None = None) -> tuple[list[dict], int]:
     """`fn(*job)` for each job not already finished; returns (all rows, jobs taken from the partial file).
 
     `reuse(rows of one earlier (task, seed))` gives the rows to keep, or None to run the job again (e.g.
     when it lacks a beta asked for now). Rows record the code version that made them; rows of an
-    invocation that recorded none are redone. The caller deletes the partial file once its report is written."""
+    invocation that recorded none are redone. `remainder(job, kept rows)` may give a smaller job that
+    makes only the rows the kept ones lack (e.g. one method's rows, dropped by `reuse` after a fix to it);
+    its rows join the kept ones. The caller deletes the partial file once its report is written."""
     version, start = code_version(), time.perf_counter()
     partial = out.with_suffix(".partial.csv")
-    wanted = {key(job) for job in jobs}
+    wanted = {key(job): job for job in jobs}
     rows: list[dict] = []
     done: set[Key] = set()
+    rest: list[tuple] = []
     if partial.exists():
         previous = pd.read_csv(partial)
         if "code" in previous and "budget" in previous:
@@ -37,6 +40,9 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
                 if kept is not None:
                     done.add((task, int(seed)))
                     rows += kept.drop(columns="budget").to_dict("records")
+                    smaller = remainder(wanted[(task, int(seed))], kept) if remainder else None
+                    if smaller is not None:
+                        rest.append(smaller)
 
     def finished(job: tuple, result: list[dict]) -> None:
         rows.extend(r | {"code": version} for r in result)
@@ -45,7 +51,7 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
         task, seed = key(job)
         print(f"{task} seed {seed}: done ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    run_jobs(fn, [job for job in jobs if key(job) not in done], workers, finished)
+    run_jobs(fn, [job for job in jobs if key(job) not in done] + rest, workers, finished)
     if done:
         print(f"{len(done)} (task, seed) jobs came from an earlier invocation ({partial.name})", flush=True)
     return rows, len(done)
