@@ -15,7 +15,8 @@ from envs import catalog
 from envs.errors import DatasetError
 from envs.pointmaze import RECIPES
 from envs.toy import TASKS
-from bench.studies.quick import DATASET as QUICK_DATASET
+from bench.studies.quick import ALGORITHMS as QUICK_ALGORITHMS, DATASET as QUICK_DATASET, \
+    SELECTION_EPISODES as QUICK_SELECTION
 from bench.harness.store import ResultsStore
 from policies.config import parse_assignments
 from policies.errors import CheckpointError, ConfigError
@@ -97,7 +98,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_quick(args) -> int:
-    """The embedded default job: QGPO and its s = 0 ablation for two seeds, then the comparison table."""
+    """The embedded default job: QGPO, its s = 0 ablation and the fine-tuning methods for two seeds, then the
+    comparison table."""
     from bench.studies import quick
     from bench.harness.executors import run_all
 
@@ -105,7 +107,14 @@ def cmd_quick(args) -> int:
     if 0.0 not in scales:
         scales.insert(0, 0.0)  # the ablation is the point of the comparison
     seeds = _numbers(args.seeds, int, "--seeds")
-    quick.specs(args.dataset, seeds, args.preset, scales, args.episodes)[0].config()
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    if not algorithms:
+        raise ConfigError("--algorithms takes comma-separated algorithm names, e.g. qgpo,ddpo")
+    if args.selection_episodes < 1:
+        raise ConfigError(f"--selection-episodes must be >= 1, got {args.selection_episodes}")
+    for spec in quick.specs(args.dataset, seeds, args.preset, scales, args.episodes, algorithms,
+                            args.selection_episodes)[::len(seeds)]:
+        spec.config()  # unknown names and presets fail here, before the dataset is generated
     if not any(r["id"] == args.dataset and r["on_disk"] for r in catalog.list_datasets()):
         if args.dataset not in RECIPES:
             catalog.load_dataset(args.dataset)  # a path, or the one-line "not on disk" error
@@ -115,11 +124,11 @@ def cmd_quick(args) -> int:
     if not report["ok"]:
         print(f"diffbench: error: {args.dataset} failed verification: {report}", file=sys.stderr)
         return 2
-    specs = quick.specs(args.dataset, seeds, args.preset, scales, args.episodes)
+    specs = quick.specs(args.dataset, seeds, args.preset, scales, args.episodes, algorithms, args.selection_episodes)
     results = Path(args.results)
-    print(f"qgpo ({args.preset} preset) on {args.dataset}, seeds {args.seeds}, guidance scales "
-          f"{', '.join(f'{s:g}' for s in scales)}, {specs[0].final_episodes()} episodes each; results in {results}",
-          flush=True)
+    print(f"{', '.join(dict.fromkeys(s.algorithm for s in specs))} ({args.preset} preset) on {args.dataset}, seeds "
+          f"{args.seeds}, qgpo's guidance scales {', '.join(f'{s:g}' for s in scales)}, {specs[0].final_episodes()} "
+          f"episodes each; results in {results}", flush=True)
     code = _print_outcome(run_all(specs, results, **_run_options(args)), results)
     store = ResultsStore(results)
     ids = [s.run_id() for s in specs]
@@ -453,13 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="override every run's device (cpu, cuda)")
         sp.add_argument("--no-progress", action="store_true")
 
-    quick = sub.add_parser("quick", help="the embedded default job: QGPO vs its s = 0 ablation (diffusion BC), "
-                                         "two seeds, on a small generated PointMaze; about 15 minutes on two cores")
+    quick = sub.add_parser("quick", help="the embedded default job: QGPO, its s = 0 ablation (diffusion BC), DDPO, "
+                                         "CTRL and DxMI from the same behaviour model and critic, two seeds, on a "
+                                         "small generated PointMaze; at most 15 minutes on two cores")
     quick.add_argument("--dataset", default=QUICK_DATASET, help="generated here if missing and generatable")
-    quick.add_argument("--preset", default="quick", help="QGPO preset (quick, cpu, paper, tiny)")
+    quick.add_argument("--algorithms", default=",".join(QUICK_ALGORITHMS),
+                       help="qgpo and the fine-tuning methods that share its stages")
+    quick.add_argument("--preset", default="quick", help="every algorithm's preset (quick, cpu, paper, tiny)")
     quick.add_argument("--seeds", default="0,1")
     quick.add_argument("--episodes", type=int, help="evaluation episodes per scale (default 100, as for mazes)")
     quick.add_argument("--guidance-scales", default="0,1,3", help="0, the ablation, is always included")
+    quick.add_argument("--selection-episodes", type=int, default=QUICK_SELECTION,
+                       help="held-out episodes per scale on which each qgpo seed chooses its scale")
     executor_args(quick, results="runs/quick", workers=2)
     quick.set_defaults(func=cmd_quick)
 

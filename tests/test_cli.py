@@ -64,16 +64,20 @@ def test_toy_floor_writes_results(capsys, tmp_path):
 def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_pointmaze, tmp_path):
     results = tmp_path / "quick"
     argv = ["quick", "--dataset", TINY_ID, "--preset", "tiny", "--episodes", "2", "--guidance-scales", "1",
-            "--workers", "1", "--results", str(results), "--no-progress"]
+            "--selection-episodes", "2", "--algorithms", "qgpo,dxmi", "--workers", "1", "--results", str(results),
+            "--no-progress"]
     code, out, _ = run(capsys, *argv)
     assert code == 0, out
-    assert "seeds 0,1, guidance scales 0, 1" in out  # the ablation is added when not asked for
+    assert "qgpo, dxmi (tiny preset)" in out
+    assert "seeds 0,1, qgpo's guidance scales 0, 1" in out  # the ablation is added when not asked for
     table = (results / "quick.md").read_text()
-    assert table.startswith("| guidance scale | seed 0 | seed 1 | mean ± std over seeds | vs s = 0 |")
-    assert "| 0 (diffusion BC) |" in table and "\n| 1 |" in table and table in out
-    assert out.count("NFE per action") == 2
+    assert table.startswith("| method | NFE per action | seed 0 | seed 1 | mean ± std over seeds | vs s = 0 |")
+    for method in ("qgpo s = 0 (diffusion BC)", "qgpo s = 1", "qgpo, scale chosen", "dxmi"):
+        assert f"\n| {method}" in table, method
+    assert table in out and out.count(" NFE per action,") == 4
+    assert "in shared stages trained before" in out  # DxMI restored QGPO's stages
     code, out, _ = run(capsys, *argv)
-    assert code == 0 and out.count("skipped (finished before)") == 2 and table in out
+    assert code == 0 and out.count("skipped (finished before)") == 4 and table in out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -84,6 +88,8 @@ def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_poin
     (["run", "ddpm", TINY_ID], "unknown algorithm 'ddpm'"),
     (["run", "qgpo", TINY_ID, "--preset", "huge"], "unknown preset 'huge'"),
     (["quick", "--dataset", "nobody/nothing-v0"], "dataset 'nobody/nothing-v0' is not on disk"),
+    (["quick", "--algorithms", "qgpo,ddpm"], "unknown algorithm 'ddpm'"),
+    (["quick", "--selection-episodes", "0"], "--selection-episodes must be >= 1"),
 ])
 def test_bad_settings_are_one_line_errors(capsys, tiny_pointmaze, tmp_path, argv, message):
     code, out, err = run(capsys, *argv, "--results", str(tmp_path))
