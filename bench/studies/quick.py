@@ -58,8 +58,10 @@ def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
         return pd.DataFrame()
     scores = scores[scores["run_id"].isin(run_ids) & scores["selection"].isin(["none", "held-out"])]
     scores = scores.assign(method=scores.apply(_method, axis=1))
-    order = list(dict.fromkeys(scores.sort_values(["algorithm", "guidance_scale"], key=lambda c: c.map(
-        lambda a: (a != "qgpo", a)) if c.name == "algorithm" else c, kind="stable")["method"]))
+    first = {run_id: i for i, run_id in enumerate(run_ids)}  # methods in the order their runs were asked for
+    rank = scores.groupby("algorithm")["run_id"].agg(lambda ids: min(first[i] for i in ids))
+    order = list(dict.fromkeys(scores.assign(rank=scores["algorithm"].map(rank))
+                               .sort_values(["rank", "guidance_scale"], kind="stable")["method"]))
     if CHOSEN in order:  # after the scales it chose among
         order.remove(CHOSEN)
         order.insert(sum(m.startswith("qgpo s") for m in order), CHOSEN)

@@ -154,8 +154,8 @@ def _preset(name: str, **ctrl: Any) -> CTRLConfig:
 PRESETS: dict[str, CTRLConfig] = {
     "paper": _preset("paper"),
     "cpu": _preset("cpu", classifier_hidden=128, classifier_steps=5_000, iterations=1_000, batch=128, lr=3e-4),
-    # `diffbench quick`: about 1.5 minutes per seed on one core after the behaviour stage (0.6 s per iteration)
-    "quick": _preset("quick", classifier_hidden=128, classifier_steps=1_000, iterations=150, batch=128, lr=3e-4),
+    # `diffbench quick`: about 1 minute per seed on one core after the behaviour stage (0.12 s per iteration)
+    "quick": _preset("quick", classifier_hidden=128, classifier_steps=3_000, iterations=500, batch=128, lr=3e-4),
     "tiny": _preset("tiny", classifier_hidden=32, classifier_steps=20, classifier_batch=32, iterations=5, batch=16),
 }
 

@@ -313,8 +313,8 @@ def _preset(name: str, **dxmi: Any) -> DxMIConfig:
 PRESETS: dict[str, DxMIConfig] = {
     "paper": _preset("paper"),
     "cpu": _preset("cpu", value_hidden=128, imitation_iterations=2_000, iterations=1_000),
-    # `diffbench quick`: about 1.5 minutes per seed on one core after the shared stages (about 0.1 s per iteration)
-    "quick": _preset("quick", value_hidden=128, imitation_iterations=500, iterations=250),
+    # `diffbench quick`: about 3 minutes per seed on one core after the shared stages (0.11 s per iteration)
+    "quick": _preset("quick", value_hidden=128, imitation_iterations=1_000, iterations=500),
     "tiny": _preset("tiny", value_hidden=32, value_layers=2, imitation_iterations=5, iterations=5, batch=16),
 }
 
