@@ -75,7 +75,7 @@ def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_poin
     for method in ("qgpo s = 0 (diffusion BC)", "qgpo s = 1", "qgpo, scale chosen", "dxmi"):
         assert f"\n| {method}" in table, method
     assert table in out and out.count(" NFE per action,") == 4
-    assert "in shared stages trained before" in out  # DxMI restored QGPO's stages
+    assert "in stages trained before and restored" in out  # DxMI restored QGPO's stages
     code, out, _ = run(capsys, *argv)
     assert code == 0 and out.count("skipped (finished before)") == 4 and table in out
 
@@ -89,7 +89,7 @@ def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_poin
     (["run", "qgpo", TINY_ID, "--preset", "huge"], "unknown preset 'huge'"),
     (["quick", "--dataset", "nobody/nothing-v0"], "dataset 'nobody/nothing-v0' is not on disk"),
     (["quick", "--algorithms", "qgpo,ddpm"], "unknown algorithm 'ddpm'"),
-    (["quick", "--selection-episodes", "0"], "--selection-episodes must be >= 1"),
+    (["quick", "--selection-episodes", "0"], "selection_episodes must be an integer >= 1"),
 ])
 def test_bad_settings_are_one_line_errors(capsys, tiny_pointmaze, tmp_path, argv, message):
     code, out, err = run(capsys, *argv, "--results", str(tmp_path))

@@ -230,6 +230,8 @@ def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_p
     again = second.set_index(key).sort_index()
     pd.testing.assert_series_equal(again["swd_own"], first.set_index(key).sort_index()["swd_own"], rtol=1e-4)
     assert "stale (" in out.read_text()  # the report says which rows each code version made
+    with pytest.raises(ConfigError, match="only these methods can be made again alone: cfg"):
+        run(["8gaussians"], [0], [2000], "test", out, "diffbench toy ctrl --redo ctrl", redo=("ctrl",))
 
 
 def test_classifier_free_guidance_trains_its_whole_copy_even_of_a_frozen_model():

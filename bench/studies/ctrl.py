@@ -40,6 +40,7 @@ from policies.core.conditioning import ConditionalDiffusion, LabelBlind, fit_con
 from policies.algorithms.ctrl import CTRLConfig, classifier_reward, train_ctrl
 from policies.algorithms.finetune import Chain, FinetunedPolicy
 from policies.core.samplers import SamplerSpec
+from policies.errors import ConfigError
 
 CASES = {"y1": ("right",), "y1,y2": ("right", "up")}  # conditioned on y = 1 for each named control
 METHODS = ("pretrained", "ctrl", "cg", "cfg")  # a job may make a subset (the classifiers come with ctrl and cg)
@@ -129,7 +130,7 @@ def run_task(task: str, seed: int, sizes: list[int], budget: CtrlBudget, methods
             gen = _torch_gen(seed, task, "target", case, start)
             targets[case][start] = reject(lambda k: fn(k, gen), accept, n, rng, 4 * n)[0]
         t = targets[case]
-        for start, fn in draw.items() if "pretrained" in methods else ():  # where every method starts: the unconditioned model
+        for start, fn in draw.items() if "pretrained" in methods else ():  # the unconditioned model: every start
             x = fn(n, _torch_gen(seed, task, "sample", "pretrained", case, start))
             rows.append(base | {"case": case, "n_labels": 0, "method": f"pretrained ({start})", "weight": math.nan,
                                 "swd_own": sliced_wasserstein(x, t[start], seed=seed),
@@ -147,11 +148,11 @@ def run_task(task: str, seed: int, sizes: list[int], budget: CtrlBudget, methods
     for size in sizes:
         data = {c: _labelled(task, c, size, seed) for c in ("right", "up")}
         clean, noisy = {}, {}
-        kinds = [is_noisy for is_noisy, method in ((False, "ctrl"), (True, "cg")) if method in methods]
+        kinds = [(is_noisy, store) for is_noisy, store, method in ((False, clean, "ctrl"), (True, noisy, "cg"))
+                 if method in methods]  # clean classifiers for CTRL, noisy ones for CG
         for c, (x, y) in data.items():
-            for is_noisy in kinds:
+            for is_noisy, store in kinds:
                 t0 = time.perf_counter()
-                store = noisy if is_noisy else clean
                 store[c], cal = _classifier(x, y, budget, is_noisy, model.schedule, seed, task, c)
                 rows.append(base | {"case": c, "n_labels": size, "method": "noisy classifier" if is_noisy else "classifier",
                                     "seconds": time.perf_counter() - t0} | cal)
@@ -300,9 +301,8 @@ def run(tasks: list[str], seeds: list[int], sizes: list[int], budget_name: str, 
     version, start = code_version(), time.perf_counter()
     budget = CTRL_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
-    unknown = set(redo) - set(REDO)
-    if unknown:
-        raise ValueError(f"cannot redo {sorted(unknown)} alone; methods that can be redone: {', '.join(REDO)}")
+    if set(redo) - set(REDO):
+        raise ConfigError(f"--redo {','.join(redo)!r}: only these methods can be made again alone: {', '.join(REDO)}")
 
     def made(grp: pd.DataFrame, method: str) -> bool:
         if method == "pretrained":

@@ -17,9 +17,9 @@ the same targets as results/exactness.md and results/finetune.md). Then:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

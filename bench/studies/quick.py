@@ -108,7 +108,7 @@ def summary_lines(store: ResultsStore, run_ids: Sequence[str]) -> list[str]:
         wall = f"{r['wall_seconds'] / 60:.1f} min" if pd.notna(r["wall_seconds"]) else "?"
         own = r["finished"] - r["started"] if pd.notna(r["finished"]) and pd.notna(r["started"]) else None
         if own is not None and pd.notna(r["wall_seconds"]) and r["wall_seconds"] - own > 0.01:  # restored stages add their seconds
-            wall += f" ({own / 60:.1f} min in this run, the rest in shared stages trained before)"
+            wall += f" ({own / 60:.1f} min in this run, the rest in stages trained before and restored)"
         aps = f", {r['actions_per_second']:.0f} actions/s at evaluation" if pd.notna(r["actions_per_second"]) else ""
         chosen = (f"; guidance scale {r['selected_guidance_scale']:g} chosen on held-out episodes"
                   if pd.notna(r.get("selected_guidance_scale")) else "")
