@@ -207,7 +207,8 @@ def test_ctrl_restores_the_behaviour_model_qgpo_trained(umaze, tmp_path):
 
 
 def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_path):
-    from bench.studies.ctrl import run
+    from bench.studies.ctrl import CTRL_BUDGETS, run
+    from bench.harness.provenance import budget_label
 
     out = tmp_path / "ctrl.md"
     summary = run(["8gaussians"], [0], [2000], "test", out, "diffbench toy ctrl --budget test", workers=1)
@@ -220,7 +221,8 @@ def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_p
 
     # --redo cfg: rows of CFG made at another code version are made again alone; the others are kept as they are
     first = pd.read_csv(out.with_suffix(".csv"))
-    first.assign(code="stale", budget="test").to_csv(out.with_suffix(".partial.csv"), index=False)
+    label = budget_label("test", CTRL_BUDGETS["test"])
+    first.assign(code="stale", budget=label).to_csv(out.with_suffix(".partial.csv"), index=False)
     run(["8gaussians"], [0], [2000], "test", out, "diffbench toy ctrl --budget test --redo cfg", workers=1,
         redo=("cfg",))
     second = pd.read_csv(out.with_suffix(".csv"))

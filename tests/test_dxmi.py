@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from policies import registry
-from policies.algorithms.dxmi import DxDP, DxMI, DxMIConfig, DxMISampler, ebm_loss, step_cost
-from policies.algorithms.finetune import Chain
+from policies.algorithms.dxmi import (DxDP, DxMI, DxMIConfig, DxMISampler, ebm_loss, entropy_cost, kl_cost, step_cost,
+                                     train_dxdp)
+from policies.algorithms.finetune import Chain, step_kl
 from policies.core.schedule import VPSchedule
 from policies.core.training import DivergedError, TrainHooks
 from policies.errors import ConfigError
@@ -91,7 +92,8 @@ def test_td_updates_backward_over_the_steps_recover_the_closed_form_values(refer
     value = QuadraticValue(sampler.times)
     cfg = DxMIConfig(chain="sde", chain_steps=3, tau1=tau1, tau2=tau2, value_lr=0.02, batch=4096, reference=reference)
     states = torch.zeros(4096, 0)
-    dp = DxDP(sampler, value, lambda s, a: a.pow(2).sum(-1), cfg, torch.Generator().manual_seed(1))
+    dp = DxDP(sampler, value, lambda s, a: a.pow(2).sum(-1), entropy_cost(sampler, tau1, tau2), cfg,
+              torch.Generator().manual_seed(1))
     for _ in range(1500):
         dp.update_value(sampler.trajectory(states, dp.gen), states)
     alpha, const = 1.0, 0.0
@@ -102,6 +104,63 @@ def test_td_updates_backward_over_the_steps_recover_the_closed_form_values(refer
                         const + (alpha + tau2 * r**2 / (2 * v)) * dim * s**2 - tau1 * dim * math.log(s))
         assert float(value.alpha[k].detach()) == pytest.approx(alpha, rel=0.03, abs=0.01), k
         assert float(value.const[k].detach()) == pytest.approx(const, rel=0.03, abs=0.03), k
+
+
+class ShiftedEps(GaussianEps):
+    """GaussianEps plus a trainable shift u + v t: with two chain steps, any constant shift per step."""
+
+    def __init__(self, scale: float, dim: int):
+        super().__init__(scale)
+        self.u, self.v = nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x, t, states):
+        return self.gain(t) * x + self.u + self.v * t
+
+
+class LinearValue(nn.Module):
+    """V(x, t_k) = w_k . x + const_k: the exact form of the value under a linear terminal cost."""
+
+    def __init__(self, times, dim):
+        super().__init__()
+        self.index = {t: k for k, t in enumerate(times)}
+        self.w, self.const = nn.Parameter(torch.zeros(len(times), dim)), nn.Parameter(torch.zeros(len(times)))
+
+    def forward(self, x, t, states):
+        k = self.index[t]
+        return x @ self.w[k] + self.const[k]
+
+
+def test_the_tilt_by_dxdp_with_a_kl_to_the_start_reaches_the_exact_tilted_gaussian():
+    """A linear-Gaussian chain pi_0 whose x_T ~ N(0, S^2 I), terminal cost -beta c . x_T, running cost each step's KL
+    to pi_0's: the optimum is pi_0 exp(beta c . x_T), i.e. N(beta S^2 c, S^2 I), reached by a constant shift per
+    step (which ShiftedEps can express), with the stds unchanged."""
+    torch.manual_seed(0)
+    dim, beta, c = 2, 20.0, torch.tensor([1.0, -0.5])  # S^2 = 0.038: the shift is 0.77 c
+    model = GaussianModel(0.5, dim)
+    model.net = ShiftedEps(0.5, dim)
+    sampler = DxMISampler(model, Chain("ddim", 2, "quadratic"))
+    reference = DxMISampler(model, Chain("ddim", 2, "quadratic")).requires_grad_(False)
+    states = torch.zeros(2048, 0)
+    before = reference.sample(torch.zeros(200_000, 0), torch.Generator().manual_seed(3))
+    var = float(before.var(0).mean())
+    cfg = DxMIConfig(chain="ddim", chain_steps=2, iterations=1200, batch=2048, lr=0.002, sigma_lr=0.001, value_lr=0.05,
+                     max_grad_norm=10.0)
+    train_dxdp(sampler, LinearValue(sampler.times, dim), states, lambda s, a: -beta * a @ c, kl_cost(sampler, reference),
+               cfg, torch.Generator().manual_seed(1))
+    after = sampler.sample(torch.zeros(200_000, 0), torch.Generator().manual_seed(4))
+    assert torch.allclose(after.mean(0), beta * var * c, atol=0.04), (after.mean(0), beta * var * c)
+    assert float(after.var(0).mean()) == pytest.approx(var, rel=0.03)
+    assert torch.allclose(sampler.stds(), reference.stds(), rtol=0.03)
+
+
+def test_the_step_kl_is_the_gaussians_closed_form():
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    mean, pre_mean = torch.randn(5, 3), torch.randn(5, 3)
+    std, pre_std = torch.tensor(0.7), torch.tensor(1.3)
+    exact = kl_divergence(Independent(Normal(mean, std.expand(5, 3)), 1), Independent(Normal(pre_mean, pre_std.expand(5, 3)), 1))
+    assert torch.allclose(step_kl(mean, pre_mean, std, pre_std), exact, atol=1e-5)
+    assert torch.allclose(step_kl(mean, pre_mean, std, std), step_kl(mean, pre_mean, std), atol=1e-6)
 
 
 def test_the_forward_reference_is_the_vp_noising_kernel_between_chain_times():

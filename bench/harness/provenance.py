@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import os
 import platform
@@ -20,6 +21,11 @@ def code_version() -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "diffbench " + md.version("diffbench")
+
+
+def budget_label(name: str, budget: object) -> str:
+    """A budget's name and a digest of its values: a study's saved rows are reused only under the same values."""
+    return f"{name}:{hashlib.sha1(repr(budget).encode()).hexdigest()[:10]}"
 
 
 def hardware() -> str:

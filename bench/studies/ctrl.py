@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.harness.provenance import code_version, made_by
+from bench.harness.provenance import budget_label, code_version, made_by
 from bench.studies.exactness import BUDGETS, ExactnessBudget, _cell, _interval, _torch_gen, fit_toy_behaviour, stream
 from bench.studies.resumable import run_resumable
 from envs.toy import CONTROLS, TASKS, likelihood, reject, sliced_wasserstein
@@ -318,7 +318,8 @@ def run(tasks: list[str], seeds: list[int], sizes: list[int], budget_name: str, 
         return (*job[:4], missing) if missing else None
 
     jobs = [(task, seed, sizes, budget) for task in tasks for seed in seeds]
-    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, budget_name, workers, reuse, remainder)
+    label = budget_label(budget_name, budget)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, reuse, remainder)
     raw = pd.DataFrame(rows)
     raw = raw[raw.n_labels.isin([0, *sizes])]
     order = {task: i for i, task in enumerate(tasks)}

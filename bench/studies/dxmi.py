@@ -7,8 +7,8 @@ the same targets as results/exactness.md and results/finetune.md). Then:
    eta = 1 chain) and its EBM trained on the data; SWD to exact samples of mu, beside mu_theta sampled by
    T steps of DDIM (eta = 0), T steps of DPM-Solver-2, the sampler's own starting chain, and 15 steps of
    DPM-Solver-2 (QGPO's sampler).
-2. tilt: the T = `tilt_steps` sampler fine-tuned by DxDP with its EBM frozen and the task's exact Q
-   (terminal cost E - tau1 beta Q); SWD to the tilt of mu and of mu_theta, and to the tilt of its own
+2. tilt: the T = `tilt_steps` sampler fine-tuned by DxDP with the task's exact Q (terminal cost -beta Q,
+   KL to the imitation sampler per step); SWD to the tilt of mu and of mu_theta, and to the tilt of its own
    imitation sampler (its own target), beside CEP (15 steps, scale 1, on the same mu_theta). DDPO's rows
    are read from results/finetune.csv (same mu_theta, same targets, its 10-step chain), when present.
 3. anomaly: AUROC of the T = `tilt_steps` imitation EBM's energy separating fresh behaviour samples from
@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.harness.provenance import code_version, made_by
+from bench.harness.provenance import budget_label, code_version, made_by
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
                                      stream, theta_tilt, toy_support)
 from bench.studies.resumable import run_resumable
 from envs.toy import TASKS, sample_target, sliced_wasserstein
-from policies.algorithms.dxmi import DxMIConfig, DxMISampler, train_dxdp, train_imitation, value_energy
+from policies.algorithms.dxmi import DxMIConfig, DxMISampler, kl_cost, train_dxdp, train_imitation, value_energy
 from policies.core.networks import EnergyNet
 from policies.core.samplers import SamplerSpec
 
@@ -148,11 +148,11 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
 
     rows = [base | {"method": "dxmi start (imitation)"} | distances(sampler.sample(none, _torch_gen(seed, task, "s0")))]
     cfg = dxmi_config(budget, budget.tilt_steps, seed)
-    energy = value_energy(value.requires_grad_(False), sampler)
     tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+    reference = copy.deepcopy(sampler).requires_grad_(False)
     t0 = time.perf_counter()
-    record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(energy, toy, cfg.tau1 * beta),
-                        cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
+    record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(toy, beta),
+                        kl_cost(tuned, reference), cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
     rows.append(base | {"method": "dxmi"} | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp", key)))
                 | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
     support, support_q = toy_support(model, task, seed, b)
@@ -164,11 +164,10 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
     return rows
 
 
-def _exact_terminal(energy, toy, weight: float):
-    """c_T(a) = E(a) - weight Q(a) with the task's exact Q (piecewise constant: DxDP fits V(., t_T) to it)."""
+def _exact_terminal(toy, beta: float):
+    """c_T(a) = -beta Q(a) with the task's exact Q (piecewise constant: DxDP fits V(., t_T) to it)."""
     def terminal(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        q = torch.as_tensor(toy.q(actions.detach().double().numpy()), dtype=torch.float32)
-        return energy(states, actions) - weight * q
+        return -beta * torch.as_tensor(toy.q(actions.detach().double().numpy()), dtype=torch.float32)
     return terminal
 
 
@@ -246,7 +245,8 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
                 wins.append(cells[3]["swd_mu_mean"] < min(cells[0]["swd_mu_mean"], cells[1]["swd_mu_mean"]))
     lines += ["", f"DxMI closer to μ than both T-step samplers of μθ in {sum(wins)} of {len(wins)} task×T cells.", "",
               f"## 2. The βQ tilt at T = {budget.tilt_steps}, β = {budget.beta:g}", "",
-              "DxDP with the imitation EBM frozen and terminal cost E − τ₁βQ (the task's exact Q). Targets: the tilt of μ "
+              "DxDP from the imitation sampler π₀ with terminal cost −βQ (the task's exact Q) and each step's KL to π₀'s step as "
+              "running cost. Targets: the tilt of μ "
               "(end to end), of μθ (CEP's own target) and of DxMI's imitation sampler (DxMI's own target). DDPO: "
               "results/finetune.csv at the same β (same μθ and targets; its 10-step chain), where present.", "",
               "| task | method | NFE | SWD to tilt of μ | tilt of μθ | own target |", "|---|---|---:|---:|---:|---:|"]
@@ -276,7 +276,8 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
     budget = DXMI_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(task, seed, budget) for task in tasks for seed in seeds]
-    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, budget_name, workers, lambda g: g)
+    label = budget_label(budget_name, budget)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, lambda g: g)
     raw = pd.DataFrame(rows)
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")

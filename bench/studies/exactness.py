@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.harness.provenance import code_version, made_by
+from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein, tilt
 from policies.core.diffusion import DiffusionModel, fit_behaviour
 from policies.core.networks import EnergyNet
@@ -334,12 +334,12 @@ def run_jobs(fn, jobs: list[tuple], workers: int, finished) -> None:
             finished(job, _call(fn, job, 0))
 
 
-def _finished(partial: Path, budget_name: str, betas: list[float]) -> pd.DataFrame:
-    """Rows of (task, seed) jobs an interrupted run already finished with the same budget and betas."""
+def _finished(partial: Path, label: str, betas: list[float]) -> pd.DataFrame:
+    """Rows of (task, seed) jobs an interrupted run already finished with the same budget (`budget_label`) and betas."""
     if not partial.exists():
         return pd.DataFrame()
     done = pd.read_csv(partial)
-    done = done[done.budget == budget_name]
+    done = done[done.budget == label]
     keep = [key for key, grp in done.groupby(["task", "seed"])
             if set(betas) <= set(grp.loc[grp.method != "behaviour", "beta"])]
     mask = done.set_index(["task", "seed"]).index.isin(keep)
@@ -356,8 +356,8 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     version, start = code_version(), time.perf_counter()
     budget = BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.csv")
-    previous = _finished(partial, budget_name, betas)
+    partial, label = out.with_suffix(".partial.csv"), budget_label(budget_name, budget)
+    previous = _finished(partial, label, betas)
     done = set(zip(previous.get("task", []), previous.get("seed", [])))
     rows = previous.to_dict("records")
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds if (task, seed) not in done]
@@ -366,7 +366,7 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
 
     def finished(job: tuple, result: list[dict]) -> None:
         for r in result:
-            r["budget"] = budget_name
+            r["budget"] = label
         rows.extend(result)
         pd.DataFrame(result).to_csv(partial, mode="a", header=not partial.exists(), index=False)
         print(f"{job[0]} seed {job[2]}: done ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -27,7 +27,7 @@ import torch
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
                                      fit_toy_behaviour, stream, theta_tilt, toy_support)
 from bench.studies.resumable import run_resumable
-from bench.harness.provenance import code_version, made_by
+from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, sample_target, sliced_wasserstein
 from policies.algorithms.ddpo import DDPOConfig, train_ddpo
 from policies.algorithms.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
@@ -251,7 +251,8 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
         return grp[grp.beta.isin(betas) | (grp.method == "chain")]
 
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds]
-    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, budget_name, workers, reuse)
+    label = budget_label(budget_name, budget)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, label, workers, reuse)
     raw = pd.DataFrame(rows)
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")

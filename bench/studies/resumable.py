@@ -20,6 +20,7 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
                   remainder: Callable[[tuple, pd.DataFrame], tuple | None] | None = None) -> tuple[list[dict], int]:
     """`fn(*job)` for each job not already finished; returns (all rows, jobs taken from the partial file).
 
+    `budget_name`: rows are reused only under the same one (`budget_label` names the values too).
     `reuse(rows of one earlier (task, seed))` gives the rows to keep, or None to run the job again (e.g.
     when it lacks a beta asked for now). Rows record the code version that made them; rows of an
     invocation that recorded none are redone. `remainder(job, kept rows)` may give a smaller job that

@@ -116,9 +116,13 @@ def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return -0.5 * ((x - mean) / std[..., None]).pow(2).sum(-1) - d * (std.log() + 0.5 * math.log(2 * math.pi))
 
 
-def step_kl(mean: torch.Tensor, pre_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, std^2 I) || N(pre_mean, std^2 I)) summed over action dimensions."""
-    return (mean - pre_mean).pow(2).sum(-1) / (2 * std.pow(2))
+def step_kl(mean: torch.Tensor, pre_mean: torch.Tensor, std: torch.Tensor, pre_std: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """KL(N(mean, std^2 I) || N(pre_mean, pre_std^2 I)) summed over action dimensions (pre_std = std if None)."""
+    if pre_std is None:
+        return (mean - pre_mean).pow(2).sum(-1) / (2 * std.pow(2))
+    d, ratio = mean.shape[-1], (std / pre_std).pow(2)
+    return (mean - pre_mean).pow(2).sum(-1) / (2 * pre_std.pow(2)) + 0.5 * d * (ratio - 1 - ratio.log())
 
 
 class FinetunedPolicy(nn.Module):
