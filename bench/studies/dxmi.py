@@ -129,7 +129,7 @@ def run_task(task: str, seed: int, budget: DxmiBudget, progress: bool = False) -
 
 def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, sampler: DxMISampler,
           value: EnergyNet) -> list[dict]:
-    """DxDP toward E - tau1 beta Q from the imitation sampler, beside CEP on the same mu_theta."""
+    """DxDP from the imitation sampler toward -beta Q with a KL to it per step, beside CEP on the same mu_theta."""
     b, toy, beta = budget.behaviour, TASKS[task], budget.beta
     n, none, key = b.n_eval, torch.zeros(b.n_eval, 0), f"beta={beta:g}"
     base = {"task": task, "seed": seed, "part": "tilt", "steps": budget.tilt_steps, "beta": beta}
