@@ -298,8 +298,9 @@ def cmd_sweep(args) -> int:
 
     specs = load_sweep(Path(args.spec)).runs()
     preflight(specs)
-    print(f"sweep {args.spec}: {len(specs)} runs into {args.results}")
-    return _print_outcome(run_all(specs, Path(args.results), **_run_options(args)), Path(args.results))
+    rerun = [a.strip() for a in args.rerun.split(",") if a.strip()]
+    print(f"sweep {args.spec}: {len(specs)} runs into {args.results}" + (f"; {', '.join(rerun)} made again" if rerun else ""))
+    return _print_outcome(run_all(specs, Path(args.results), **_run_options(args), rerun=rerun), Path(args.results))
 
 
 def cmd_export(args) -> int:
@@ -492,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="algorithms x datasets x seeds x grid from a YAML spec; skips finished runs")
     sw.add_argument("spec", help="sweep YAML (see bench/harness/sweep.py)")
+    sw.add_argument("--rerun", default="", help="algorithms (comma-separated) whose finished runs are made again, "
+                                                "e.g. after a fix: their run directories are deleted, shared stages kept")
     executor_args(sw)
     sw.set_defaults(func=cmd_sweep)
 

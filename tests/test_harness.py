@@ -17,6 +17,7 @@ from bench.cli import main
 from bench.harness.executors import run_all
 from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
+from policies.errors import ConfigError
 
 from .conftest import TINY_ID
 
@@ -55,6 +56,17 @@ def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_po
     again = run_all([s], tmp_path)
     assert len(again["skipped"]) == 1 and not again["finished"]
     assert len(ResultsStore(tmp_path).table("final_scores")) == 4
+
+    # --rerun: made again from its first own stage (the old checkpoints are gone), its row replaced
+    marker = s.directory(tmp_path) / "stale.txt"
+    marker.write_text("from the first run")
+    remade = run_all([s], tmp_path, rerun=["qgpo"])
+    assert len(remade["finished"]) == 1 and not remade["skipped"] and not marker.exists()
+    store = ResultsStore(tmp_path)
+    assert len(store.table("runs")) == 1 and len(store.table("final_scores")) == 4
+    assert store.table("runs").started.iloc[0] == remade["finished"][0].started > run.started
+    with pytest.raises(ConfigError, match="--rerun names algorithms these runs do not have: ddpo; they have: qgpo"):
+        run_all([s], tmp_path, rerun=["ddpo"])
 
 
 def _tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:

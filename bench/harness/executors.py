@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -86,18 +87,31 @@ def crashed(spec: RunSpec) -> RunResult:
 
 def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local", workers: int = 1,
             address: str | None = None, device: str | None = None, progress: bool = False,
-            on_result: Callable[[RunResult], None] | None = None) -> dict[str, list]:
-    """Run every spec not already finished in `results`' store; returns {"skipped", "finished", "failed"}."""
+            on_result: Callable[[RunResult], None] | None = None, rerun: Collection[str] = ()) -> dict[str, list]:
+    """Run every spec not already finished in `results`' store; returns {"skipped", "finished", "failed"}.
+
+    `rerun`: algorithms whose finished runs are made again from their first own stage (after a fix to
+    the code: a run's identity is its config and protocol, not the code version). Their run directories
+    are deleted first; stages shared across algorithms are kept and restored. The store's row is
+    replaced when the new run finishes."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    present = sorted({spec.algorithm for spec in specs})
+    if set(rerun) - set(present):
+        raise ConfigError(f"--rerun names algorithms these runs do not have: {', '.join(sorted(set(rerun) - set(present)))}"
+                          f"; they have: {', '.join(present)}")
     store = ResultsStore(Path(results))
     store.check_writable()
     status = store.status()
     unique = list({spec.run_id(): spec for spec in specs}.items())
-    skipped = [spec for rid, spec in unique if status.get(rid) == "finished"]
-    todo = [spec for rid, spec in unique if status.get(rid) != "finished"]
+    done = lambda rid, spec: status.get(rid) == "finished" and spec.algorithm not in rerun  # noqa: E731
+    skipped = [spec for rid, spec in unique if done(rid, spec)]
+    todo = [spec for rid, spec in unique if not done(rid, spec)]
+    for spec in todo:
+        if spec.algorithm in rerun:
+            shutil.rmtree(spec.directory(results), ignore_errors=True)
     outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": []}
     stream = _local(todo, results, workers, device) if executor == "local" else _ray(todo, results, workers, device, address)
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
