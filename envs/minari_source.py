@@ -28,6 +28,9 @@ CARD_FILE = "diffbench_card.json"
 def datasets_root() -> Path:
     """Where Minari keeps datasets: $MINARI_DATASETS_PATH, else ~/.minari/datasets (Minari's rule)."""
     env = os.environ.get("MINARI_DATASETS_PATH")
+    if env is not None and not env.strip():  # Minari would take '' as the path itself and fail obscurely
+        raise DatasetError("MINARI_DATASETS_PATH is set but empty: unset it (datasets then live in "
+                           "~/.minari/datasets) or set it to a directory")
     return Path(env) if env else Path.home() / ".minari" / "datasets"
 
 

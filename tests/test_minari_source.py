@@ -141,3 +141,12 @@ def test_directory_copy_keeps_working_after_move(tiny_pointmaze, dataset_copy, t
     moved = tmp_path / "elsewhere"
     shutil.move(dataset_copy, moved)
     assert len(load_dataset(str(moved)).transitions) == TINY_STEPS
+
+
+def test_an_empty_datasets_path_is_one_clear_error(monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "")
+    assert main(["datasets", "info", "diffbench/pointmaze/umaze-dense-small-v0"]) != 0
+    err = capsys.readouterr().err
+    assert "MINARI_DATASETS_PATH is set but empty" in err and "Traceback" not in err

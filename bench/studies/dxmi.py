@@ -275,7 +275,7 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
     version, start = code_version(), time.perf_counter()
     budget = DXMI_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(task, seed, budget) for task in tasks for seed in seeds]
+    jobs = [(task, seed, budget) for seed in seeds for task in tasks]  # seed-major: a cut run covers every task
     label = budget_label(budget_name, budget)
     rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, lambda g: g)
     raw = pd.DataFrame(rows)
