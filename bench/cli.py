@@ -13,7 +13,6 @@ import torch
 
 from envs import catalog
 from envs.errors import DatasetError
-from envs.pointmaze import RECIPES
 from envs.toy import TASKS
 from bench.studies.quick import ALGORITHMS as QUICK_ALGORITHMS, DATASET as QUICK_DATASET, \
     SELECTION_EPISODES as QUICK_SELECTION
@@ -79,8 +78,49 @@ def _print_summary(s: dict) -> None:
 
 def cmd_generate(args) -> int:
     path = catalog.generate(args.id, steps=args.steps, seed=args.seed, ref_episodes=args.ref_episodes,
-                            overwrite=args.overwrite, progress=not args.no_progress)
+                            overwrite=args.overwrite, progress=not args.no_progress,
+                            policies=Path(args.policies) if args.policies else None)
     print(f"wrote {args.id} to {path}")
+    return 0
+
+
+def cmd_policies_train(args) -> int:
+    from envs.locomotion.sac import SacSettings, train
+
+    settings = SacSettings(steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                           state_every=args.state_every, eval_episodes=args.eval_episodes)
+    out = Path(args.out or f"runs/sac/{args.env}-seed{args.seed}")
+    curve = train(args.env, out, settings)
+    print(f"{args.env}: {len(curve)} checkpoints in {out}; then: diffbench policies pick {args.env} --run {out}")
+    return 0
+
+
+def cmd_policies_pick(args) -> int:
+    from envs.locomotion.recipes import pick_policies
+
+    index = pick_policies(args.env, Path(args.run), Path(args.dest) if args.dest else None, args.replay_every)
+    for role in ("random", "medium", "expert"):
+        card = index["cards"][index[role]]
+        print(f"{role}: {index[role]} (step {card['training_steps']}, return {card['return_mean']:.1f}, "
+              f"D4RL score {card['d4rl_score']:.1f})")
+    print(f"replay: {len(index['replay'])} checkpoints up to step {index['replay'][-1]['to'] if index['replay'] else 0}")
+    return 0
+
+
+def cmd_policies_list(args) -> int:
+    from envs.locomotion.recipes import policy_index
+    from envs.locomotion.sac import ENVS
+
+    for env in ENVS:
+        try:
+            index = policy_index(env)
+        except DatasetError as exc:
+            print(f"{env}: {exc}")
+            continue
+        for role in ("random", "medium", "expert"):
+            card = index["cards"][index[role]]
+            print(f"{env} {role}: step {card['training_steps']}, return {card['return_mean']:.1f}, "
+                  f"D4RL score {card['d4rl_score']:.1f}")
     return 0
 
 
@@ -114,7 +154,7 @@ def cmd_quick(args) -> int:
                             args.selection_episodes)[::len(seeds)]:
         spec.config()  # bad names, presets and episode counts fail here, before the dataset is generated
     if not any(r["id"] == args.dataset and r["on_disk"] for r in catalog.list_datasets()):
-        if args.dataset not in RECIPES:
+        if args.dataset not in catalog.generatable():
             catalog.load_dataset(args.dataset)  # a path, or the one-line "not on disk" error
         print(f"generating {args.dataset} (once; about a minute on two cores)", flush=True)
         catalog.generate(args.dataset, seed=0, progress=not args.no_progress)
@@ -243,6 +283,17 @@ def cmd_perf_samplers(args) -> int:
         print(device)
         for name, rates in figures.items():
             print(f"  {name:40s} " + "  ".join(f"batch {b}: {rates[b]:10,.0f}/s" for b in BATCHES))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_perf_sac(args) -> int:
+    from bench.studies.perf_sac import run
+
+    rates = run([e for e in args.envs.split(",") if e], args.steps, Path(args.out) if args.out else None, _command(args))
+    for env, r in rates.items():
+        print(f"{env}: " + ", ".join(f"{lib} {v:.0f} steps/s" for lib, v in r.items()))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -389,10 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     gen = dsub.add_parser("generate", help="make a D4RL-style dataset and write it as a Minari dataset")
-    gen.add_argument("id", choices=sorted(RECIPES), metavar="ID", help=f"one of: {', '.join(sorted(RECIPES))}")
+    gen.add_argument("id", choices=catalog.generatable(), metavar="ID", help=f"one of: {', '.join(catalog.generatable())}")
     gen.add_argument("--steps", type=int, help="transitions to collect (default: the recipe's size)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--ref-episodes", type=int, help="episodes per reference score (default 100)")
+    gen.add_argument("--ref-episodes", type=int, help="PointMaze: episodes per reference score (default 100)")
+    gen.add_argument("--policies", help="locomotion: a directory of actors (index.json) instead of the committed ones")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset once the new one is complete")
     gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(func=cmd_generate)
@@ -405,6 +457,28 @@ def build_parser() -> argparse.ArgumentParser:
                                "(importing it runs that code)")
     env_mode.add_argument("--no-env", action="store_true", help="do not make the evaluation env at all")
     ver.set_defaults(func=cmd_verify)
+
+    pol = sub.add_parser("policies", help="the SAC behaviour policies the locomotion datasets are rolled out from")
+    psub_ = pol.add_subparsers(dest="policies_command", required=True)
+    ptrain = psub_.add_parser("train", help="SAC on a MuJoCo v5 env, the actor saved and scored along the curve; "
+                                            "resumes what --out holds")
+    ptrain.add_argument("env", help="halfcheetah, hopper or walker2d")
+    ptrain.add_argument("--steps", type=int, default=1_000_000)
+    ptrain.add_argument("--seed", type=int, default=0)
+    ptrain.add_argument("--out", help="run directory (default runs/sac/ENV-seedN)")
+    ptrain.add_argument("--checkpoint-every", type=int, default=10_000)
+    ptrain.add_argument("--state-every", type=int, default=50_000, help="steps between resumable learner states")
+    ptrain.add_argument("--eval-episodes", type=int, default=10)
+    ptrain.set_defaults(func=cmd_policies_train)
+    ppick = psub_.add_parser("pick", help="copy the checkpoints the recipes need (random, medium, expert, replay) "
+                                          "from a run into envs/data/policies/ENV with index.json")
+    ppick.add_argument("env")
+    ppick.add_argument("--run", required=True, help="a `policies train` run directory")
+    ppick.add_argument("--replay-every", type=int, default=20_000, help="steps between the replay's checkpoints")
+    ppick.add_argument("--dest", help="default: the committed policies directory")
+    ppick.set_defaults(func=cmd_policies_pick)
+    plist = psub_.add_parser("list", help="the committed behaviour policies and their cards")
+    plist.set_defaults(func=cmd_policies_list)
 
     toy = sub.add_parser("toy", help="toy bandits with exact targets")
     tsub = toy.add_subparsers(dest="toy_command", required=True)
@@ -543,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--repeats", type=int, default=10)
     ps.add_argument("--out", default="results/perf_samplers.md", help="report file ('' to print only)")
     ps.set_defaults(func=cmd_perf_samplers)
+    pc = psub.add_parser("sac", help="SAC training steps/s: stable-baselines3 beside sbx (when installed), one run")
+    pc.add_argument("--envs", default="halfcheetah,hopper,walker2d")
+    pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")
+    pc.add_argument("--out", default="results/perf_sac.md", help="report file ('' to print only)")
+    pc.set_defaults(func=cmd_perf_sac)
     return p
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import minari
 
 from envs import d4rl_hdf5, families, minari_source, minari_writer, pointmaze
+from envs.locomotion import recipes as locomotion
 from envs.checksum import episodes_checksum
 from envs.dataset import OfflineDataset
 from envs.errors import DatasetError
@@ -140,12 +141,18 @@ def _load(name: str, action_tolerance: float) -> tuple[OfflineDataset, list[Epis
     return minari_source.to_offline_dataset(mds, episodes, where, action_tolerance), episodes
 
 
+def generatable() -> list[str]:
+    """Every id a recipe here makes: PointMaze, and locomotion where its env's SAC actors are committed."""
+    committed = {env for env in locomotion.ENVS if (locomotion.policies_dir(env) / "index.json").is_file()}
+    return sorted(set(pointmaze.RECIPES) | {i for i, r in locomotion.RECIPES.items() if r.env in committed})
+
+
 def _missing_hint(name: str) -> str:
-    if name in pointmaze.RECIPES:
+    if name in generatable():
         return f"Generate it with: diffbench datasets generate {name}"
     return (
         f"diffbench never downloads. On a machine with internet run `minari download {name}` and copy the "
-        f"dataset directory here, or generate one of: {', '.join(sorted(pointmaze.RECIPES))}"
+        f"dataset directory here, or generate one of: {', '.join(generatable())}"
     )
 
 
@@ -158,16 +165,17 @@ def local_minari_ids() -> list[str]:
 
 
 def known_ids() -> list[str]:
-    return sorted(set(local_minari_ids()) | set(pointmaze.RECIPES))
+    return sorted(set(local_minari_ids()) | set(generatable()))
 
 
 def list_datasets() -> list[dict[str, Any]]:
     """Every dataset on disk and every one diffbench can generate, with where it lives."""
     local = set(local_minari_ids())
-    rows = [{"id": i, "source": "minari", "on_disk": True, "generatable": i in pointmaze.RECIPES,
+    makes = set(generatable())
+    rows = [{"id": i, "source": "minari", "on_disk": True, "generatable": i in makes,
              "location": str(minari_source.dataset_dir(i))} for i in sorted(local)]
     rows += [{"id": i, "source": "minari", "on_disk": False, "generatable": True,
-              "location": str(minari_source.dataset_dir(i))} for i in sorted(set(pointmaze.RECIPES) - local)]
+              "location": str(minari_source.dataset_dir(i))} for i in sorted(makes - local)]
     d4rl_dir = d4rl_hdf5.d4rl_dir()
     if d4rl_dir.is_dir():
         rows += [{"id": d4rl_hdf5.legacy_id_from_path(p), "source": "d4rl-hdf5", "on_disk": True, "generatable": False,
@@ -229,8 +237,15 @@ def generate(
     ref_episodes: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    policies: Path | None = None,
 ) -> Path:
-    """Make a generatable dataset and write it as a Minari dataset; nothing is left half-written."""
+    """Make a generatable dataset and write it as a Minari dataset; nothing is left half-written.
+    `policies`: locomotion only, a directory of actors to use instead of the committed ones."""
     minari_writer.ensure_writable(dataset_id, overwrite)  # before collecting, which takes minutes
-    kwargs = pointmaze.build(dataset_id, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
+    if dataset_id in locomotion.RECIPES:
+        if ref_episodes is not None:
+            raise DatasetError("--ref-episodes is for PointMaze; locomotion datasets use D4RL's reference returns")
+        kwargs = locomotion.build(dataset_id, steps=steps, seed=seed, progress=progress, root=policies)
+    else:
+        kwargs = pointmaze.build(dataset_id, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
     return minari_writer.write_dataset(dataset_id, overwrite=overwrite, **kwargs)

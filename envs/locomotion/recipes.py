@@ -1,0 +1,225 @@
+"""D4RL's locomotion recipes, rolled out from committed SAC actors (`envs/data/policies/<env>/`).
+
+As D4RL made them: the policy's stochastic actions, 1000-step episodes (the env's time limit: a
+truncation), terminals from the env (Hopper and Walker2d fall; HalfCheetah never terminates).
+- random: the randomly initialised actor (SAC at step 0).
+- medium: the checkpoint whose return is closest to a third of D4RL's expert reference.
+- expert: the best checkpoint the training reached (named by its score on its card: on two CPU cores it
+  may fall short of D4RL's expert).
+- medium-expert: medium's and expert's data, `steps` of each (D4RL: 1M + 1M).
+- medium-replay: an approximation of SAC's replay buffer up to the medium checkpoint: each saved
+  checkpoint's actor for the steps of training it stood for (uniform random actions for the first
+  `learning_starts`, as SAC's warm-up), each segment starting a new episode; `steps` caps it, shrinking
+  every segment alike (D4RL kept the buffer itself, of its own size).
+Deterministic per seed: the same seed gives the same episodes (and checksum).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from minari.data_collector import EpisodeBuffer
+from tqdm import tqdm
+
+from envs.errors import DatasetError
+from envs.locomotion.actor import SquashedGaussianActor, check_spaces, load_actor
+from envs.locomotion.sac import ENVS, d4rl_references, env_id
+
+LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+FULL, SMALL = 1_000_000, 100_000
+
+
+@dataclass(frozen=True)
+class LocomotionRecipe:
+    env: str
+    level: str
+    steps: int  # per policy; medium-expert holds twice this
+
+    @property
+    def env_id(self) -> str:
+        return env_id(self.env)
+
+
+RECIPES: dict[str, LocomotionRecipe] = {
+    f"diffbench/{env}/{level}{suffix}-v0": LocomotionRecipe(env, level, steps)
+    for env in ENVS for level in LEVELS for suffix, steps in (("", FULL), ("-small", SMALL))
+}
+
+
+def policies_dir(env: str) -> Path:
+    return Path(str(resources.files("envs").joinpath("data", "policies", env)))
+
+
+def policy_index(env: str, root: Path | None = None) -> dict[str, Any]:
+    """`index.json` of an env's committed actors: file names per role and the replay schedule."""
+    path = (root or policies_dir(env)) / "index.json"
+    if not path.is_file():
+        raise DatasetError(f"no committed behaviour policies for {env} ({path} is missing); train them with "
+                           f"`diffbench policies train {env}` and `diffbench policies pick {env}`")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{path} is not valid JSON ({exc}); restore it from git") from None
+
+
+def _actor(env: str, file: str, root: Path | None, check: gym.Env) -> tuple[SquashedGaussianActor, dict[str, Any]]:
+    actor, card = load_actor((root or policies_dir(env)) / file)
+    check_spaces(actor.spec, check, f"policy {file} of {env}")
+    return actor, card
+
+
+def collect(env: gym.Env, steps: int, rng: np.random.Generator, seed: int | None,
+            act, first_id: int = 0, desc: str = "", progress: bool = False) -> list[EpisodeBuffer]:
+    """`steps` transitions of `act(obs, rng)` in `env`; the last episode is cut by the budget (a truncation)."""
+    episodes: list[EpisodeBuffer] = []
+    obs, _ = env.reset(seed=seed)
+    ep = _new(obs)
+    for t in tqdm(range(steps), desc=desc, disable=not progress, unit="step", mininterval=1.0):
+        action = np.asarray(act(obs, rng), dtype=np.float32)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        last = t == steps - 1
+        ep["actions"].append(action)
+        ep["rewards"].append(float(reward))
+        ep["terminations"].append(bool(terminated))
+        ep["truncations"].append(bool(truncated or (last and not terminated)))
+        ep["obs"].append(np.asarray(obs, dtype=np.float64))
+        if terminated or truncated or last:
+            episodes.append(_buffer(first_id + len(episodes), ep, seed if not episodes else None))
+            if not last:
+                obs, _ = env.reset()
+                ep = _new(obs)
+    return episodes
+
+
+def _new(obs: np.ndarray) -> dict[str, list]:
+    return {"obs": [np.asarray(obs, dtype=np.float64)], "actions": [], "rewards": [], "terminations": [],
+            "truncations": []}
+
+
+def _buffer(index: int, ep: dict[str, list], seed: int | None) -> EpisodeBuffer:
+    return EpisodeBuffer(id=index, seed=seed, observations=np.stack(ep["obs"]), actions=np.stack(ep["actions"]),
+                         rewards=np.asarray(ep["rewards"]), terminations=np.asarray(ep["terminations"], dtype=bool),
+                         truncations=np.asarray(ep["truncations"], dtype=bool))
+
+
+def _replay_segments(index: dict[str, Any], steps: int) -> list[tuple[str | None, int]]:
+    """(actor file or None for uniform actions, steps) per segment of the replay up to medium, scaled to `steps`."""
+    schedule = index["replay"]  # [{"file": ..., "from": step, "to": step}], in training order
+    total = schedule[-1]["to"]
+    scale = min(1.0, steps / total)
+    warm = min(int(index.get("learning_starts", 0)), total)
+    segments: list[tuple[str | None, int]] = []
+    for seg in schedule:
+        lo, hi = seg["from"], seg["to"]
+        if lo < warm:  # SAC's warm-up: uniform random actions
+            segments.append((None, min(hi, warm) - lo))
+            lo = min(hi, warm)
+        if hi > lo:
+            segments.append((seg["file"], hi - lo))
+    return [(f, max(1, round(n * scale))) for f, n in segments]
+
+
+def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: Path | None = None) -> dict[str, Any]:
+    """Roll a recipe out; returns the arguments `minari_writer.write_dataset` takes. `root`: another
+    directory of actors than the committed one (tests)."""
+    if dataset_id not in RECIPES:
+        raise DatasetError(f"no recipe generates {dataset_id!r}; generatable ids: {', '.join(sorted(RECIPES))}")
+    recipe = RECIPES[dataset_id]
+    steps = recipe.steps if steps is None else steps
+    if steps < 1:
+        raise DatasetError(f"steps must be positive, got {steps}")
+    index = policy_index(recipe.env, root)
+    env = gym.make(recipe.env_id)
+    rng = np.random.default_rng(seed)
+    buffers: list[EpisodeBuffer] = []
+    used: dict[str, dict[str, Any]] = {}
+
+    def roll(file: str | None, n: int, role: str) -> None:
+        if file is None:
+            space = env.action_space
+            act = lambda obs, r: r.uniform(space.low, space.high)  # noqa: E731
+        else:
+            actor, card = _actor(recipe.env, file, root, env)
+            used[file] = card
+            act = actor.act
+        buffers.extend(collect(env, n, rng, seed if not buffers else None, act, len(buffers),
+                               f"{dataset_id} {role}", progress))
+
+    if recipe.level == "medium-replay":
+        for file, n in _replay_segments(index, steps):
+            roll(file, n, "replay")
+    else:
+        for role in (("medium", "expert") if recipe.level == "medium-expert" else (recipe.level,)):
+            roll(index[role], steps, role)
+    env.close()
+    ref_min, ref_max = d4rl_references(recipe.env)
+    total = sum(len(b.rewards) for b in buffers)
+    card = {
+        "dataset_id": dataset_id, "generator": "envs.locomotion.recipes (diffbench)", "recipe": asdict(recipe),
+        "env_id": recipe.env_id, "steps": total, "custom_size": steps != recipe.steps, "seed": seed,
+        "episodes": len(buffers), "reward_transform": "locomotion",
+        "policies": {f: {k: c.get(k) for k in ("training_steps", "return_mean", "d4rl_score", "seed")}
+                     for f, c in used.items()},
+        "ref_min_score": ref_min, "ref_max_score": ref_max,
+        "references": "D4RL's random and expert returns, measured on the v2 envs; the data come from the v5 envs",
+        "approximation": ("SAC's replay buffer up to medium, remade from the checkpoints saved along training"
+                          if recipe.level == "medium-replay" else None),
+        "versions": {p: md.version(p) for p in ("diffbench", "minari", "gymnasium", "mujoco", "numpy", "torch")},
+    }
+    description = (f"D4RL-style {recipe.env} {recipe.level}: {total} steps of SAC behaviour policies' stochastic "
+                   f"actions on {recipe.env_id} (1000-step episodes, terminals from the env), seed {seed}.")
+    return dict(buffers=buffers, card=card, env=gym.make(recipe.env_id), eval_env=gym.make(recipe.env_id),
+                algorithm_name="SAC (stable-baselines3) behaviour policies", author="diffbench",
+                author_email="diffbench@localhost", code_permalink="diffbench envs/locomotion/recipes.py",
+                ref_min_score=ref_min, ref_max_score=ref_max, num_episodes_average_score=100,
+                description=description)
+
+
+def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: int = 20_000,
+                  medium_fraction: float = 1 / 3) -> dict[str, Any]:
+    """Copy the checkpoints the recipes need from a SAC run (`sac.train`'s `out`) into `dest` (the committed
+    policies directory by default) with an `index.json`: random (step 0), medium (return closest to
+    `medium_fraction` of D4RL's expert return), expert (the best return), and every `replay_every` steps
+    up to medium for the replay."""
+    from envs.locomotion.sac import read_curve
+
+    run, dest = Path(run), Path(dest) if dest is not None else policies_dir(env)
+    curve = read_curve(run)
+    if len(curve) < 2:
+        raise DatasetError(f"{run} holds no SAC training curve past step 0; train first: diffbench policies train {env}")
+    settings = json.loads((run / "settings.json").read_text())
+    if settings.get("env") != env:
+        raise DatasetError(f"{run} is a SAC run on {settings.get('env')}, not {env}")
+    if replay_every % int(settings["checkpoint_every"]):
+        raise DatasetError(f"replay_every ({replay_every}) must be a multiple of the run's checkpoint_every "
+                           f"({int(settings['checkpoint_every'])})")
+    _, expert_ref = d4rl_references(env)
+    trained = [r for r in curve if r["step"] > 0]
+    medium = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref))
+    expert = max(trained, key=lambda r: r["return_mean"])
+    replay = [r for r in curve if r["step"] < medium["step"] and int(r["step"]) % replay_every == 0]
+    dest.mkdir(parents=True, exist_ok=True)
+    roles = {"random": curve[0], "medium": medium, "expert": expert}
+    files = {}
+    for row in [*roles.values(), *replay]:
+        name = Path(row["file"]).name
+        files[name] = row
+        (dest / name).write_bytes((run / row["file"]).read_bytes())
+    bounds = [int(r["step"]) for r in replay] + [int(medium["step"])]
+    index = {"env": env, "seed": int(settings["seed"]), "learning_starts": int(settings["learning_starts"]),
+             **{role: Path(row["file"]).name for role, row in roles.items()},
+             "replay": [{"file": Path(r["file"]).name, "from": lo, "to": hi}
+                        for r, lo, hi in zip(replay, bounds[:-1], bounds[1:])],
+             "cards": {name: {"training_steps": int(r["step"]), "return_mean": r["return_mean"],
+                              "return_std": r["return_std"], "d4rl_score": r["d4rl_score"]}
+                       for name, r in sorted(files.items())},
+             "medium_target_return": medium_fraction * expert_ref}
+    (dest / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return index

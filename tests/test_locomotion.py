@@ -1,0 +1,107 @@
+"""Locomotion datasets: SAC behaviour policies trained, resumed and scored along the curve; the recipes
+rolled out from picked checkpoints, deterministically; bad policy files and envs are one clear error."""
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from envs import DatasetError
+from envs.locomotion.actor import ActorSpec, SquashedGaussianActor, check_spaces, from_sb3, load_actor, save_actor
+from envs.locomotion.recipes import RECIPES, _replay_segments, pick_policies
+from envs.locomotion.sac import SacSettings, read_curve, train
+
+TINY = SacSettings(steps=400, checkpoint_every=100, state_every=200, eval_episodes=1, learning_starts=100)
+
+
+@pytest.fixture(scope="module")
+def sac_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sac") / "hopper"
+    train("hopper", out, TINY, log=lambda _: None)
+    return out
+
+
+def test_sac_saves_a_scored_actor_every_checkpoint_and_resumes_to_more_steps(sac_run, tmp_path):
+    curve = read_curve(sac_run)
+    assert [r["step"] for r in curve] == [0, 100, 200, 300, 400]
+    actor, card = load_actor(sac_run / curve[-1]["file"])
+    assert card["training_steps"] == 400 and card["env_id"] == "Hopper-v5" and "v2" in card["d4rl_references"]["note"]
+    assert np.isfinite(card["d4rl_score"]) and (sac_run / "state" / "replay.npz").is_file()
+    # more steps continue from the saved learner state; other settings are another run
+    out = tmp_path / "run"
+    train("hopper", out, TINY, log=lambda _: None)
+    more = train("hopper", out, SacSettings(**{**TINY.__dict__, "steps": 600}), log=lambda _: None)
+    assert [r["step"] for r in more] == [0, 100, 200, 300, 400, 500, 600]
+    assert load_actor(out / more[-1]["file"])[1]["resumed"]
+    with pytest.raises(DatasetError, match="another seed"):
+        train("hopper", out, SacSettings(**{**TINY.__dict__, "seed": 1}))
+
+
+def test_our_actor_acts_as_the_sb3_actor_it_was_read_from():
+    from stable_baselines3 import SAC
+
+    model = SAC("MlpPolicy", gym.make("Hopper-v5"), seed=0, device="cpu")
+    actor = from_sb3(model, "Hopper-v5")
+    obs = np.random.default_rng(0).standard_normal((5, 11))
+    ours = actor.act(obs)
+    theirs, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    with torch.no_grad():  # the stochastic action: tanh(mu + std z) with SB3's log-std bounds
+        mean, log_std, _ = model.actor.get_action_dist_params(torch.as_tensor(obs, dtype=torch.float32))
+    z = np.random.default_rng(1).standard_normal((5, 3))
+    expected = np.tanh(mean.numpy() + np.exp(log_std.numpy()) * z)
+    np.testing.assert_allclose(actor.act(obs, np.random.default_rng(1)), expected, atol=1e-5)
+
+
+def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run, tmp_path, session_root):
+    from envs.catalog import generate, load_dataset, verify
+    from envs.minari_source import pinned_root
+
+    dest = tmp_path / "policies"
+    index = pick_policies("hopper", sac_run, dest, replay_every=100)
+    assert index["random"] == "step-0000000.pt" and index["replay"][0] == {"file": "step-0000000.pt", "from": 0, "to": 100}
+    assert all(index[role] in index["cards"] for role in ("medium", "expert"))
+    with pinned_root(session_root):
+        sums = []
+        for _ in range(2):
+            generate("diffbench/hopper/medium-replay-small-v0", steps=300, seed=3, overwrite=True, progress=False,
+                     policies=dest)
+            sums.append(verify("diffbench/hopper/medium-replay-small-v0")["checksum"])
+        assert sums[0] == sums[1]
+        ds = load_dataset("diffbench/hopper/medium-replay-small-v0")
+        card = ds.metadata["card"]
+        assert card["reward_transform"] == "locomotion" and card["approximation"] and card["steps"] == len(ds.transitions)
+        assert ds.transitions.obs_dim == 11 and ds.transitions.action_dim == 3
+        generate("diffbench/hopper/medium-expert-small-v0", steps=150, seed=3, progress=False, policies=dest)
+        assert len(load_dataset("diffbench/hopper/medium-expert-small-v0").transitions) == 300
+
+
+def test_the_replay_follows_training_warm_up_first_then_each_checkpoint_scaled_alike():
+    index = {"learning_starts": 150, "replay": [{"file": "a", "from": 0, "to": 100}, {"file": "b", "from": 100, "to": 200},
+                                                  {"file": "c", "from": 200, "to": 400}]}
+    assert _replay_segments(index, 10_000) == [(None, 100), (None, 50), ("b", 50), ("c", 200)]
+    assert _replay_segments(index, 200) == [(None, 50), (None, 25), ("b", 25), ("c", 100)]
+
+
+def test_bad_policy_files_and_envs_are_one_clear_error(sac_run, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a tensor file")
+    with pytest.raises(DatasetError, match="cannot read the policy weights"):
+        load_actor(bad)
+    with pytest.raises(DatasetError, match="no policy weights"):
+        load_actor(tmp_path / "missing.pt")
+    actor, _ = load_actor(sac_run / "checkpoints" / "step-0000100.pt")
+    with pytest.raises(DatasetError, match="observations of dim 11"):
+        check_spaces(actor.spec, gym.make("Walker2d-v5"), "policy")
+    wrong = SquashedGaussianActor(ActorSpec("Hopper-v5", 11, 3))
+    save_actor(wrong, tmp_path / "w.pt", {})
+    blob = torch.load(tmp_path / "w.pt", weights_only=True)
+    blob["obs_dim"] = 12
+    torch.save(blob, tmp_path / "w.pt")
+    with pytest.raises(DatasetError, match="do not fit"):
+        load_actor(tmp_path / "w.pt")
+    with pytest.raises(DatasetError, match="unknown locomotion env 'ant'"):
+        train("ant", tmp_path / "ant", TINY)
+    assert "diffbench/walker2d/expert-small-v0" in RECIPES
