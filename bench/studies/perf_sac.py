@@ -1,5 +1,5 @@
 """SAC training throughput of stable-baselines3 (PyTorch) beside sbx (its JAX port by the same
-maintainers), in one run on one machine, one thread each (`diffbench perf sac`): which library trains
+maintainers), in one run on one machine, each pinned to one core (`diffbench perf sac`): which library trains
 the locomotion datasets' behaviour policies. Same env, same SAC settings (the libraries' defaults,
 `learning_starts` as ours); environment steps per second with one gradient update per step, timed after
 a warm-up that includes JAX's compilation. sbx is optional: rows appear only when it is installed."""
@@ -46,12 +46,21 @@ def run(envs: list[str], steps: int, out: Path | None, command: str, warmup: int
         learning_starts: int = 1_000) -> dict[str, dict[str, float]]:
     if warmup <= learning_starts:
         raise ValueError(f"warmup ({warmup}) must pass learning_starts ({learning_starts}) so every timed step updates")
-    rates = {env: {lib: steps_per_second(lib, env, steps, warmup, learning_starts) for lib in available()} for env in envs}
+    cores = os.sched_getaffinity(0)
+    # one core, set before JAX starts its threads (they inherit it): beyond its flags JAX keeps helper
+    # threads busy on a second core, which two jobs on two cores do not have
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        rates = {env: {lib: steps_per_second(lib, env, steps, warmup, learning_starts) for lib in available()}
+                 for env in envs}
+    finally:
+        os.sched_setaffinity(0, cores)
     if out is not None:
         libs = available()
         lines = ["# SAC training throughput: stable-baselines3 beside sbx, one run", "",
                  made_by(command, None, code_version(), ("torch",)), "",
-                 f"Hardware: {hardware()}. One thread each; {steps} timed steps after {warmup} (learning starts at "
+                 f"Hardware: {hardware()}. Each pinned to one core (the process's affinity; JAX otherwise keeps helper "
+                 "threads busy on a second core); {steps} timed steps after {warmup} (learning starts at "
                  f"{learning_starts}), one gradient update per step, libraries' default SAC settings. Versions: "
                  + ", ".join(f"{lib} {md.version(lib if lib != 'sbx' else 'sbx-rl')}" for lib in libs) + ".", "",
                  "| env | " + " | ".join(f"{lib} steps/s" for lib in libs) + (" | sbx / sb3 |" if len(libs) > 1 else " |"),
