@@ -18,6 +18,7 @@ import minari
 
 from envs import d4rl_hdf5, families, minari_source, minari_writer, pointmaze
 from envs.locomotion import recipes as locomotion
+from envs.ogbench import play as ogbench_play, singletask
 from envs.checksum import episodes_checksum
 from envs.dataset import OfflineDataset
 from envs.errors import DatasetError
@@ -131,6 +132,9 @@ def load_dataset(name: str, reward_transform: str = "none", action_tolerance: fl
 
 def _load(name: str, action_tolerance: float) -> tuple[OfflineDataset, list[Episode]]:
     """Read a dataset once; the episodes come back too, for checksums."""
+    task = singletask.parse(name)
+    if task is not None:
+        return _load_singletask(name, *task, action_tolerance)
     ref = resolve(name)
     if ref.kind == "hdf5":
         d4rl_id = name if name in d4rl_reference_table() else None
@@ -142,9 +146,23 @@ def _load(name: str, action_tolerance: float) -> tuple[OfflineDataset, list[Epis
 
 
 def generatable() -> list[str]:
-    """Every id a recipe here makes: PointMaze, and locomotion where its env's SAC actors are committed."""
+    """Every id a recipe here makes: PointMaze, OGBench play data, and locomotion where its env's SAC actors
+    are committed."""
     committed = {env for env in locomotion.ENVS if (locomotion.policies_dir(env) / "index.json").is_file()}
-    return sorted(set(pointmaze.RECIPES) | {i for i, r in locomotion.RECIPES.items() if r.env in committed})
+    return sorted(set(pointmaze.RECIPES) | set(ogbench_play.RECIPES)
+                  | {i for i, r in locomotion.RECIPES.items() if r.env in committed})
+
+
+def _load_singletask(name: str, base: str, env: str, task: int | None, action_tolerance: float
+                     ) -> tuple[OfflineDataset, list[Episode]]:
+    """OGBench single-task view: of play data made here (a diffbench/ogbench id), or of OGBench's own file."""
+    if not base.startswith("diffbench/"):
+        return singletask.load_official(name, env, task, base), []
+    mds = minari_source.open_minari(base, _missing_hint(base))
+    where = str(Path(mds.storage.data_path).parent)
+    episodes = minari_source.read_episodes(mds, where)
+    ds = minari_source.to_offline_dataset(mds, episodes, where, action_tolerance)
+    return singletask.view(ds, singletask.episode_states(mds, where), name, env, task), episodes
 
 
 def _missing_hint(name: str) -> str:
@@ -183,7 +201,7 @@ def list_datasets() -> list[dict[str, Any]]:
     return rows
 
 
-TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "envs")  # their entry points ship with diffbench's deps
+TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "ogbench", "envs")  # their entry points ship with diffbench's deps
 ENV_CHECKS = ("trusted", "always", "never")
 
 
@@ -242,7 +260,12 @@ def generate(
     """Make a generatable dataset and write it as a Minari dataset; nothing is left half-written.
     `policies`: locomotion only, a directory of actors to use instead of the committed ones."""
     minari_writer.ensure_writable(dataset_id, overwrite)  # before collecting, which takes minutes
-    if dataset_id in locomotion.RECIPES:
+    if dataset_id in ogbench_play.RECIPES:
+        if ref_episodes is not None:
+            raise DatasetError("--ref-episodes is for PointMaze; OGBench's single-task score is the success rate")
+        kwargs = ogbench_play.build(dataset_id, episodes=None if steps is None else -(-steps // 1000), seed=seed,
+                                    progress=progress)
+    elif dataset_id in locomotion.RECIPES:
         if ref_episodes is not None:
             raise DatasetError("--ref-episodes is for PointMaze; locomotion datasets use D4RL's reference returns")
         kwargs = locomotion.build(dataset_id, steps=steps, seed=seed, progress=progress, root=policies)

@@ -18,7 +18,7 @@ from envs.transitions import Transitions, transform_rewards
 @dataclass(frozen=True)
 class OfflineDataset:
     id: str
-    source: Literal["minari", "d4rl-hdf5"]
+    source: Literal["minari", "d4rl-hdf5", "ogbench-npz"]
     location: str  # directory or file it was read from
     transitions: Transitions
     observation_space: spaces.Box  # flattened
@@ -31,6 +31,9 @@ class OfflineDataset:
     eval_env_note: str = ""  # why there is no eval env, or how it differs from the data's
     reward_transform: str = "none"
     metadata: dict[str, Any] = field(default_factory=dict)
+    # "normalized_return": D4RL's 100 (R - random) / (expert - random); "success": 100 x the rate of episodes
+    # that end in the task's success (OGBench's single-task score)
+    score: Literal["normalized_return", "success"] = "normalized_return"
 
     def normalized_score(self, returns: np.ndarray | float) -> np.ndarray:
         return normalized_score(returns, self.ref_min_score, self.ref_max_score, name=self.id)

@@ -46,7 +46,7 @@ def check_eval_env(dataset: OfflineDataset) -> int:
 class EvalResult:
     returns: np.ndarray  # (N,)
     lengths: np.ndarray  # (N,)
-    normalized: np.ndarray | None  # (N,) D4RL-style 100 * (R - random) / (expert - random), when references exist
+    normalized: np.ndarray | None  # (N,) the dataset's score: D4RL-normalised return, or 100 x success (OGBench)
     seconds: float
     policy_calls: int
 
@@ -69,16 +69,25 @@ def evaluate(policy: Algorithm, dataset: OfflineDataset, episodes: int = 10, see
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         done = np.zeros(episodes, dtype=bool)
+        success = np.zeros(episodes, dtype=bool)
         calls, start = 0, time.perf_counter()
         while not done.all() and (max_steps is None or calls < max_steps):
             actions = policy.act(obs)
             calls += 1
-            obs, reward, terminated, truncated, _ = env.step(actions)
+            obs, reward, terminated, truncated, info = env.step(actions)
             live = ~done
             returns[live] += reward[live]
             lengths[live] += 1
+            ending = live & (terminated | truncated)
+            if ending.any() and "success" in info:  # the task's success at the episode's last step
+                success[ending] = np.asarray(info["success"], dtype=bool)[ending]
             done |= terminated | truncated
     finally:
         env.close()
-    normalized = dataset.normalized_score(returns) if dataset.ref_min_score is not None and dataset.ref_max_score is not None else None
+    if dataset.score == "success":
+        normalized = 100.0 * success.astype(np.float64)
+    elif dataset.ref_min_score is not None and dataset.ref_max_score is not None:
+        normalized = dataset.normalized_score(returns)
+    else:
+        normalized = None
     return EvalResult(returns, lengths, normalized, time.perf_counter() - start, calls)

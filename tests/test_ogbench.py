@@ -1,0 +1,102 @@
+"""OGBench play data made with the package's oracles: deterministic per seed; single-task views with OGBench's
+rewards, the same from our Minari copy as from an official-format file; success-rate scoring; clear errors."""
+
+import numpy as np
+import pytest
+
+from envs import DatasetError, DatasetNotFoundError
+from envs.ogbench import play, singletask
+
+ID = "diffbench/ogbench/cube-single-play-small-v0"
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return play.collect(play.RECIPES[ID], 2, seed=5, episode_steps=61)
+
+
+def test_play_data_are_deterministic_per_seed_and_keep_the_simulator_state(episodes):
+    again = play.collect(play.RECIPES[ID], 2, seed=5, episode_steps=61)
+    other = play.collect(play.RECIPES[ID], 1, seed=6, episode_steps=61)
+    assert all(np.array_equal(a.actions, b.actions) and np.array_equal(a.observations, b.observations)
+               for a, b in zip(episodes, again))
+    assert not np.array_equal(episodes[0].actions, other[0].actions)
+    ep = episodes[0]
+    assert ep.actions.shape == (60, 5) and ep.observations.shape == (61, 28) and ep.infos["qpos"].shape[0] == 61
+    assert np.abs(ep.actions).max() <= 1 and ep.truncations[-1] and not ep.terminations.any()
+    state = np.random.get_state()[1][:3]
+    play.collect(play.RECIPES[ID], 1, seed=7, episode_steps=3)
+    assert np.array_equal(np.random.get_state()[1][:3], state)  # the global generator is given back
+
+
+def test_scene_episodes_that_push_the_cube_out_of_view_are_redone():
+    qpos = np.zeros((3, 25))
+    assert play._healthy("scene", qpos)
+    qpos[1, 15] = 0.3  # too far right
+    assert not play._healthy("scene", qpos) and play._healthy("cube-single", qpos)
+
+
+def _official_npz(episodes, path):
+    """Our episodes in OGBench's file layout: every observation a row, the last of an episode flagged."""
+    rows = {k: [] for k in ("observations", "actions", "terminals", "qpos", "qvel")}
+    for ep in episodes:
+        n = len(ep.actions)
+        rows["observations"].append(ep.observations)
+        rows["actions"].append(np.concatenate([ep.actions, ep.actions[-1:]]))
+        rows["terminals"].append(np.arange(n + 1) == n)
+        rows["qpos"].append(ep.infos["qpos"])
+        rows["qvel"].append(ep.infos["qvel"])
+    np.savez_compressed(path, **{k: np.concatenate(v) for k, v in rows.items()})
+
+
+def test_single_task_views_use_ogbench_rewards_alike_from_our_copy_and_an_official_file(
+        episodes, session_root, tmp_path, monkeypatch):
+    from envs.catalog import load_dataset
+    from envs.minari_source import pinned_root
+    from envs.minari_writer import write_dataset
+
+    kwargs = play.build(ID, episodes=2, seed=5, progress=False, episode_steps=61)
+    with pinned_root(session_root):
+        write_dataset(ID, overwrite=True, **kwargs)
+        ours = load_dataset(ID.replace("-v0", "-singletask-task1-v0"))
+        default = load_dataset(ID.replace("-v0", "-singletask-v0"))
+    monkeypatch.setenv("OGBENCH_DATASET_DIR", str(tmp_path))
+    _official_npz(episodes, tmp_path / "cube-single-play-v0.npz")
+    official = load_dataset("cube-single-play-singletask-task1-v0")
+    assert ours.score == "success" and ours.eval_env_spec.id == "cube-single-singletask-task1-v0"
+    assert default.eval_env_spec.id == "cube-single-singletask-v0"
+    t, o = ours.transitions, official.transitions
+    assert len(t) == len(o) == 120
+    assert np.allclose(t.observations.numpy(), o.observations.numpy(), atol=1e-6)
+    assert np.array_equal(t.rewards.numpy(), o.rewards.numpy()) and np.array_equal(t.terminals.numpy(), o.terminals.numpy())
+    r = t.rewards.numpy()
+    assert set(np.unique(r)) <= {-1.0, 0.0} and np.array_equal(t.terminals.numpy() == 1, r == 0)
+    with pytest.raises(DatasetNotFoundError, match="never downloads"):
+        load_dataset("scene-play-singletask-v0")
+
+
+def test_success_is_the_score_of_a_single_task_view(episodes, session_root):
+    from bench.harness.evaluation import evaluate
+    from envs.catalog import load_dataset
+    from envs.minari_source import pinned_root
+    from envs.minari_writer import write_dataset
+
+    class Still:
+        def seed(self, seed):
+            pass
+
+        def act(self, obs):
+            return np.zeros((len(obs), 5), dtype=np.float32)
+
+    with pinned_root(session_root):
+        write_dataset(ID, overwrite=True, **play.build(ID, episodes=1, seed=5, progress=False, episode_steps=11))
+        ds = load_dataset(ID.replace("-v0", "-singletask-task2-v0"))
+    res = evaluate(Still(), ds, episodes=2, seed=0)
+    assert res.lengths.tolist() == [200, 200] and res.normalized.tolist() == [0.0, 0.0]  # standing still never succeeds
+
+
+def test_unknown_recipes_and_states_are_one_clear_error():
+    with pytest.raises(DatasetError, match="no recipe generates"):
+        play.build("diffbench/ogbench/cube-double-play-v0", episodes=1, seed=0, progress=False)
+    assert singletask.parse("diffbench/ogbench/scene-play-singletask-task6-v0") is None
+    assert singletask.parse("puzzle-3x3-play-singletask-task3-v0") == ("puzzle-3x3-play-v0", "puzzle-3x3", 3)
