@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Mapping
 
 # (substring of the lower-cased id, family); the first match wins, so antmaze precedes ant
-_FAMILIES = (("antmaze", "antmaze"), ("pointmaze", "pointmaze"), ("maze2d", "maze2d"), ("kitchen", "kitchen"),
+_FAMILIES = (("ogbench", "ogbench-manipulation"), ("cube-single", "ogbench-manipulation"),
+             ("scene-play", "ogbench-manipulation"), ("puzzle-3x3", "ogbench-manipulation"),
+             ("antmaze", "antmaze"), ("pointmaze", "pointmaze"), ("maze2d", "maze2d"), ("kitchen", "kitchen"),
              ("pen", "adroit"), ("door", "adroit"), ("hammer", "adroit"), ("relocate", "adroit"),
              ("halfcheetah", "locomotion"), ("hopper", "locomotion"), ("walker2d", "locomotion"),
              ("ant", "locomotion"), ("humanoid", "locomotion"))
@@ -20,7 +22,8 @@ FAMILY_TRANSFORMS = {"locomotion": "locomotion", "antmaze": "antmaze"}
 
 
 def family(dataset: str) -> str:
-    """locomotion, antmaze, pointmaze, maze2d, kitchen, adroit or other, read from the dataset id or path."""
+    """locomotion, antmaze, pointmaze, maze2d, kitchen, adroit, ogbench-manipulation or other, read from the
+    dataset id or path."""
     name = dataset.lower().replace("\\", "/").rsplit("/datasets/", 1)[-1]
     for key, group in _FAMILIES:
         if key in name:

@@ -63,6 +63,8 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
     index = pick_policies("hopper", sac_run, dest, replay_every=100)
     assert index["random"] == "step-0000000.pt" and index["replay"][0] == {"file": "step-0000000.pt", "from": 0, "to": 100}
     assert all(index[role] in index["cards"] for role in ("medium", "expert"))
+    card = (dest / "CARD.md").read_text()
+    assert "| step-0000000.pt | random |" in card and "stable-baselines3" in card and "v2 envs" in card
     with pinned_root(session_root):
         sums = []
         for _ in range(2):

@@ -222,4 +222,22 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
                        for name, r in sorted(files.items())},
              "medium_target_return": medium_fraction * expert_ref}
     (dest / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (dest / "CARD.md").write_text(_card_markdown(index, load_actor(run / expert["file"])[1]))
     return index
+
+
+def _card_markdown(index: dict[str, Any], card: dict[str, Any]) -> str:
+    """The policies' card: how they were trained and what each one scores."""
+    roles = {index[r]: r for r in ("random", "medium", "expert")}
+    lines = [f"# Behaviour policies for {index['env']} ({card['env_id']})", "",
+             f"{card['algorithm']}, seed {index['seed']}; " + ", ".join(f"{k} {v}" for k, v in card["versions"].items())
+             + f". Returns: mean ± std over {card['eval_episodes']} episodes of the policy's stochastic actions (as the "
+             f"datasets record them). D4RL score: 100 (R − random) / (expert − random) with D4RL's references "
+             f"(random {card['d4rl_references']['random']:g}, expert {card['d4rl_references']['expert']:g}), measured "
+             f"by D4RL on the v2 envs; these returns are on v5. Medium: the checkpoint closest to "
+             f"{index['medium_target_return']:.0f} (a third of the expert reference).", "",
+             "| file | role | training steps | return | D4RL score |", "|---|---|---:|---:|---:|"]
+    for name, c in index["cards"].items():
+        lines.append(f"| {name} | {roles.get(name, 'replay')} | {c['training_steps']:,} | {c['return_mean']:.1f} ± "
+                     f"{c['return_std']:.1f} | {c['d4rl_score']:.1f} |")
+    return "\n".join(lines) + "\n"
