@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. beta=10 sampler.steps=20")
     rn.add_argument("--seed", type=int, default=0)
     rn.add_argument("--preset", default="cpu", help="config preset (paper, cpu, quick, tiny)")
-    rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 maze datasets, 10 others)")
+    rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 for maze and OGBench datasets, 10 others)")
     rn.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
     rn.add_argument("--eval-every", type=int, default=0, help="gradient steps between learning-curve evaluations")
     rn.add_argument("--checkpoint-every", type=int, default=1000, help="gradient steps between mid-stage checkpoints")

@@ -1,6 +1,8 @@
 """OGBench play data made with the package's oracles: deterministic per seed; single-task views with OGBench's
 rewards, the same from our Minari copy as from an official-format file; success-rate scoring; clear errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,23 @@ def test_unknown_recipes_and_states_are_one_clear_error():
         play.build("diffbench/ogbench/cube-double-play-v0", episodes=1, seed=0, progress=False)
     assert singletask.parse("diffbench/ogbench/scene-play-singletask-task6-v0") is None
     assert singletask.parse("puzzle-3x3-play-singletask-task3-v0") == ("puzzle-3x3-play-v0", "puzzle-3x3", 3)
+
+
+def test_a_run_on_a_single_task_view_records_success_rates(session_root, tmp_path):
+    from bench.harness.executors import run_all
+    from bench.harness.runner import RunSpec
+    from bench.harness.store import ResultsStore
+    from envs.minari_source import pinned_root
+    from envs.minari_writer import write_dataset
+
+    base = "diffbench/ogbench/puzzle-3x3-play-small-v0"
+    with pinned_root(session_root):
+        write_dataset(base, overwrite=True, **play.build(base, episodes=2, seed=1, progress=False, episode_steps=51))
+    spec = RunSpec(algorithm="bc", dataset=base.replace("-v0", "-singletask-task1-v0"), seed=0, preset="tiny",
+                   overrides={"device": "cpu"})
+    assert spec.final_episodes() == 100
+    spec = dataclasses.replace(spec, episodes=2)
+    out = run_all([spec], tmp_path)
+    assert len(out["finished"]) == 1, [r.error for r in out["failed"]]
+    scores = ResultsStore(tmp_path).table("final_scores").score
+    assert len(scores) == 2 and set(scores) <= {0.0, 100.0}

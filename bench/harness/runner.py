@@ -110,7 +110,10 @@ class RunSpec:
         return self.reward_transform if self.reward_transform is not None else catalog.default_reward_transform(self.dataset)
 
     def final_episodes(self) -> int:
-        return self.episodes if self.episodes is not None else (100 if "maze" in self.dataset.lower() else 10)
+        """Default: 100 where an episode's score is near binary (mazes; OGBench's success), else D4RL's 10."""
+        if self.episodes is not None:
+            return self.episodes
+        return 100 if "maze" in self.dataset.lower() or families.family(self.dataset) == "ogbench-manipulation" else 10
 
     def selecting(self) -> int:
         """Episodes per scale spent choosing the scale (0 when there is nothing to choose)."""
