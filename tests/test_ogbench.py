@@ -66,7 +66,7 @@ def test_single_task_views_use_ogbench_rewards_alike_from_our_copy_and_an_offici
     _official_npz(episodes, tmp_path / "cube-single-play-v0.npz")
     official = load_dataset("cube-single-play-singletask-task1-v0")
     assert ours.score == "success" and ours.eval_env_spec.id == "cube-single-singletask-task1-v0"
-    assert default.eval_env_spec.id == "cube-single-singletask-v0"
+    assert default.eval_env_spec.id == "cube-single-singletask-v0" and default.metadata["singletask"]["task"] == 2
     t, o = ours.transitions, official.transitions
     assert len(t) == len(o) == 120
     assert np.allclose(t.observations.numpy(), o.observations.numpy(), atol=1e-6)

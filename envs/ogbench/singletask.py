@@ -49,8 +49,9 @@ def official_dir() -> Path:
 
 
 def relabel(env: str, task: int | None, qpos: np.ndarray, button_states: np.ndarray | None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """(rewards, successes) of states with simulator state `qpos` (and buttons), by OGBench's own relabelling."""
+            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(rewards, successes, the task's number) of states with simulator state `qpos` (and buttons), by OGBench's
+    own relabelling; with no task given, the env's default one (cube-single and scene: 2, puzzle-3x3: 4)."""
     require()
     from ogbench.relabel_utils import relabel_dataset
 
@@ -61,9 +62,10 @@ def relabel(env: str, task: int | None, qpos: np.ndarray, button_states: np.ndar
         data["button_states"] = button_states
     try:
         relabel_dataset(name, task_env, data)
+        number = int(task_env.unwrapped.cur_task_id)
     finally:
         task_env.close()
-    return data["rewards"].astype(np.float32), 1.0 - data["masks"].astype(np.float32)
+    return data["rewards"].astype(np.float32), 1.0 - data["masks"].astype(np.float32), number
 
 
 def view(base: OfflineDataset, states: dict[str, np.ndarray], name: str, env: str, task: int | None) -> OfflineDataset:
@@ -73,12 +75,13 @@ def view(base: OfflineDataset, states: dict[str, np.ndarray], name: str, env: st
         if len(arr) != n:
             raise DatasetError(f"{base.id}: {key} has {len(arr)} rows for {n} transitions")
     require()
-    rewards, success = relabel(env, task, states["qpos"], states.get("button_states"))
+    rewards, success, number = relabel(env, task, states["qpos"], states.get("button_states"))
     t = replace(base.transitions, rewards=torch.from_numpy(rewards),
                 terminals=torch.from_numpy(success))  # OGBench's mask: no bootstrap from a success state
     return replace(base, id=name, transitions=t, ref_min_score=None, ref_max_score=None,
                    eval_env_spec=gym.spec(eval_env_id(env, task)), eval_env_note="", score="success",
-                   metadata=base.metadata | {"singletask": {"base": base.id, "env": env, "task": task or "default",
+                   metadata=base.metadata | {"singletask": {"base": base.id, "env": env, "task": number,
+                                                            "default_task": task is None,
                                                             "successes_in_data": float(success.mean())}})
 
 
