@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata as md
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,8 +88,11 @@ def _model(env_name: str, settings: SacSettings):
 
 def _save_state(model, out: Path) -> None:
     """Everything the learner needs to continue, as tensors/arrays; written whole, then renamed."""
-    tmp, final = out / f".{STATE}.tmp", out / STATE
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp, final, old = out / f".{STATE}.tmp", out / STATE, out / f".{STATE}.old"
+    for stale in (tmp, old):  # left by a process killed mid-save
+        if stale.exists():
+            shutil.rmtree(stale)
+    tmp.mkdir(parents=True)
     buf = model.replay_buffer
     n = buf.buffer_size if buf.full else buf.pos
     np.savez(tmp / "replay.npz", observations=buf.observations[:n], next_observations=buf.next_observations[:n],
@@ -99,12 +103,9 @@ def _save_state(model, out: Path) -> None:
                 "ent_opt": model.ent_coef_optimizer.state_dict(), "num_timesteps": model.num_timesteps,
                 "n_updates": model._n_updates, "episode_num": model._episode_num}, tmp / "learner.pt")
     if final.exists():
-        old = out / f".{STATE}.old"
         final.rename(old)
         tmp.rename(final)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
     else:
         tmp.rename(final)
 
@@ -178,6 +179,8 @@ def train(env_name: str, out: Path, settings: SacSettings = SacSettings(), log=p
     meta.write_text(json.dumps(mine, indent=2))
     torch.set_num_threads(1)
     model = _model(env_name, settings)
+    if not (out / STATE).exists() and (out / f".{STATE}.old").exists():  # killed between the two renames
+        (out / f".{STATE}.old").rename(out / STATE)
     resumed = (out / STATE).exists()
     if resumed:
         _load_state(model, out)
