@@ -73,7 +73,9 @@ def _print_summary(s: dict) -> None:
     print(f"  eval env: {s['eval_env']} (max {s['eval_max_episode_steps']} steps)" + (f"; {s['eval_env_note']}" if s.get("eval_env_note") else ""))
     card = s.get("card")
     if card:
-        print(f"  generated: seed {card['seed']}, {card['steps']} steps{' (custom size)' if card.get('custom_size') else ''}, checksum {card['content_checksum']}")
+        made = f" in {card['generation_seconds']:.0f} s" if card.get("generation_seconds") is not None else ""
+        print(f"  generated: seed {card['seed']}, {card['steps']} steps{' (custom size)' if card.get('custom_size') else ''}"
+              f"{made}, checksum {card['content_checksum']}")
 
 
 def cmd_generate(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -260,6 +261,7 @@ def generate(
     """Make a generatable dataset and write it as a Minari dataset; nothing is left half-written.
     `policies`: locomotion only, a directory of actors to use instead of the committed ones."""
     minari_writer.ensure_writable(dataset_id, overwrite)  # before collecting, which takes minutes
+    began = time.perf_counter()
     if dataset_id in ogbench_play.RECIPES:
         if ref_episodes is not None:
             raise DatasetError("--ref-episodes is for PointMaze; OGBench's single-task score is the success rate")
@@ -271,4 +273,6 @@ def generate(
         kwargs = locomotion.build(dataset_id, steps=steps, seed=seed, progress=progress, root=policies)
     else:
         kwargs = pointmaze.build(dataset_id, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
+    kwargs["card"] = kwargs["card"] | {"generation_seconds": round(time.perf_counter() - began, 1),
+                                       "generation_cores": os.cpu_count()}
     return minari_writer.write_dataset(dataset_id, overwrite=overwrite, **kwargs)
