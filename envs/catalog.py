@@ -195,6 +195,15 @@ def list_datasets() -> list[dict[str, Any]]:
              "location": str(minari_source.dataset_dir(i))} for i in sorted(local)]
     rows += [{"id": i, "source": "minari", "on_disk": False, "generatable": True,
               "location": str(minari_source.dataset_dir(i))} for i in sorted(makes - local)]
+    # OGBench play data on disk (ours, or OGBench's own files) run as single-task views: list them too
+    bases = [(i, str(minari_source.dataset_dir(i))) for i in sorted(local) if i in ogbench_play.RECIPES]
+    og_dir = singletask.official_dir()
+    if og_dir.is_dir():
+        bases += [(p.stem, str(p)) for p in sorted(og_dir.glob("*-play-v0.npz"))
+                  if singletask.parse(f"{p.stem[:-3]}-singletask-v0")]
+    rows += [{"id": f"{base[:-3]}-singletask{'' if task is None else f'-task{task}'}-v0", "source": "view",
+              "on_disk": True, "generatable": False, "location": where}
+             for base, where in bases for task in singletask.TASKS]
     d4rl_dir = d4rl_hdf5.d4rl_dir()
     if d4rl_dir.is_dir():
         rows += [{"id": d4rl_hdf5.legacy_id_from_path(p), "source": "d4rl-hdf5", "on_disk": True, "generatable": False,
@@ -202,7 +211,8 @@ def list_datasets() -> list[dict[str, Any]]:
     return rows
 
 
-TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "ogbench", "envs")  # their entry points ship with diffbench's deps
+# their entry points ship with diffbench's dependencies
+TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "ogbench", "envs")
 ENV_CHECKS = ("trusted", "always", "never")
 
 

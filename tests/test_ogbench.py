@@ -75,6 +75,11 @@ def test_single_task_views_use_ogbench_rewards_alike_from_our_copy_and_an_offici
     assert set(np.unique(r)) <= {-1.0, 0.0} and np.array_equal(t.terminals.numpy() == 1, r == 0)
     with pytest.raises(DatasetNotFoundError, match="never downloads"):
         load_dataset("scene-play-singletask-v0")
+    from envs.catalog import list_datasets
+
+    with pinned_root(session_root):
+        views = {r["id"] for r in list_datasets() if r["source"] == "view"}
+    assert {ID.replace("-v0", "-singletask-task5-v0"), "cube-single-play-singletask-task1-v0"} <= views
 
 
 def test_success_is_the_score_of_a_single_task_view(episodes, session_root):

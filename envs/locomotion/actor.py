@@ -65,7 +65,8 @@ def check_spaces(spec: ActorSpec, env: gym.Env, where: str) -> None:
     """The actor must read the env's observations and write its actions (Box [-1, 1])."""
     obs, act = env.observation_space, env.action_space
     if not isinstance(act, gym.spaces.Box) or not np.allclose(act.low, -1) or not np.allclose(act.high, 1):
-        raise DatasetError(f"{where}: {spec.env_id}'s actions are not a Box in [-1, 1] ({act}); a tanh actor cannot act in it")
+        raise DatasetError(f"{where}: {spec.env_id}'s actions are not a Box in [-1, 1] ({act}); a tanh actor "
+                           "cannot act in it")
     if obs.shape != (spec.obs_dim,) or act.shape != (spec.action_dim,):
         raise DatasetError(f"{where} was trained for observations of dim {spec.obs_dim} and actions of dim "
                            f"{spec.action_dim}; {env.spec.id if env.spec else 'the env'} has {obs.shape} and {act.shape}")
@@ -108,8 +109,9 @@ def load_actor(path: Path) -> tuple[SquashedGaussianActor, dict[str, Any]]:
 def from_sb3(model: Any, env_id: str) -> SquashedGaussianActor:
     """Our actor holding a stable-baselines3 SAC model's current actor weights."""
     sd = model.actor.state_dict()
-    hidden = tuple(int(sd[k].shape[0]) for k in sorted((k for k in sd if k.startswith("latent_pi.") and k.endswith(".weight")),
-                                                       key=lambda k: int(k.split(".")[1])))
+    layers = sorted((k for k in sd if k.startswith("latent_pi.") and k.endswith(".weight")),
+                    key=lambda k: int(k.split(".")[1]))
+    hidden = tuple(int(sd[k].shape[0]) for k in layers)
     spec = ActorSpec(env_id, int(sd["latent_pi.0.weight"].shape[1]), int(sd["mu.weight"].shape[0]), hidden)
     actor = SquashedGaussianActor(spec)
     actor.load_state_dict({k: v for k, v in sd.items() if k.split(".")[0] in ("latent_pi", "mu", "log_std")})

@@ -116,7 +116,8 @@ def _load_state(model, out: Path) -> None:
         learner = torch.load(state / "learner.pt", map_location="cpu", weights_only=True)
         replay = np.load(state / "replay.npz")
     except Exception as exc:
-        raise DatasetError(f"cannot resume SAC from {state} ({type(exc).__name__}: {exc}); delete it to start over") from None
+        raise DatasetError(f"cannot resume SAC from {state} ({type(exc).__name__}: {exc}); delete it to start "
+                           "over") from None
     model.policy.load_state_dict(learner["policy"])
     model.actor.optimizer.load_state_dict(learner["actor_opt"])
     model.critic.optimizer.load_state_dict(learner["critic_opt"])
