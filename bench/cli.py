@@ -241,7 +241,7 @@ def cmd_toy_dxmi(args) -> int:
     if args.budget not in DXMI_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(DXMI_BUDGETS)}")
     summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), args.budget, Path(args.out), _command(args),
-                  workers=args.workers, finetune_csv=Path(args.finetune))
+                  workers=args.workers, finetune_csv=Path(args.finetune), speed_repeats=args.speed_repeats)
     print("\n".join(line for line in Path(args.out).read_text().splitlines() if line.startswith("DxMI closer")))
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
@@ -524,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
     dx.add_argument("--finetune", default="results/finetune.csv", help="DDPO's rows to show beside (same targets)")
     dx.add_argument("--out", default="results/dxmi.md")
+    dx.add_argument("--speed-repeats", type=int, default=10,
+                    help="claim 4: timing repeats of the acting-speed measurement made after the jobs (0: skip it)")
     dx.set_defaults(func=cmd_toy_dxmi)
 
     def executor_args(sp, results: str = "runs", workers: int = 1):

@@ -259,7 +259,7 @@ def test_the_toy_study_runs_every_part_and_writes_one_report(tmp_path):
 
     assert auroc([0.0, 1.0], [2.0, 3.0]) == 1.0 and auroc([2.0, 3.0], [0.0, 1.0]) == 0.0 and auroc([1.0], [1.0]) == 0.5
     out = tmp_path / "dxmi.md"
-    summary = run(["8gaussians"], [0], "test", out, "diffbench toy dxmi --budget test")
+    summary = run(["8gaussians"], [0], "test", out, "diffbench toy dxmi --budget test", speed_repeats=1)
     get = summary.set_index(["part", "method"])
     # at this budget (60 iterations) the IRL game has not converged: the check is the EBM's ranking, not the sampler's
     assert get.loc[("anomaly", "uniform on the box"), "auroc_mean"] > 0.6  # off-support points get higher energy
@@ -267,4 +267,5 @@ def test_the_toy_study_runs_every_part_and_writes_one_report(tmp_path):
         assert math.isfinite(get.loc[(part, method), "swd_mu_mean"]), (part, method)
     text = out.read_text()
     assert "## 1. Few-step imitation" in text and "## 3. The EBM as an anomaly score" in text
+    assert "| dxmi: T = 4 | 4 |" in text and "## 4. Speed" in text
     assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()

@@ -212,7 +212,8 @@ def ddpo_rows(path: Path, beta: float, tasks: list[str], seeds: list[int]) -> pd
 
 
 def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: DxmiBudget,
-                 seconds: float, version: str, ddpo: pd.DataFrame) -> None:
+                 seconds: float, version: str, ddpo: pd.DataFrame, rates: dict[str, dict[int, float]] | None = None
+                 ) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
     seeds = int(summary["seeds"].max())
@@ -266,11 +267,35 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
               "0.5 is chance.", "", "| task | anomalous points | AUROC |", "|---|---|---:|"]
     for _, r in summary[summary.part == "anomaly"].iterrows():
         lines.append(f"| {r['task']} | {r['method']} | {_cell(r, 'auroc')} |")
+    if rates:
+        from bench.studies.perf_samplers import BATCHES
+
+        ref = rates[SPEED_ROWS[0]]
+        lines += ["", "## 4. Speed: actions per second against QGPO's guided sampler", "",
+                  "Measured by this command after the jobs above (`bench.studies.perf_samplers`, official network sizes, "
+                  "HalfCheetah shapes, float32, CPU, medians after warm-up); ratios within this one measurement.", "",
+                  "| sampler | NFE per action | " + " | ".join(f"actions/s, batch {b}" for b in BATCHES) + " | "
+                  + " | ".join(f"vs QGPO, batch {b}" for b in BATCHES) + " |", "|---|---:|" + "---:|" * (2 * len(BATCHES))]
+        nfe = {SPEED_ROWS[0]: "15 (+15 energy gradients)", SPEED_ROWS[1]: "10", SPEED_ROWS[2]: "4"}
+        for name, r in rates.items():
+            lines.append(f"| {name} | {nfe[name]} | " + " | ".join(f"{r[b]:,.0f}" for b in BATCHES) + " | "
+                         + " | ".join(f"{r[b] / ref[b]:.2f}×" for b in BATCHES) + " |")
     out.write_text("\n".join(lines) + "\n")
 
 
+SPEED_ROWS = ("qgpo: guided DPM-Solver-2, 15 steps", "dxmi: T = 10", "dxmi: T = 4")
+
+
+def acting_speed(repeats: int) -> dict[str, dict[int, float]]:
+    """Actions/s of QGPO's guided sampler and DxMI's T-step samplers, official sizes, one run, this machine."""
+    from bench.studies.perf_samplers import measure
+
+    figures = measure(torch.device("cpu"), repeats)
+    return {name: figures[name] for name in SPEED_ROWS}
+
+
 def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1,
-        finetune_csv: Path | None = None) -> pd.DataFrame:
+        finetune_csv: Path | None = None, speed_repeats: int = 10) -> pd.DataFrame:
     """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`)."""
     version, start = code_version(), time.perf_counter()
     budget = DXMI_BUDGETS[budget_name]
@@ -283,6 +308,8 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
     summary = summarise(raw)
     ddpo = ddpo_rows(finetune_csv, budget.beta, tasks, seeds) if finetune_csv is not None else pd.DataFrame()
-    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, ddpo)
+    # claim 4, measured here once the jobs are done (a quiet machine), not read from another run
+    rates = acting_speed(speed_repeats) if speed_repeats else {}
+    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, ddpo, rates)
     out.with_suffix(".partial.csv").unlink(missing_ok=True)
     return summary
