@@ -69,7 +69,10 @@ def _print_summary(s: dict) -> None:
     el, ret = s["episode_length"], s["return"]
     print(f"  episode length {el['mean']:.1f} ± {el['std']:.1f} (min {el['min']:g}, max {el['max']:g})")
     print(f"  episode return {ret['mean']:.3f} ± {ret['std']:.3f} (min {ret['min']:g}, max {ret['max']:g})")
-    print(f"  normalised-score references: random {s['ref_min_score']}, expert {s['ref_max_score']}")
+    if s.get("score") == "success":
+        print("  score: success rate x 100 (the task's success at an episode's end)")
+    else:
+        print(f"  normalised-score references: random {s['ref_min_score']}, expert {s['ref_max_score']}")
     print(f"  eval env: {s['eval_env']} (max {s['eval_max_episode_steps']} steps)" + (f"; {s['eval_env_note']}" if s.get("eval_env_note") else ""))
     card = s.get("card")
     if card:

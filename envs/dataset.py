@@ -76,6 +76,7 @@ class OfflineDataset:
             "return": _stats(returns),
             "ref_min_score": self.ref_min_score,
             "ref_max_score": self.ref_max_score,
+            "score": self.score,
             "eval_env": self.eval_env_spec.id if self.eval_env_spec else None,
             "eval_max_episode_steps": self.eval_env_spec.max_episode_steps if self.eval_env_spec else None,
         }
