@@ -110,23 +110,34 @@ def test_bad_policy_files_and_envs_are_one_clear_error(sac_run, tmp_path):
 
 
 def test_a_dataset_in_minaris_official_mujoco_format_loads_with_its_references(session_root):
-    """Made the way Minari's `mujoco/*` datasets are (its DataCollector around a v5 env), under an official id."""
+    """Written by Minari's own API under an official id, from a v5 env (as Minari's `mujoco/*` datasets; their
+    DataCollector writes the same format but needs JAX, which diffbench does not install)."""
     import minari
+    from minari.data_collector import EpisodeBuffer
 
     from envs.catalog import default_reward_transform, load_dataset
     from envs.minari_source import pinned_root
 
-    env = minari.DataCollector(gym.make("Hopper-v5"))
-    env.reset(seed=0)
+    env = gym.make("Hopper-v5")
     rng = np.random.default_rng(0)
-    for _ in range(120):
-        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
-        if terminated or truncated:
-            env.reset()
+    buffers = []
+    while sum(len(b.rewards) for b in buffers) < 120:
+        obs, _ = env.reset(seed=len(buffers))
+        ep = {"obs": [obs], "act": [], "rew": [], "term": [], "trunc": []}
+        done = False
+        while not done:
+            a = rng.uniform(-1, 1, 3).astype(np.float32)
+            obs, r, terminated, truncated, _ = env.step(a)
+            for k, v in zip(("obs", "act", "rew", "term", "trunc"), (obs, a, r, terminated, truncated)):
+                ep[k].append(v)
+            done = terminated or truncated
+        buffers.append(EpisodeBuffer(id=len(buffers), observations=np.stack(ep["obs"]), actions=np.stack(ep["act"]),
+                                     rewards=np.asarray(ep["rew"]), terminations=np.asarray(ep["term"]),
+                                     truncations=np.asarray(ep["trunc"]), infos={}))
     with pinned_root(session_root):
-        env.create_dataset("mujoco/hopper/medium-v0", eval_env="Hopper-v5", algorithm_name="random",
-                           ref_min_score=-20.3, ref_max_score=3234.3)
+        minari.create_dataset_from_buffers("mujoco/hopper/medium-v0", buffers, env=env, eval_env="Hopper-v5",
+                                           algorithm_name="random", ref_min_score=-20.3, ref_max_score=3234.3)
         ds = load_dataset("mujoco/hopper/medium-v0", reward_transform=default_reward_transform("mujoco/hopper/medium-v0"))
-    assert ds.reward_transform == "locomotion" and len(ds.transitions) == 120
+    assert ds.reward_transform == "locomotion" and len(ds.transitions) == sum(len(b.rewards) for b in buffers)
     assert ds.transitions.terminals.sum() >= 1  # a random hopper falls: terminals come from the env
     assert ds.normalized_score(3234.3) == pytest.approx(100.0) and ds.make_env().spec.id == "Hopper-v5"
