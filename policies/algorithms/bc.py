@@ -103,8 +103,7 @@ class BC(StagedAlgorithm):
 
     @property
     def cost(self) -> dict[str, Any]:
-        steps = {"policy": self.records["policy"]["steps"]} if "policy" in self.records else {}
-        return {"gradient_steps": steps, "gradient_steps_total": sum(steps.values()), "nfe_per_action": 1}
+        return self.counted_cost(nfe_per_action=1)
 
     def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
         self.policy.load_state_dict(ckpt["policy"])

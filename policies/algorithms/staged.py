@@ -80,6 +80,11 @@ class StagedAlgorithm(Algorithm):
     def seed(self, seed: int) -> None:
         self._act_generator = make_generator(seed, self.device)
 
+    def counted_cost(self, nfe_per_action: int) -> dict[str, Any]:
+        """The cost of an algorithm whose every trained stage's steps are its gradient steps."""
+        steps = {s: self.records[s]["steps"] for s in self.stages if s in self.records}
+        return {"gradient_steps": steps, "gradient_steps_total": sum(steps.values()), "nfe_per_action": nfe_per_action}
+
     # -- shapes
 
     def check_dataset(self, dataset: OfflineDataset) -> None:
