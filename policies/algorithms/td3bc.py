@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
 from policies.algorithms.bc import BCPolicy
 from policies.algorithms.staged import StagedAlgorithm
 from policies.core.networks import TwinQ
-from policies.core.training import TrainHooks, run_steps, stage_generator
+from policies.core.normalization import StateNorm
+from policies.core.training import TrainHooks, polyak_update, run_steps, stage_generator
 from policies.errors import ConfigError
 
 
@@ -64,28 +64,6 @@ class TD3BCConfig(cfg_tools.Config):
 
 PRESETS = {"paper": TD3BCConfig(), "cpu": TD3BCConfig(steps=20_000),
            "tiny": TD3BCConfig(hidden=32, steps=50, batch=64)}
-
-
-class StateNorm(nn.Module):
-    """(s - mean) / std with the dataset's statistics (std + 1e-3, the paper's), kept with the checkpoint."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, states: torch.Tensor) -> None:
-        self.mean.copy_(states.mean(0))
-        self.std.copy_(states.std(0) + 1e-3)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return (states - self.mean) / self.std
-
-
-def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, tau)
 
 
 class TD3BC(StagedAlgorithm):
@@ -152,8 +130,8 @@ class TD3BC(StagedAlgorithm):
                 actor_opt.zero_grad(set_to_none=True)
                 actor_loss.backward()
                 actor_opt.step()
-                polyak(critic_t, self.critic, cfg.tau)
-                polyak(actor_t, self.actor, cfg.tau)
+                polyak_update(critic_t, self.critic, cfg.tau)
+                polyak_update(actor_t, self.actor, cfg.tau)
             return critic_loss.detach()
 
         self.actor.train()
