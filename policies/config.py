@@ -34,12 +34,16 @@ class Config:
 
 
 def check_bounds(config: Any, algorithm: str, at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
-                 positive: tuple[str, ...] = ()) -> None:
-    """The range checks every config makes: counts >= 1, step budgets >= 0, rates > 0, a seed >= 0."""
+                 positive: tuple[str, ...] = (), finite_non_negative: tuple[str, ...] = (),
+                 unit_interval: tuple[str, ...] = ()) -> None:
+    """The range checks every config makes: counts >= 1, step budgets >= 0, rates > 0, a seed >= 0, weights
+    and temperatures finite and >= 0, discounts and rates in [0, 1] (NaN fails every check)."""
     if hasattr(config, "seed"):
         non_negative = (*non_negative, "seed")
     for names, bad, bound in ((at_least_one, lambda v: v < 1, ">= 1"), (non_negative, lambda v: v < 0, ">= 0"),
-                              (positive, lambda v: not v > 0, "> 0")):
+                              (positive, lambda v: not v > 0, "> 0"),
+                              (finite_non_negative, lambda v: not (math.isfinite(v) and v >= 0), "a finite number >= 0"),
+                              (unit_interval, lambda v: not 0 <= v <= 1, "in [0, 1]")):
         for name in names:
             if bad(getattr(config, name)):
                 raise ConfigError(f"{algorithm}: {name} must be {bound}, got {getattr(config, name)}")

@@ -47,7 +47,6 @@ Where this differs from the official code, and why:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -97,11 +96,8 @@ class DxMIConfig(FinetuneConfig):
         self.check_finetune("dxmi")
         cfg_tools.check_bounds(self, "dxmi", at_least_one=("value_hidden", "value_layers", "batch"),
                                non_negative=("imitation_iterations", "iterations"),
-                               positive=("lr", "sigma_lr", "value_lr", "max_grad_norm"))
-        for name in ("tau1", "tau2", "energy_reg"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"dxmi: {name} must be a finite number >= 0, got {value}")
+                               positive=("lr", "sigma_lr", "value_lr", "max_grad_norm"),
+                               finite_non_negative=("tau1", "tau2", "energy_reg"))
         if not 0 <= self.velocity_ema < 1:
             raise ConfigError(f"dxmi: velocity_ema must be in [0, 1) (0: a fixed reference variance), "
                               f"got {self.velocity_ema}")

@@ -19,7 +19,6 @@ the critic be a stage of its own.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,15 +59,10 @@ class IQLConfig(cfg_tools.Config):
 
     def __post_init__(self) -> None:
         cfg_tools.check_bounds(self, "iql", at_least_one=("hidden", "layers", "batch"),
-                               non_negative=("critic_steps", "actor_steps"), positive=("critic_lr", "actor_lr"))
-        for name, low, high in (("gamma", 0.0, 1.0), ("target_tau", 0.0, 1.0)):
-            if not low <= getattr(self, name) <= high:
-                raise ConfigError(f"iql: {name} must be in [{low}, {high}], got {getattr(self, name)}")
+                               non_negative=("critic_steps", "actor_steps"), positive=("critic_lr", "actor_lr"),
+                               finite_non_negative=("temperature", "max_weight"), unit_interval=("gamma", "target_tau"))
         if not 0 < self.expectile < 1:
             raise ConfigError(f"iql: expectile must be in (0, 1) (0.5: the mean, SARSA), got {self.expectile}")
-        for name in ("temperature", "max_weight"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"iql: {name} must be a finite number >= 0, got {getattr(self, name)}")
 
 
 PRESETS = {"paper": IQLConfig(), "cpu": IQLConfig(critic_steps=10_000, actor_steps=10_000),

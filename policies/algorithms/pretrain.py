@@ -60,11 +60,9 @@ class PretrainConfig(cfg_tools.Config):
     def check_pretrain(self, algorithm: str) -> None:
         cfg_tools.check_bounds(
             self, algorithm, at_least_one=("q_hidden", "q_layers", "behaviour_batch", "support_m", "support_chunk", "q_batch"),
-            non_negative=("behaviour_steps", "q_steps"), positive=("behaviour_lr", "q_lr"))
+            non_negative=("behaviour_steps", "q_steps"), positive=("behaviour_lr", "q_lr"), unit_interval=("gamma",))
         if not self.score_widths or min(self.score_widths) < 1:
             raise ConfigError(f"{algorithm}: score_widths must be positive widths, got {self.score_widths}")
-        if not 0 <= self.gamma <= 1:
-            raise ConfigError(f"{algorithm}: gamma must be in [0, 1], got {self.gamma}")
         if not 0 < self.tau <= 1:
             raise ConfigError(f"{algorithm}: tau must be in (0, 1], got {self.tau}")
         if self.beta_q < 0:

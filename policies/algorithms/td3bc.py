@@ -15,7 +15,6 @@ With alpha = 0 the actor's loss is BC's: with policy_freq = 1 and unnormalised s
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from policies.algorithms.staged import StagedAlgorithm
 from policies.core.networks import TwinQ
 from policies.core.normalization import StateNorm
 from policies.core.training import TrainHooks, polyak_update, run_steps, stage_generator
-from policies.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,13 +51,8 @@ class TD3BCConfig(cfg_tools.Config):
 
     def __post_init__(self) -> None:
         cfg_tools.check_bounds(self, "td3bc", at_least_one=("hidden", "layers", "batch", "policy_freq"),
-                               non_negative=("steps",), positive=("actor_lr", "critic_lr"))
-        for name, low, high in (("gamma", 0, 1), ("tau", 0, 1)):
-            if not low <= getattr(self, name) <= high:
-                raise ConfigError(f"td3bc: {name} must be in [{low}, {high}], got {getattr(self, name)}")
-        for name in ("policy_noise", "noise_clip", "alpha"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"td3bc: {name} must be a finite number >= 0, got {getattr(self, name)}")
+                               non_negative=("steps",), positive=("actor_lr", "critic_lr"),
+                               finite_non_negative=("policy_noise", "noise_clip", "alpha"), unit_interval=("gamma", "tau"))
 
 
 PRESETS = {"paper": TD3BCConfig(), "cpu": TD3BCConfig(steps=20_000),
