@@ -151,8 +151,7 @@ class IQL(StagedAlgorithm):
             v_loss = optimiser_step(v_opt, expectile_loss(q_hat - self.value(s), cfg.expectile))
             with torch.no_grad():
                 y = r + cfg.gamma * (1 - d) * self.value(s2)
-            q1, q2 = self.q.both(s, a)
-            q_loss = optimiser_step(q_opt, (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
+            q_loss = optimiser_step(q_opt, self.q.regression_loss(s, a, y))
             polyak_update(self.q_target, self.q, cfg.target_tau)
             return q_loss + v_loss
 

@@ -112,8 +112,7 @@ def td_loss(q: TwinQ, q_target: TwinQ, states: torch.Tensor, actions: torch.Tens
     """Twin-Q regression onto r + gamma (1 - done) V(s'), V the in-support softmax value (eq. 14)."""
     with torch.no_grad():
         y = rewards + gamma * (1.0 - terminals) * in_support_value(q_target(next_states, next_support), beta_q)
-    q1, q2 = q.both(states, actions)
-    return 0.5 * ((q1 - y).pow(2).mean() + (q2 - y).pow(2).mean())
+    return 0.5 * q.regression_loss(states, actions, y)
 
 
 # ---------------------------------------------------------------- stages 2 and 3

@@ -28,7 +28,7 @@ from policies.algorithms.bc import BCPolicy
 from policies.algorithms.staged import StagedAlgorithm
 from policies.core.networks import TwinQ
 from policies.core.normalization import StateNorm
-from policies.core.training import TrainHooks, polyak_update, run_steps, stage_generator
+from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,7 @@ class TD3BC(StagedAlgorithm):
                 eps = (z * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * radius
                 a2 = torch.maximum(torch.minimum(actor_t(s2) + eps, self.action_high), self.action_low)
                 y = r + cfg.gamma * (1 - d) * critic_t(s2, a2)
-            q1, q2 = self.critic.both(s, a)
-            critic_loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
-            critic_opt.zero_grad(set_to_none=True)
-            critic_loss.backward()
-            critic_opt.step()
+            critic_loss = optimiser_step(critic_opt, self.critic.regression_loss(s, a, y))
             if i % cfg.policy_freq == 0:
                 pi = self.actor(s)
                 bc = (pi - a).pow(2).mean()
@@ -120,12 +116,10 @@ class TD3BC(StagedAlgorithm):
                     actor_loss = -(cfg.alpha / q.abs().mean().detach()) * q.mean() + bc
                 else:
                     actor_loss = bc  # no Q term at all: exactly BC's objective
-                actor_opt.zero_grad(set_to_none=True)
-                actor_loss.backward()
-                actor_opt.step()
+                optimiser_step(actor_opt, actor_loss)
                 polyak_update(critic_t, self.critic, cfg.tau)
                 polyak_update(actor_t, self.actor, cfg.tau)
-            return critic_loss.detach()
+            return critic_loss
 
         self.actor.train()
         return run_steps(step, cfg.steps, "policy (td3bc)", progress=progress, workdir=workdir, hooks=hooks,

@@ -186,3 +186,8 @@ class TwinQ(nn.Module):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return torch.minimum(*self.both(states, actions))
+
+    def regression_loss(self, states: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Both twins' mean squared error to the (fixed) targets, summed."""
+        q1, q2 = self.both(states, actions)
+        return (q1 - targets).pow(2).mean() + (q2 - targets).pow(2).mean()
