@@ -18,7 +18,9 @@ from policies.errors import ConfigError
 ENTRY_POINT_GROUP = "diffbench.algorithms"
 _BUILTINS = ("policies.algorithms.qgpo:QGPO", "policies.algorithms.bc:BC", "policies.algorithms.ddpo:DDPO",
              "policies.algorithms.ctrl:CTRL", "policies.algorithms.dxmi:DxMI",
-             "policies.algorithms.td3bc:TD3BC", "policies.algorithms.iql:IQL")  # module:class, registered on first lookup
+             "policies.algorithms.td3bc:TD3BC", "policies.algorithms.iql:IQL",
+             "policies.algorithms.diffusion_ql:DiffusionQL", "policies.algorithms.idql:IDQL",
+             "policies.algorithms.sfbc:SfBC")  # module:class, registered on first lookup
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 _loaded = False
 

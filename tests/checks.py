@@ -53,3 +53,46 @@ def check_acting(algo: Any, dataset: Any, workdir: Path) -> None:
     loaded = type(algo).load(workdir, dataset)
     loaded.seed(3)
     assert np.array_equal(loaded.act(obs), a)
+
+
+def check_selection(algo: Any, dataset: Any, score: Any, behaviour: Any, critic: torch.nn.Module, **fixed: Any) -> None:
+    """An algorithm acting by picking among its behaviour model's candidates (SfBC, IDQL, Diffusion-QL),
+    with `config.temperature`: at temperature 0 the pick ignores the critic (so its actions are the behaviour
+    model's: the same whatever `score` says, and distributed as `behaviour(obs, generator)`); as the
+    temperature rises the picked action's score never falls, state by state (the candidates and the Gumbel
+    noise are the same under one seed). `critic`: the network behind `score`; `fixed`: other config values."""
+    import copy
+    import dataclasses
+
+    from envs.toy.distance import sliced_wasserstein
+
+    obs = dataset.transitions.observations[:1].repeat(2000, 1).numpy()
+    base = algo.config
+
+    def act(temperature: float, seed: int = 0) -> np.ndarray:
+        algo.config = dataclasses.replace(base, temperature=temperature, **fixed)
+        algo.seed(seed)
+        return algo.act(obs)
+
+    try:
+        t = torch.as_tensor(obs)
+        picked = [torch.as_tensor(act(temp)) for temp in (0.0, 1.0, 10.0, 100.0, 1e6)]
+        with torch.no_grad():
+            scores = [score(t, a) for a in picked]
+        for low, high in zip(scores, scores[1:]):
+            assert (high >= low - 1e-5).all()
+        assert float(scores[-1].mean()) > float(scores[0].mean())
+        zero = [act(0.0, seed) for seed in range(3)]
+        saved = copy.deepcopy(critic.state_dict())
+        with torch.no_grad():
+            for p in critic.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+        assert np.array_equal(act(0.0, 0), zero[0]), "at temperature 0 the pick depended on the critic"
+        critic.load_state_dict(saved)
+        gen = torch.Generator().manual_seed(7)
+        own = [algo.clip(behaviour(t, gen).detach()) for _ in range(4)]
+        floor = np.mean([sliced_wasserstein(own[i], own[i + 1], seed=i) for i in range(3)])
+        distance = np.mean([sliced_wasserstein(zero[i], own[i], seed=i) for i in range(3)])
+        assert distance < 2 * floor, (distance, floor)
+    finally:
+        algo.config = base

@@ -92,6 +92,63 @@ class GaussianActor(BCPolicy):
         return torch.distributions.Normal(self.mean(states), std).log_prob(actions).sum(-1)
 
 
+class IQLCritic(nn.Module):
+    """What the critic stage trains: twin Q, its Polyak target, V, and the state normaliser (IDQL reuses it)."""
+
+    def __init__(self, observation_dim: int, action_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.q = TwinQ(action_dim, observation_dim, hidden, layers)
+        self.v = mlp([observation_dim, *[hidden] * layers, 1])
+        self.norm = StateNorm(observation_dim)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+
+    def value(self, states: torch.Tensor) -> torch.Tensor:
+        """V of normalised states."""
+        return self.v(states).squeeze(-1)
+
+    def advantage(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min_i Q'_i(s, a) - V(s) for raw states (B, S) and actions (B, A) or (B, N, A)."""
+        s = self.norm(states)
+        v = self.value(s)
+        return self.q_target(s, actions) - (v[:, None] if actions.dim() == 3 else v)
+
+    def fit(self, t: Any, *, steps: int, batch: int, lr: float, gamma: float, target_tau: float, expectile: float,
+            normalize_states: bool, generator: torch.Generator, fingerprint: Any, workdir: Path | None,
+            hooks: TrainHooks | None, progress: bool, stage: str) -> dict[str, Any]:
+        """Expectile regression of V, TD regression of the twins onto r + gamma (1 - d) V(s'), Polyak targets."""
+        if normalize_states:
+            self.norm.fit(t.observations)
+        s_all, s2_all = self.norm(t.observations), self.norm(t.next_observations)
+        q_opt = torch.optim.Adam(self.q.parameters(), lr=lr)
+        v_opt = torch.optim.Adam(self.v.parameters(), lr=lr)
+        n = s_all.shape[0]
+
+        def step(_: int) -> torch.Tensor:
+            j = torch.randint(n, (batch,), device=s_all.device, generator=generator)
+            s, a, r, s2, d = s_all[j], t.actions[j], t.rewards[j], s2_all[j], t.terminals[j]
+            with torch.no_grad():
+                q_hat = self.q_target(s, a)
+            v_loss = optimiser_step(v_opt, expectile_loss(q_hat - self.value(s), expectile))
+            with torch.no_grad():
+                y = r + gamma * (1 - d) * self.value(s2)
+            q_loss = optimiser_step(q_opt, self.q.regression_loss(s, a, y))
+            polyak_update(self.q_target, self.q, target_tau)
+            return q_loss + v_loss
+
+        return run_steps(step, steps, stage, progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
+                         state={"q": self.q, "q_target": self.q_target, "v": self.v, "q_opt": q_opt, "v_opt": v_opt,
+                                "generator": generator})
+
+
+def critic_payload(critic: IQLCritic) -> dict[str, Any]:
+    return {name: getattr(critic, name).state_dict() for name in ("q", "q_target", "v", "norm")}
+
+
+def restore_critic(critic: IQLCritic, ckpt: dict[str, Any]) -> None:
+    for name in ("q", "q_target", "v", "norm"):
+        getattr(critic, name).load_state_dict(ckpt[name])
+
+
 class IQL(StagedAlgorithm):
     name = "iql"
     config_cls = IQLConfig
@@ -108,15 +165,12 @@ class IQL(StagedAlgorithm):
 
     def build(self, observation_dim: int, action_dim: int) -> None:
         cfg = self.config
-        self.q = TwinQ(action_dim, observation_dim, cfg.hidden, cfg.layers).to(self.device)
-        self.v = mlp([observation_dim, *[cfg.hidden] * cfg.layers, 1]).to(self.device)
+        self.critic = IQLCritic(observation_dim, action_dim, cfg.hidden, cfg.layers).to(self.device)
         self.actor = GaussianActor(observation_dim, action_dim, cfg.hidden, cfg.layers, self.action_low,
                                    self.action_high).to(self.device)
-        self.norm = StateNorm(observation_dim).to(self.device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
 
     def value(self, states: torch.Tensor) -> torch.Tensor:
-        return self.v(states).squeeze(-1)
+        return self.critic.value(states)
 
     def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
             hooks: TrainHooks | None = None) -> dict[str, Any]:
@@ -125,46 +179,23 @@ class IQL(StagedAlgorithm):
         self.resume(workdir)
         with self.stage("critic", workdir, hooks) as todo:
             if todo:
-                if cfg.normalize_states:
-                    self.norm.fit(t.observations)
-                self.records["critic"] = self.train_critic(t, workdir, hooks, progress)
-                self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
-                                              "v": self.v.state_dict(), "norm": self.norm.state_dict()})
+                self.records["critic"] = self.critic.fit(
+                    t, steps=cfg.critic_steps, batch=cfg.batch, lr=cfg.critic_lr, gamma=cfg.gamma,
+                    target_tau=cfg.target_tau, expectile=cfg.expectile, normalize_states=cfg.normalize_states,
+                    generator=stage_generator(cfg.seed, "critic", self.device), fingerprint=self.fingerprint("critic"),
+                    workdir=workdir, hooks=hooks, progress=progress, stage="critic (iql)")
+                self.save(workdir, "critic", critic_payload(self.critic))
         with self.stage("actor", workdir, hooks) as todo:
             if todo:
                 self.records["actor"] = self.train_actor(t, workdir, hooks, progress)
                 self.save(workdir, "actor", {"actor": self.actor.state_dict()})
         return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
 
-    def train_critic(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
-        cfg = self.config
-        s_all, s2_all = self.norm(t.observations), self.norm(t.next_observations)
-        q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.critic_lr)
-        v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.critic_lr)
-        gen, n = stage_generator(cfg.seed, "critic", self.device), s_all.shape[0]
-
-        def step(_: int) -> torch.Tensor:
-            j = torch.randint(n, (cfg.batch,), device=self.device, generator=gen)
-            s, a, r, s2, d = s_all[j], t.actions[j], t.rewards[j], s2_all[j], t.terminals[j]
-            with torch.no_grad():
-                q_hat = self.q_target(s, a)
-            v_loss = optimiser_step(v_opt, expectile_loss(q_hat - self.value(s), cfg.expectile))
-            with torch.no_grad():
-                y = r + cfg.gamma * (1 - d) * self.value(s2)
-            q_loss = optimiser_step(q_opt, self.q.regression_loss(s, a, y))
-            polyak_update(self.q_target, self.q, cfg.target_tau)
-            return q_loss + v_loss
-
-        return run_steps(step, cfg.critic_steps, "critic (iql)", progress=progress, workdir=workdir, hooks=hooks,
-                         fingerprint=self.fingerprint("critic"),
-                         state={"q": self.q, "q_target": self.q_target, "v": self.v, "q_opt": q_opt, "v_opt": v_opt,
-                                "generator": gen})
-
     def train_actor(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
         cfg = self.config
-        s_all = self.norm(t.observations)
+        s_all = self.critic.norm(t.observations)
         with torch.no_grad():  # the critic is fixed here: every transition's weight once
-            adv = torch.cat([self.q_target(s_all[i:i + 65_536], t.actions[i:i + 65_536]) - self.value(s_all[i:i + 65_536])
+            adv = torch.cat([self.critic.advantage(t.observations[i:i + 65_536], t.actions[i:i + 65_536])
                              for i in range(0, s_all.shape[0], 65_536)])
             weights = torch.exp(cfg.temperature * adv).clamp(max=cfg.max_weight)
         opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
@@ -185,7 +216,7 @@ class IQL(StagedAlgorithm):
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:
         self.actor.eval()
-        return self.clip(self.actor.mean(self.norm(self.observations(observations))))
+        return self.clip(self.actor.mean(self.critic.norm(self.observations(observations))))
 
     @property
     def cost(self) -> dict[str, Any]:
@@ -193,7 +224,6 @@ class IQL(StagedAlgorithm):
 
     def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
         if stage == "critic":
-            for name in ("q", "q_target", "v", "norm"):
-                getattr(self, name).load_state_dict(ckpt[name])
+            restore_critic(self.critic, ckpt)
         else:
             self.actor.load_state_dict(ckpt["actor"])

@@ -207,6 +207,25 @@ class PretrainedAlgorithm(StagedAlgorithm):
                     fingerprint=self.fingerprint("behaviour"), workdir=workdir, hooks=hooks, progress=progress)
                 self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
 
+    def fit_support_stage(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> None:
+        """Stage 2: M samples of mu_theta for every dataset state and next state, generated once."""
+        cfg = self.config
+        with self.stage("support", workdir, hooks) as todo:
+            if todo:
+                next_index, extra = successor_index(t.observations, t.next_observations)
+                all_states = torch.cat([t.observations, extra])
+                began = time.perf_counter()
+                support = generate_support(self.behaviour, all_states, cfg.support_m, cfg.support_sampler,
+                                           cfg.support_chunk, stage_generator(cfg.seed, "support", self.device), progress)
+                self.records["support"] = {"stage": "support", "states": all_states.shape[0], "m": cfg.support_m,
+                                           "nfe_per_action": cfg.support_sampler.steps,
+                                           "seconds": time.perf_counter() - began}
+                if hooks is not None and hooks.log:
+                    hooks.log(f"support: {cfg.support_m} actions for each of {all_states.shape[0]} states in "
+                              f"{self.records['support']['seconds']:.0f} s")
+                self._support = {"support": support, "next_index": next_index, "extra_states": extra}
+                self.save(workdir, "support", self._support)
+
     def fit_pretrained(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool,
                        critic_alongside: Callable[[torch.Generator], tuple[Callable, dict[str, Any]]] | None = None,
                        ) -> dict[str, torch.Tensor]:
@@ -218,21 +237,7 @@ class PretrainedAlgorithm(StagedAlgorithm):
         data = {"observations": t.observations, "actions": t.actions, "rewards": t.rewards,
                 "terminals": t.terminals.float()}
         self.fit_behaviour_stage(t, workdir, hooks, progress)
-        with self.stage("support", workdir, hooks) as todo:
-            if todo:  # support actions for every state and next state, generated once
-                next_index, extra = successor_index(t.observations, t.next_observations)
-                all_states = torch.cat([t.observations, extra])
-                began = time.perf_counter()
-                support = generate_support(self.behaviour, all_states, cfg.support_m, cfg.support_sampler,
-                                           cfg.support_chunk, stage_generator(cfg.seed, "support", dev), progress)
-                self.records["support"] = {"stage": "support", "states": all_states.shape[0], "m": cfg.support_m,
-                                           "nfe_per_action": cfg.support_sampler.steps,
-                                           "seconds": time.perf_counter() - began}
-                if hooks is not None and hooks.log:
-                    hooks.log(f"support: {cfg.support_m} actions for each of {all_states.shape[0]} states in "
-                              f"{self.records['support']['seconds']:.0f} s")
-                self._support = {"support": support, "next_index": next_index, "extra_states": extra}
-                self.save(workdir, "support", self._support)
+        self.fit_support_stage(t, workdir, hooks, progress)
         data["all_states"] = torch.cat([t.observations, self._support["extra_states"]])
         with self.stage("critic", workdir, hooks) as todo:
             if todo:

@@ -102,8 +102,12 @@ class StagedAlgorithm(Algorithm):
                               f"got {tuple(obs.shape)}")
         return obs
 
+    def bounded(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions clamped into the action box (a critic then scores the actions that will be taken)."""
+        return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
+
     def clip(self, actions: torch.Tensor) -> np.ndarray:
-        return torch.clamp(actions, self.action_low, self.action_high).cpu().numpy()
+        return self.bounded(actions).cpu().numpy()
 
     # -- stage checkpoints
 

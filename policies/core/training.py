@@ -123,10 +123,13 @@ def finish_stage(workdir: Path | None, stage: str) -> None:
         partial_path(workdir, stage).unlink(missing_ok=True)
 
 
-def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
-    """One gradient step on `loss`; returns it detached, for `run_steps`."""
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
+    """One gradient step on `loss` (its gradient's global norm clipped to `max_grad_norm` when > 0);
+    returns the loss detached, for `run_steps`."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], max_grad_norm)
     opt.step()
     return loss.detach()
 

@@ -1,0 +1,55 @@
+"""SfBC: the planned returns on hand-made episodes, selection among candidates (temperature 0 is the
+behaviour model, a rising temperature picks higher Q), the shared stages, the official per-domain pick count."""
+
+import math
+
+import pytest
+import torch
+
+from policies import registry
+from policies.algorithms.sfbc import SfBC, planned_returns
+from policies.errors import ConfigError
+
+from .checks import check_selection
+
+
+def tiny(**overrides):
+    return registry.make_config("sfbc", "tiny", {"device": "cpu", **overrides})
+
+
+def test_planned_returns_are_monte_carlo_without_values_and_take_the_better_of_continuing_or_v():
+    rewards, starts = torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0]), torch.tensor([0, 3, 5])
+    mc = planned_returns(rewards, torch.full((5,), -math.inf), starts, 0.5)
+    assert mc.tolist() == [1.75, 1.5, 1.0, 3.0, 2.0]  # each episode on its own: nothing flows across the boundary
+    planned = planned_returns(rewards, torch.tensor([0.0, 5.0, 0.0, 0.0, 10.0]), starts, 0.5)
+    assert planned.tolist() == [3.5, 5.0, 1.0, 7.0, 10.0]
+
+
+def test_sfbc_picks_among_behaviour_candidates_by_its_returns_critic(umaze, tmp_path):
+    algo = SfBC.for_dataset(umaze, tiny(candidates=16, sampler={"steps": 6}))
+    algo.fit(umaze, tmp_path)
+    check_selection(algo, umaze, algo.returns_value,
+                    lambda obs, g: algo.behaviour.sample(obs, 1, algo.config.sampler, generator=g).x[:, 0],
+                    algo.returns_q)
+
+
+def test_sfbc_shares_qgpos_behaviour_and_support_stages(umaze, tmp_path):
+    from policies.core.training import TrainHooks
+
+    hooks = TrainHooks(shared_stages=tmp_path / "shared")
+    qgpo = registry.get("qgpo")
+    qgpo.for_dataset(umaze, registry.make_config("qgpo", "tiny", {"device": "cpu"})).fit(umaze, tmp_path / "q", hooks=hooks)
+    record = SfBC.for_dataset(umaze, tiny()).fit(umaze, tmp_path / "s", hooks=hooks)
+    assert record["resumed"] == ["behaviour", "support"]
+
+
+def test_the_paper_preset_averages_four_picks_on_locomotion_as_the_official_evaluation():
+    assert SfBC.domain_overrides("paper", "locomotion") == {"keep": 4}
+    assert SfBC.domain_overrides("paper", "antmaze") == {} and SfBC.domain_overrides("cpu", "locomotion") == {}
+
+
+@pytest.mark.parametrize("overrides,match", [({"keep": 5}, "keep"), ({"rounds": 0}, "rounds"),
+                                             ({"plan_gamma": 1.5}, "plan_gamma"), ({"temperature": -1.0}, "temperature")])
+def test_bad_sfbc_config_values_are_one_clear_error(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny(**overrides)
