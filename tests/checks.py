@@ -66,7 +66,7 @@ def check_selection(algo: Any, dataset: Any, score: Any, behaviour: Any, critic:
 
     from envs.toy.distance import sliced_wasserstein
 
-    obs = dataset.transitions.observations[:1].repeat(2000, 1).numpy()
+    obs = dataset.transitions.observations[:1].repeat(1000, 1).numpy()
     base = algo.config
 
     def act(temperature: float, seed: int = 0) -> np.ndarray:
