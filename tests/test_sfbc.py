@@ -43,9 +43,10 @@ def test_sfbc_shares_qgpos_behaviour_and_support_stages(umaze, tmp_path):
     assert record["resumed"] == ["behaviour", "support"]
 
 
-def test_the_paper_preset_averages_four_picks_on_locomotion_as_the_official_evaluation():
+def test_the_paper_preset_takes_the_official_per_domain_settings():
     assert SfBC.domain_overrides("paper", "locomotion") == {"keep": 4}
-    assert SfBC.domain_overrides("paper", "antmaze") == {} and SfBC.domain_overrides("cpu", "locomotion") == {}
+    assert SfBC.domain_overrides("paper", "antmaze") == {"round_steps": 48_800}
+    assert SfBC.domain_overrides("cpu", "locomotion") == {} and SfBC.domain_overrides("paper", "pointmaze") == {}
 
 
 @pytest.mark.parametrize("overrides,match", [({"keep": 5}, "keep"), ({"rounds": 0}, "rounds"),
