@@ -43,7 +43,7 @@ class IDQLConfig(PretrainConfig):
     critic_lr: float = 3e-4
     target_tau: float = 0.005
     expectile: float = 0.7
-    normalize_states: bool = True
+    normalize_states: bool = False  # the official code feeds raw states (IQL's CORL version normalises)
     # acting
     candidates: int = 64
     rule: str = "greedy"
