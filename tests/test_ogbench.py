@@ -17,6 +17,14 @@ def episodes():
     return play.collect(play.RECIPES[ID], 2, seed=5, episode_steps=61)
 
 
+def test_episodes_failing_the_health_check_are_collected_again_and_counted(monkeypatch):
+    verdicts = iter([False, True, True])  # the first episode fails (as scene's cube leaving the view would)
+    monkeypatch.setattr(play, "_healthy", lambda name, qpos: next(verdicts))
+    stats = {}
+    assert len(play.collect(play.RECIPES[ID], 2, seed=5, episode_steps=11, stats=stats)) == 2
+    assert stats == {"rejected_episodes": 1}
+
+
 def test_play_data_are_deterministic_per_seed_and_keep_the_simulator_state(episodes):
     again = play.collect(play.RECIPES[ID], 2, seed=5, episode_steps=61)
     other = play.collect(play.RECIPES[ID], 1, seed=6, episode_steps=61)

@@ -108,8 +108,9 @@ def _episode(env: gym.Env, name: str, oracles: dict[str, Any], steps: int, seed:
 
 
 def collect(recipe: PlayRecipe, episodes: int, seed: int, progress: bool = False,
-            episode_steps: int | None = None) -> list[EpisodeBuffer]:
-    """`episodes` play episodes of `episode_steps - 1` transitions each."""
+            episode_steps: int | None = None, stats: dict[str, int] | None = None) -> list[EpisodeBuffer]:
+    """`episodes` play episodes of `episode_steps - 1` transitions each; `stats` gets the number of episodes
+    the health check rejected and replaced (scene's cube leaving the view), for the card."""
     steps = (episode_steps or recipe.episode_steps) - 1  # OGBench's last step has no next state
     if episodes < 1 or steps < 1:
         raise DatasetError(f"episodes must be >= 1 and episode_steps >= 2, got {episodes} and {steps + 1}")
@@ -118,17 +119,20 @@ def collect(recipe: PlayRecipe, episodes: int, seed: int, progress: bool = False
     np.random.seed(seed)
     try:
         oracles = _oracles(env, recipe.env)
-        buffers, first = [], True
+        buffers, first, rejected = [], True, 0
         for i in tqdm(range(episodes), desc=f"collect {recipe.env_id}", disable=not progress, unit="episode"):
             while True:
                 rec = _episode(env, recipe.env, oracles, steps, seed if first else None)
                 first = False
                 if _healthy(recipe.env, np.asarray(rec["qpos"])):
                     break
+                rejected += 1
             buffers.append(_buffer(i, rec, seed if i == 0 else None))
     finally:
         np.random.set_state(saved)
         env.close()
+    if stats is not None:
+        stats["rejected_episodes"] = rejected
     return buffers
 
 
@@ -150,12 +154,14 @@ def build(dataset_id: str, episodes: int | None, seed: int, progress: bool, epis
         raise DatasetError(f"no recipe generates {dataset_id!r}; generatable ids: {', '.join(sorted(RECIPES))}")
     recipe = RECIPES[dataset_id]
     episodes = recipe.episodes if episodes is None else episodes
-    buffers = collect(recipe, episodes, seed, progress, episode_steps)
+    stats: dict[str, int] = {}
+    buffers = collect(recipe, episodes, seed, progress, episode_steps, stats)
     total = sum(len(b.actions) for b in buffers)
     card = {"dataset_id": dataset_id, "generator": "envs.ogbench.play (diffbench)", "recipe": asdict(recipe),
             "env_id": recipe.env_id, "steps": total, "episodes": len(buffers), "seed": seed,
             "custom_size": episodes != recipe.episodes or (episode_steps or recipe.episode_steps) != recipe.episode_steps,
             "oracle": {"kind": "plan (OGBench play)", "noise": NOISE, "noise_smoothing": NOISE_SMOOTHING},
+            "rejected_episodes": stats["rejected_episodes"],  # failed OGBench's health check, collected again
             "rewards": "zero here; each single-task view computes OGBench's task reward from qpos/button_states",
             "provenance": "OGBench's recipe and oracles, regenerated: same distribution, not OGBench's files",
             "versions": {p: md.version(p) for p in ("diffbench", "ogbench", "minari", "gymnasium", "mujoco", "numpy")}}
