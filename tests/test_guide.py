@@ -4,7 +4,6 @@ the leaderboard."""
 
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,11 @@ from bench.cli import main
 from policies import registry
 
 from . import contract
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 DOC = Path(__file__).parents[1] / "docs" / "adding-an-algorithm.md"
 
