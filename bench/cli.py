@@ -266,15 +266,18 @@ def cmd_toy_ctrl(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench.studies.perf import run, speedups
+    from bench.studies.perf import reference_key, run, speedups
 
     rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
                official=Path(args.official) if args.official else None)
-    for device, figures, _, peak, reference in rows:
-        print(f"{device} (sustained matmul {peak:.1f} GFLOP/s)")
+    for device, figures, _, peak, reference, compile_s, evaluation in rows:
+        print(f"{device} (sustained matmul {peak:.1f} GFLOP/s; acting step compiled in {compile_s:.1f} s)")
         ratios = speedups(figures, reference or {})
         for k, v in figures.items():
-            print(f"  {k:26s} {v:10.1f}" + (f"   official {reference[k]:10.1f}   {ratios[k]:5.2f}x" if k in ratios else ""))
+            print(f"  {k:32s} {v:10.1f}" + (f"   official {reference[reference_key(k)]:10.1f}   {ratios[k]:5.2f}x"
+                                            if k in ratios else ""))
+        for k, v in evaluation.items():
+            print(f"  {k:36s} {v:10.2f}")
     if args.out:
         print(f"wrote {args.out}")
     return 0

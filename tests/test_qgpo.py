@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness.evaluation import evaluate
+from bench.harness.evaluation import AtScale, evaluate, evaluate_scales
 from envs.catalog import load_dataset
 from policies import registry
 from policies.core.checkpoint import save_checkpoint
@@ -69,7 +69,7 @@ def test_successor_index_shares_next_states_with_the_following_row():
 
 @pytest.mark.parametrize("field,value,match", [("guidance_scale", -1.0, "guidance_scale"), ("energy_loss", "kl", "energy_loss"),
                                                ("tau", 0.0, "tau"), ("behaviour_lr", 0.0, "behaviour_lr"),
-                                               ("q_batch", 0, "q_batch")])
+                                               ("q_batch", 0, "q_batch"), ("acting", "fast", "acting")])
 def test_bad_config_values_are_one_clear_error(field, value, match):
     with pytest.raises(ConfigError, match=match):
         dataclasses.replace(QGPOConfig(), **{field: value})
@@ -236,3 +236,35 @@ def test_a_run_cut_mid_critic_or_energy_resumes_bit_for_bit(umaze, tmp_path, int
                                                    "energy_batch": 32, "interleave": interleave})
     cut_and_resume(QGPO, config, umaze, tmp_path, stage)
     assert same_checkpoints(tmp_path, "critic", ("q", "q_target")) and same_checkpoints(tmp_path, "energy", ("energy",))
+
+
+def test_acting_paths_give_the_same_actions(trained):
+    """The lean path (the default) and the plain sampler draw the same actions from the same noise."""
+    ds, algo, _, _ = trained
+    obs = ds.transitions.observations[:16].numpy()
+    plain = QGPO.for_dataset(ds, dataclasses.replace(algo.config, acting="plain"))
+    plain.behaviour.load_state_dict(algo.behaviour.state_dict())
+    plain.energy.load_state_dict(algo.energy.state_dict())
+    assert algo.config.acting == "lean"
+    for scale in (0.0, 1.0, 4.0):
+        algo.seed(2)
+        plain.seed(2)
+        assert np.abs(algo.act(obs, guidance_scale=scale) - plain.act(obs, guidance_scale=scale)).max() < 1e-5
+
+
+@pytest.mark.parametrize("acting", ["lean", "plain"])
+def test_scales_evaluated_together_are_each_scale_evaluated_alone(trained, acting):
+    """One K x N evaluation gives each scale the env seeds and sampling noise of its own evaluation."""
+    ds, algo, _, _ = trained
+    policy = QGPO.for_dataset(ds, dataclasses.replace(algo.config, acting=acting))
+    policy.behaviour.load_state_dict(algo.behaviour.state_dict())
+    policy.energy.load_state_dict(algo.energy.state_dict())
+    scales = [0.0, 1.0, 4.0]
+    together = evaluate_scales(policy, ds, scales, episodes=3, seed=4, max_steps=30)
+    for scale, res in zip(scales, together):
+        alone = evaluate(AtScale(policy, scale), ds, episodes=3, seed=4, max_steps=30)
+        assert np.allclose(res.returns, alone.returns, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(res.lengths, alone.lengths)
+    assert together[0].policy_calls == 30 and together[0].episodes_per_second > 0
+    with pytest.raises(ConfigError, match="one equal block per guidance scale"):
+        policy.act(ds.transitions.observations[:4].numpy(), guidance_scale=scales)

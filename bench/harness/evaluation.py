@@ -1,7 +1,10 @@
 """Evaluate a policy on its dataset's environment: N episodes at once in a vector env.
 
 One batched `act` call per env step for all N episodes; each env's return is counted until its
-first episode ends (the vector env's autoreset is ignored from then on).
+first episode ends (the vector env's autoreset is ignored from then on). A guided algorithm's K guidance
+scales are evaluated as one vector env of K x N (`evaluate_scales`): one policy call per step instead of
+K, each on K times the rows (results/perf.md times both). The time in `act` is recorded apart from the
+env steps' (`policy_seconds`), which bounds what overlapping the two could save.
 """
 
 from __future__ import annotations
@@ -47,32 +50,67 @@ class EvalResult:
     returns: np.ndarray  # (N,)
     lengths: np.ndarray  # (N,)
     normalized: np.ndarray | None  # (N,) the dataset's score: D4RL-normalised return, or 100 x success (OGBench)
-    seconds: float
+    seconds: float  # of a batched evaluation of K blocks, each block's share: 1/K of the whole
     policy_calls: int
+    policy_seconds: float = 0.0  # in `act` (same share); the rest of `seconds` stepped the envs
+    episodes_per_second: float = 0.0  # of the whole evaluation (all blocks)
 
     def summary(self) -> dict:
         out = {"episodes": len(self.returns), "return_mean": float(self.returns.mean()),
                "return_std": float(self.returns.std()), "length_mean": float(self.lengths.mean()),
-               "seconds": self.seconds, "policy_calls": self.policy_calls}
+               "seconds": self.seconds, "policy_calls": self.policy_calls, "policy_seconds": self.policy_seconds,
+               "episodes_per_second": self.episodes_per_second}
         if self.normalized is not None:
             out |= {"score_mean": float(self.normalized.mean()), "score_std": float(self.normalized.std())}
         return out
 
 
-def evaluate(policy: Algorithm, dataset: OfflineDataset, episodes: int = 10, seed: int = 0,
+class AtScale:
+    """A guided algorithm seen through one guidance scale (None: its config's), for `evaluate`."""
+
+    def __init__(self, algo: Algorithm, scale: float | None):
+        self.algo, self.scale = algo, scale
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return self.algo.act(observations) if self.scale is None else self.algo.act(observations, guidance_scale=self.scale)
+
+    def seed(self, seed: int) -> None:
+        self.algo.seed(seed)
+
+
+def evaluate(policy: Algorithm | AtScale, dataset: OfflineDataset, episodes: int = 10, seed: int = 0,
              max_steps: int | None = None) -> EvalResult:
     """Seeds: env i is reset with seed + i; the policy's sampling noise with `seed`."""
-    env = dataset.make_vector_env(episodes)
+    return evaluate_blocks(policy, policy.act, dataset, 1, episodes, seed, max_steps)[0]
+
+
+def evaluate_scales(policy: Algorithm, dataset: OfflineDataset, scales: list[float], episodes: int = 10, seed: int = 0,
+                    max_steps: int | None = None) -> list[EvalResult]:
+    """`evaluate` at each guidance scale, as one evaluation: K x N envs, one `act` call per step for all of them.
+    Each scale's episodes see the env seeds and the sampling noise its own `evaluate` would (a guided algorithm's
+    `act` with K scales shares the noise across blocks), so the numbers are the same up to float rounding."""
+    return evaluate_blocks(policy, lambda obs: policy.act(obs, guidance_scale=scales), dataset, len(scales), episodes,
+                           seed, max_steps)
+
+
+def evaluate_blocks(policy: Algorithm, act, dataset: OfflineDataset, blocks: int, episodes: int, seed: int,
+                    max_steps: int | None) -> list[EvalResult]:
+    """`blocks` x `episodes` envs, block k's env i reset with seed + i; a block's return counts until its env's
+    first episode ends (the vector env's autoreset is ignored from then on)."""
+    n = blocks * episodes
+    env = dataset.make_vector_env(n)
     try:
         policy.seed(seed)
-        obs, _ = env.reset(seed=[seed + i for i in range(episodes)])
-        returns = np.zeros(episodes)
-        lengths = np.zeros(episodes, dtype=np.int64)
-        done = np.zeros(episodes, dtype=bool)
-        success = np.zeros(episodes, dtype=bool)
-        calls, start = 0, time.perf_counter()
+        obs, _ = env.reset(seed=[seed + i for _ in range(blocks) for i in range(episodes)])
+        returns = np.zeros(n)
+        lengths = np.zeros(n, dtype=np.int64)
+        done = np.zeros(n, dtype=bool)
+        success = np.zeros(n, dtype=bool)
+        calls, policy_seconds, start = 0, 0.0, time.perf_counter()
         while not done.all() and (max_steps is None or calls < max_steps):
-            actions = policy.act(obs)
+            t0 = time.perf_counter()
+            actions = act(obs)
+            policy_seconds += time.perf_counter() - t0
             calls += 1
             obs, reward, terminated, truncated, info = env.step(actions)
             live = ~done
@@ -82,6 +120,7 @@ def evaluate(policy: Algorithm, dataset: OfflineDataset, episodes: int = 10, see
             if ending.any() and "success" in info:  # the task's success at the episode's last step
                 success[ending] = np.asarray(info["success"], dtype=bool)[ending]
             done |= terminated | truncated
+        seconds = time.perf_counter() - start
     finally:
         env.close()
     if dataset.score == "success":
@@ -90,4 +129,7 @@ def evaluate(policy: Algorithm, dataset: OfflineDataset, episodes: int = 10, see
         normalized = dataset.normalized_score(returns)
     else:
         normalized = None
-    return EvalResult(returns, lengths, normalized, time.perf_counter() - start, calls)
+    rate = n / seconds if seconds > 0 else 0.0
+    return [EvalResult(returns[k * episodes:(k + 1) * episodes], lengths[k * episodes:(k + 1) * episodes],
+                       normalized[k * episodes:(k + 1) * episodes] if normalized is not None else None,
+                       seconds / blocks, calls, policy_seconds / blocks, rate) for k in range(blocks)]

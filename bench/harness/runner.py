@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.harness.evaluation import check_eval_env, evaluate
+from bench.harness.evaluation import AtScale, check_eval_env, evaluate, evaluate_scales
 from bench.harness.locks import atomic_write_text, run_lock
 from bench.harness.provenance import code_version, hardware, package_versions
 from bench.harness.scalars import Scalars
@@ -174,29 +174,24 @@ def preflight(specs: list[RunSpec]) -> None:
         check_eval_env(catalog.load_dataset(dataset, reward_transform=transform))
 
 
-class _AtScale:
-    """An algorithm seen through one guidance scale, for `evaluate`."""
-
-    def __init__(self, algo: Algorithm, scale: float | None):
-        self.algo, self.scale = algo, scale
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return self.algo.act(observations) if self.scale is None else self.algo.act(observations, guidance_scale=self.scale)
-
-    def seed(self, seed: int) -> None:
-        self.algo.seed(seed)
-
-
-def _evaluate_row(algo: Algorithm, ds: OfflineDataset, scale: float | None, episodes: int, seed: int,
-                  max_steps: int) -> tuple[dict, Any]:
-    res = evaluate(_AtScale(algo, scale), ds, episodes=episodes, seed=seed, max_steps=max_steps)
-    summary = res.summary()
-    steps = float(res.lengths.sum())
-    row = {"guidance_scale": scale, "variant": _variant(scale), "episodes": summary["episodes"],
-           "return_mean": summary["return_mean"], "return_std": summary["return_std"],
-           "score_mean": summary.get("score_mean"), "score_std": summary.get("score_std"),
-           "seconds": res.seconds, "actions_per_second": steps / res.seconds if res.seconds > 0 else None}
-    return row, res
+def _evaluate_rows(algo: Algorithm, ds: OfflineDataset, scales: list[float | None], episodes: int, seed: int,
+                   max_steps: int) -> list[tuple[dict, Any]]:
+    """One row (and result) per scale; several scales are evaluated in one batched evaluation."""
+    if len(scales) > 1:
+        results = evaluate_scales(algo, ds, scales, episodes=episodes, seed=seed, max_steps=max_steps)
+    else:
+        results = [evaluate(AtScale(algo, scales[0]), ds, episodes=episodes, seed=seed, max_steps=max_steps)]
+    out = []
+    for scale, res in zip(scales, results):
+        summary = res.summary()
+        steps = float(res.lengths.sum())
+        row = {"guidance_scale": scale, "variant": _variant(scale), "episodes": summary["episodes"],
+               "return_mean": summary["return_mean"], "return_std": summary["return_std"],
+               "score_mean": summary.get("score_mean"), "score_std": summary.get("score_std"),
+               "seconds": res.seconds, "actions_per_second": steps / res.seconds if res.seconds > 0 else None,
+               "episodes_per_second": res.episodes_per_second}
+        out.append((row, res))
+    return out
 
 
 def _variant(scale: float | None) -> str:
@@ -259,7 +254,7 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
     def on_eval(stage: str, step: int) -> None:
         if stage not in algo.curve_stages:
             return
-        row, _ = _evaluate_row(algo, ds, None, spec.curve_episodes, spec.eval_seed, max_steps)
+        (row, _), = _evaluate_rows(algo, ds, [None], spec.curve_episodes, spec.eval_seed, max_steps)
         row |= {"stage": stage, "step": step, "gradient_steps": _steps_before(algo, stage) + step}
         with metrics.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -298,15 +293,15 @@ def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdi
     selected = None
     if spec.selecting():
         chosen = []
-        for scale in scales:
-            row, _ = _evaluate_row(algo, ds, scale, spec.selecting(), spec.eval_seed + SELECTION_SEED_OFFSET, max_steps)
+        for row, _ in _evaluate_rows(algo, ds, scales, spec.selecting(), spec.eval_seed + SELECTION_SEED_OFFSET, max_steps):
+            scale = row["guidance_scale"]
             evaluations.append(row | {"stage": "selection", "step": total, "gradient_steps": total})
             chosen.append((row["score_mean"] if row["score_mean"] is not None else row["return_mean"], scale))
         selected = max(chosen, key=lambda c: c[0])[1]  # ties: the first scale listed
         log(f"[{spec.label()}] selected guidance scale {selected:g} on {spec.selecting()} held-out episodes per scale")
     episodes = []
-    for scale in scales:
-        row, res = _evaluate_row(algo, ds, scale, spec.final_episodes(), spec.eval_seed, max_steps)
+    for row, res in _evaluate_rows(algo, ds, scales, spec.final_episodes(), spec.eval_seed, max_steps):
+        scale = row["guidance_scale"]
         evaluations.append(row | {"stage": "final", "step": total, "gradient_steps": total})
         for i in range(len(res.returns)):
             final.append({"variant": row["variant"], "guidance_scale": scale, "episode": i,

@@ -5,7 +5,8 @@ figures come from the user's own checkout of the official code (ChenDRAG/CEP-ene
 its `Offline_RL_2D` folder), imported from there and timed here; nothing of it is copied into diffbench.
 Each official figure times the official entry point for that work: `loss_fn` + Adam (behaviour),
 `QGPO_Critic.update_q0` (Q), `update_qt` with method "CEP" (f_phi, which re-evaluates Q_0 on the
-support actions every step, as the official schedule does), and `select_actions` (guided acting).
+support actions every step, as the official schedule does), `select_actions` (guided acting), and `sample`
+with the guidance off (support actions, 256 states x M per call, as `train_critic.py` draws them).
 Its one hard-coded "cuda" default (the schedule's device) is pointed at the timed device.
 """
 
@@ -99,12 +100,20 @@ def measure_official(path: Path, device: torch.device, obs_dim: int, act_dim: in
                 "d": torch.zeros(b, 1, device=device), "fake_a": rand(b, m, act_dim), "fake_a_": rand(b, m, act_dim)}
         critic.guidance_scale = 1.0
         states10, states4096 = rand(10, obs_dim).cpu().numpy(), rand(4096, obs_dim).cpu().numpy()
+        support_states = rand(256, obs_dim).cpu().numpy()
+
+        def support():  # train_critic.py's support actions: guidance off, 256 states x M per call
+            critic.guidance_scale = 0.0
+            model.sample(support_states, sample_per_state=m, diffusion_steps=15)
+            critic.guidance_scale = 1.0
+
         cases = {
             "behaviour_step_ms": (behaviour_step, repeats, 1),
             "q_step_ms": (lambda: critic.update_q0(data), repeats * 5, 1),
             "cep_step_ms": (lambda: critic.update_qt(data), repeats * 5, 1),
             "actions_per_s_batch10": (lambda: model.select_actions(states10, diffusion_steps=15), repeats * 10, 10),
             "actions_per_s_batch4096": (lambda: model.select_actions(states4096, diffusion_steps=15), repeats, 4096),
+            "support_actions_per_s": (support, repeats, 256 * m),
         }
         out = {}
         for name, (fn, n, items) in cases.items():

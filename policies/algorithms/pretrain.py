@@ -23,7 +23,8 @@ import torch
 from policies import config as cfg_tools
 from policies.core.diffusion import DiffusionModel, fit_behaviour
 from policies.errors import ConfigError
-from policies.core.networks import TwinQ
+from policies.core.acting import GuidedActor
+from policies.core.networks import ScoreNet, TwinQ
 from policies.core.samplers import SamplerSpec
 from policies.algorithms.staged import StagedAlgorithm
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
@@ -126,8 +127,13 @@ def generate_support(model: DiffusionModel, states: torch.Tensor, m: int, sample
     per = max(1, chunk // m)
     out = torch.empty((states.shape[0], m, model.action_dim), device=states.device)
     model.eval()
+    if isinstance(model.net, ScoreNet):  # the lean path: each state's conditioning once, not once per action
+        draw = GuidedActor(model, None, sampler, 0.0)
+        sample = lambda s: draw(s, generator, n=m).view(s.shape[0], m, -1)  # noqa: E731
+    else:
+        sample = lambda s: model.sample(s, m, sampler, generator=generator).x  # noqa: E731
     for i in tqdm(range(0, states.shape[0], per), desc="support", disable=not progress, leave=False):
-        out[i : i + per] = model.sample(states[i : i + per], m, sampler, generator=generator).x
+        out[i : i + per] = sample(states[i : i + per])
     model.train()
     return out
 

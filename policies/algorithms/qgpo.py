@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
 from policies.errors import ConfigError
+from policies.core.acting import ACTING_PATHS, GuidedActor
 from policies.core.networks import EnergyNet, TwinQ
 from policies.algorithms.pretrain import (PRETRAIN_FIELDS, PRETRAIN_PRESETS, PretrainConfig, PretrainedAlgorithm, generate_support,
                                in_support_value, pretrain_settings, q_values, successor_index, td_loss, train_critic)
@@ -57,6 +58,10 @@ class QGPOConfig(PretrainConfig):
     # acting
     sampler: SamplerSpec = SamplerSpec()
     guidance_scale: float = 1.0
+    # how actions are computed, not what they are (equal up to float rounding): "plain" (DiffusionModel.sample),
+    # "lean" (policies.core.acting: time-only terms once, all evaluations' conditioning in one product),
+    # "compiled" (lean with its solver step compiled by torch.compile, a one-off compile per batch size)
+    acting: str = "lean"
 
     def __post_init__(self) -> None:
         self.check_pretrain("qgpo")
@@ -76,6 +81,8 @@ class QGPOConfig(PretrainConfig):
                               f"step), got {self.energy_steps} < {self.q_steps}; or set interleave=false")
         if not isinstance(self.sampler, SamplerSpec):
             raise ConfigError("qgpo: sampler must be a SamplerSpec")
+        if self.acting not in ACTING_PATHS:
+            raise ConfigError(f"qgpo: unknown acting {self.acting!r}; choose one of {', '.join(ACTING_PATHS)}")
 
 
 def _preset(name: str, **energy: Any) -> QGPOConfig:
@@ -182,6 +189,7 @@ class QGPO(PretrainedAlgorithm):
         cfg = self.config
         self.energy = EnergyNet(action_dim, observation_dim, cfg.energy_hidden, cfg.energy_layers).to(self.device)
         self._energy_opt: torch.optim.Optimizer | None = None  # carried from the critic stage when interleaved
+        self._actors: dict[float, GuidedActor] = {}  # per guidance scale; they read the current weights
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:
@@ -258,14 +266,39 @@ class QGPO(PretrainedAlgorithm):
     # -- acting
 
     @torch.inference_mode()
-    def act(self, observations: np.ndarray, guidance_scale: float | None = None) -> np.ndarray:
-        scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        if scale < 0:
-            raise ConfigError(f"guidance scale must be >= 0 (0 is plain behaviour cloning), got {scale}")
+    def act(self, observations: np.ndarray, guidance_scale: float | Sequence[float] | None = None) -> np.ndarray:
+        """With K scales, `observations` are K equal blocks, block k acted on at scale k with the noise a call on
+        that block alone would draw (the generator advances once): one batched call evaluates K scales."""
+        scales = [self.config.guidance_scale if guidance_scale is None else guidance_scale]
+        if not np.isscalar(guidance_scale) and guidance_scale is not None:
+            scales = [float(s) for s in guidance_scale]
+        if any(s < 0 for s in scales):
+            raise ConfigError(f"guidance scale must be >= 0 (0 is plain behaviour cloning), got {min(scales)}")
         obs = self.observations(observations)
+        if obs.shape[0] % len(scales):
+            raise ConfigError(f"{obs.shape[0]} observations do not split into one equal block per guidance scale "
+                              f"({len(scales)} scales)")
         self.behaviour.eval()
-        out = self.behaviour.sample(obs, 1, self.config.sampler, self.energy, scale, self._act_generator)
-        return self.clip(out.x[:, 0])
+        if len(scales) == 1:
+            return self.clip(self._act_at(obs, scales[0]))
+        if self.config.acting == "plain" or self._actor(1.0).stochastic:  # blocks could not share the noise
+            start, blocks = self._act_generator.get_state(), []
+            for obs_k, scale in zip(obs.chunk(len(scales)), scales):
+                self._act_generator.set_state(start)
+                blocks.append(self._act_at(obs_k, scale))
+            return self.clip(torch.cat(blocks))
+        rows = torch.tensor(scales, device=obs.device).repeat_interleave(obs.shape[0] // len(scales))
+        return self.clip(self._actor(1.0)(obs, self._act_generator, scales=rows, blocks=len(scales)))
+
+    def _act_at(self, obs: torch.Tensor, scale: float) -> torch.Tensor:
+        if self.config.acting == "plain":
+            return self.behaviour.sample(obs, 1, self.config.sampler, self.energy, scale, self._act_generator).x[:, 0]
+        return self._actor(scale)(obs, self._act_generator)
+
+    def _actor(self, scale: float) -> GuidedActor:
+        if scale not in self._actors:
+            self._actors[scale] = GuidedActor(self.behaviour, self.energy, self.config.sampler, scale, self.config.acting)
+        return self._actors[scale]
 
     @property
     def cost(self) -> dict[str, Any]:

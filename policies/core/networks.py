@@ -99,10 +99,17 @@ class ScoreNet(nn.Module):
         te = self.time_embed(_time_tensor(t, x))
         if time_shift is not None:
             te = te + time_shift
-        h = self.mix_time(te) + cond
-        projections = self.cond_proj(F.silu(self.mix_out(F.silu(h)))).split(self.block_widths, -1)
+        return self.trunk(x, self.projections(self.mix_time(te) + cond))
+
+    def projections(self, mixed: torch.Tensor) -> torch.Tensor:
+        """Every block's conditioning input, concatenated, from the mixing layer's pre-activation
+        (time's share + the state's); a sampler with a fixed time grid computes all its steps' at once."""
+        return self.cond_proj(F.silu(self.mix_out(F.silu(mixed))))
+
+    def trunk(self, x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
+        """The residual U-Net on a_t given `projections` (the conditioning, from `projections`)."""
         skips, h = [], x
-        for i, (block, c) in enumerate(zip(self.blocks, projections)):
+        for i, (block, c) in enumerate(zip(self.blocks, projections.split(self.block_widths, -1))):
             if i > self.n_down:  # up path: concatenate the matching down activation
                 h = torch.cat([skips[2 * self.n_down - i], h], -1)
             h = block(h, c)
@@ -138,7 +145,11 @@ class EnergyNet(nn.Module):
         return self.inp_state(states)
 
     def _first(self, a: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
-        return self.inp_action(a) + self.inp_time(self.time_embed(_time_tensor(t, a))) + cond
+        return self.inp_action(a) + self.time_offset(t, a) + cond
+
+    def time_offset(self, t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+        """Time's share of the first layer's pre-activation."""
+        return self.inp_time(self.time_embed(_time_tensor(t, like)))
 
     def energy(self, a: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
         h = F.silu(self._first(a, t, cond))
@@ -151,7 +162,14 @@ class EnergyNet(nn.Module):
         return self.energy(a, t, self.condition(states))
 
     def action_grad(self, a: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
-        zs = [self._first(a, t, cond)]
+        return self._input_grad(self._first(a, t, cond))
+
+    def action_grad_at(self, a: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """grad_a f given the first layer's pre-activation less its action share (time's + the state's)."""
+        return self._input_grad(self.inp_action(a) + offset)
+
+    def _input_grad(self, first: torch.Tensor) -> torch.Tensor:
+        zs = [first]
         sig = [torch.sigmoid(zs[0])]
         for layer in self.hidden:
             zs.append(layer(zs[-1] * sig[-1]))
