@@ -103,3 +103,16 @@ def test_blocks_at_several_scales_are_the_calls_at_each_scale() -> None:
         actor(states[:5], blocks=2)
     with pytest.raises(ConfigError, match="draws more"):
         GuidedActor(model, energy, SAMPLERS[3], 1.0)(states, blocks=2)
+
+
+def test_large_batches_compute_the_conditioning_per_evaluation(monkeypatch) -> None:
+    """Past PRECOMPUTE_FLOATS the (T, B, ...) buffer is not built; the numbers are the same."""
+    import policies.core.acting as acting
+
+    monkeypatch.setattr(acting, "PRECOMPUTE_FLOATS", 0)
+    model, energy = nets(5)
+    states, sampler = torch.randn(6, 5), SamplerSpec(steps=5)
+    for scale, n in ((0.0, 1), (2.0, 1), (2.0, 3)):
+        plain = model.sample(states, n, sampler, energy, scale, torch.Generator().manual_seed(2)).x
+        lean = GuidedActor(model, energy, sampler, scale)(states, torch.Generator().manual_seed(2), n=n)
+        assert_same_actions(lean.view_as(plain), plain)

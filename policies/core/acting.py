@@ -24,6 +24,7 @@ from policies.core.samplers import SamplerSpec
 from policies.errors import ConfigError
 
 ACTING_PATHS = ("plain", "lean", "compiled")
+PRECOMPUTE_FLOATS = 1 << 24  # the all-evaluations conditioning buffer's limit (64 MiB): 256 states x 15 steps fit
 
 
 def solver_times(sampler: SamplerSpec, model: DiffusionModel) -> list[float]:
@@ -86,24 +87,29 @@ class GuidedActor:
         if blocks > 1 and self.stochastic:
             raise ConfigError(f"blocks share only the starting noise; {self.sampler.name} draws more on the way")
         # time's share of each evaluation (a few small products, recomputed so that trained weights are always
-        # read), then the states' added, for all T evaluations at once: (T, B, ...)
-        proj = net.projections(net.mix_time(net.time_embed(grid))[:, None, :] + net.condition(states))
-        offset, coef = None, self.coef
+        # read), plus the states'; then the block inputs of all T evaluations in one product, (T, B, P), unless
+        # that buffer would be large (big batches gain nothing from it and lose on memory traffic)
+        mixed = net.mix_time(net.time_embed(grid))[:, None, :] + net.condition(states)
+        width = sum(net.block_widths) + (self.energy.inp_time.out_features if self.energy is not None else 0)
+        small = len(self.index) * b * width <= PRECOMPUTE_FLOATS
+        proj_at = net.projections(mixed).__getitem__ if small else lambda i: net.projections(mixed[i])
+        offset_at, coef = proj_at, self.coef
         if self.energy is not None:
-            offset = self.energy.time_offset(grid, grid)[:, None, :] + self.energy.condition(states)
+            time_offset, state_offset = self.energy.time_offset(grid, grid)[:, None, :], self.energy.condition(states)
+            offset_at = (time_offset + state_offset).__getitem__ if small else lambda i: time_offset[i] + state_offset
             if scales is not None:
-                coef = self.sigma[:, None, None] * scales.to(proj)[None, :, None]  # (T, B, 1)
-        offset = proj if offset is None else offset
+                coef = self.sigma[:, None, None] * scales.to(mixed)[None, :, None]  # (T, B, 1)
         index, step = self.index, self.step
         if n > 1:  # a state's n actions share its conditioning by broadcasting: x is viewed as (B, n, A)
-            proj, offset = proj.unsqueeze(2), offset.unsqueeze(2)
             coef = coef.unsqueeze(2) if coef.dim() > 1 else coef
 
         def eps(x: torch.Tensor, t: float) -> torch.Tensor:
             i = index[t]
+            p = proj_at(i)
+            o = offset_at(i) if offset_at is not proj_at else p
             if n == 1:
-                return step(x, proj[i], offset[i], coef[i])
-            return step(x.view(b, n, -1), proj[i], offset[i], coef[i]).view(b * n, -1)
+                return step(x, p, o, coef[i])
+            return step(x.view(b, n, -1), p.unsqueeze(1), o.unsqueeze(1), coef[i]).view(b * n, -1)
 
         x = torch.randn((b // blocks * n, self.model.action_dim), device=states.device, generator=generator)
         x = self.sampler.run(eps, x.repeat(blocks, 1) if blocks > 1 else x, self.model.schedule, generator=generator).x
