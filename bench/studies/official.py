@@ -68,9 +68,11 @@ def _imported(root: Path) -> Iterator[dict[str, object]]:
             del sys.modules[name]
 
 
-def measure_official(path: Path, device: torch.device, obs_dim: int, act_dim: int, m: int,
-                     timer: Callable[[Callable[[], object], int], float], repeats: int) -> dict[str, float]:
-    """The official code's figures for the cases `bench.studies.perf.measure` times, with the same shapes."""
+@contextlib.contextmanager
+def official_cases(path: Path, device: torch.device, obs_dim: int, act_dim: int,
+                   m: int) -> Iterator[dict[str, Callable[[], object]]]:
+    """The official code's calls for the cases `bench.studies.perf.measure` times, with the same shapes, to be
+    timed (interleaved with ours) while the context is open."""
     root = code_root(path)
     with _imported(root) as mods, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -107,16 +109,11 @@ def measure_official(path: Path, device: torch.device, obs_dim: int, act_dim: in
             model.sample(support_states, sample_per_state=m, diffusion_steps=15)
             critic.guidance_scale = 1.0
 
-        cases = {
-            "behaviour_step_ms": (behaviour_step, repeats, 1),
-            "q_step_ms": (lambda: critic.update_q0(data), repeats * 5, 1),
-            "cep_step_ms": (lambda: critic.update_qt(data), repeats * 5, 1),
-            "actions_per_s_batch10": (lambda: model.select_actions(states10, diffusion_steps=15), repeats * 10, 10),
-            "actions_per_s_batch4096": (lambda: model.select_actions(states4096, diffusion_steps=15), repeats, 4096),
-            "support_actions_per_s": (support, repeats, 256 * m),
+        yield {
+            "behaviour_step_ms": behaviour_step,
+            "q_step_ms": lambda: critic.update_q0(data),
+            "cep_step_ms": lambda: critic.update_qt(data),
+            "actions_per_s_batch10": lambda: model.select_actions(states10, diffusion_steps=15),
+            "actions_per_s_batch4096": lambda: model.select_actions(states4096, diffusion_steps=15),
+            "support_actions_per_s": support,
         }
-        out = {}
-        for name, (fn, n, items) in cases.items():
-            seconds = timer(fn, n)
-            out[name] = 1e3 * seconds if name.endswith("_ms") else items / seconds
-        return out

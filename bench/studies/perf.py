@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -41,21 +42,32 @@ def reference_key(name: str) -> str:
 
 def _time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
     """Median seconds of one call."""
-    for _ in range(warmup):
-        fn()
-    times = []
+    return _time_interleaved([fn], device, repeats, warmup)[0]
+
+
+def _time_interleaved(fns: list[Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Median seconds of one call of each, the calls taken in turn (a, b, c, a, b, c, ...): the machine's speed
+    drifts over minutes, and taking turns puts the same drift into every median, so their ratios hold."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
-def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[str, float]:
+def measure(device: torch.device, repeats: int = 10, warmup: int = 3,
+            official: dict[str, Callable[[], object]] | None = None) -> tuple[dict, dict, float, dict | None]:
+    """Our figures, their matmul FLOPs per step or action, the acting step's compile seconds, and the official
+    code's figures (`official`: its calls by measure, from `official_cases`), each timed in turn with ours."""
     cfg = QGPOConfig()
     g = torch.Generator(device=device).manual_seed(0)
     torch.manual_seed(0)
@@ -112,14 +124,22 @@ def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[st
         "support_actions_per_s": (lambda: generate_support(model, support_states, M, sampler, SUPPORT_STATES * M, g),
                                   repeats, SUPPORT_STATES * M),
     }
-    figures, flops = {}, {}
-    for name, (fn, n, items) in cases.items():
-        seconds = _time(fn, device, n, warmup)
-        figures[name] = 1e3 * seconds if name.endswith("_ms") else items / seconds
+    figures, flops, reference = {}, {}, {}
+    rate = lambda name, seconds, items: 1e3 * seconds if name.endswith("_ms") else items / seconds  # noqa: E731
+    for base in dict.fromkeys(reference_key(name) for name in cases):
+        names = [name for name in cases if reference_key(name) == base]
+        fns = [cases[name][0] for name in names] + ([official[base]] if official and base in official else [])
+        _, n, items = cases[base]
+        seconds = _time_interleaved(fns, device, n, warmup)
+        for name, sec in zip(names, seconds):
+            figures[name] = rate(name, sec, items)
+        if len(seconds) > len(names):
+            reference[base] = rate(base, seconds[-1], items)
+    for name, (fn, _, items) in cases.items():
         with FlopCounterMode(display=False) as counter:
             fn()
         flops[name] = counter.get_total_flops() / items  # per step, or per action
-    return figures, flops, compile_s
+    return figures, flops, compile_s, (reference if official is not None else None)
 
 
 EVAL_DATASET = "diffbench/pointmaze/umaze-small-v0"  # generated in a scratch directory: evaluation needs an env
@@ -188,7 +208,9 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
         "",
         f"Official network sizes (score net 512-256-128, energy 4x256, twin Q 3x256), HalfCheetah shapes "
         f"(obs {OBS_DIM}, action {ACT_DIM}), float32. Steps: behaviour batch 4096; Q and CEP batch 256 × M {M}. "
-        "Actions: guided (energy gradient each step), DPM-Solver-2 singlestep, 15 steps. Medians after warm-up.",
+        "Actions: guided (energy gradient each step), DPM-Solver-2 singlestep, 15 steps. Medians after warm-up; "
+        "a measure's variants and the official call are timed in turn (a, b, c, a, b, c, ...), so the machine's drift "
+        "over minutes enters all their medians alike and their ratios hold.",
         f"Reference: {where}. Speed-up = reference time / ours (or ours / reference rate). The official f_phi step "
         "(`update_qt`) evaluates Q_0 on the 256 × 16 support actions every step; ours reads them precomputed, as our "
         "separate energy stage does.",
@@ -245,7 +267,7 @@ def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
         official: Path | None = None) -> list[tuple]:
     """Rows of (device label, our figures, their matmul FLOPs per step or action, the device's matmul rate, official
     figures or None, seconds to compile the acting step, evaluation figures)."""
-    from bench.studies.official import describe, measure_official
+    from bench.studies.official import describe, official_cases
 
     version = code_version()
     source = describe(official) if official is not None else None  # a bad path fails before anything is timed
@@ -253,11 +275,9 @@ def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
     for name in devices:
         device = torch.device(name)
         label = device_label(name)
-        figures, flops, compile_s = measure(device, repeats)
-        reference = None
-        if official is not None:
-            reference = measure_official(official, device, OBS_DIM, ACT_DIM, M,
-                                         lambda fn, n: _time(fn, device, n, 3), repeats)
+        cases = official_cases(official, device, OBS_DIM, ACT_DIM, M) if official is not None else nullcontext(None)
+        with cases as reference_calls:
+            figures, flops, compile_s, reference = measure(device, repeats, official=reference_calls)
         rows.append((label, figures, flops, matmul_gflops(device), reference, compile_s, measure_evaluation(device)))
     if out is not None:
         write_report(rows, out, command, version, source)
