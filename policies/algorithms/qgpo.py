@@ -59,7 +59,7 @@ class QGPOConfig(PretrainConfig):
     sampler: SamplerSpec = SamplerSpec()
     guidance_scale: float = 1.0
     # how actions are computed, not what they are (equal up to float rounding): "plain" (DiffusionModel.sample),
-    # "lean" (policies.core.acting: time-only terms once, all evaluations' conditioning in one product),
+    # "lean" (policies.core.acting: all evaluations' time-only terms and conditioning in one product per call),
     # "compiled" (lean with its solver step compiled by torch.compile, a one-off compile per batch size)
     acting: str = "lean"
 
@@ -281,7 +281,7 @@ class QGPO(PretrainedAlgorithm):
         self.behaviour.eval()
         if len(scales) == 1:
             return self.clip(self._act_at(obs, scales[0]))
-        if self.config.acting == "plain" or self._actor(1.0).stochastic:  # blocks could not share the noise
+        if self.config.acting == "plain" or self.config.sampler.stochastic:  # blocks could not share the noise
             start, blocks = self._act_generator.get_state(), []
             for obs_k, scale in zip(obs.chunk(len(scales)), scales):
                 self._act_generator.set_state(start)

@@ -2,8 +2,8 @@
 
 At batch 10 an action costs little arithmetic but many small kernels, and most of those compute the same
 thing on every call: a solver's time grid is fixed, so each evaluation's time embedding is too. This
-path computes what depends on time alone once per actor, what depends on the states once per call (the
-conditioning of all evaluations in one batched matmul instead of one small product per evaluation), and
+path computes the time-only terms of all evaluations together and the states' conditioning once per call
+(the conditioning of all evaluations in one batched matmul instead of one small product per evaluation), and
 leaves only the action-dependent trunk and energy gradient inside the solver loop. Optionally that
 loop body is compiled (`torch.compile`; CUDA graphs on a GPU), which fuses the elementwise work and
 cuts the per-kernel dispatch that dominates at this batch size.
@@ -56,7 +56,7 @@ class GuidedActor:
             raise ConfigError(f"unknown acting path {path!r}; choose one of {', '.join(ACTING_PATHS)}")
         if not isinstance(model.net, ScoreNet):
             raise ConfigError(f"the lean acting path needs a ScoreNet noise network, not {type(model.net).__name__}")
-        self.model, self.sampler, self.path = model, sampler, path
+        self.model, self.sampler = model, sampler
         self.energy = energy if scale != 0 else None
         net = model.net
         times = solver_times(sampler, model)
@@ -65,7 +65,6 @@ class GuidedActor:
         self.grid = torch.tensor(times, device=device)
         sigma = torch.tensor([model.schedule.alpha_sigma(t)[1] for t in times], device=device)
         self.sigma, self.coef = sigma, scale * sigma  # eps - scale * sigma_t * grad f
-        self.stochastic = sampler.name == "sde" or (sampler.name == "ddim" and sampler.eta > 0)
         step = _guided_step(net, self.energy)
         if path == "compiled":
             mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs where there are any
@@ -84,7 +83,7 @@ class GuidedActor:
         net, grid, b = self.model.net, self.grid, states.shape[0]
         if b % blocks:
             raise ConfigError(f"{b} states do not split into {blocks} equal blocks")
-        if blocks > 1 and self.stochastic:
+        if blocks > 1 and self.sampler.stochastic:
             raise ConfigError(f"blocks share only the starting noise; {self.sampler.name} draws more on the way")
         # time's share of each evaluation (a few small products, recomputed so that trained weights are always
         # read), plus the states'; then the block inputs of all T evaluations in one product, (T, B, P), unless

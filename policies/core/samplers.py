@@ -226,6 +226,11 @@ class SamplerSpec:
         if not 0 < self.t_end < 1:
             raise ConfigError(f"t_end must be in (0, 1), got {self.t_end}")
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether the sampler draws noise after the starting x_T (DDIM with eta > 0, the SDE)."""
+        return self.name == "sde" or (self.name == "ddim" and self.eta > 0)
+
     def run(self, eps_fn: NoiseFn, x: torch.Tensor, schedule: VPSchedule, generator: torch.Generator | None = None,
             record: bool = False) -> SampleResult:
         if self.name == "dpm_solver":
