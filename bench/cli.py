@@ -269,8 +269,8 @@ def cmd_perf(args) -> int:
     from bench.studies.perf import reference_key, run, speedups
 
     rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
-               official=Path(args.official) if args.official else None)
-    for device, figures, _, peak, reference, compile_s, evaluation in rows:
+               official=Path(args.official) if args.official else None, sweep=Path(args.sweep) if args.sweep else None)
+    for device, figures, _, peak, reference, compile_s, evaluation, many in rows:
         print(f"{device} (sustained matmul {peak:.1f} GFLOP/s; acting step compiled in {compile_s:.1f} s)")
         ratios = speedups(figures, reference or {})
         for k, v in figures.items():
@@ -278,6 +278,9 @@ def cmd_perf(args) -> int:
                                             if k in ratios else ""))
         for k, v in evaluation.items():
             print(f"  {k:36s} {v:10.2f}")
+        for k, m in many.items():
+            print(f"  {k} x{m['seeds']} seeds stacked: {m['single_ms']:.2f} ms one seed, {m['stacked_ms']:.2f} ms "
+                  f"stacked, gain {m['gain']:.2f}x, bit for bit {m['bitwise']} (PointMaze shapes {m['bitwise_pointmaze']})")
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -621,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--out", default="results/perf.md", help="report file ('' to print only)")
     pq.add_argument("--official", help="a checkout of the official QGPO code (ChenDRAG/CEP-energy-guided-diffusion), "
                                        "timed in the same run on the same shapes")
+    pq.add_argument("--sweep", help="a sweep's results directory: adds what its shared stages saved")
     pq.set_defaults(func=cmd_perf)
     ps = psub.add_parser("samplers", help="acting throughput of every policy's sampler (QGPO, DDPO/CTRL, DxMI) in one run")
     ps.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")

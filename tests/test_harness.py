@@ -17,6 +17,8 @@ from bench.cli import main
 from bench.harness.executors import run_all
 from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
+from bench.reports.sharing import shared_stage_savings
+from bench.studies.perf import sharing_section
 from policies.errors import ConfigError
 
 from .conftest import TINY_ID
@@ -218,6 +220,16 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert os.path.samefile(ddpo_dir / "behaviour.pt", qgpo_dir / "behaviour.pt")
     assert json.loads(runs.loc["ddpo", "stage_seconds"]).keys() >= {"behaviour", "critic", "finetune"}
     assert runs.loc["ddpo", "nfe_per_action"] == 10 and runs.loc["ddpo", "status"] == "finished"
+    assert json.loads(runs.loc["ddpo", "shared_stages"]) == ["behaviour", "critic", "support"]
+    assert json.loads(runs.loc["qgpo", "shared_stages"]) == []  # it trained them
+    saving = shared_stage_savings(ResultsStore(tmp_path).table("runs")).iloc[0]
+    ddpo_seconds = json.loads(runs.loc["ddpo", "stage_seconds"])
+    reused = sum(ddpo_seconds[s] for s in ("behaviour", "critic", "support"))
+    assert saving["runs"] == 2 and saving["shared"] == "behaviour, critic, support"
+    assert saving["alone_hours"] * 3600 == pytest.approx(runs["wall_seconds"].sum())
+    assert saving["sweep_hours"] * 3600 == pytest.approx(runs["wall_seconds"].sum() - reused)
+    section = sharing_section(tmp_path)  # the same figures in results/perf.md (`diffbench perf qgpo --sweep`)
+    assert section[-1].startswith("| all | | | 2 |") and section[-1].endswith(f"{saving['saving']:.2f}× |")
 
 
 @pytest.mark.parametrize("name,other,stages", [("ddpo_umaze", "ddpo", ("behaviour", "support", "critic")),

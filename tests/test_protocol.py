@@ -338,6 +338,11 @@ def test_perf_against_the_official_code_needs_a_real_checkout(capsys, tmp_path):
     assert code == 2 and "is not a checkout of the official QGPO code" in err and len(err.strip().splitlines()) == 1
 
 
+def test_perf_sweep_needs_a_results_store(capsys, tmp_path):
+    code, _, err = run(capsys, "perf", "qgpo", "--sweep", tmp_path, "--out", "")
+    assert code == 2 and "no results store (results.sqlite) there" in err and len(err.strip().splitlines()) == 1
+
+
 def test_guidance_scales_for_an_unguided_algorithm_are_one_error():
     with pytest.raises(ConfigError, match="bc has no guidance scale to sweep"):
         RunSpec("bc", TINY_ID, preset="tiny", guidance_scales=(1.0,)).config()

@@ -37,6 +37,26 @@ def test_a_store_from_a_newer_schema_is_refused(tmp_path):
         ResultsStore(tmp_path)
 
 
+def test_a_store_of_schema_2_gains_the_shared_stages_column_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as con:  # schema 2: runs without shared_stages
+        con.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, algorithm TEXT NOT NULL, dataset TEXT NOT NULL, "
+                    "seed INTEGER NOT NULL, preset TEXT NOT NULL, status TEXT NOT NULL, error TEXT, config TEXT NOT NULL, "
+                    "code_version TEXT, packages TEXT, hardware TEXT, started REAL, finished REAL, wall_seconds REAL, "
+                    "stage_seconds TEXT, gradient_steps INTEGER, nfe_per_action REAL, actions_per_second REAL, "
+                    "selected_guidance_scale REAL)")
+        con.execute("INSERT INTO runs (run_id, algorithm, dataset, seed, preset, status, config) "
+                    "VALUES ('old', 'bc', 'd', 0, 'cpu', 'finished', '{}')")
+        con.execute("PRAGMA user_version = 2")
+    con.close()
+    store = ResultsStore(tmp_path)
+    new = result("new")
+    new.shared_stages = ["behaviour", "critic"]
+    store.record(new)
+    runs = store.table("runs").set_index("run_id")
+    assert pd.isna(runs.loc["old", "shared_stages"]) and runs.loc["new", "shared_stages"] == '["behaviour", "critic"]'
+
+
 def test_a_corrupt_store_is_one_clear_error(tmp_path):
     (tmp_path / "results.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="is not a readable results store"):

@@ -277,6 +277,7 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
     return RunResult(**base, status="finished", finished=finished,
                      wall_seconds=finished - base["started"] + _reused_seconds(record),
                      stage_seconds={k: v.get("seconds", 0.0) for k, v in record["stages"].items()},
+                     shared_stages=sorted(k for k, where in getattr(algo, "restored", {}).items() if where == "shared"),
                      gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
                      actions_per_second=float(np.mean(aps)) if aps else None, selected_guidance_scale=selected,
                      evaluations=evaluations, final=final)

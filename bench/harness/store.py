@@ -21,7 +21,7 @@ import pandas as pd
 from policies.core.checkpoint import unique_temporary
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 2  # 2: runs.selected_guidance_scale
+SCHEMA_VERSION = 3  # 2: runs.selected_guidance_scale; 3: runs.shared_stages
 FILENAME = "results.sqlite"
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     gradient_steps INTEGER,
     nfe_per_action REAL,
     actions_per_second REAL,
-    selected_guidance_scale REAL
+    selected_guidance_scale REAL,
+    shared_stages TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS final_scores (
 TABLES = ("runs", "evaluations", "final_scores")
 _RUN_COLUMNS = ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error", "config", "code_version",
                 "packages", "hardware", "started", "finished", "wall_seconds", "stage_seconds", "gradient_steps",
-                "nfe_per_action", "actions_per_second", "selected_guidance_scale")
+                "nfe_per_action", "actions_per_second", "selected_guidance_scale", "shared_stages")
 _EVAL_COLUMNS = ("run_id", "stage", "step", "gradient_steps", "variant", "guidance_scale", "episodes", "return_mean",
                  "return_std", "score_mean", "score_std", "seconds", "actions_per_second")
 _FINAL_COLUMNS = ("run_id", "variant", "guidance_scale", "episode", "return", "length", "score")
@@ -106,6 +107,9 @@ class RunResult:
     nfe_per_action: float | None = None
     actions_per_second: float | None = None
     selected_guidance_scale: float | None = None  # chosen on held-out episodes, when several were evaluated
+    # stages restored from the sweep's shared store (trained by another run): their seconds are in
+    # stage_seconds and wall_seconds, as the cost of this run alone, but were not spent again here
+    shared_stages: list[str] = field(default_factory=list)
     # this attempt's started..finished plus the work it reused from interrupted earlier attempts
     wall_seconds: float | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # rows of _EVAL_COLUMNS without run_id
@@ -138,6 +142,8 @@ class ResultsStore:
                     con.executescript(_SCHEMA)
                     if version == 1:  # a store from before scale selection: its runs chose none
                         con.execute("ALTER TABLE runs ADD COLUMN selected_guidance_scale REAL")
+                    if version in (1, 2):  # from before shared stages were recorded: unknown (NULL)
+                        con.execute("ALTER TABLE runs ADD COLUMN shared_stages TEXT")
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def check_writable(self) -> None:
@@ -173,7 +179,7 @@ class ResultsStore:
                                                  "nfe_per_action", "actions_per_second", "selected_guidance_scale")},
             "config": json.dumps(result.config, sort_keys=True), "packages": json.dumps(result.packages, sort_keys=True),
             "hardware": json.dumps(result.hardware, sort_keys=True), "wall_seconds": result.wall_seconds,
-            "stage_seconds": json.dumps(result.stage_seconds)}
+            "stage_seconds": json.dumps(result.stage_seconds), "shared_stages": json.dumps(result.shared_stages)}
         with closing(self._connect()) as con, con:
             con.execute("BEGIN IMMEDIATE")  # one writer from the read below to the commit
             before = con.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,)).fetchone()

@@ -63,6 +63,12 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
         "energy gradients per action": c["energy_grads_per_action"].map(lambda v: fmt(v, 0)),
         "actions/s": c["actions_per_second"].map(lambda v: fmt(v, 0)), "training (min)": c["train_minutes"].map(fmt),
         "gradient steps": c["gradient_steps"].map(lambda v: fmt(v, 0))})
+    if not report.sharing.empty:
+        sh = report.sharing
+        out["Shared stages: the sweep's training beside each run alone"] = pd.DataFrame({
+            "dataset": sh["dataset"], "preset": sh["preset"], "seed": sh["seed"], "algorithms": sh["algorithms"],
+            "stages shared": sh["shared"], "alone (h)": sh["alone_hours"].map(lambda v: fmt(v, 2)),
+            "sweep (h)": sh["sweep_hours"].map(lambda v: fmt(v, 2)), "saving": sh["saving"].map(lambda v: f"{v:.2f}×")})
     if not report.reference.empty:
         ref = report.reference
         out["Published numbers on the same datasets, under the same protocol"] = pd.DataFrame({

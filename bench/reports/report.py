@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
+from bench.reports.sharing import shared_stage_savings
 from bench.harness.store import ResultsStore
 from envs import families
 
@@ -127,6 +128,7 @@ class Report:
     curves: pd.DataFrame  # learning curves: dataset, entry, gradient_steps, mean, lower, upper
     cost: pd.DataFrame  # entry: NFE per action, actions/s, training wall time, gradient steps, mean score
     reference: pd.DataFrame  # published numbers for datasets we have, beside ours
+    sharing: pd.DataFrame = field(default_factory=pd.DataFrame)  # sharing.shared_stage_savings
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -277,7 +279,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
                         "scale; fixed-scale rows are the per-scale table")
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
-                  protocol=protocol, notes=notes)
+                  sharing=shared_stage_savings(store.table("runs")), protocol=protocol, notes=notes)
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

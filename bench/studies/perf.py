@@ -18,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.harness.provenance import code_version, hardware, made_by
+from bench.studies.stacked_seeds import BATCH, HIDDEN, POINTMAZE, measure_seeds
 from policies.algorithms.pretrain import generate_support
 from policies.core.acting import GuidedActor
 from policies.core.diffusion import DiffusionModel
@@ -25,6 +26,7 @@ from policies.core.networks import EnergyNet, TwinQ
 from policies.algorithms.qgpo import QGPOConfig, cep_loss, td_loss
 from policies.core.samplers import SamplerSpec
 from policies.core.training import optimiser_step, polyak_update
+from policies.errors import ConfigError
 
 TARGET = {"behaviour_step_ms": 2.0, "q_step_ms": 2.0, "cep_step_ms": 2.0,
           "actions_per_s_batch10": 10.0, "actions_per_s_batch4096": 2.0, "support_actions_per_s": 2.0}
@@ -197,7 +199,36 @@ def speedups(figures: dict[str, float], reference: dict[str, float]) -> dict[str
             if (r := reference_key(k)) in reference}
 
 
-def write_report(rows: list[tuple], out: Path, command: str, version: str, source: str | None) -> None:
+def sharing_section(sweep: Path | None) -> list[str]:
+    """A sweep's shared stages against each run alone, from its results store (`--sweep DIR`)."""
+    from bench.harness.store import ResultsStore
+    from bench.reports.sharing import shared_stage_savings
+
+    lines = ["", "## A sweep's shared stages", ""]
+    if sweep is None:
+        return lines + ["Not shown: pass `--sweep DIR` (a sweep's results directory, e.g. the leaderboard's) to add it."]
+    runs = ResultsStore(sweep).table("runs")
+    table = shared_stage_savings(runs)
+    versions = ", ".join(sorted({str(v)[:12] for v in runs["code_version"].dropna()})) or "none"
+    lines += [f"From the results store in {sweep} ({len(runs)} runs; code {versions}). Algorithms built on the same "
+              "behaviour model, support actions and critic (QGPO, SfBC, IDQL and the fine-tuning methods) restore "
+              "those stages from the sweep's shared store when another run on the same dataset, reward transform and "
+              "seed trained them. `alone`: the runs' wall time each as if run alone (a restored stage counted at the "
+              "seconds the run that trained it measured); `sweep`: less the restored stages' seconds, what the sweep "
+              "spent. Per dataset, preset and seed with a shared stage; runs recorded before schema 3 are left out.", ""]
+    if table.empty:
+        return lines + ["No run in this store restored a shared stage."]
+    lines += ["| dataset | preset | seed | runs | stages shared | alone (h) | sweep (h) | saving |",
+              "|---|---|---:|---:|---|---:|---:|---:|"]
+    lines += [f"| {r.dataset} | {r.preset} | {r.seed} | {r.runs} | {r.shared} | {r.alone_hours:.2f} | "
+              f"{r.sweep_hours:.2f} | {r.saving:.2f}× |" for r in table.itertuples()]
+    total_alone, total_sweep = table["alone_hours"].sum(), table["sweep_hours"].sum()
+    return lines + [f"| all | | | {table['runs'].sum()} | | {total_alone:.2f} | {total_sweep:.2f} | "
+                    f"{total_alone / total_sweep:.2f}× |"]
+
+
+def write_report(rows: list[tuple], out: Path, command: str, version: str, source: str | None,
+                 sweep: Path | None = None) -> None:
     where = (f"the official QGPO code from {source}, timed in this same run on the same machine and shapes"
              if source else "none: pass `--official PATH` (a checkout of ChenDRAG/CEP-energy-guided-diffusion) to time "
              "the official code beside ours; no ratio is shown without it")
@@ -240,7 +271,22 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
                                 "could save at most the smaller part.", "",
                                 "| device | scale by scale (episodes/s) | scales batched (episodes/s) | speed-up | "
                                 "policy share, by scale | policy share, batched |", "|---|---:|---:|---:|---:|---:|"]
-    for device, figures, flops, peak, reference, compile_s, ev in rows:
+    seeds = ["", "## Many seeds in one process", "",
+             f"A small-batch stage's step (batch {BATCH}, width {HIDDEN}, HalfCheetah shapes) for one seed, as a "
+             "sweep's worker runs it, beside the same step for several seeds stacked into one model "
+             "(`bench/studies/stacked_seeds.py`: hidden layers as one batched product over the seed axis, the output "
+             "layer per seed, Adam on the stacked parameters), timed in turn, on one thread on a CPU (a sweep's "
+             "workers take one core each). `gain`: seed-steps per second stacked over one seed's, i.e. seeds per "
+             "hour on the same cores. `bit for bit`: whether 3 stacked steps give every seed its own run's losses and "
+             f"parameters exactly, at these shapes and at PointMaze's (obs {POINTMAZE[0]}, action {POINTMAZE[1]}), "
+             "where the BLAS picks other kernels for the narrow first layer's weight gradient.", "",
+             "| device | step | one seed (ms) | seeds stacked | stacked step (ms) | gain | target | met | "
+             "bit for bit | bit for bit, PointMaze |", "|---|---|---:|---:|---:|---:|---:|:-:|:-:|:-:|"]
+    for device, figures, flops, peak, reference, compile_s, ev, many in rows:
+        for step, m in many.items():
+            seeds.append(f"| {device} | {step} | {m['single_ms']:.2f} | {m['seeds']} | {m['stacked_ms']:.2f} | "
+                         f"{m['gain']:.2f}× | ≥ 2× | {'yes' if m['gain'] >= 2 else 'no'} | "
+                         f"{'yes' if m['bitwise'] else 'no'} | {'yes' if m['bitwise_pointmaze'] else 'no'} |")
         ratios = speedups(figures, reference or {})
         for k, v in figures.items():
             target = TARGET[reference_key(k)]
@@ -258,19 +304,21 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
         alone, together = ev["eval_episodes_per_s_scale_by_scale"], ev["eval_episodes_per_s_scales_batched"]
         evaluation.append(f"| {device} | {alone:.2f} | {together:.2f} | {together / alone:.2f}× | "
                           f"{ev['eval_policy_share_scale_by_scale']:.0%} | {ev['eval_policy_share_scales_batched']:.0%} |")
-    lines += ["", *compiles, *evaluation]
+    lines += ["", *compiles, *evaluation, *seeds, *sharing_section(sweep)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 
 
 def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
-        official: Path | None = None) -> list[tuple]:
+        official: Path | None = None, sweep: Path | None = None) -> list[tuple]:
     """Rows of (device label, our figures, their matmul FLOPs per step or action, the device's matmul rate, official
-    figures or None, seconds to compile the acting step, evaluation figures)."""
+    figures or None, seconds to compile the acting step, evaluation figures, many-seeds figures)."""
     from bench.studies.official import describe, official_cases
 
     version = code_version()
     source = describe(official) if official is not None else None  # a bad path fails before anything is timed
+    if sweep is not None and not (Path(sweep) / "results.sqlite").is_file():
+        raise ConfigError(f"--sweep {sweep}: no results store (results.sqlite) there; pass a sweep's --results directory")
     rows = []
     for name in devices:
         device = torch.device(name)
@@ -278,7 +326,8 @@ def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
         cases = official_cases(official, device, OBS_DIM, ACT_DIM, M) if official is not None else nullcontext(None)
         with cases as reference_calls:
             figures, flops, compile_s, reference = measure(device, repeats, official=reference_calls)
-        rows.append((label, figures, flops, matmul_gflops(device), reference, compile_s, measure_evaluation(device)))
+        rows.append((label, figures, flops, matmul_gflops(device), reference, compile_s, measure_evaluation(device),
+                     measure_seeds(_time_interleaved, device, OBS_DIM, ACT_DIM, repeats * 5, 3)))
     if out is not None:
-        write_report(rows, out, command, version, source)
+        write_report(rows, out, command, version, source, sweep)
     return rows
