@@ -60,7 +60,7 @@ def run(envs: list[str], steps: int, out: Path | None, command: str, warmup: int
         lines = ["# SAC training throughput: stable-baselines3 beside sbx, one run", "",
                  made_by(command, None, code_version(), ("torch",)), "",
                  f"Hardware: {hardware()}. Each pinned to one core (the process's affinity; JAX otherwise keeps helper "
-                 "threads busy on a second core); {steps} timed steps after {warmup} (learning starts at "
+                 f"threads busy on a second core); {steps} timed steps after {warmup} (learning starts at "
                  f"{learning_starts}), one gradient update per step, libraries' default SAC settings. Versions: "
                  + ", ".join(f"{lib} {md.version(lib if lib != 'sbx' else 'sbx-rl')}" for lib in libs) + ".", "",
                  "| env | " + " | ".join(f"{lib} steps/s" for lib in libs) + (" | sbx / sb3 |" if len(libs) > 1 else " |"),
