@@ -278,8 +278,9 @@ def cmd_perf(args) -> int:
                                             if k in ratios else ""))
         for k, v in evaluation.items():
             print(f"  {k:36s} {v:10.2f}")
-        for k, m in many.items():
-            print(f"  {k} x{m['seeds']} seeds stacked: {m['single_ms']:.2f} ms one seed, {m['stacked_ms']:.2f} ms "
+        for k, m in many["steps"].items():
+            print(f"  {k} x{m['seeds']} seeds stacked: {m['single_ms']:.2f} ms one seed ({m['single_gflops']:.1f} of "
+                  f"{many['matmul_gflops']:.1f} GFLOP/s), {m['stacked_ms']:.2f} ms "
                   f"stacked, gain {m['gain']:.2f}x, bit for bit {m['bitwise']} (PointMaze shapes {m['bitwise_pointmaze']})")
     if args.out:
         print(f"wrote {args.out}")

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.harness.provenance import code_version, hardware, made_by
-from bench.studies.stacked_seeds import BATCH, HIDDEN, POINTMAZE, measure_seeds
+from bench.studies.stacked_seeds import BATCH, CASES, HIDDEN, POINTMAZE, SEEDS, bitwise_equal
 from policies.algorithms.pretrain import generate_support
 from policies.core.acting import GuidedActor
 from policies.core.diffusion import DiffusionModel
@@ -180,6 +180,30 @@ def measure_evaluation(device: torch.device) -> dict[str, float]:
             "eval_policy_share_scales_batched": sum(r.policy_seconds for r in together) / sum(r.seconds for r in together)}
 
 
+def measure_seeds(device: torch.device, repeats: int, warmup: int = 3, seeds: int = SEEDS) -> dict:
+    """Per small-batch step (`stacked_seeds.CASES`): one seed's step and the step of `seeds` seeds stacked, timed
+    in turn, their ratio in seed-steps per second, one seed's matmul rate beside the device's (on a CPU both on
+    one thread, as a sweep's workers run), and whether the stacked numbers are each seed's own bit for bit."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        out = {"matmul_gflops": matmul_gflops(device), "steps": {}}
+        for name, case in CASES.items():
+            timed = case(seeds, OBS_DIM, ACT_DIM, device)
+            one, together = _time_interleaved([timed.steps[0], timed.stacked_step], device, repeats, warmup)
+            with FlopCounterMode(display=False) as counter:
+                timed.steps[0]()
+            out["steps"][name] = {
+                "single_ms": 1e3 * one, "stacked_ms": 1e3 * together, "seeds": seeds, "gain": seeds * one / together,
+                "single_gflops": counter.get_total_flops() / one / 1e9,
+                "bitwise": bitwise_equal(case(3, OBS_DIM, ACT_DIM, device)),
+                "bitwise_pointmaze": bitwise_equal(case(3, *POINTMAZE, device))}
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
 def device_label(name: str) -> str:
     """"cpu: <processor>" or "cuda: <GPU name>", the row label of a timed device."""
     device = torch.device(name)
@@ -279,12 +303,16 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
              "workers take one core each). `gain`: seed-steps per second stacked over one seed's, i.e. seeds per "
              "hour on the same cores. `bit for bit`: whether 3 stacked steps give every seed its own run's losses and "
              f"parameters exactly, at these shapes and at PointMaze's (obs {POINTMAZE[0]}, action {POINTMAZE[1]}), "
-             "where the BLAS picks other kernels for the narrow first layer's weight gradient.", "",
-             "| device | step | one seed (ms) | seeds stacked | stacked step (ms) | gain | target | met | "
-             "bit for bit | bit for bit, PointMaze |", "|---|---|---:|---:|---:|---:|---:|:-:|:-:|:-:|"]
+             "where the BLAS picks other kernels for the narrow first layer's weight gradient. `GFLOP/s`: one seed's "
+             "matmul work per second, beside the device's sustained matmul rate on the same thread(s): stacking "
+             "removes per-call overhead, not arithmetic, so its gain is at most their ratio.", "",
+             "| device | step | one seed (ms) | one seed GFLOP/s | matmul GFLOP/s | seeds stacked | stacked step (ms) | "
+             "gain | target | met | bit for bit | bit for bit, PointMaze |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|"]
     for device, figures, flops, peak, reference, compile_s, ev, many in rows:
-        for step, m in many.items():
-            seeds.append(f"| {device} | {step} | {m['single_ms']:.2f} | {m['seeds']} | {m['stacked_ms']:.2f} | "
+        for step, m in many["steps"].items():
+            seeds.append(f"| {device} | {step} | {m['single_ms']:.2f} | {m['single_gflops']:.1f} | "
+                         f"{many['matmul_gflops']:.1f} | {m['seeds']} | {m['stacked_ms']:.2f} | "
                          f"{m['gain']:.2f}× | ≥ 2× | {'yes' if m['gain'] >= 2 else 'no'} | "
                          f"{'yes' if m['bitwise'] else 'no'} | {'yes' if m['bitwise_pointmaze'] else 'no'} |")
         ratios = speedups(figures, reference or {})
@@ -312,7 +340,7 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
 def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
         official: Path | None = None, sweep: Path | None = None) -> list[tuple]:
     """Rows of (device label, our figures, their matmul FLOPs per step or action, the device's matmul rate, official
-    figures or None, seconds to compile the acting step, evaluation figures, many-seeds figures)."""
+    figures or None, seconds to compile the acting step, evaluation figures, many-seeds figures (`measure_seeds`))."""
     from bench.studies.official import describe, official_cases
 
     version = code_version()
@@ -327,7 +355,7 @@ def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
         with cases as reference_calls:
             figures, flops, compile_s, reference = measure(device, repeats, official=reference_calls)
         rows.append((label, figures, flops, matmul_gflops(device), reference, compile_s, measure_evaluation(device),
-                     measure_seeds(_time_interleaved, device, OBS_DIM, ACT_DIM, repeats * 5, 3)))
+                     measure_seeds(device, repeats * 5)))
     if out is not None:
         write_report(rows, out, command, version, source, sweep)
     return rows

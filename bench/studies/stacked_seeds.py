@@ -1,12 +1,12 @@
-"""Many seeds in one process: what stacking N seeds' small-batch stage into one model buys (`diffbench perf qgpo`).
+"""Many seeds in one process: N seeds' small-batch stage stacked into one model (timed by `diffbench perf qgpo`).
 
 The field trains seeds together by stacking their parameters (torch.func / JAX vmap) so that one kernel serves
 all seeds. Here the stacked step is built so that every seed's numbers are bit for bit those of its own run:
 the hidden layers are one batched product over the seed axis (`baddbmm`, whose per-seed slices run the same
 GEMM as `nn.Linear`'s `addmm` at these shapes) and the output layer is one `addmm` per seed (a batched product
 with a narrow output sums in another order). Adam is elementwise, so stacking its state changes nothing.
-The measure: seed-steps per second of N stacked seeds against one seed per process, both on one thread, as a
-sweep's workers run (one thread each); their ratio is the gain in seeds per hour on the same cores.
+Not every BLAS keeps this: at PointMaze's narrow inputs the weight gradient of the first layer takes another
+kernel under `bmm` than under `mm`, so bit-for-bit equality is measured per shape, not assumed.
 """
 
 from __future__ import annotations
@@ -142,24 +142,3 @@ def bitwise_equal(case: Case, steps: int = 3) -> bool:
 
 
 POINTMAZE = (4, 2)  # observation and action dims of the generated mazes: small inputs take other GEMM kernels
-
-
-def measure_seeds(time_interleaved: Callable, device: torch.device, obs_dim: int, act_dim: int, repeats: int,
-                  warmup: int, seeds: int = SEEDS) -> dict[str, dict[str, float]]:
-    """Per case: one seed's step (ms), the stacked step of `seeds` seeds (ms), the gain in seed-steps per second,
-    and whether the stacked numbers equal the separate runs' bit for bit (at these shapes and PointMaze's);
-    on a CPU all on one thread, as a sweep's workers."""
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        out = {}
-        for name, case in CASES.items():
-            timed = case(seeds, obs_dim, act_dim, device)
-            one, together = time_interleaved([timed.steps[0], timed.stacked_step], device, repeats, warmup)
-            out[name] = {"single_ms": 1e3 * one, "stacked_ms": 1e3 * together, "seeds": seeds,
-                         "gain": seeds * one / together, "bitwise": bitwise_equal(case(3, obs_dim, act_dim, device)),
-                         "bitwise_pointmaze": bitwise_equal(case(3, *POINTMAZE, device))}
-        return out
-    finally:
-        torch.set_num_threads(threads)
