@@ -269,7 +269,8 @@ def cmd_perf(args) -> int:
     from bench.studies.perf import reference_key, run, speedups
 
     rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
-               official=Path(args.official) if args.official else None, sweep=Path(args.sweep) if args.sweep else None)
+               official=Path(args.official) if args.official else None,
+               sweep=_existing_store(args.sweep) if args.sweep else None)
     for device, figures, _, peak, reference, compile_s, evaluation, many in rows:
         print(f"{device} (sustained matmul {peak:.1f} GFLOP/s; acting step compiled in {compile_s:.1f} s)")
         ratios = speedups(figures, reference or {})
@@ -368,6 +369,13 @@ def cmd_sweep(args) -> int:
 
 def cmd_export(args) -> int:
     return _wrote(_existing_store(args.results).export(Path(args.out or Path(args.results) / "export"), args.format))
+
+
+def cmd_drop(args) -> int:
+    dropped = _existing_store(args.results).drop(args.run_ids)
+    for r in dropped.itertuples():
+        print(f"dropped run {r.run_id}: {r.algorithm} on {r.dataset}, seed {r.seed} ({r.preset}, {r.status})")
+    return 0
 
 
 def _wrote(paths: list[Path]) -> int:
@@ -593,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="csv", choices=["csv", "parquet"])
     exp.add_argument("--out", help="output directory (default RESULTS/export)")
     exp.set_defaults(func=cmd_export)
+    drop = rsub.add_parser("drop", help="delete runs from the store, e.g. those a fix superseded under another config "
+                                        "(reports keep every config apart, so stale runs would stand beside new ones)")
+    drop.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    drop.add_argument("--results", default="runs")
+    drop.set_defaults(func=cmd_drop)
 
     def store_args(sp, reference: bool = True):
         sp.add_argument("--results", default="runs", help="results directory holding results.sqlite")

@@ -74,6 +74,16 @@ class Transitions:
         out = torch.zeros(self.num_episodes, dtype=torch.float64)
         return out.index_add_(0, ids, self.rewards.double())
 
+    def return_streams(self, across_truncations: bool = False) -> torch.Tensor:
+        """Offsets of the runs a return flows along: the episodes; or, for data recorded as one continuing
+        stream cut at each goal reached (D4RL's maze2d, PointMaze), the episodes joined across their
+        truncations, where the next episode is the same trajectory going on (a terminal still ends a run)."""
+        if not across_truncations or self.num_episodes < 2:
+            return self.episode_starts
+        inner = self.episode_starts[1:-1]
+        joined = self.timeouts[inner - 1] > 0
+        return torch.cat([self.episode_starts[:1], inner[~joined], self.episode_starts[-1:]])
+
     def discounted_returns_to_go(self, gamma: float) -> torch.Tensor:
         """(N,) float64: G_t = r_t + gamma G_{t+1} within each episode, restarting at every episode start.
 

@@ -228,7 +228,7 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert saving["runs"] == 2 and saving["shared"] == "behaviour, critic, support"
     assert saving["alone_hours"] * 3600 == pytest.approx(runs["wall_seconds"].sum())
     assert saving["sweep_hours"] * 3600 == pytest.approx(runs["wall_seconds"].sum() - reused)
-    section = sharing_section(tmp_path)  # the same figures in results/perf.md (`diffbench perf qgpo --sweep`)
+    section = sharing_section(ResultsStore(tmp_path))  # the same figures in results/perf.md (`diffbench perf qgpo --sweep`)
     assert section[-1].startswith("| all | | | 2 |") and section[-1].endswith(f"{saving['saving']:.2f}× |")
 
 

@@ -46,7 +46,30 @@ def test_sfbc_shares_qgpos_behaviour_and_support_stages(umaze, tmp_path):
 def test_the_paper_preset_takes_the_official_per_domain_settings():
     assert SfBC.domain_overrides("paper", "locomotion") == {"keep": 4}
     assert SfBC.domain_overrides("paper", "antmaze") == {"round_steps": 48_800}
-    assert SfBC.domain_overrides("cpu", "locomotion") == {} and SfBC.domain_overrides("paper", "pointmaze") == {}
+    assert SfBC.domain_overrides("cpu", "locomotion") == {}
+    for preset in ("paper", "cpu"):  # the maze data's continuing stream is a property of the data, not a preset
+        assert SfBC.domain_overrides(preset, "pointmaze") == SfBC.domain_overrides(preset, "maze2d") == {"continuing": True}
+
+
+def test_returns_flow_across_goal_arrival_cuts_of_a_continuing_stream_but_never_past_a_terminal():
+    from envs.transitions import Transitions
+
+    # episodes [0, 2) cut at a goal reached, [2, 4) terminated, [4, 6) cut, [6, 7) the data's end
+    n, timeouts, terminals = 7, torch.tensor([0, 1, 0, 0, 0, 1, 1.0]), torch.tensor([0, 0, 0, 1, 0, 0, 0.0])
+    t = Transitions(observations=torch.zeros(n, 1), actions=torch.zeros(n, 1), rewards=torch.ones(n),
+                    next_observations=torch.zeros(n, 1), terminals=terminals, timeouts=timeouts,
+                    episode_starts=torch.tensor([0, 2, 4, 6, 7]))
+    assert t.return_streams().tolist() == [0, 2, 4, 6, 7]
+    assert t.return_streams(across_truncations=True).tolist() == [0, 4, 7]
+    mc = planned_returns(t.rewards, torch.full((n,), -math.inf), t.return_streams(True), 0.5)
+    assert mc.tolist() == [1.875, 1.75, 1.5, 1.0, 1.75, 1.5, 1.0]
+
+
+def test_on_maze_data_the_returns_stage_runs_over_the_continuing_stream(umaze):
+    from bench.harness.runner import RunSpec
+
+    cfg = RunSpec(algorithm="sfbc", dataset="diffbench/pointmaze/umaze-dense-small-v0", preset="cpu", seed=0).config()
+    assert cfg.continuing and "continuing" in SfBC.stage_fields["returns"]
 
 
 @pytest.mark.parametrize("overrides,match", [({"keep": 5}, "keep"), ({"rounds": 0}, "rounds"),

@@ -29,6 +29,21 @@ def test_rerecording_a_run_replaces_it(tmp_path):
     assert runs.loc["a", "wall_seconds"] == pytest.approx(2.5) and runs.loc["a", "error"] is None
 
 
+def test_dropping_runs_takes_their_rows_with_them_and_an_unknown_id_drops_nothing(capsys, tmp_path):
+    from bench.cli import main
+
+    store = ResultsStore(tmp_path)
+    for rid in ("a", "b", "c"):
+        store.record(result(rid))
+    with pytest.raises(StoreError, match="no run zz in .*nothing dropped"):
+        store.drop(["a", "zz"])
+    assert set(store.status()) == {"a", "b", "c"}
+    assert main(["results", "drop", "a", "c", "--results", str(tmp_path)]) == 0
+    assert "dropped run a: qgpo on d, seed 0 (cpu, finished)" in capsys.readouterr().out
+    assert store.status() == {"b": "finished"}
+    assert set(store.table("final_scores")["run_id"]) == set(store.table("evaluations")["run_id"]) == {"b"}
+
+
 def test_a_store_from_a_newer_schema_is_refused(tmp_path):
     ResultsStore(tmp_path)
     with sqlite3.connect(tmp_path / "results.sqlite") as con:

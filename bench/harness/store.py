@@ -200,6 +200,25 @@ class ResultsStore:
             con.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                             values)
 
+    def drop(self, run_ids: Iterable[str]) -> pd.DataFrame:
+        """Delete whole runs (their evaluations and episodes with them), e.g. runs a fix superseded under another
+        config; all or none: an id the store does not hold is an error and nothing is deleted. Returns the
+        dropped runs' (run_id, algorithm, dataset, seed, preset, status) rows."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            raise StoreError("no run id given to drop")
+        marks = ", ".join("?" * len(ids))
+        with closing(self._connect()) as con, con:
+            con.execute("BEGIN IMMEDIATE")
+            rows = pd.read_sql_query(f"SELECT run_id, algorithm, dataset, seed, preset, status FROM runs "
+                                     f"WHERE run_id IN ({marks})", con, params=ids)
+            missing = [i for i in ids if i not in set(rows["run_id"])]
+            if missing:
+                raise StoreError(f"no run {', '.join(missing)} in {self.path}; nothing dropped (run ids: `diffbench "
+                                 "results export` writes runs.csv)")
+            con.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", ids)  # cascades to its rows
+        return rows
+
     def status(self) -> dict[str, str]:
         """run_id -> 'finished' | 'failed' for every recorded run."""
         with closing(self._connect()) as con:

@@ -71,8 +71,9 @@ def run_scores(store: ResultsStore) -> pd.DataFrame:
     return _run_scores(store)[0]
 
 
-def _run_scores(store: ResultsStore) -> tuple[pd.DataFrame, list[str]]:
-    runs = store.table("runs")
+def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """`runs`: the store's runs table when the caller has read it already."""
+    runs = store.table("runs") if runs is None else runs
     runs = runs[runs["status"] == "finished"]
     final = store.table("final_scores")
     if runs.empty or final.empty:
@@ -242,7 +243,8 @@ def _cost(df: pd.DataFrame) -> pd.DataFrame:
 
 def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
     """Everything the report shows; an empty store gives an empty report, not an error."""
-    df, repeated = _run_scores(store)
+    runs = store.table("runs")
+    df, repeated = _run_scores(store, runs)
     if df.empty:
         empty = pd.DataFrame()
         return Report(df, empty, empty, empty, empty, empty, empty, empty)
@@ -279,7 +281,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
                         "scale; fixed-scale rows are the per-scale table")
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
-                  sharing=shared_stage_savings(store.table("runs")), protocol=protocol, notes=notes)
+                  sharing=shared_stage_savings(runs), protocol=protocol, notes=notes)
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.harness.provenance import code_version, hardware, made_by
+from bench.harness.store import ResultsStore
 from bench.studies.stacked_seeds import BATCH, CASES, HIDDEN, POINTMAZE, SEEDS, bitwise_equal
 from policies.algorithms.pretrain import generate_support
 from policies.core.acting import GuidedActor
@@ -26,7 +27,6 @@ from policies.core.networks import EnergyNet, TwinQ
 from policies.algorithms.qgpo import QGPOConfig, cep_loss, td_loss
 from policies.core.samplers import SamplerSpec
 from policies.core.training import optimiser_step, polyak_update
-from policies.errors import ConfigError
 
 TARGET = {"behaviour_step_ms": 2.0, "q_step_ms": 2.0, "cep_step_ms": 2.0,
           "actions_per_s_batch10": 10.0, "actions_per_s_batch4096": 2.0, "support_actions_per_s": 2.0}
@@ -223,18 +223,17 @@ def speedups(figures: dict[str, float], reference: dict[str, float]) -> dict[str
             if (r := reference_key(k)) in reference}
 
 
-def sharing_section(sweep: Path | None) -> list[str]:
+def sharing_section(sweep: ResultsStore | None) -> list[str]:
     """A sweep's shared stages against each run alone, from its results store (`--sweep DIR`)."""
-    from bench.harness.store import ResultsStore
     from bench.reports.sharing import shared_stage_savings
 
     lines = ["", "## A sweep's shared stages", ""]
     if sweep is None:
         return lines + ["Not shown: pass `--sweep DIR` (a sweep's results directory, e.g. the leaderboard's) to add it."]
-    runs = ResultsStore(sweep).table("runs")
+    runs = sweep.table("runs")
     table = shared_stage_savings(runs)
     versions = ", ".join(sorted({str(v)[:12] for v in runs["code_version"].dropna()})) or "none"
-    lines += [f"From the results store in {sweep} ({len(runs)} runs; code {versions}). Algorithms built on the same "
+    lines += [f"From the results store {sweep.path} ({len(runs)} runs; code {versions}). Algorithms built on the same "
               "behaviour model, support actions and critic (QGPO, SfBC, IDQL and the fine-tuning methods) restore "
               "those stages from the sweep's shared store when another run on the same dataset, reward transform and "
               "seed trained them. `alone`: the runs' wall time each as if run alone (a restored stage counted at the "
@@ -252,7 +251,7 @@ def sharing_section(sweep: Path | None) -> list[str]:
 
 
 def write_report(rows: list[tuple], out: Path, command: str, version: str, source: str | None,
-                 sweep: Path | None = None) -> None:
+                 sweep: ResultsStore | None = None) -> None:
     where = (f"the official QGPO code from {source}, timed in this same run on the same machine and shapes"
              if source else "none: pass `--official PATH` (a checkout of ChenDRAG/CEP-energy-guided-diffusion) to time "
              "the official code beside ours; no ratio is shown without it")
@@ -338,15 +337,13 @@ def write_report(rows: list[tuple], out: Path, command: str, version: str, sourc
 
 
 def run(devices: list[str], out: Path | None, command: str, repeats: int = 10,
-        official: Path | None = None, sweep: Path | None = None) -> list[tuple]:
+        official: Path | None = None, sweep: ResultsStore | None = None) -> list[tuple]:
     """Rows of (device label, our figures, their matmul FLOPs per step or action, the device's matmul rate, official
     figures or None, seconds to compile the acting step, evaluation figures, many-seeds figures (`measure_seeds`))."""
     from bench.studies.official import describe, official_cases
 
     version = code_version()
     source = describe(official) if official is not None else None  # a bad path fails before anything is timed
-    if sweep is not None and not (Path(sweep) / "results.sqlite").is_file():
-        raise ConfigError(f"--sweep {sweep}: no results store (results.sqlite) there; pass a sweep's --results directory")
     rows = []
     for name in devices:
         device = torch.device(name)

@@ -69,65 +69,62 @@ class Case:
     seed_net: Callable[[int], nn.Module]  # seed n's network read out of the stacked model
 
 
-def q_regression(seeds: int, obs_dim: int, act_dim: int, device: torch.device = CPU, layers: int = 3,
-                 lr: float = 3e-4) -> Case:
-    """The critic stages' step (both twins regressed onto fixed targets, one Adam step) for `seeds` seeds, each
-    with its own initialisation and batch. The single-seed steps are the algorithms' own code (TwinQ's loss).
-    """
-    g = torch.Generator().manual_seed(0)
-    data = [tuple(x.to(device) for x in (torch.randn(BATCH, obs_dim, generator=g), torch.randn(BATCH, act_dim, generator=g),
-                                          torch.randn(BATCH, generator=g))) for _ in range(seeds)]
-    singles = [_twin_q(n, obs_dim, act_dim, layers).to(device) for n in range(seeds)]
-    opts = [torch.optim.Adam(q.parameters(), lr=lr) for q in singles]
-    steps = [(lambda q=q, o=o, d=d: optimiser_step(o, q.regression_loss(*d))) for q, o, d in zip(singles, opts, data)]
-
-    stacked = [_twin_q(n, obs_dim, act_dim, layers) for n in range(seeds)]
-    q1, q2 = StackedMLP([q.q1 for q in stacked]).to(device), StackedMLP([q.q2 for q in stacked]).to(device)
-    opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=lr)
-    sa = torch.stack([torch.cat([s, a], -1) for s, a, _ in data])
-    y = torch.stack([r for _, _, r in data])
+def _case(seeds: int, make: Callable[[int], nn.Module], parts: Callable[[nn.Module], list[nn.Sequential]],
+          data: list[tuple[torch.Tensor, ...]], own_loss: Callable[..., torch.Tensor],
+          stacked_loss: Callable[..., torch.Tensor], device: torch.device, lr: float) -> Case:
+    """Seed n's own run (`make(n)`, its Adam, `own_loss(net, *data[n])`) beside all seeds stacked: each of the
+    network's `parts` one `StackedMLP`, one Adam, `stacked_loss(stacks, *batches)` giving the seeds' losses (N,)
+    (summed for the step, so each seed's gradient is its own loss's)."""
+    singles = [make(n).to(device) for n in range(seeds)]
+    opts = [torch.optim.Adam(net.parameters(), lr=lr) for net in singles]
+    steps = [(lambda net=net, o=o, d=d: optimiser_step(o, own_loss(net, *d))) for net, o, d in zip(singles, opts, data)]
+    stacks = [StackedMLP(group).to(device) for group in zip(*(parts(make(n)) for n in range(seeds)))]
+    opt = torch.optim.Adam([p for stack in stacks for p in stack.parameters()], lr=lr)
+    batches = [torch.stack(x) for x in zip(*data)]
 
     def stacked_step() -> torch.Tensor:
-        # per seed: the mean over its batch, as TwinQ.regression_loss; the seeds' losses summed, so each seed's
-        # gradient is its own loss's
-        loss = (q1(sa).squeeze(-1) - y).pow(2).mean(-1) + (q2(sa).squeeze(-1) - y).pow(2).mean(-1)
+        loss = stacked_loss(stacks, *batches)
         optimiser_step(opt, loss.sum())
         return loss.detach()
 
-    def seed_twins(n: int) -> TwinQ:
-        twin = TwinQ(act_dim, obs_dim, HIDDEN, layers).to(device)
-        q1.unstack(n, twin.q1), q2.unstack(n, twin.q2)
-        return twin
+    def seed_net(n: int) -> nn.Module:
+        net = make(n).to(device)
+        for stack, part in zip(stacks, parts(net)):
+            stack.unstack(n, part)
+        return net
 
-    return Case(singles, steps, stacked_step, seed_twins)
+    return Case(singles, steps, stacked_step, seed_net)
+
+
+def _data(seed: int, seeds: int, shapes: Sequence[tuple[int, ...]], device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    g = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randn(*shape, generator=g).to(device) for shape in shapes) for _ in range(seeds)]
+
+
+def q_regression(seeds: int, obs_dim: int, act_dim: int, device: torch.device = CPU, layers: int = 3,
+                 lr: float = 3e-4) -> Case:
+    """The critic stages' step (both twins regressed onto fixed targets, one Adam step) for `seeds` seeds, each
+    with its own initialisation and batch. The single-seed steps are the algorithms' own code (TwinQ's loss)."""
+    def twins_loss(stacks: list[StackedMLP], s: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sa = torch.cat([s, a], -1)  # per seed: the mean over its batch, as TwinQ.regression_loss
+        return sum((q(sa).squeeze(-1) - y).pow(2).mean(-1) for q in stacks)
+
+    return _case(seeds, lambda n: _twin_q(n, obs_dim, act_dim, layers), lambda q: [q.q1, q.q2],
+                 _data(0, seeds, [(BATCH, obs_dim), (BATCH, act_dim), (BATCH,)], device),
+                 lambda q, s, a, y: q.regression_loss(s, a, y), twins_loss, device, lr)
 
 
 def bc_regression(seeds: int, obs_dim: int, act_dim: int, device: torch.device = CPU, layers: int = 2,
                   lr: float = 3e-4) -> Case:
     """BC's step (an MLP regressed onto actions) for `seeds` seeds, as `q_regression` (without the tanh head,
     which is elementwise)."""
-    g = torch.Generator().manual_seed(1)
-    data = [(torch.randn(BATCH, obs_dim, generator=g).to(device), torch.randn(BATCH, act_dim, generator=g).to(device))
-            for _ in range(seeds)]
-
     def net(n: int) -> nn.Sequential:
         torch.manual_seed(n)
-        return mlp([obs_dim, *[HIDDEN] * layers, act_dim]).to(device)
+        return mlp([obs_dim, *[HIDDEN] * layers, act_dim])
 
-    singles = [net(n) for n in range(seeds)]
-    opts = [torch.optim.Adam(p.parameters(), lr=lr) for p in singles]
-    steps = [(lambda p=p, o=o, d=d: optimiser_step(o, (p(d[0]) - d[1]).pow(2).sum(-1).mean()))
-             for p, o, d in zip(singles, opts, data)]
-    stacked = StackedMLP([net(n) for n in range(seeds)]).to(device)
-    opt = torch.optim.Adam(stacked.parameters(), lr=lr)
-    s, a = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
-
-    def stacked_step() -> torch.Tensor:
-        loss = (stacked(s) - a).pow(2).sum(-1).mean(-1)
-        optimiser_step(opt, loss.sum())
-        return loss.detach()
-
-    return Case(singles, steps, stacked_step, lambda n: stacked.unstack(n, net(n)))
+    return _case(seeds, net, lambda p: [p], _data(1, seeds, [(BATCH, obs_dim), (BATCH, act_dim)], device),
+                 lambda p, s, a: (p(s) - a).pow(2).sum(-1).mean(),
+                 lambda stacks, s, a: (stacks[0](s) - a).pow(2).sum(-1).mean(-1), device, lr)
 
 
 CASES = {"q_step": q_regression, "bc_step": bc_regression}

@@ -4,7 +4,9 @@ Generative Behavior Modeling").
   1. behaviour  mu_theta(a|s) by score matching (QGPO's network, which QGPO took from SfBC)   shared stage
   2. support    M = 16 samples of mu_theta for every dataset state                          shared stage
   3. returns    Q_phi(s, a) regressed onto returns, refined by implicit in-sample planning (Sec. 4.2):
-                  round 0:  R_i = discounted Monte-Carlo return of the rest of i's episode
+                  round 0:  R_i = discounted Monte-Carlo return of the rest of i's episode (on maze2d/PointMaze,
+                            whose data is one continuing stream cut at each goal reached, of the rest of the
+                            stream, as the official maze2d loader: a return cut at arrival pays dawdling)
                   round k:  V(s_i) = sum_j softmax_j(alpha Q(s_i, a^j)) Q(s_i, a^j),  a^j the support actions,
                             Q in normalised-return units (then mapped back to returns)
                             R_i = max(r_i + gamma R_{i+1} (0 at an episode's end), V(s_i))   (backward in time)
@@ -49,6 +51,7 @@ class SfBCConfig(PretrainConfig):
     returns_lr: float = 1e-3
     plan_temperature: float = 20.0  # alpha of the in-sample value
     plan_gamma: float = 0.99
+    continuing: bool = False  # returns run on across truncations (maze2d, PointMaze: domain_overrides)
     # acting
     candidates: int = 32
     temperature: float = 100.0
@@ -78,7 +81,7 @@ PRESETS = {"paper": _preset("paper"),
 
 STAGE_FIELDS = {"behaviour": PRETRAIN_FIELDS["behaviour"], "support": PRETRAIN_FIELDS["support"],
                 "returns": ("returns_hidden", "returns_layers", "rounds", "round_steps", "returns_batch", "returns_lr",
-                            "plan_temperature", "plan_gamma")}
+                            "plan_temperature", "plan_gamma", "continuing")}
 
 
 class ReturnTargets(nn.Module):
@@ -100,8 +103,8 @@ class ReturnTargets(nn.Module):
 
 
 def planned_returns(rewards: torch.Tensor, values: torch.Tensor, episode_starts: torch.Tensor, gamma: float) -> torch.Tensor:
-    """R_i = max(r_i + gamma R_{i+1}, V(s_i)) backward within each episode (R after its end: 0); with
-    V = -inf, the Monte-Carlo returns."""
+    """R_i = max(r_i + gamma R_{i+1}, V(s_i)) backward within each run of `episode_starts` (R after its end:
+    0); with V = -inf, the Monte-Carlo returns."""
     r, v = rewards.double().cpu().tolist(), values.double().cpu().tolist()
     out = [0.0] * len(r)
     bounds = episode_starts.cpu().tolist()
@@ -125,7 +128,10 @@ class SfBC(PretrainedAlgorithm):
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:
         """The official evaluation averages 4 picks on locomotion ("to stabilise performance"); its AntMaze
-        epochs see 2M samples, not 1M, so each round is twice as long."""
+        epochs see 2M samples, not 1M, so each round is twice as long. Its maze2d loader runs returns over the
+        whole continuing stream: a property of the data, so every preset takes it."""
+        if family in ("maze2d", "pointmaze"):
+            return {"continuing": True}
         if preset != "paper":
             return {}
         return {"locomotion": {"keep": 4}, "antmaze": {"round_steps": 48_800}}.get(family, {})
@@ -160,8 +166,9 @@ class SfBC(PretrainedAlgorithm):
     def train_returns(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
         cfg, n = self.config, t.observations.shape[0]
         support = self._support["support"][:n]  # the dataset states' rows
+        streams = t.return_streams(cfg.continuing)
         targets = ReturnTargets(n).to(self.device)
-        targets.set(planned_returns(t.rewards, torch.full_like(t.rewards, -torch.inf), t.episode_starts, cfg.plan_gamma))
+        targets.set(planned_returns(t.rewards, torch.full_like(t.rewards, -torch.inf), streams, cfg.plan_gamma))
         opt = torch.optim.Adam(self.returns_q.parameters(), lr=cfg.returns_lr)
         gen = stage_generator(cfg.seed, "returns", self.device)
 
@@ -170,7 +177,7 @@ class SfBC(PretrainedAlgorithm):
             with torch.no_grad():
                 q = torch.cat([self.returns_value(t.observations[i:i + 4096], support[i:i + 4096]) for i in range(0, n, 4096)])
                 v = (torch.softmax(cfg.plan_temperature * q, -1) * q).sum(-1)  # alpha acts on normalised Q, as officially
-            targets.set(planned_returns(t.rewards, v * targets.std + targets.mean, t.episode_starts, cfg.plan_gamma))
+            targets.set(planned_returns(t.rewards, v * targets.std + targets.mean, streams, cfg.plan_gamma))
             self.returns_q.load_state_dict(self._initial)
             opt.state.clear()
 
