@@ -21,6 +21,12 @@ _FAMILIES = (("ogbench", "ogbench-manipulation"), ("cube-single", "ogbench-manip
 FAMILY_TRANSFORMS = {"locomotion": "locomotion", "antmaze": "antmaze"}
 
 
+# families whose data is one continuing stream cut at each goal reached (D4RL's maze2d, PointMaze): the next
+# episode is the same trajectory going on, so a Monte-Carlo return runs across the cut (the official SfBC
+# maze2d loader's rule); cut there, a return would pay dawdling away from the goal
+CONTINUING_FAMILIES = ("maze2d", "pointmaze")
+
+
 def family(dataset: str) -> str:
     """locomotion, antmaze, pointmaze, maze2d, kitchen, adroit, ogbench-manipulation or other, read from the
     dataset id or path."""

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from envs.dataset import OfflineDataset
+from envs.families import CONTINUING_FAMILIES
 from policies import config as cfg_tools
 from policies.algorithms.pretrain import PRETRAIN_FIELDS, PRETRAIN_PRESETS, PretrainConfig, PretrainedAlgorithm, pretrain_settings
 from policies.core.networks import mlp
@@ -130,7 +131,7 @@ class SfBC(PretrainedAlgorithm):
         """The official evaluation averages 4 picks on locomotion ("to stabilise performance"); its AntMaze
         epochs see 2M samples, not 1M, so each round is twice as long. Its maze2d loader runs returns over the
         whole continuing stream: a property of the data, so every preset takes it."""
-        if family in ("maze2d", "pointmaze"):
+        if family in CONTINUING_FAMILIES:
             return {"continuing": True}
         if preset != "paper":
             return {}
