@@ -84,8 +84,8 @@ class Transitions:
         joined = self.timeouts[inner - 1] > 0
         return torch.cat([self.episode_starts[:1], inner[~joined], self.episode_starts[-1:]])
 
-    def discounted_returns_to_go(self, gamma: float, across_truncations: bool = False) -> torch.Tensor:
-        """(N,) float64: G_t = r_t + gamma G_{t+1} within each run of `return_streams(across_truncations)`.
+    def discounted_returns_to_go(self, gamma: float) -> torch.Tensor:
+        """(N,) float64: G_t = r_t + gamma G_{t+1} within each episode, restarting at every episode start.
 
         An episode cut by a time limit has an unobserved tail, so its returns-to-go are truncated there
         (no bootstrap: a dataset label must not depend on a learned value)."""
@@ -93,7 +93,7 @@ class Transitions:
             raise DatasetError(f"gamma must be in [0, 1], got {gamma}")
         rewards = self.rewards.double().cpu().tolist()  # plain floats: a Python loop over them is fast enough
         out = [0.0] * len(rewards)
-        starts = self.return_streams(across_truncations).cpu().tolist()
+        starts = self.episode_starts.cpu().tolist()
         for begin, end in zip(starts[:-1], starts[1:]):
             g = 0.0
             for i in range(end - 1, begin - 1, -1):

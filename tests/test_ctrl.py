@@ -32,20 +32,6 @@ def test_discounted_returns_to_go_restart_at_every_episode():
                                 terminals=np.array([0, 0, 1, 0, 0]), timeouts=np.array([0, 0, 0, 0, 1]),
                                 episode_starts=np.array([0, 3, 5]))
     assert t.discounted_returns_to_go(0.5).tolist() == [1.75, 1.5, 1.0, 3.0, 2.0]
-    assert t.discounted_returns_to_go(0.5, across_truncations=True).tolist() == [1.75, 1.5, 1.0, 3.0, 2.0]  # a terminal
-    cut = Transitions.from_arrays(observations=np.zeros((5, 1)), actions=np.zeros((5, 1)),
-                                  rewards=np.array([1.0, 1.0, 1.0, 2.0, 2.0]), next_observations=np.zeros((5, 1)),
-                                  terminals=np.zeros(5), timeouts=np.array([0, 0, 1, 0, 1]),
-                                  episode_starts=np.array([0, 3, 5]))
-    assert cut.discounted_returns_to_go(0.5, across_truncations=True).tolist() == [2.125, 2.25, 2.5, 3.0, 2.0]
-
-
-def test_on_maze_data_high_return_to_go_is_read_over_the_continuing_stream():
-    from bench.harness.runner import RunSpec
-    from policies.algorithms.ctrl import CTRL
-
-    assert RunSpec(algorithm="ctrl", dataset="diffbench/pointmaze/umaze-dense-small-v0", preset="cpu").config().continuing
-    assert CTRL.domain_overrides("paper", "locomotion") == {} and "continuing" in CTRL.stage_fields["classifier"]
 
 
 def test_toy_labels_follow_their_probabilities_and_conditionals_compose():
