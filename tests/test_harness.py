@@ -229,7 +229,10 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert saving["alone_hours"] * 3600 == pytest.approx(runs["wall_seconds"].sum())
     assert saving["sweep_hours"] * 3600 == pytest.approx(runs["wall_seconds"].sum() - reused)
     section = sharing_section(ResultsStore(tmp_path))  # the same figures in results/perf.md (`diffbench perf qgpo --sweep`)
-    assert section[-1].startswith("| all | | | 2 |") and section[-1].endswith(f"{saving['saving']:.2f}× |")
+    total = next(line for line in section if line.startswith("| all |"))
+    assert total.startswith("| all | | | 2 |") and total.endswith(f"{saving['saving']:.2f}× |")
+    assert section[-2] == f"| qgpo, ddpo, ctrl, dxmi | 2 | {saving['alone_hours']:.2f} | {saving['sweep_hours']:.2f} | " \
+                          f"{saving['saving']:.2f}× |"
 
 
 @pytest.mark.parametrize("name,other,stages", [("ddpo_umaze", "ddpo", ("behaviour", "support", "critic")),
