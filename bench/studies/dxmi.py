@@ -290,8 +290,7 @@ def acting_speed(repeats: int) -> dict[str, dict[int, float]]:
     """Actions/s of QGPO's guided sampler and DxMI's T-step samplers, official sizes, one run, this machine."""
     from bench.studies.perf_samplers import measure
 
-    figures = measure(torch.device("cpu"), repeats)
-    return {name: figures[name] for name in SPEED_ROWS}
+    return measure(torch.device("cpu"), repeats, warmup=min(3, repeats), names=SPEED_ROWS)
 
 
 def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1,

@@ -22,8 +22,9 @@ from policies.core.samplers import SamplerSpec
 BATCHES = (10, 4096)
 
 
-def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[str, dict[int, float]]:
-    """sampler -> batch -> actions per second (median over repeats)."""
+def measure(device: torch.device, repeats: int = 10, warmup: int = 3,
+            names: tuple[str, ...] | None = None) -> dict[str, dict[int, float]]:
+    """sampler -> batch -> actions per second (median over repeats); `names`: only those samplers."""
     cfg = QGPOConfig()
     torch.manual_seed(0)
     model = DiffusionModel(ACT_DIM, OBS_DIM, cfg.score_widths).to(device).eval()
@@ -36,8 +37,13 @@ def measure(device: torch.device, repeats: int = 10, warmup: int = 3) -> dict[st
         "dxmi: T = 10": DxMISampler(model, Chain("ddim", 10, "quadratic")).to(device).sample,
         "dxmi: T = 4": DxMISampler(model, Chain("ddim", 4, "quadratic")).to(device).sample,
     }
+    unknown = set(names or ()) - set(policies)
+    if unknown:
+        raise ValueError(f"no sampler {', '.join(sorted(unknown))}; samplers: {', '.join(policies)}")
     out: dict[str, dict[int, float]] = {}
     for name, act in policies.items():
+        if names is not None and name not in names:
+            continue
         out[name] = {}
         for batch in BATCHES:
             states = torch.randn(batch, OBS_DIM, device=device, generator=g)
