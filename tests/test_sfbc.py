@@ -65,7 +65,7 @@ def test_returns_flow_across_goal_arrival_cuts_of_a_continuing_stream_but_never_
     assert mc.tolist() == [1.875, 1.75, 1.5, 1.0, 1.75, 1.5, 1.0]
 
 
-def test_on_maze_data_the_returns_stage_runs_over_the_continuing_stream(umaze):
+def test_on_maze_data_the_returns_stage_runs_over_the_continuing_stream():
     from bench.harness.runner import RunSpec
 
     cfg = RunSpec(algorithm="sfbc", dataset="diffbench/pointmaze/umaze-dense-small-v0", preset="cpu", seed=0).config()

@@ -212,7 +212,8 @@ class ResultsStore:
             con.execute("BEGIN IMMEDIATE")
             rows = pd.read_sql_query(f"SELECT run_id, algorithm, dataset, seed, preset, status FROM runs "
                                      f"WHERE run_id IN ({marks})", con, params=ids)
-            missing = [i for i in ids if i not in set(rows["run_id"])]
+            held = set(rows["run_id"])
+            missing = [i for i in ids if i not in held]
             if missing:
                 raise StoreError(f"no run {', '.join(missing)} in {self.path}; nothing dropped (run ids: `diffbench "
                                  "results export` writes runs.csv)")

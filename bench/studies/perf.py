@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -249,17 +250,22 @@ def sharing_section(sweep: ResultsStore | None) -> list[str]:
               "|---|---|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {r.dataset} | {r.preset} | {r.seed} | {r.runs} | {r.shared} | {r.alone_hours:.2f} | "
               f"{r.sweep_hours:.2f} | {r.saving:.2f}× |" for r in table.itertuples()]
-    total_alone, total_sweep = table["alone_hours"].sum(), table["sweep_hours"].sum()
-    lines += [f"| all | | | {table['runs'].sum()} | | {total_alone:.2f} | {total_sweep:.2f} | "
-              f"{total_alone / total_sweep:.2f}× |", "",
+    count, cells = _total(table)
+    lines += [f"| all | | | {count} | | {cells}", "",
               "The same over fewer algorithms (runs that share nothing dilute the ratio above):", "",
               "| algorithms | runs | alone (h) | sweep (h) | saving |", "|---|---:|---:|---:|---:|"]
     for names in SHARING_SCOPES:
         part = shared_stage_savings(runs[runs["algorithm"].isin(names)])
         if not part.empty:
-            alone, spent = part["alone_hours"].sum(), part["sweep_hours"].sum()
-            lines.append(f"| {', '.join(names)} | {part['runs'].sum()} | {alone:.2f} | {spent:.2f} | {alone / spent:.2f}× |")
+            count, cells = _total(part)
+            lines.append(f"| {', '.join(names)} | {count} | {cells}")
     return lines
+
+
+def _total(table: pd.DataFrame) -> tuple[int, str]:
+    """A savings table's runs, and its summed `alone (h) | sweep (h) | saving |` cells."""
+    alone, spent = table["alone_hours"].sum(), table["sweep_hours"].sum()
+    return int(table["runs"].sum()), f"{alone:.2f} | {spent:.2f} | {alone / spent:.2f}× |"
 
 
 def write_report(rows: list[tuple], out: Path, command: str, version: str, source: str | None,
