@@ -9,12 +9,13 @@ random policy's and the noise-free controller's mean return.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
+import io
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import gymnasium as gym
-import gymnasium_robotics
 import numpy as np
 from minari.data_collector import EpisodeBuffer
 from tqdm import tqdm
@@ -22,6 +23,8 @@ from tqdm import tqdm
 from envs.errors import DatasetError
 from envs.maze_planner import shortest_path
 
+with contextlib.redirect_stderr(io.StringIO()):  # its import prints a notice on Adroit envs, which no recipe uses
+    import gymnasium_robotics
 gym.register_envs(gymnasium_robotics)
 
 G = "g"

@@ -175,3 +175,21 @@ def test_latex_escapes_each_special_character_once():
 
     tex = _latex("a_b", pd.DataFrame({"x": ["50% & {1} \\ #2 ± 3"]}))
     assert r"50\% \& \{1\} \textbackslash{} \#2 $\pm$ 3 \\" in tex and r"\caption{a\_b}" in tex
+
+
+def test_entries_that_ran_on_other_datasets_are_never_ranked_against_each_other(store, tmp_path):
+    for seed in range(3):  # iql on the D4RL dataset only, and scoring above everything there
+        run = run_result("bc", D4RL, seed)
+        run.run_id, run.algorithm = f"iql-{seed}", "iql"
+        run.final = [{**row, "score": row["score"] + 50.0} for row in run.final]
+        store.record(run)
+    report = build(store)
+    assert ranking(report, "IQM")["entry"].tolist()[-1] == "bc[cpu]"  # every dataset: iql is not on GEN
+    assert "iql[cpu]" not in ranking(report, "IQM")["entry"].tolist()
+    assert ranking(report, "IQM", [D4RL])["entry"].tolist()[0] == "iql[cpu]"
+    out = tmp_path / "LEADERBOARD.md"
+    assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
+    board = out.read_text()
+    assert board.count("## Ranked by IQM over") == 3  # every dataset, then each of the two domains
+    assert f"## Ranked by IQM over {domain(GEN)}" in board and f"## Ranked by IQM over {domain(D4RL)}" in board
+    assert "Not ranked here, for want of a score on every dataset above: iql[cpu] (1 of 2)." in board

@@ -18,6 +18,7 @@ never shift another's.
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 import time
@@ -82,9 +83,23 @@ def _distances(x: torch.Tensor | np.ndarray, target: np.ndarray, seed: int) -> t
     return sliced_wasserstein(x, target, seed=seed), mmd_rbf(x, target)
 
 
+_FITTED: dict[tuple[str, int, ExactnessBudget], tuple[torch.Tensor, DiffusionModel]] = {}
+
+
 def fit_toy_behaviour(task: str, seed: int, budget: ExactnessBudget, progress: bool = False
                       ) -> tuple[torch.Tensor, DiffusionModel]:
-    """The offline data of `task` and mu_theta fitted to it (the behaviour stage of every toy study)."""
+    """The offline data of `task` and mu_theta fitted to it (the behaviour stage of every toy study).
+
+    A pure function of its arguments, so it is fitted once per process: the studies (and their tests)
+    that start from the same mu_theta share the fit; each caller gets its own copy to train on."""
+    key = (task, seed, budget)
+    if key not in _FITTED:
+        _FITTED[key] = _fit_toy_behaviour(task, seed, budget, progress)
+    x, model = _FITTED[key]
+    return x.clone(), copy.deepcopy(model)
+
+
+def _fit_toy_behaviour(task: str, seed: int, budget: ExactnessBudget, progress: bool) -> tuple[torch.Tensor, DiffusionModel]:
     toy = TASKS[task]
     x = torch.as_tensor(toy.sample(budget.data, np.random.default_rng(stream(seed, task, "data"))), dtype=torch.float32)
     none = torch.zeros(budget.data, 0)
