@@ -220,7 +220,7 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
              "cards": {name: {"training_steps": int(r["step"]), "return_mean": r["return_mean"],
                               "return_std": r["return_std"], "d4rl_score": r["d4rl_score"]}
                        for name, r in sorted(files.items())},
-             "medium_target_return": medium_fraction * expert_ref}
+             "medium_target_return": medium_fraction * expert_ref, "trained_steps": int(curve[-1]["step"])}
     (dest / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     (dest / "CARD.md").write_text(_card_markdown(index, load_actor(run / expert["file"])[1]))
     return index
@@ -228,16 +228,21 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
 
 def _card_markdown(index: dict[str, Any], card: dict[str, Any]) -> str:
     """The policies' card: how they were trained and what each one scores."""
-    roles = {index[r]: r for r in ("random", "medium", "expert")}
+    roles: dict[str, list[str]] = {}
+    for role in ("random", "medium", "expert"):
+        roles.setdefault(index[role], []).append(role)
+    best = index["cards"][index["expert"]]["d4rl_score"]
     lines = [f"# Behaviour policies for {index['env']} ({card['env_id']})", "",
              f"{card['algorithm']}, seed {index['seed']}; " + ", ".join(f"{k} {v}" for k, v in card["versions"].items())
              + f". Returns: mean ± std over {card['eval_episodes']} episodes of the policy's stochastic actions (as the "
              f"datasets record them). D4RL score: 100 (R − random) / (expert − random) with D4RL's references "
              f"(random {card['d4rl_references']['random']:g}, expert {card['d4rl_references']['expert']:g}), measured "
              f"by D4RL on the v2 envs; these returns are on v5. Medium: the checkpoint closest to "
-             f"{index['medium_target_return']:.0f} (a third of the expert reference).", "",
+             f"{index['medium_target_return']:.0f} (a third of the expert reference). Expert: the best checkpoint of "
+             f"{index.get('trained_steps', 0):,} training steps, D4RL score {best:.1f}"
+             + (" (short of D4RL's expert, 100)." if best < 90 else "."), "",
              "| file | role | training steps | return | D4RL score |", "|---|---|---:|---:|---:|"]
     for name, c in index["cards"].items():
-        lines.append(f"| {name} | {roles.get(name, 'replay')} | {c['training_steps']:,} | {c['return_mean']:.1f} ± "
+        lines.append(f"| {name} | {', '.join(roles.get(name, ['replay']))} | {c['training_steps']:,} | {c['return_mean']:.1f} ± "
                      f"{c['return_std']:.1f} | {c['d4rl_score']:.1f} |")
     return "\n".join(lines) + "\n"
