@@ -1,6 +1,7 @@
 """Locomotion datasets: SAC behaviour policies trained, resumed and scored along the curve; the recipes
 rolled out from picked checkpoints, deterministically; bad policy files and envs are one clear error."""
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -76,6 +77,12 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
         card = ds.metadata["card"]
         assert card["reward_transform"] == "locomotion" and card["approximation"] and card["steps"] == len(ds.transitions)
         assert ds.transitions.obs_dim == 11 and ds.transitions.action_dim == 3
+        # a training that stopped at medium has no expert to roll out: one clear error, not medium data named expert
+        index_file, files = dest / "index.json", sorted(index["cards"])
+        index_file.write_text(json.dumps({**index, "expert": index["medium"]}))
+        with pytest.raises(DatasetError, match="reach no expert"):
+            generate("diffbench/hopper/expert-small-v0", steps=150, seed=3, progress=False, policies=dest)
+        index_file.write_text(json.dumps({**index, "medium": files[0], "expert": files[-1]}))
         generate("diffbench/hopper/medium-expert-small-v0", steps=150, seed=3, progress=False, policies=dest)
         assert len(load_dataset("diffbench/hopper/medium-expert-small-v0").transitions) == 300
 

@@ -5,7 +5,8 @@ truncation), terminals from the env (Hopper and Walker2d fall; HalfCheetah never
 - random: the randomly initialised actor (SAC at step 0).
 - medium: the checkpoint whose return is closest to a third of D4RL's expert reference.
 - expert: the best checkpoint the training reached (named by its score on its card: on two CPU cores it
-  may fall short of D4RL's expert).
+  may fall short of D4RL's expert; when it is the medium checkpoint itself there is no expert data, and
+  expert and medium-expert refuse to generate).
 - medium-expert: medium's and expert's data, `steps` of each (D4RL: 1M + 1M).
 - medium-replay: an approximation of SAC's replay buffer up to the medium checkpoint: each saved
   checkpoint's actor for the steps of training it stood for (uniform random actions for the first
@@ -136,6 +137,12 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
     if steps < 1:
         raise DatasetError(f"steps must be positive, got {steps}")
     index = policy_index(recipe.env, root)
+    if recipe.level in ("expert", "medium-expert") and index["expert"] == index["medium"]:
+        score = index.get("cards", {}).get(index["medium"], {}).get("d4rl_score", float("nan"))
+        raise DatasetError(f"{dataset_id}: {recipe.env}'s committed policies reach no expert (their best checkpoint is "
+                           f"the medium one, {index['medium']}, D4RL score {score:.1f}), so there is no expert data to "
+                           f"roll out; train further (`diffbench policies train {recipe.env} --steps N` resumes a run) "
+                           f"and pick again (`diffbench policies pick {recipe.env} --run DIR`)")
     env = gym.make(recipe.env_id)
     rng = np.random.default_rng(seed)
     buffers: list[EpisodeBuffer] = []
