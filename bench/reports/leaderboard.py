@@ -52,17 +52,20 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
         "datasets": len(datasets), "seeds": rows["seeds"].to_numpy()})
 
 
+def _held(report: Report, datasets: list[str]) -> dict[str, int]:
+    """entry -> how many of `datasets` it has a score on (entries on none left out)."""
+    held = report.per_dataset.groupby("entry")["dataset"].agg(lambda d: len(set(d) & set(datasets)))
+    return {e: int(n) for e, n in sorted(held.items()) if n}
+
+
 def covering(report: Report, datasets: list[str]) -> list[str]:
     """Entries with a score on every one of `datasets`."""
-    held = report.per_dataset.groupby("entry")["dataset"].agg(set)
-    return sorted(e for e, ds in held.items() if set(datasets) <= ds)
+    return [e for e, n in _held(report, datasets).items() if n == len(set(datasets))]
 
 
 def unranked(report: Report, datasets: list[str]) -> list[str]:
     """Entries on some but not all of `datasets`, each with how many it covers."""
-    held = report.per_dataset.groupby("entry")["dataset"].agg(set)
-    return [f"{e} ({len(ds & set(datasets))} of {len(datasets)})" for e, ds in sorted(held.items())
-            if 0 < len(ds & set(datasets)) < len(datasets)]
+    return [f"{e} ({n} of {len(set(datasets))})" for e, n in _held(report, datasets).items() if n < len(set(datasets))]
 
 
 def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> list[Path]:
