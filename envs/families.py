@@ -27,6 +27,16 @@ FAMILY_TRANSFORMS = {"locomotion": "locomotion", "antmaze": "antmaze"}
 CONTINUING_FAMILIES = ("maze2d", "pointmaze")
 
 
+# envs alive at once in a batched evaluation, for families whose envs are heavy: an OGBench manipulation env
+# holds about 160 MB (measured here), so 3 scales x 100 episodes at once would need some 48 GB
+MAX_VECTOR_ENVS = {"ogbench-manipulation": 25}
+
+
+def max_vector_envs(dataset: str) -> int | None:
+    """How many of the dataset's eval envs may run at once (None: no limit)."""
+    return MAX_VECTOR_ENVS.get(family(dataset))
+
+
 def family(dataset: str) -> str:
     """locomotion, antmaze, pointmaze, maze2d, kitchen, adroit, ogbench-manipulation or other, read from the
     dataset id or path."""

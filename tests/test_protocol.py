@@ -346,3 +346,29 @@ def test_perf_sweep_needs_a_results_store(capsys, tmp_path):
 def test_guidance_scales_for_an_unguided_algorithm_are_one_error():
     with pytest.raises(ConfigError, match="bc has no guidance scale to sweep"):
         RunSpec("bc", TINY_ID, preset="tiny", guidance_scales=(1.0,)).config()
+
+
+def test_heavy_envs_run_in_waves_that_keep_each_episode_its_seed(tiny_pointmaze, monkeypatch):
+    """A family with a limit on envs at once (OGBench's take ~160 MB each) evaluates in waves: every env keeps
+    its seed, so a deterministic policy scores each episode as in one batch; scales past the limit go one by one."""
+    from bench.harness.evaluation import evaluate_scales
+    from envs import families
+
+    class Toward:  # deterministic in the observation, whatever the scale
+        def act(self, obs, guidance_scale=None):
+            return np.clip(-np.asarray(obs)[:, :2], -1.0, 1.0).astype(np.float32)
+
+        def seed(self, seed):
+            pass
+
+    ds = load_dataset(TINY_ID)
+    whole = evaluate(Toward(), ds, episodes=5, seed=3, max_steps=40)
+    assert "eval_envs_at_once" not in RunSpec("bc", TINY_ID).protocol()
+    monkeypatch.setitem(families.MAX_VECTOR_ENVS, "pointmaze", 2)
+    waves = evaluate(Toward(), ds, episodes=5, seed=3, max_steps=40)
+    np.testing.assert_array_equal(waves.returns, whole.returns)
+    np.testing.assert_array_equal(waves.lengths, whole.lengths)
+    per_scale = evaluate_scales(Toward(), ds, [0.0, 1.0], episodes=5, seed=3, max_steps=40)
+    assert [len(r.returns) for r in per_scale] == [5, 5]
+    assert all(np.array_equal(r.returns, whole.returns) for r in per_scale)
+    assert RunSpec("bc", TINY_ID).protocol()["eval_envs_at_once"] == 2  # part of the run's identity

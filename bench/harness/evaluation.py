@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 from envs.dataset import OfflineDataset
 from envs.errors import DatasetError
+from envs.families import max_vector_envs
 from policies.base import Algorithm
 
 
@@ -88,20 +89,32 @@ def evaluate_scales(policy: Algorithm, dataset: OfflineDataset, scales: list[flo
                     max_steps: int | None = None) -> list[EvalResult]:
     """`evaluate` at each guidance scale, as one evaluation: K x N envs, one `act` call per step for all of them.
     Each scale's episodes see the env seeds and the sampling noise its own `evaluate` would (a guided algorithm's
-    `act` with K scales shares the noise across blocks), so the numbers are the same up to float rounding."""
+    `act` with K scales shares the noise across blocks), so the numbers are the same up to float rounding.
+    Where K x N envs would be more than the family may run at once (`envs.families.max_vector_envs`), each
+    scale is its own `evaluate`."""
+    limit = max_vector_envs(dataset.id)
+    if limit is not None and len(scales) * episodes > limit:
+        return [evaluate(AtScale(policy, scale), dataset, episodes, seed, max_steps) for scale in scales]
     return evaluate_blocks(policy, lambda obs: policy.act(obs, guidance_scale=scales), dataset, len(scales), episodes,
                            seed, max_steps)
 
 
-def evaluate_blocks(policy: Algorithm, act, dataset: OfflineDataset, blocks: int, episodes: int, seed: int,
-                    max_steps: int | None) -> list[EvalResult]:
-    """`blocks` x `episodes` envs, block k's env i reset with seed + i; a block's return counts until its env's
-    first episode ends (the vector env's autoreset is ignored from then on)."""
-    n = blocks * episodes
+@dataclass
+class _Rollout:
+    returns: np.ndarray
+    lengths: np.ndarray
+    success: np.ndarray
+    seconds: float
+    calls: int
+    policy_seconds: float
+
+
+def _rollout(act, dataset: OfflineDataset, seeds: list[int], max_steps: int | None) -> _Rollout:
+    """One vector env of len(seeds) envs, env j reset with seeds[j], until every env's first episode ends."""
+    n = len(seeds)
     env = dataset.make_vector_env(n)
     try:
-        policy.seed(seed)
-        obs, _ = env.reset(seed=[seed + i for _ in range(blocks) for i in range(episodes)])
+        obs, _ = env.reset(seed=seeds)
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         done = np.zeros(n, dtype=bool)
@@ -120,9 +133,25 @@ def evaluate_blocks(policy: Algorithm, act, dataset: OfflineDataset, blocks: int
             if ending.any() and "success" in info:  # the task's success at the episode's last step
                 success[ending] = np.asarray(info["success"], dtype=bool)[ending]
             done |= terminated | truncated
-        seconds = time.perf_counter() - start
+        return _Rollout(returns, lengths, success, time.perf_counter() - start, calls, policy_seconds)
     finally:
         env.close()
+
+
+def evaluate_blocks(policy: Algorithm, act, dataset: OfflineDataset, blocks: int, episodes: int, seed: int,
+                    max_steps: int | None) -> list[EvalResult]:
+    """`blocks` x `episodes` envs, block k's env i reset with seed + i; a block's return counts until its env's
+    first episode ends (the vector env's autoreset is ignored from then on). One block of more episodes than
+    the family may run at once (`envs.families.max_vector_envs`) runs in waves of that many, the policy's
+    noise stream going on from wave to wave."""
+    n = blocks * episodes
+    seeds = [seed + i for _ in range(blocks) for i in range(episodes)]
+    wave = n if blocks > 1 else min(n, max_vector_envs(dataset.id) or n)
+    policy.seed(seed)
+    parts = [_rollout(act, dataset, seeds[j:j + wave], max_steps) for j in range(0, n, wave)]
+    returns, lengths, success = (np.concatenate([getattr(p, k) for p in parts]) for k in ("returns", "lengths", "success"))
+    seconds, calls = sum(p.seconds for p in parts), sum(p.calls for p in parts)
+    policy_seconds = sum(p.policy_seconds for p in parts)
     if dataset.score == "success":
         normalized = 100.0 * success.astype(np.float64)
     elif dataset.ref_min_score is not None and dataset.ref_max_score is not None:

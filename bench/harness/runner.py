@@ -125,11 +125,15 @@ class RunSpec:
     def protocol(self) -> dict[str, Any]:
         """The settings that change reported numbers besides the config (and so the run's identity)."""
         scales = self.scales()
-        return {"reward_transform": self.transform(), "episodes": self.final_episodes(), "eval_seed": self.eval_seed,
-                "guidance_scales": list(scales) if scales is not None else None,
-                "scale_selection": "held-out" if self.selecting() else "none",
-                "selection_episodes": self.selecting() or None, "checkpoint": "last",
-                "eval_every": self.eval_every, "curve_episodes": self.curve_episodes if self.eval_every else None}
+        out = {"reward_transform": self.transform(), "episodes": self.final_episodes(), "eval_seed": self.eval_seed,
+               "guidance_scales": list(scales) if scales is not None else None,
+               "scale_selection": "held-out" if self.selecting() else "none",
+               "selection_episodes": self.selecting() or None, "checkpoint": "last",
+               "eval_every": self.eval_every, "curve_episodes": self.curve_episodes if self.eval_every else None}
+        limit = families.max_vector_envs(self.dataset)
+        if limit is not None:  # evaluated in waves, which orders the policy's noise: part of the numbers
+            out["eval_envs_at_once"] = limit
+        return out
 
     def run_id(self) -> str:
         return cfg_tools.config_hash(self.algorithm, self.dataset, catalog.fingerprint(self.dataset),
