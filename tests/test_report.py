@@ -193,3 +193,20 @@ def test_entries_that_ran_on_other_datasets_are_never_ranked_against_each_other(
     assert board.count("## Ranked by IQM over") == 3  # every dataset, then each of the two domains
     assert f"## Ranked by IQM over {domain(GEN)}" in board and f"## Ranked by IQM over {domain(D4RL)}" in board
     assert "Not ranked here, for want of a score on every dataset above: iql[cpu] (1 of 2)." in board
+
+
+def test_one_setting_across_families_is_one_entry_but_two_protocols_on_one_dataset_are_two(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    protocols = {D4RL: {"episodes": 10, "reward_transform": "locomotion"}, GEN: {"episodes": 100, "reward_transform": "none"}}
+    for dataset, protocol in protocols.items():
+        for seed in range(3):
+            run = run_result("bc", dataset, seed)
+            run.config = {**run.config, "protocol": protocol}
+            s.record(run)
+    assert set(build(s).per_dataset["entry"]) == {"bc[cpu]"}  # the family's own settings do not part it
+    for seed in range(3):  # the same dataset again, told to evaluate 50 episodes: another protocol
+        run = run_result("bc", GEN, seed)
+        run.run_id, run.config = f"bc-50-{seed}", {**run.config, "protocol": {"episodes": 50, "reward_transform": "none"}}
+        s.record(run)
+    entries = build(s).per_dataset.groupby("dataset")["entry"].nunique()
+    assert entries[GEN] == 2 and entries[D4RL] == 1

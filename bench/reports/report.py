@@ -38,11 +38,34 @@ def _variant_label(variant: str, scale: float | None) -> str:
     return " s=0 (diffusion BC)" if scale == 0 else f" s={scale:g}"
 
 
-def _config_tag(config: str) -> str:
-    """A short hash of a run's config without its seed: runs that differ only in seed share it."""
+# protocol settings a run takes from its dataset's family unless told otherwise (`RunSpec`): one algorithm
+# setting run across families differs in them, so they do not part its entries (unless they part two runs
+# on one dataset, see `_entries`)
+FAMILY_PROTOCOL = ("reward_transform", "episodes", "eval_envs_at_once")
+
+
+def _config_tag(config: str, strict: bool = True) -> str:
+    """A short hash of a run's config without its seed: runs that differ only in seed share it; not `strict`,
+    runs that differ only in their family's protocol settings share it too."""
     cfg = json.loads(config)
     cfg.pop("seed", None)
+    if not strict:
+        cfg["protocol"] = {k: v for k, v in cfg.get("protocol", {}).items() if k not in FAMILY_PROTOCOL}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _entries(df: pd.DataFrame) -> pd.Series:
+    """algorithm[preset], with a config tag where the algorithm ran with several configs at that preset."""
+    loose, strict = df["config"].map(lambda c: _config_tag(c, strict=False)), df["config"].map(_config_tag)
+    # two protocols on one dataset under one loose tag: that algorithm and preset keeps the strict tags
+    split = (df.assign(_l=loose, _s=strict).groupby(["algorithm", "preset", "_l", "dataset"])["_s"].nunique() > 1)
+    strict_keys = {(a, p) for a, p, _, _ in split[split].index}
+    tag = pd.Series([s if (a, p) in strict_keys else lo for a, p, s, lo in
+                     zip(df["algorithm"], df["preset"], strict, loose)], index=df.index)
+    tags = tag.groupby([df["algorithm"], df["preset"]]).nunique()
+    base = df["algorithm"] + "[" + df["preset"] + "]"
+    many = [tags[(a, p)] > 1 for a, p in zip(df["algorithm"], df["preset"])]
+    return base.where(~np.asarray(many, dtype=bool), base + "#" + tag)
 
 
 SELECTED = " s=held-out choice"  # the scale each run chose on its selection episodes
@@ -90,11 +113,7 @@ def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[
     cols = ["run_id", "algorithm", "dataset", "seed", "preset", "config", "code_version", "hardware", "wall_seconds",
             "stage_seconds", "gradient_steps", "nfe_per_action", "selected_guidance_scale"]
     df = per.merge(runs[cols], on="run_id")
-    df["config_tag"] = df["config"].map(_config_tag)
-    tags = df.groupby(["algorithm", "preset"])["config_tag"].nunique()
-    base = df["algorithm"] + "[" + df["preset"] + "]"
-    many = df.set_index(["algorithm", "preset"]).index.map(lambda k: tags[k] > 1)
-    df["run_entry"] = base.where(~np.asarray(many, dtype=bool), base + "#" + df["config_tag"])  # before the scale
+    df["run_entry"] = _entries(df)  # before the scale
     df["entry"] = df["run_entry"] + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
     df["selection"] = "none"
     df["reward_transform"] = df["config"].map(lambda c: json.loads(c).get("protocol", {}).get("reward_transform", "none"))
