@@ -17,6 +17,7 @@ from bench.cli import main
 from bench.harness.executors import run_all
 from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
+from bench.reports.critic import critic_checks
 from bench.reports.sharing import shared_stage_savings
 from bench.studies.perf import sharing_section
 from policies.errors import ConfigError
@@ -222,6 +223,12 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert runs.loc["ddpo", "nfe_per_action"] == 10 and runs.loc["ddpo", "status"] == "finished"
     assert json.loads(runs.loc["ddpo", "shared_stages"]) == ["behaviour", "critic", "support"]
     assert json.loads(runs.loc["qgpo", "shared_stages"]) == []  # it trained them
+    # the critic's check travels with the shared critic: both runs record the same one, and the log shows it
+    assert "critic check: Q_0 on dataset actions" in out
+    checks = {a: json.loads(runs.loc[a, "diagnostics"])["critic"] for a in ("qgpo", "ddpo")}
+    assert checks["qgpo"] == checks["ddpo"] and checks["qgpo"]["probe_states"] > 0
+    table = critic_checks(ResultsStore(tmp_path).table("runs")).set_index("entry")
+    assert table.loc["ddpo[tiny]", "runs"] == 1 and table.loc["ddpo[tiny]", "q_data_mean"] == checks["qgpo"]["q_data_mean"]
     saving = shared_stage_savings(ResultsStore(tmp_path).table("runs")).iloc[0]
     ddpo_seconds = json.loads(runs.loc["ddpo", "stage_seconds"])
     reused = sum(ddpo_seconds[s] for s in ("behaviour", "critic", "support"))

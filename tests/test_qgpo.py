@@ -228,6 +228,44 @@ def test_the_critic_bootstraps_through_timeouts_and_not_through_terminals():
     assert values[0].item() == pytest.approx(1.0, abs=0.05) and values[1].item() == pytest.approx(2.0, abs=0.05)
 
 
+@pytest.mark.parametrize("rewards,gamma,bounds", [([0.5, 2.0], 0.5, (0.5, 4.0)), ([-1.0, -0.2], 0.5, (-2.0, -0.2)),
+                                                   ([-1.0, 3.0], 0.9, (-10.0, 30.0)), ([0.0, 1.0], 1.0, (0.0, float("inf")))])
+def test_value_bounds_are_the_discounted_returns_the_rewards_allow(rewards, gamma, bounds):
+    from policies.algorithms.pretrain import value_bounds
+
+    assert value_bounds(torch.tensor(rewards), gamma) == pytest.approx(bounds)
+
+
+def _constant_critic(obs_dim: int, act_dim: int, value: float):
+    from policies.core.networks import TwinQ
+
+    q = TwinQ(act_dim, obs_dim, 8, 2)
+    for net in (q.q1, q.q2):
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, value)
+    return q
+
+
+def test_the_critic_check_flags_a_critic_outside_what_the_rewards_allow(trained):
+    """A constant Q inside [lo, hi] passes; twice the upper bound is flagged, on every probed state."""
+    from policies.algorithms.pretrain import critic_check, value_bounds
+
+    ds, algo, _, record = trained
+    t = ds.transitions
+    lo, hi = value_bounds(t.rewards, algo.config.gamma)
+    inside = critic_check(_constant_critic(t.obs_dim, t.action_dim, (lo + hi) / 2), t, algo.config.gamma, probe=64)
+    outside = critic_check(_constant_critic(t.obs_dim, t.action_dim, 2 * hi + 1), t, algo.config.gamma, probe=64)
+    assert not inside["outside_bounds"] and inside["outside_fraction"] == 0 and inside["probe_states"] == 64
+    assert outside["outside_bounds"] and outside["outside_fraction"] == 1.0
+    assert inside["mc_correlation"] is None  # a constant ranks nothing
+    mc = t.discounted_returns_to_go(algo.config.gamma)
+    assert outside["mc_return_mean"] == pytest.approx(float(mc[torch.randperm(len(mc), generator=torch.Generator().manual_seed(0))[:64]].mean()))
+    # the run's own check, made when the critic stage trained and kept in its checkpoint's record
+    check = record["stages"]["critic"]["check"]
+    assert check["value_bounds"] == pytest.approx([lo, hi]) and isinstance(check["outside_bounds"], bool)
+
+
 @pytest.mark.parametrize("interleave,stage", [(False, "critic"), (False, "energy"), (True, "critic"), (True, "energy")])
 def test_a_run_cut_mid_critic_or_energy_resumes_bit_for_bit(umaze, tmp_path, interleave, stage):
     """The resumed run must equal an uninterrupted one to the bit, f_phi's optimizer state included when it

@@ -52,7 +52,7 @@ def test_a_store_from_a_newer_schema_is_refused(tmp_path):
         ResultsStore(tmp_path)
 
 
-def test_a_store_of_schema_2_gains_the_shared_stages_column_and_keeps_its_runs(tmp_path):
+def test_a_store_of_schema_2_gains_the_later_columns_and_keeps_its_runs(tmp_path):
     path = tmp_path / "results.sqlite"
     with sqlite3.connect(path) as con:  # schema 2: runs without shared_stages
         con.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, algorithm TEXT NOT NULL, dataset TEXT NOT NULL, "
@@ -67,9 +67,14 @@ def test_a_store_of_schema_2_gains_the_shared_stages_column_and_keeps_its_runs(t
     store = ResultsStore(tmp_path)
     new = result("new")
     new.shared_stages = ["behaviour", "critic"]
+    new.diagnostics = {"critic": {"q_data_mean": 3.5}}
     store.record(new)
     runs = store.table("runs").set_index("run_id")
     assert pd.isna(runs.loc["old", "shared_stages"]) and runs.loc["new", "shared_stages"] == '["behaviour", "critic"]'
+    assert pd.isna(runs.loc["old", "diagnostics"]) and runs.loc["new", "diagnostics"] == '{"critic": {"q_data_mean": 3.5}}'
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
 
 
 def test_a_corrupt_store_is_one_clear_error(tmp_path):

@@ -284,7 +284,8 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
                      shared_stages=sorted(k for k, where in getattr(algo, "restored", {}).items() if where == "shared"),
                      gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
                      actions_per_second=float(np.mean(aps)) if aps else None, selected_guidance_scale=selected,
-                     evaluations=evaluations, final=final)
+                     evaluations=evaluations, final=final,
+                     diagnostics={stage: r["check"] for stage, r in record["stages"].items() if "check" in r})
 
 
 def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdir: Path, metrics: Path, log: Any,

@@ -21,7 +21,7 @@ import pandas as pd
 from policies.core.checkpoint import unique_temporary
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 3  # 2: runs.selected_guidance_scale; 3: runs.shared_stages
+SCHEMA_VERSION = 4  # 2: runs.selected_guidance_scale; 3: runs.shared_stages; 4: runs.diagnostics
 FILENAME = "results.sqlite"
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     nfe_per_action REAL,
     actions_per_second REAL,
     selected_guidance_scale REAL,
-    shared_stages TEXT
+    shared_stages TEXT,
+    diagnostics TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS final_scores (
 TABLES = ("runs", "evaluations", "final_scores")
 _RUN_COLUMNS = ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error", "config", "code_version",
                 "packages", "hardware", "started", "finished", "wall_seconds", "stage_seconds", "gradient_steps",
-                "nfe_per_action", "actions_per_second", "selected_guidance_scale", "shared_stages")
+                "nfe_per_action", "actions_per_second", "selected_guidance_scale", "shared_stages", "diagnostics")
 _EVAL_COLUMNS = ("run_id", "stage", "step", "gradient_steps", "variant", "guidance_scale", "episodes", "return_mean",
                  "return_std", "score_mean", "score_std", "seconds", "actions_per_second")
 _FINAL_COLUMNS = ("run_id", "variant", "guidance_scale", "episode", "return", "length", "score")
@@ -114,6 +115,8 @@ class RunResult:
     wall_seconds: float | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # rows of _EVAL_COLUMNS without run_id
     final: list[dict[str, Any]] = field(default_factory=list)  # rows of _FINAL_COLUMNS without run_id
+    # checks a stage made of what it trained, by stage (the critic's: policies.algorithms.pretrain.critic_check)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.wall_seconds is None and self.started is not None and self.finished is not None:
@@ -144,6 +147,8 @@ class ResultsStore:
                         con.execute("ALTER TABLE runs ADD COLUMN selected_guidance_scale REAL")
                     if version in (1, 2):  # from before shared stages were recorded: unknown (NULL)
                         con.execute("ALTER TABLE runs ADD COLUMN shared_stages TEXT")
+                    if version in (1, 2, 3):  # from before stage checks were recorded: none (NULL)
+                        con.execute("ALTER TABLE runs ADD COLUMN diagnostics TEXT")
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def check_writable(self) -> None:
@@ -179,7 +184,8 @@ class ResultsStore:
                                                  "nfe_per_action", "actions_per_second", "selected_guidance_scale")},
             "config": json.dumps(result.config, sort_keys=True), "packages": json.dumps(result.packages, sort_keys=True),
             "hardware": json.dumps(result.hardware, sort_keys=True), "wall_seconds": result.wall_seconds,
-            "stage_seconds": json.dumps(result.stage_seconds), "shared_stages": json.dumps(result.shared_stages)}
+            "stage_seconds": json.dumps(result.stage_seconds), "shared_stages": json.dumps(result.shared_stages),
+            "diagnostics": json.dumps(result.diagnostics) if result.diagnostics else None}
         with closing(self._connect()) as con, con:
             con.execute("BEGIN IMMEDIATE")  # one writer from the read below to the commit
             before = con.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,)).fetchone()

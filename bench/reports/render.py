@@ -69,6 +69,14 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "dataset": sh["dataset"], "preset": sh["preset"], "seed": sh["seed"], "algorithms": sh["algorithms"],
             "stages shared": sh["shared"], "alone (h)": sh["alone_hours"].map(lambda v: fmt(v, 2)),
             "sweep (h)": sh["sweep_hours"].map(lambda v: fmt(v, 2)), "saving": sh["saving"].map(lambda v: f"{v:.2f}×")})
+    if not report.critic.empty:
+        cr = report.critic
+        out["Critic check: Q_0 on dataset actions (runs recorded with the check)"] = pd.DataFrame({
+            "dataset": cr["dataset"], "entry": cr["entry"], "runs": cr["runs"], "Q_0 (mean)": cr["q_data_mean"].map(fmt),
+            "the rewards allow": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(cr["low"], cr["high"])],
+            "data's discounted return": cr["mc_return_mean"].map(fmt),
+            "correlation with it": cr["mc_correlation"].map(lambda v: fmt(v, 2)),
+            "runs outside (diverged)": cr["outside"]})
     if not report.reference.empty:
         ref = report.reference
         out["Published numbers on the same datasets, under the same protocol"] = pd.DataFrame({
@@ -158,7 +166,7 @@ def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: 
         for name, df in {"per_dataset": report.per_dataset, "per_domain": report.per_domain,
                          "aggregates": report.aggregates, "improvement": report.improvement,
                          "curves": report.curves, "cost": report.cost, "runs": report.scores.drop(columns=["config"]),
-                         "reference": report.reference}.items():
+                         "reference": report.reference, "critic": report.critic}.items():
             path = out / f"{name}.csv"
             df.to_csv(path, index=False)
             written.append(path)

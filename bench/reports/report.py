@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
+from bench.reports.critic import critic_checks
 from bench.reports.sharing import shared_stage_savings
 from bench.harness.store import ResultsStore
 from envs import families
@@ -149,6 +150,7 @@ class Report:
     cost: pd.DataFrame  # entry: NFE per action, actions/s, training wall time, gradient steps, mean score
     reference: pd.DataFrame  # published numbers for datasets we have, beside ours
     sharing: pd.DataFrame = field(default_factory=pd.DataFrame)  # sharing.shared_stage_savings
+    critic: pd.DataFrame = field(default_factory=pd.DataFrame)  # critic.critic_checks
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -300,7 +302,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
                         "scale; fixed-scale rows are the per-scale table")
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
-                  sharing=shared_stage_savings(runs), protocol=protocol, notes=notes)
+                  sharing=shared_stage_savings(runs), critic=critic_checks(runs), protocol=protocol, notes=notes)
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -187,6 +187,53 @@ def q_values(q: TwinQ, states: torch.Tensor, actions: torch.Tensor, chunk: int =
     return torch.cat([q(states[i : i + per], actions[i : i + per]) for i in range(0, states.shape[0], per)])
 
 
+# ---------------------------------------------------------------- is Q_0 to be trusted?
+
+def value_bounds(rewards: torch.Tensor, gamma: float) -> tuple[float, float]:
+    """The discounted returns these rewards allow, [lo, hi]: Q of any policy lies inside, so a critic
+    outside has diverged. Time-limit truncations are not terminals, hence the infinite-horizon sums."""
+    r_min, r_max = float(rewards.min()), float(rewards.max())
+    if gamma >= 1:
+        return (r_min if r_min >= 0 else -float("inf")), (r_max if r_max <= 0 else float("inf"))
+    return (r_min if r_min >= 0 else r_min / (1 - gamma)), (r_max if r_max <= 0 else r_max / (1 - gamma))
+
+
+@torch.inference_mode()
+def critic_check(q: TwinQ, transitions: Any, gamma: float, probe: int = 4096, seed: int = 0) -> dict[str, Any]:
+    """Q_0 on dataset actions beside what the rewards allow and what the data earned.
+
+    In-support softmax Q-learning backs up a soft maximum over sampled actions, so where Q's errors
+    across actions grow with its scale it overestimates without bound (seen on hopper-medium with
+    the official CEP critic as with ours). The mean outside `value_bounds` marks such a critic; the
+    correlation with the data's Monte-Carlo returns says how well a critic inside ranks states."""
+    n = transitions.actions.shape[0]
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]
+    dev = transitions.actions.device
+    q_data = q_values(q, transitions.observations[idx.to(dev)], transitions.actions[idx.to(dev)]).double().cpu()
+    mc = transitions.discounted_returns_to_go(gamma)[idx]
+    lo, hi = value_bounds(transitions.rewards, gamma)
+    mean = float(q_data.mean())
+    corr = float(torch.corrcoef(torch.stack([q_data, mc]))[0, 1]) if probe > 1 and q_data.std() > 0 and mc.std() > 0 else None
+    return {"q_data_mean": mean, "q_data_std": float(q_data.std()) if q_data.numel() > 1 else 0.0,
+            "value_bounds": [lo, hi], "outside_bounds": bool(not lo <= mean <= hi),
+            "outside_fraction": float(((q_data < lo) | (q_data > hi)).double().mean()),
+            "mc_return_mean": float(mc.mean()), "mc_correlation": corr, "probe_states": int(idx.numel())}
+
+
+def describe_check(check: dict[str, Any]) -> str:
+    """One line for the run's log."""
+    lo, hi = check["value_bounds"]
+    line = (f"critic check: Q_0 on dataset actions {check['q_data_mean']:.1f} (the rewards allow [{lo:.4g}, {hi:.4g}]; "
+            f"the data's discounted returns average {check['mc_return_mean']:.1f}")
+    if check["mc_correlation"] is not None:
+        line += f", correlation {check['mc_correlation']:.2f}"
+    line += ")"
+    if check["outside_bounds"]:
+        line += (" -- OUTSIDE what the rewards allow: the critic has diverged (overestimation through the in-support "
+                 "soft maximum), so a policy guided or fine-tuned by it is not to be trusted")
+    return line
+
+
 # ---------------------------------------------------------------- the stages as an algorithm's first three
 
 class PretrainedAlgorithm(StagedAlgorithm):
@@ -252,8 +299,14 @@ class PretrainedAlgorithm(StagedAlgorithm):
                 self.q_target, self.records["critic"] = train_critic(
                     self.q, data, self._support["support"], self._support["next_index"], cfg, critic_gen,
                     fingerprint=self.fingerprint("critic"), alongside=alongside, alongside_state=alongside_state, **run)
+                self.records["critic"]["check"] = critic_check(self.q_target, t, cfg.gamma, seed=cfg.seed)
                 self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
                                               **self.critic_extras()})
+        record = self.records.setdefault("critic", {})
+        if "check" not in record:  # a checkpoint from before the check
+            record["check"] = critic_check(self.q_target, t, cfg.gamma, seed=cfg.seed)
+        if hooks is not None and hooks.log:
+            hooks.log(describe_check(record["check"]))
         return data
 
     def critic_extras(self) -> dict[str, Any]:
