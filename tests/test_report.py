@@ -210,3 +210,11 @@ def test_one_setting_across_families_is_one_entry_but_two_protocols_on_one_datas
         s.record(run)
     entries = build(s).per_dataset.groupby("dataset")["entry"].nunique()
     assert entries[GEN] == 2 and entries[D4RL] == 1
+
+
+def test_the_family_protocol_keys_are_keys_of_the_run_protocol():
+    """The report's entries ignore these keys across families: they must be the ones `RunSpec` writes."""
+    from bench.harness.runner import FAMILY_PROTOCOL, RunSpec
+
+    spec = RunSpec(algorithm="bc", dataset="diffbench/ogbench/cube-single-play-small-v0", seed=0, preset="tiny")
+    assert set(FAMILY_PROTOCOL) <= set(spec.protocol())

@@ -38,6 +38,9 @@ from policies.core.training import TrainHooks
 
 SHARED_DIR = "shared-stages"  # under the results directory: stage checkpoints several algorithms restore
 SELECTION_SEED_OFFSET = 1_000_000  # env seeds of the scale-selection episodes, apart from the reported ones
+# the keys of `RunSpec.protocol` a run takes from its dataset's family (reward transform, evaluation
+# episodes, the env cap of heavy envs) unless its spec sets them
+FAMILY_PROTOCOL = ("reward_transform", "episodes", "eval_envs_at_once")
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ class RunSpec:
         return self.selection_episodes if self.selection_episodes is not None else self.final_episodes()
 
     def protocol(self) -> dict[str, Any]:
-        """The settings that change reported numbers besides the config (and so the run's identity)."""
+        """The settings that change reported numbers besides the config (and so the run's identity);
+        those in `FAMILY_PROTOCOL` come from the dataset's family unless the spec sets them."""
         scales = self.scales()
         out = {"reward_transform": self.transform(), "episodes": self.final_episodes(), "eval_seed": self.eval_seed,
                "guidance_scales": list(scales) if scales is not None else None,

@@ -21,6 +21,7 @@ from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks
 from bench.reports.sharing import shared_stage_savings
+from bench.harness.runner import FAMILY_PROTOCOL
 from bench.harness.store import ResultsStore
 from envs import families
 
@@ -39,18 +40,12 @@ def _variant_label(variant: str, scale: float | None) -> str:
     return " s=0 (diffusion BC)" if scale == 0 else f" s={scale:g}"
 
 
-# protocol settings a run takes from its dataset's family unless told otherwise (`RunSpec`): one algorithm
-# setting run across families differs in them, so they do not part its entries (unless they part two runs
-# on one dataset, see `_entries`)
-FAMILY_PROTOCOL = ("reward_transform", "episodes", "eval_envs_at_once")
-
-
 def _config_tag(config: str, strict: bool = True) -> str:
     """A short hash of a run's config without its seed: runs that differ only in seed share it; not `strict`,
     runs that differ only in their family's protocol settings share it too."""
     cfg = json.loads(config)
     cfg.pop("seed", None)
-    if not strict:
+    if not strict:  # one algorithm setting run across families differs in these: they do not part its entries
         cfg["protocol"] = {k: v for k, v in cfg.get("protocol", {}).items() if k not in FAMILY_PROTOCOL}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
 
