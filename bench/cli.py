@@ -312,6 +312,23 @@ def cmd_perf_sac(args) -> int:
     return 0
 
 
+def cmd_perf_critic(args) -> int:
+    import time
+
+    from bench.studies import critic_agreement
+
+    began = time.perf_counter()
+    df = critic_agreement.compare(Path(args.official), Path(args.support), steps=args.steps, every=args.every)
+    for r in df.itertuples():
+        print(f"{r.critic:9s} step {r.step:7,d}: Q_0 {r.q_data_mean:10.1f} (allowed [{r.low:.4g}, {r.high:.4g}]), spread "
+              f"{r.spread_median:8.2f}, correlation {r.mc_correlation:5.2f}" + ("  OUTSIDE" if r.outside else ""))
+    if args.out:
+        critic_agreement.write(df, Path(args.out), _command(args), Path(args.official), Path(args.support),
+                               time.perf_counter() - began)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _print_outcome(outcome: dict, results: Path) -> int:
     for spec in outcome["skipped"]:
         print(f"skipped (finished before): {spec.label()}")
@@ -650,6 +667,15 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")
     pc.add_argument("--out", default="results/perf_sac.md", help="report file ('' to print only)")
     pc.set_defaults(func=cmd_perf_sac)
+    pcr = psub.add_parser("critic", help="the official CEP critic beside ours: same dataset, support actions and "
+                                         "batches; does Q_0 stay within what the rewards allow?")
+    pcr.add_argument("--official", required=True, help="a checkout of the official QGPO code")
+    pcr.add_argument("--support", required=True, help="a support stage checkpoint (a qgpo run's support.pt, or "
+                                                      "shared-stages/.../support-*.pt): it names its dataset")
+    pcr.add_argument("--steps", type=int, default=30_000)
+    pcr.add_argument("--every", type=int, default=2_500)
+    pcr.add_argument("--out", default="results/critic_official.md", help="report file ('' to print only)")
+    pcr.set_defaults(func=cmd_perf_critic)
     return p
 
 

@@ -338,6 +338,17 @@ def test_perf_against_the_official_code_needs_a_real_checkout(capsys, tmp_path):
     assert code == 2 and "is not a checkout of the official QGPO code" in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_critic_comparison_needs_a_real_checkout_and_a_support_stage(capsys, tmp_path):
+    code, _, err = run(capsys, "perf", "critic", "--official", tmp_path, "--support", tmp_path / "x.pt", "--out", "")
+    assert code == 2 and "is not a checkout of the official QGPO code" in err and len(err.strip().splitlines()) == 1
+    fake = tmp_path / "cep" / "Offline_RL_2D" / "diffusion_SDE"
+    fake.mkdir(parents=True)
+    (fake / "model.py").write_text("")
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "perf", "critic", "--official", tmp_path / "cep", "--support", tmp_path / "x.pt", "--out", "")
+    assert code == 2 and "cannot read checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
 def test_perf_sweep_needs_a_results_store(capsys, tmp_path):
     code, _, err = run(capsys, "perf", "qgpo", "--sweep", tmp_path, "--out", "")
     assert code == 2 and f"no results store in {tmp_path}" in err and len(err.strip().splitlines()) == 1

@@ -117,3 +117,20 @@ def official_cases(path: Path, device: torch.device, obs_dim: int, act_dim: int,
             "actions_per_s_batch4096": lambda: model.select_actions(states4096, diffusion_steps=15),
             "support_actions_per_s": support,
         }
+
+
+@contextlib.contextmanager
+def official_critic(path: Path, device: torch.device, obs_dim: int, act_dim: int,
+                    q_alpha: float = 1.0) -> Iterator[tuple[Callable[[dict], None], Callable]]:
+    """The official Q_0 update (`QGPO_Critic.update_q0`, its own TwinQ, Adam and Polyak target) and its
+    target's min(Q1, Q2) as q(states (B, S), actions (B, A) or (B, M, A)), while the context is open."""
+    with _imported(code_root(path)) as mods:
+        args = SimpleNamespace(device=str(device), alpha=3.0, q_alpha=q_alpha, method="CEP", debug=0)
+        critic = mods["model"].QGPO_Critic(act_dim, obs_dim, args)
+
+        def q(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            if actions.dim() == 3:
+                states = states[:, None].expand(-1, actions.shape[1], -1)
+            return critic.q0_target(actions, states).squeeze(-1)
+
+        yield critic.update_q0, q

@@ -92,7 +92,8 @@ def load_checkpoint(path: Path, *, algorithm: str | tuple[str, ...], stage: str,
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or holding objects we refuse to unpickle
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. "
+        first = next(iter(str(exc).strip().splitlines()), "")  # torch's unpickling errors run to several lines
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first.rstrip('.')}. "
                               "It is corrupt or not a diffbench checkpoint; delete it and re-run the stage") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a diffbench checkpoint (format {FORMAT})")
