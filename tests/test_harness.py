@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.harness.executors import run_all
 from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
-from bench.reports.critic import critic_checks
+from bench.reports.report import build
 from bench.reports.sharing import shared_stage_savings
 from bench.studies.perf import sharing_section
 from policies.errors import ConfigError
@@ -227,7 +227,7 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert "critic check: Q_0 on dataset actions" in out
     checks = {a: json.loads(runs.loc[a, "diagnostics"])["critic"] for a in ("qgpo", "ddpo")}
     assert checks["qgpo"] == checks["ddpo"] and checks["qgpo"]["probe_states"] > 0
-    table = critic_checks(ResultsStore(tmp_path).table("runs")).set_index("entry")
+    table = build(ResultsStore(tmp_path)).critic.set_index("entry")
     assert table.loc["ddpo[tiny]", "runs"] == 1 and table.loc["ddpo[tiny]", "q_data_mean"] == checks["qgpo"]["q_data_mean"]
     saving = shared_stage_savings(ResultsStore(tmp_path).table("runs")).iloc[0]
     ddpo_seconds = json.loads(runs.loc["ddpo", "stage_seconds"])

@@ -218,3 +218,19 @@ def test_the_family_protocol_keys_are_keys_of_the_run_protocol():
 
     spec = RunSpec(algorithm="bc", dataset="diffbench/ogbench/cube-single-play-small-v0", seed=0, preset="tiny")
     assert set(FAMILY_PROTOCOL) <= set(spec.protocol())
+
+
+def test_the_critic_check_table_keeps_two_configs_of_one_algorithm_apart_as_the_score_tables_do(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    for beta, q in ((3.0, 50.0), (10.0, 900.0)):
+        for seed in range(3):
+            run = run_result("qgpo", D4RL, seed)
+            run.run_id, run.config = f"qgpo-beta{beta}-{seed}", {**run.config, "beta": beta}
+            run.diagnostics = {"critic": {"q_data_mean": q + seed, "value_bounds": [0.0, 500.0], "mc_return_mean": 40.0,
+                                          "mc_correlation": 0.5, "outside_bounds": q > 500}}
+            s.record(run)
+    report = build(s)
+    critic = report.critic.set_index("entry")
+    assert set(critic.index) == set(report.scores["run_entry"]) and len(critic) == 2
+    assert sorted(critic["q_data_mean"]) == [51.0, 901.0] and sorted(critic["outside"]) == [0, 3]
+    assert (critic["runs"] == 3).all()

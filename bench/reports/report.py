@@ -297,7 +297,8 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
                         "scale; fixed-scale rows are the per-scale table")
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
-                  sharing=shared_stage_savings(runs), critic=critic_checks(runs), protocol=protocol, notes=notes)
+                  sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
+                  critic=critic_checks(runs, df.drop_duplicates("run_id").set_index("run_id")["run_entry"]))
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
