@@ -22,7 +22,7 @@ import torch
 from bench.harness.provenance import code_version, made_by
 from bench.studies.official import code_root, describe, official_critic
 from envs.catalog import load_dataset
-from policies.algorithms.pretrain import td_loss, value_bounds
+from policies.algorithms.pretrain import critic_check, td_loss
 from policies.algorithms.staged import SHARED
 from policies.core.checkpoint import load_checkpoint
 from policies.core.networks import TwinQ
@@ -54,9 +54,8 @@ def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_5
         raise ConfigError(f"{support} was made on {made_on['id']} with {s['next_index'].shape[0]} transitions; that "
                           f"dataset now has {n}: regenerate the support stage")
     states, sup, nxt = torch.cat([t.observations, s["extra_states"]]), s["support"], s["next_index"]
-    terminals, lo_hi = t.terminals.float(), value_bounds(t.rewards, gamma)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]
-    mc = t.discounted_returns_to_go(gamma)[idx].numpy()
+    terminals = t.terminals.float()
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]  # critic_check's probe
     torch.manual_seed(seed)
     ours = TwinQ(t.action_dim, t.obs_dim, OFFICIAL_WIDTH, 3)
     target, opt = copy.deepcopy(ours).requires_grad_(False), torch.optim.Adam(ours.parameters(), lr=3e-4)
@@ -84,18 +83,21 @@ def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_5
             if k % every == 0 or k == steps:
                 with torch.no_grad():
                     for name, (_, q) in critics.items():
-                        q_data = q(t.observations[idx], t.actions[idx]).double().numpy()
+                        check = critic_check(q, t, gamma, probe, seed)
                         q_sup = q(t.observations[idx], sup[idx]).double().numpy()
-                        rows.append({"critic": name, "step": k, "q_data_mean": q_data.mean(),
+                        rows.append({"critic": name, "step": k, "q_data_mean": check["q_data_mean"],
                                      "spread_median": float(np.median(q_sup.max(1) - q_sup.min(1))),
-                                     "low": lo_hi[0], "high": lo_hi[1], "outside": not lo_hi[0] <= q_data.mean() <= lo_hi[1],
-                                     "mc_return_mean": mc.mean(), "mc_correlation": float(np.corrcoef(q_data, mc)[0, 1]),
-                                     "seconds": seconds[name]})
-    return pd.DataFrame(rows)
+                                     "low": check["value_bounds"][0], "high": check["value_bounds"][1],
+                                     "outside": check["outside_bounds"], "mc_return_mean": check["mc_return_mean"],
+                                     "mc_correlation": check["mc_correlation"], "seconds": seconds[name]})
+    df = pd.DataFrame(rows)
+    df.attrs["dataset"] = made_on
+    return df
 
 
 def write(df: pd.DataFrame, out: Path, command: str, official: Path, support: Path, seconds: float) -> None:
-    made_on = read_support(support)["dataset"]
+    """`df`: `compare`'s, which names the support stage's dataset in its attrs."""
+    made_on = df.attrs["dataset"]
     dataset = f"{made_on['id']} (rewards: {made_on['reward_transform']})"
     wide = df.pivot(index="step", columns="critic", values="q_data_mean")
     spread = df.pivot(index="step", columns="critic", values="spread_median")

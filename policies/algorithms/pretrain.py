@@ -199,12 +199,14 @@ def value_bounds(rewards: torch.Tensor, gamma: float) -> tuple[float, float]:
 
 
 @torch.inference_mode()
-def critic_check(q: TwinQ, transitions: Any, gamma: float, probe: int = 4096, seed: int = 0) -> dict[str, Any]:
-    """Q_0 on dataset actions beside what the rewards allow and what the data earned.
+def critic_check(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], transitions: Any, gamma: float,
+                 probe: int = 4096, seed: int = 0) -> dict[str, Any]:
+    """Q_0 (a TwinQ, or any q(states, actions)) on dataset actions beside what the rewards allow and what
+    the data earned.
 
     In-support softmax Q-learning backs up a soft maximum over sampled actions, so where Q's errors
-    across actions grow with its scale it overestimates without bound (seen on hopper-medium with
-    the official CEP critic as with ours). The mean outside `value_bounds` marks such a critic; the
+    across actions grow with its scale it overestimates without bound (seen on hopper-medium-small
+    with the official CEP critic as with ours). The mean outside `value_bounds` marks such a critic; the
     correlation with the data's Monte-Carlo returns says how well a critic inside ranks states."""
     n = transitions.actions.shape[0]
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]
