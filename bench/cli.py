@@ -103,11 +103,13 @@ def cmd_policies_train(args) -> int:
 def cmd_policies_pick(args) -> int:
     from envs.locomotion.recipes import pick_policies
 
-    index = pick_policies(args.env, Path(args.run), Path(args.dest) if args.dest else None, args.replay_every)
+    index = pick_policies(args.env, Path(args.run), Path(args.dest) if args.dest else None, args.replay_every,
+                          medium_step=args.medium_step)
     for role in ("random", "medium", "expert"):
         card = index["cards"][index[role]]
+        how = f", {index['medium_choice']}" if role == "medium" else ""
         print(f"{role}: {index[role]} (step {card['training_steps']}, return {card['return_mean']:.1f}, "
-              f"D4RL score {card['d4rl_score']:.1f})")
+              f"D4RL score {card['d4rl_score']:.1f}{how})")
     print(f"replay: {len(index['replay'])} checkpoints up to step {index['replay'][-1]['to'] if index['replay'] else 0}")
     return 0
 
@@ -513,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     ppick.add_argument("--run", required=True, help="a `policies train` run directory")
     ppick.add_argument("--replay-every", type=int, default=20_000, help="steps between the replay's checkpoints")
     ppick.add_argument("--dest", help="default: the committed policies directory")
+    ppick.add_argument("--medium-step", type=int, help="the medium checkpoint's training step (default: the medium "
+                       "the destination already holds from this run, else the return closest to a third of D4RL's "
+                       "expert)")
     ppick.set_defaults(func=cmd_policies_pick)
     plist = psub_.add_parser("list", help="the committed behaviour policies and their cards")
     plist.set_defaults(func=cmd_policies_list)

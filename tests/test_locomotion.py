@@ -87,6 +87,22 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
         assert len(load_dataset("diffbench/hopper/medium-expert-small-v0").transitions) == 300
 
 
+def test_a_later_pick_keeps_the_medium_the_datasets_were_made_from(sac_run, tmp_path):
+    """Training on towards an expert must not move medium (and with it the replay and every dataset made)."""
+    dest = tmp_path / "policies"
+    first = pick_policies("hopper", sac_run, dest, replay_every=100, medium_step=200)
+    assert first["medium"] == "step-0000200.pt" and first["medium_choice"] == "chosen"
+    assert [r["to"] for r in first["replay"]] == [100, 200]
+    again = pick_policies("hopper", sac_run, dest, replay_every=100)
+    assert again["medium"] == "step-0000200.pt" and again["medium_choice"] == "kept"
+    assert again["replay"] == first["replay"] and "kept from the earlier pick" in (dest / "CARD.md").read_text()
+    # a held medium that is not this run's file is not kept
+    (dest / "step-0000200.pt").write_bytes(b"another run's policy")
+    assert pick_policies("hopper", sac_run, dest, replay_every=100)["medium_choice"] == "closest"
+    with pytest.raises(DatasetError, match="no trained checkpoint at step 150"):
+        pick_policies("hopper", sac_run, tmp_path / "other", medium_step=150, replay_every=100)
+
+
 def test_the_replay_follows_training_warm_up_first_then_each_checkpoint_scaled_alike():
     index = {"learning_starts": 150, "replay": [{"file": "a", "from": 0, "to": 100}, {"file": "b", "from": 100, "to": 200},
                                                   {"file": "c", "from": 200, "to": 400}]}

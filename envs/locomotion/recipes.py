@@ -190,11 +190,15 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
 
 
 def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: int = 20_000,
-                  medium_fraction: float = 1 / 3) -> dict[str, Any]:
+                  medium_fraction: float = 1 / 3, medium_step: int | None = None) -> dict[str, Any]:
     """Copy the checkpoints the recipes need from a SAC run (`sac.train`'s `out`) into `dest` (the committed
-    policies directory by default) with an `index.json`: random (step 0), medium (return closest to
-    `medium_fraction` of D4RL's expert return), expert (the best return), and every `replay_every` steps
-    up to medium for the replay."""
+    policies directory by default) with an `index.json`: random (step 0), medium, expert (the best return), and
+    every `replay_every` steps up to medium for the replay.
+
+    Medium is the checkpoint at `medium_step` when given; else the medium `dest` already holds, when it is this
+    run's checkpoint (training on past medium to reach an expert must not change the medium that the committed
+    datasets and results were made from, as D4RL's medium stayed fixed); else the return closest to
+    `medium_fraction` of D4RL's expert return."""
     from envs.locomotion.sac import read_curve
 
     run, dest = Path(run), Path(dest) if dest is not None else policies_dir(env)
@@ -209,10 +213,19 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
                            f"({int(settings['checkpoint_every'])})")
     _, expert_ref = d4rl_references(env)
     trained = [r for r in curve if r["step"] > 0]
-    medium = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref))
+    dest.mkdir(parents=True, exist_ok=True)
+    choice = "chosen"
+    if medium_step is None:
+        medium_step, choice = _held_medium(dest, run, env, trained), "kept"
+    if medium_step is None:
+        medium, choice = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref)), "closest"
+    else:
+        medium = next((r for r in trained if int(r["step"]) == medium_step), None)
+        if medium is None:
+            raise DatasetError(f"{run} has no trained checkpoint at step {medium_step}; its checkpoints are at steps "
+                               f"{', '.join(str(int(r['step'])) for r in trained)}")
     expert = max(trained, key=lambda r: r["return_mean"])
     replay = [r for r in curve if r["step"] < medium["step"] and int(r["step"]) % replay_every == 0]
-    dest.mkdir(parents=True, exist_ok=True)
     roles = {"random": curve[0], "medium": medium, "expert": expert}
     files = {}
     for row in [*roles.values(), *replay]:
@@ -227,10 +240,30 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
              "cards": {name: {"training_steps": int(r["step"]), "return_mean": r["return_mean"],
                               "return_std": r["return_std"], "d4rl_score": r["d4rl_score"]}
                        for name, r in sorted(files.items())},
-             "medium_target_return": medium_fraction * expert_ref, "trained_steps": int(curve[-1]["step"])}
+             "medium_target_return": medium_fraction * expert_ref, "medium_choice": choice,
+             "trained_steps": int(curve[-1]["step"])}
     (dest / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     (dest / "CARD.md").write_text(_card_markdown(index, load_actor(run / expert["file"])[1]))
     return index
+
+
+def _held_medium(dest: Path, run: Path, env: str, trained: list[dict[str, Any]]) -> int | None:
+    """The training step of the medium `dest` holds, when `run` has the same file byte for byte."""
+    try:
+        held = json.loads((dest / "index.json").read_text())
+        row = next(r for r in trained if Path(r["file"]).name == held["medium"])
+        same = (dest / held["medium"]).read_bytes() == (run / row["file"]).read_bytes()
+    except (OSError, KeyError, TypeError, ValueError, StopIteration):
+        return None
+    return int(row["step"]) if held.get("env") == env and same else None
+
+
+_MEDIUM_CHOICE = {
+    "closest": "the checkpoint closest to {target:.0f} (a third of the expert reference)",
+    "kept": "step {step:,}, kept from the earlier pick when training went on (the datasets are made from it; the "
+            "target was {target:.0f}, a third of the expert reference)",
+    "chosen": "step {step:,}, chosen by hand (the target was {target:.0f}, a third of the expert reference)",
+}
 
 
 def _card_markdown(index: dict[str, Any], card: dict[str, Any]) -> str:
@@ -244,8 +277,10 @@ def _card_markdown(index: dict[str, Any], card: dict[str, Any]) -> str:
              + f". Returns: mean ± std over {card['eval_episodes']} episodes of the policy's stochastic actions (as the "
              f"datasets record them). D4RL score: 100 (R − random) / (expert − random) with D4RL's references "
              f"(random {card['d4rl_references']['random']:g}, expert {card['d4rl_references']['expert']:g}), measured "
-             f"by D4RL on the v2 envs; these returns are on v5. Medium: the checkpoint closest to "
-             f"{index['medium_target_return']:.0f} (a third of the expert reference). Expert: the best checkpoint of "
+             f"by D4RL on the v2 envs; these returns are on v5. Medium: "
+             + _MEDIUM_CHOICE[index.get("medium_choice", "closest")].format(
+                 target=index["medium_target_return"], step=index["cards"][index["medium"]]["training_steps"])
+             + f". Expert: the best checkpoint of "
              f"{index.get('trained_steps', 0):,} training steps, D4RL score {best:.1f}"
              + (" (short of D4RL's expert, 100)." if best < 90 else "."), "",
              "| file | role | training steps | return | D4RL score |", "|---|---|---:|---:|---:|"]
