@@ -319,11 +319,14 @@ def cmd_perf_critic(args) -> int:
 
     from bench.studies import critic_agreement
 
+    def show(r: dict) -> None:
+        print(f"{r['critic']:9s} step {r['step']:7,d}: Q_0 {r['q_data_mean']:10.1f} (allowed [{r['low']:.4g}, "
+              f"{r['high']:.4g}]), spread {r['spread_median']:8.2f}, correlation {r['mc_correlation']:5.2f}"
+              + ("  OUTSIDE" if r["outside"] else ""), flush=True)
+
     began = time.perf_counter()
-    df = critic_agreement.compare(Path(args.official), Path(args.support), steps=args.steps, every=args.every)
-    for r in df.itertuples():
-        print(f"{r.critic:9s} step {r.step:7,d}: Q_0 {r.q_data_mean:10.1f} (allowed [{r.low:.4g}, {r.high:.4g}]), spread "
-              f"{r.spread_median:8.2f}, correlation {r.mc_correlation:5.2f}" + ("  OUTSIDE" if r.outside else ""))
+    df = critic_agreement.compare(Path(args.official), Path(args.support), steps=args.steps, every=args.every,
+                                  on_row=show)
     if args.out:
         critic_agreement.write(df, Path(args.out), _command(args), Path(args.official), Path(args.support),
                                time.perf_counter() - began)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -39,9 +39,11 @@ def read_support(path: Path) -> dict[str, Any]:
 
 
 def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_500, seed: int = 0, gamma: float = 0.99,
-            beta_q: float = 1.0, batch: int = 256, probe: int = PROBE) -> pd.DataFrame:
+            beta_q: float = 1.0, batch: int = 256, probe: int = PROBE,
+            on_row: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
     """One row per (critic, step): Q_0 on the probe's dataset actions, its spread over the support actions,
-    the allowed range, and the correlation with the data's discounted returns."""
+    the allowed range, and the correlation with the data's discounted returns. `on_row` sees each row as it is
+    read (a long comparison runs for most of an hour)."""
     code_root(official)  # a wrong path fails before any work
     if gamma != 0.99:
         raise ConfigError("the official critic's discount is fixed at 0.99")
@@ -90,6 +92,8 @@ def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_5
                                      "low": check["value_bounds"][0], "high": check["value_bounds"][1],
                                      "outside": check["outside_bounds"], "mc_return_mean": check["mc_return_mean"],
                                      "mc_correlation": check["mc_correlation"], "seconds": seconds[name]})
+                        if on_row is not None:
+                            on_row(rows[-1])
     df = pd.DataFrame(rows)
     df.attrs["dataset"] = made_on
     return df
