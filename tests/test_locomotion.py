@@ -24,7 +24,11 @@ def sac_run(tmp_path_factory) -> Path:
     return out
 
 
-def test_sac_saves_a_scored_actor_every_checkpoint_and_resumes_to_more_steps(sac_run, tmp_path):
+def test_sac_saves_a_scored_actor_every_checkpoint_and_resumes_to_more_steps(sac_run, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where SB3 would put its log folders
+    (tmp_path / "tmp").mkdir()
     curve = read_curve(sac_run)
     assert [r["step"] for r in curve] == [0, 100, 200, 300, 400]
     actor, card = load_actor(sac_run / curve[-1]["file"])
@@ -38,6 +42,7 @@ def test_sac_saves_a_scored_actor_every_checkpoint_and_resumes_to_more_steps(sac
     assert load_actor(out / more[-1]["file"])[1]["resumed"]
     with pytest.raises(DatasetError, match="another seed"):
         train("hopper", out, SacSettings(**{**TINY.__dict__, "seed": 1}))
+    assert not list((tmp_path / "tmp").iterdir()), "training left SB3 log folders behind"
 
 
 def test_our_actor_acts_as_the_sb3_actor_it_was_read_from():

@@ -16,7 +16,7 @@ import gymnasium as gym
 import torch
 
 from bench.harness.provenance import code_version, hardware, made_by
-from envs.locomotion.sac import env_id
+from envs.locomotion.sac import env_id, quiet
 
 LIBRARIES = ("stable-baselines3", "sbx")
 
@@ -34,8 +34,8 @@ def steps_per_second(library: str, env: str, steps: int, warmup: int, learning_s
     else:
         from stable_baselines3 import SAC
         torch.set_num_threads(1)
-    model = SAC("MlpPolicy", gym.make(env_id(env)), seed=seed, learning_starts=learning_starts, verbose=0,
-                **({"device": "cpu"} if library != "sbx" else {}))
+    model = quiet(SAC("MlpPolicy", gym.make(env_id(env)), seed=seed, learning_starts=learning_starts, verbose=0,
+                      **({"device": "cpu"} if library != "sbx" else {})))
     model.learn(total_timesteps=warmup)
     began = time.perf_counter()
     model.learn(total_timesteps=steps, reset_num_timesteps=False)

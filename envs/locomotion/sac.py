@@ -79,11 +79,21 @@ def rollout_return(actor: SquashedGaussianActor, env_name: str, episodes: int, s
     return np.asarray(out)
 
 
+def quiet(model):
+    """An SB3 (or sbx) model that logs nowhere: without a logger of its own, every `learn` call makes a new
+    /tmp/SB3-<time> folder, one per checkpoint chunk of a training run."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
 def _model(env_name: str, settings: SacSettings):
     from stable_baselines3 import SAC  # imported here: only training needs it
 
     env = gym.make(env_id(env_name))
-    return SAC("MlpPolicy", env, seed=settings.seed, learning_starts=settings.learning_starts, device="cpu", verbose=0)
+    return quiet(SAC("MlpPolicy", env, seed=settings.seed, learning_starts=settings.learning_starts, device="cpu",
+                     verbose=0))
 
 
 def _save_state(model, out: Path) -> None:
