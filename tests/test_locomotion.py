@@ -101,8 +101,13 @@ def test_a_later_pick_keeps_the_medium_the_datasets_were_made_from(sac_run, tmp_
     again = pick_policies("hopper", sac_run, dest, replay_every=100)
     assert again["medium"] == "step-0000200.pt" and again["medium_choice"] == "kept"
     assert again["replay"] == first["replay"] and "kept from the earlier pick" in (dest / "CARD.md").read_text()
-    # a held medium that is not this run's file is not kept
-    (dest / "step-0000200.pt").write_bytes(b"another run's policy")
+    # the same run's medium rewritten (training resumed from before it): one clear error, not a silent new pick
+    (dest / "step-0000200.pt").write_bytes(b"the policy the datasets were made from")
+    with pytest.raises(DatasetError, match="step-0000200.pt differ.*--medium-step"):
+        pick_policies("hopper", sac_run, dest, replay_every=100)
+    # another run's (seed's) medium is not this run's to keep
+    index_file = dest / "index.json"
+    index_file.write_text(json.dumps({**json.loads(index_file.read_text()), "seed": 7}))
     assert pick_policies("hopper", sac_run, dest, replay_every=100)["medium_choice"] == "closest"
     with pytest.raises(DatasetError, match="no trained checkpoint at step 150"):
         pick_policies("hopper", sac_run, tmp_path / "other", medium_step=150, replay_every=100)

@@ -216,7 +216,7 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
     dest.mkdir(parents=True, exist_ok=True)
     choice = "chosen"
     if medium_step is None:
-        medium_step, choice = _held_medium(dest, run, env, trained), "kept"
+        medium_step, choice = _held_medium(dest, run, env, int(settings["seed"]), curve), "kept"
     if medium_step is None:
         medium, choice = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref)), "closest"
     else:
@@ -247,15 +247,26 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
     return index
 
 
-def _held_medium(dest: Path, run: Path, env: str, trained: list[dict[str, Any]]) -> int | None:
-    """The training step of the medium `dest` holds, when `run` has the same file byte for byte."""
+def _held_medium(dest: Path, run: Path, env: str, seed: int, curve: list[dict[str, Any]]) -> int | None:
+    """The training step of the medium `dest` holds from this run (same env and seed), if any. When the run's
+    files at the held medium's or replay's steps are no longer the ones `dest` holds (training resumed from a
+    state saved before them rewrites them), keeping them is impossible: one clear error, not a silent new pick."""
     try:
         held = json.loads((dest / "index.json").read_text())
-        row = next(r for r in trained if Path(r["file"]).name == held["medium"])
-        same = (dest / held["medium"]).read_bytes() == (run / row["file"]).read_bytes()
-    except (OSError, KeyError, TypeError, ValueError, StopIteration):
+        names = [held["medium"], *(r["file"] for r in held.get("replay", []))]
+    except (OSError, KeyError, TypeError, ValueError):
         return None
-    return int(row["step"]) if held.get("env") == env and same else None
+    in_run = {Path(r["file"]).name: r for r in curve}
+    if held.get("env") != env or held.get("seed") != seed or held["medium"] not in in_run:
+        return None
+    changed = [n for n in names if n in in_run and (not (dest / n).is_file()
+                                                    or (dest / n).read_bytes() != (run / in_run[n]["file"]).read_bytes())]
+    if changed:
+        raise DatasetError(f"{run}'s {', '.join(changed)} differ from the files in {dest} (training resumed from a state "
+                           f"saved before them rewrites them), so the medium and replay the datasets were made from "
+                           f"cannot be kept; pass --medium-step STEP to pick anew (the medium and medium-replay data "
+                           f"will change)")
+    return int(in_run[held["medium"]]["step"])
 
 
 _MEDIUM_CHOICE = {
