@@ -198,6 +198,11 @@ def value_bounds(rewards: torch.Tensor, gamma: float) -> tuple[float, float]:
     return (r_min if r_min >= 0 else r_min / (1 - gamma)), (r_max if r_max <= 0 else r_max / (1 - gamma))
 
 
+def probe_index(n: int, probe: int = 4096, seed: int = 0) -> torch.Tensor:
+    """The dataset rows `critic_check` reads Q_0 on: a seeded draw, the same for every critic read at that seed."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]
+
+
 @torch.inference_mode()
 def critic_check(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], transitions: Any, gamma: float,
                  probe: int = 4096, seed: int = 0) -> dict[str, Any]:
@@ -208,8 +213,7 @@ def critic_check(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], transi
     across actions grow with its scale it overestimates without bound (seen on hopper-medium-small
     with the official CEP critic as with ours). The mean outside `value_bounds` marks such a critic; the
     correlation with the data's Monte-Carlo returns says how well a critic inside ranks states."""
-    n = transitions.actions.shape[0]
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]
+    idx = probe_index(transitions.actions.shape[0], probe, seed)
     dev = transitions.actions.device
     q_data = q_values(q, transitions.observations[idx.to(dev)], transitions.actions[idx.to(dev)]).double().cpu()
     mc = transitions.discounted_returns_to_go(gamma)[idx]
