@@ -214,11 +214,13 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
     _, expert_ref = d4rl_references(env)
     trained = [r for r in curve if r["step"] > 0]
     dest.mkdir(parents=True, exist_ok=True)
-    choice = "chosen"
+    if medium_step is not None:
+        choice = "chosen"
+    else:
+        medium_step = _held_medium(dest, run, env, int(settings["seed"]), curve)
+        choice = "kept" if medium_step is not None else "closest"
     if medium_step is None:
-        medium_step, choice = _held_medium(dest, run, env, int(settings["seed"]), curve), "kept"
-    if medium_step is None:
-        medium, choice = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref)), "closest"
+        medium = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref))
     else:
         medium = next((r for r in trained if int(r["step"]) == medium_step), None)
         if medium is None:
