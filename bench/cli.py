@@ -104,7 +104,7 @@ def cmd_policies_pick(args) -> int:
     from envs.locomotion.recipes import pick_policies
 
     index = pick_policies(args.env, Path(args.run), Path(args.dest) if args.dest else None, args.replay_every,
-                          medium_step=args.medium_step)
+                          medium_step=args.medium_step, keep_medium=args.keep_medium)
     for role in ("random", "medium", "expert"):
         card = index["cards"][index[role]]
         how = f", {index['medium_choice']}" if role == "medium" else ""
@@ -521,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     ppick.add_argument("--medium-step", type=int, help="the medium checkpoint's training step (default: the medium "
                        "the destination already holds from this run, else the return closest to a third of D4RL's "
                        "expert)")
+    ppick.add_argument("--keep-medium", action="store_true", help="when this run's files at the held medium's or "
+                       "replay's steps were rewritten (training resumed from before them), keep the destination's "
+                       "files and take only the expert from the run")
     ppick.set_defaults(func=cmd_policies_pick)
     plist = psub_.add_parser("list", help="the committed behaviour policies and their cards")
     plist.set_defaults(func=cmd_policies_list)

@@ -103,8 +103,21 @@ def test_a_later_pick_keeps_the_medium_the_datasets_were_made_from(sac_run, tmp_
     assert again["replay"] == first["replay"] and "kept from the earlier pick" in (dest / "CARD.md").read_text()
     # the same run's medium rewritten (training resumed from before it): one clear error, not a silent new pick
     (dest / "step-0000200.pt").write_bytes(b"the policy the datasets were made from")
-    with pytest.raises(DatasetError, match="step-0000200.pt differ.*--medium-step"):
+    with pytest.raises(DatasetError, match="step-0000200.pt differ.*--keep-medium.*--medium-step"):
         pick_policies("hopper", sac_run, dest, replay_every=100)
+    # --keep-medium: the held medium and replay stay byte for byte; only the expert comes from the run
+    (dest / "step-0009999.pt").write_bytes(b"a file no role names any more")
+    branched = pick_policies("hopper", sac_run, dest, replay_every=100, keep_medium=True)
+    assert branched["medium"] == "step-0000200.pt" and branched["medium_choice"] == "branched"
+    assert branched["replay"] == first["replay"] and branched["shared_until"] == 100
+    assert (dest / "step-0000200.pt").read_bytes() == b"the policy the datasets were made from"
+    assert branched["cards"]["step-0000200.pt"] == first["cards"]["step-0000200.pt"]
+    later = {Path(r["file"]).name: r["return_mean"] for r in read_curve(sac_run) if r["step"] > 200}
+    later["step-0000200.pt"] = first["cards"]["step-0000200.pt"]["return_mean"]
+    assert branched["expert"] == max(later, key=later.get)  # the best of the kept medium and the later checkpoints
+    assert not (dest / "step-0009999.pt").exists(), "a checkpoint no role names stayed behind"
+    assert sorted(p.name for p in dest.glob("step-*.pt")) == sorted(branched["cards"])
+    assert "agree up to step 100, then branch" in (dest / "CARD.md").read_text()
     # another run's (seed's) medium is not this run's to keep
     index_file = dest / "index.json"
     index_file.write_text(json.dumps({**json.loads(index_file.read_text()), "seed": 7}))

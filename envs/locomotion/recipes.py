@@ -190,15 +190,20 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
 
 
 def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: int = 20_000,
-                  medium_fraction: float = 1 / 3, medium_step: int | None = None) -> dict[str, Any]:
+                  medium_fraction: float = 1 / 3, medium_step: int | None = None,
+                  keep_medium: bool = False) -> dict[str, Any]:
     """Copy the checkpoints the recipes need from a SAC run (`sac.train`'s `out`) into `dest` (the committed
     policies directory by default) with an `index.json`: random (step 0), medium, expert (the best return), and
-    every `replay_every` steps up to medium for the replay.
+    every `replay_every` steps up to medium for the replay. Checkpoint files in `dest` that the new index does
+    not name are removed.
 
     Medium is the checkpoint at `medium_step` when given; else the medium `dest` already holds, when it is this
     run's checkpoint (training on past medium to reach an expert must not change the medium that the committed
     datasets and results were made from, as D4RL's medium stayed fixed); else the return closest to
-    `medium_fraction` of D4RL's expert return."""
+    `medium_fraction` of D4RL's expert return. When the run's files at the held medium's or replay's steps were
+    rewritten (training resumed from a state saved before them), `keep_medium` keeps `dest`'s files as they are
+    and takes only the expert from the run: the expert's training then branched from the medium's, which the
+    card says."""
     from envs.locomotion.sac import read_curve
 
     run, dest = Path(run), Path(dest) if dest is not None else policies_dir(env)
@@ -212,28 +217,51 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
         raise DatasetError(f"replay_every ({replay_every}) must be a multiple of the run's checkpoint_every "
                            f"({int(settings['checkpoint_every'])})")
     _, expert_ref = d4rl_references(env)
-    trained = [r for r in curve if r["step"] > 0]
     dest.mkdir(parents=True, exist_ok=True)
+    held = None if medium_step is not None else _held_medium(dest, run, env, int(settings["seed"]), curve)
+    kept: dict[str, dict[str, Any]] = {}  # files kept from `dest` as they are, with rows from its index
     if medium_step is not None:
         choice = "chosen"
+    elif held is None:
+        choice = "closest"
+    elif held["changed"] and not keep_medium:
+        raise DatasetError(f"{run}'s {', '.join(held['changed'])} differ from the files in {dest} (training resumed from "
+                           f"a state saved before them rewrites them), so this run no longer holds the medium and "
+                           f"replay the datasets were made from; pass --keep-medium to keep {dest}'s files and take "
+                           f"only the expert from this run, or --medium-step STEP to pick anew (the medium and "
+                           f"medium-replay data will change)")
     else:
-        medium_step = _held_medium(dest, run, env, int(settings["seed"]), curve)
-        choice = "kept" if medium_step is not None else "closest"
-    if medium_step is None:
-        medium = min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref))
-    else:
-        medium = next((r for r in trained if int(r["step"]) == medium_step), None)
-        if medium is None:
-            raise DatasetError(f"{run} has no trained checkpoint at step {medium_step}; its checkpoints are at steps "
-                               f"{', '.join(str(int(r['step'])) for r in trained)}")
-    expert = max(trained, key=lambda r: r["return_mean"])
-    replay = [r for r in curve if r["step"] < medium["step"] and int(r["step"]) % replay_every == 0]
-    roles = {"random": curve[0], "medium": medium, "expert": expert}
+        choice, medium_step = ("branched" if held["changed"] else "kept"), held["step"]
+        if held["changed"]:
+            missing = [n for n in held["names"] if not (dest / n).is_file()]
+            if missing:
+                raise DatasetError(f"{dest} lacks {', '.join(missing)}, which its index.json names; restore them "
+                                   f"(git checkout -- {dest}) or pass --medium-step STEP to pick anew")
+            kept = {n: {"step": c["training_steps"], "file": n, **{k: c[k] for k in ("return_mean", "return_std",
+                                                                                       "d4rl_score")}}
+                    for n, c in held["index"]["cards"].items() if n in held["names"]}
+    rows = [r for r in curve if Path(r["file"]).name not in kept]
+    rows += sorted(kept.values(), key=lambda r: r["step"])
+    rows.sort(key=lambda r: r["step"])
+    trained = [r for r in rows if r["step"] > 0]
+    medium = next((r for r in trained if int(r["step"]) == medium_step), None) if medium_step is not None else \
+        min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref))
+    if medium is None:
+        raise DatasetError(f"{run} has no trained checkpoint at step {medium_step}; its checkpoints are at steps "
+                           f"{', '.join(str(int(r['step'])) for r in trained)}")
+    expert = max((r for r in trained if Path(r["file"]).name not in kept or r is medium),
+                 key=lambda r: r["return_mean"])
+    replay = [r for r in rows if r["step"] < medium["step"] and int(r["step"]) % replay_every == 0]
+    roles = {"random": rows[0], "medium": medium, "expert": expert}
     files = {}
     for row in [*roles.values(), *replay]:
         name = Path(row["file"]).name
         files[name] = row
-        (dest / name).write_bytes((run / row["file"]).read_bytes())
+        if name not in kept:
+            (dest / name).write_bytes((run / row["file"]).read_bytes())
+    for stale in dest.glob("step-*.pt"):
+        if stale.name not in files:
+            stale.unlink()
     bounds = [int(r["step"]) for r in replay] + [int(medium["step"])]
     index = {"env": env, "seed": int(settings["seed"]), "learning_starts": int(settings["learning_starts"]),
              **{role: Path(row["file"]).name for role, row in roles.items()},
@@ -244,15 +272,17 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
                        for name, r in sorted(files.items())},
              "medium_target_return": medium_fraction * expert_ref, "medium_choice": choice,
              "trained_steps": int(curve[-1]["step"])}
+    if kept:
+        index["shared_until"] = held["shared_until"]
     (dest / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     (dest / "CARD.md").write_text(_card_markdown(index, load_actor(run / expert["file"])[1]))
     return index
 
 
-def _held_medium(dest: Path, run: Path, env: str, seed: int, curve: list[dict[str, Any]]) -> int | None:
-    """The training step of the medium `dest` holds from this run (same env and seed), if any. When the run's
-    files at the held medium's or replay's steps are no longer the ones `dest` holds (training resumed from a
-    state saved before them rewrites them), keeping them is impossible: one clear error, not a silent new pick."""
+def _held_medium(dest: Path, run: Path, env: str, seed: int, curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The medium `dest` holds from this run (same env and seed), if any: its step, the held medium's and replay's
+    files, those of them that differ from the run's (training resumed from a state saved before them rewrites
+    them), and the last step up to which the run's files and the held ones agree."""
     try:
         held = json.loads((dest / "index.json").read_text())
         names = [held["medium"], *(r["file"] for r in held.get("replay", []))]
@@ -263,12 +293,11 @@ def _held_medium(dest: Path, run: Path, env: str, seed: int, curve: list[dict[st
         return None
     changed = [n for n in names if n in in_run and (not (dest / n).is_file()
                                                     or (dest / n).read_bytes() != (run / in_run[n]["file"]).read_bytes())]
-    if changed:
-        raise DatasetError(f"{run}'s {', '.join(changed)} differ from the files in {dest} (training resumed from a state "
-                           f"saved before them rewrites them), so the medium and replay the datasets were made from "
-                           f"cannot be kept; pass --medium-step STEP to pick anew (the medium and medium-replay data "
-                           f"will change)")
-    return int(in_run[held["medium"]]["step"])
+    first_changed = min((int(in_run[n]["step"]) for n in changed), default=None)
+    same = [int(in_run[n]["step"]) for n in names if n in in_run and n not in changed
+            and (first_changed is None or int(in_run[n]["step"]) < first_changed)]
+    return {"step": int(in_run[held["medium"]]["step"]), "names": names, "changed": changed, "index": held,
+            "shared_until": max(same, default=0)}
 
 
 _MEDIUM_CHOICE = {
@@ -276,6 +305,10 @@ _MEDIUM_CHOICE = {
     "kept": "step {step:,}, kept from the earlier pick when training went on (the datasets are made from it; the "
             "target was {target:.0f}, a third of the expert reference)",
     "chosen": "step {step:,}, chosen by hand (the target was {target:.0f}, a third of the expert reference)",
+    "branched": "step {step:,}, kept with the replay's checkpoints from the earlier pick (the datasets are made from "
+                "them; the target was {target:.0f}, a third of the expert reference). The expert comes from training "
+                "resumed from a learner state saved before the medium: the two runs' checkpoints agree up to step "
+                "{shared:,}, then branch, so the expert did not train through this medium",
 }
 
 
@@ -292,7 +325,8 @@ def _card_markdown(index: dict[str, Any], card: dict[str, Any]) -> str:
              f"(random {card['d4rl_references']['random']:g}, expert {card['d4rl_references']['expert']:g}), measured "
              f"by D4RL on the v2 envs; these returns are on v5. Medium: "
              + _MEDIUM_CHOICE[index.get("medium_choice", "closest")].format(
-                 target=index["medium_target_return"], step=index["cards"][index["medium"]]["training_steps"])
+                 target=index["medium_target_return"], step=index["cards"][index["medium"]]["training_steps"],
+                 shared=index.get("shared_until", 0))
              + f". Expert: the best checkpoint of "
              f"{index.get('trained_steps', 0):,} training steps, D4RL score {best:.1f}"
              + (" (short of D4RL's expert, 100)." if best < 90 else "."), "",
