@@ -104,14 +104,20 @@ def cmd_policies_pick(args) -> int:
     from envs.locomotion.recipes import pick_policies
 
     index = pick_policies(args.env, Path(args.run), Path(args.dest) if args.dest else None, args.replay_every,
-                          medium_step=args.medium_step, keep_medium=args.keep_medium)
+                          medium_step=args.medium_step, keep_medium=args.keep_medium,
+                          heldout_episodes=args.heldout_episodes)
     for role in ("random", "medium", "expert"):
         card = index["cards"][index[role]]
         how = f", {index['medium_choice']}" if role == "medium" else ""
         print(f"{role}: {index[role]} (step {card['training_steps']}, return {card['return_mean']:.1f}, "
-              f"D4RL score {card['d4rl_score']:.1f}{how})")
+              f"D4RL score {card['d4rl_score']:.1f}{how}{_fresh(card)})")
     print(f"replay: {len(index['replay'])} checkpoints up to step {index['replay'][-1]['to'] if index['replay'] else 0}")
     return 0
+
+
+def _fresh(card: dict) -> str:
+    h = card.get("heldout")
+    return f"; on {h['episodes']} fresh episodes: return {h['return_mean']:.1f}, D4RL score {h['d4rl_score']:.1f}" if h else ""
 
 
 def cmd_policies_list(args) -> int:
@@ -127,7 +133,7 @@ def cmd_policies_list(args) -> int:
         for role in ("random", "medium", "expert"):
             card = index["cards"][index[role]]
             print(f"{env} {role}: step {card['training_steps']}, return {card['return_mean']:.1f}, "
-                  f"D4RL score {card['d4rl_score']:.1f}")
+                  f"D4RL score {card['d4rl_score']:.1f}{_fresh(card)}")
     return 0
 
 
@@ -524,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     ppick.add_argument("--keep-medium", action="store_true", help="when this run's files at the held medium's or "
                        "replay's steps were rewritten (training resumed from before them), keep the destination's "
                        "files and take only the expert from the run")
+    ppick.add_argument("--heldout-episodes", type=int, default=50, help="fresh episodes (other env seeds than "
+                       "training's readings) on which medium and expert are read again, the score the card names "
+                       "them by (0: none)")
     ppick.set_defaults(func=cmd_policies_pick)
     plist = psub_.add_parser("list", help="the committed behaviour policies and their cards")
     plist.set_defaults(func=cmd_policies_list)

@@ -66,11 +66,16 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
     from envs.minari_source import pinned_root
 
     dest = tmp_path / "policies"
-    index = pick_policies("hopper", sac_run, dest, replay_every=100)
+    index = pick_policies("hopper", sac_run, dest, replay_every=100, heldout_episodes=3)
     assert index["random"] == "step-0000000.pt" and index["replay"][0] == {"file": "step-0000000.pt", "from": 0, "to": 100}
     assert all(index[role] in index["cards"] for role in ("medium", "expert"))
     card = (dest / "CARD.md").read_text()
     assert "| step-0000000.pt | random |" in card and "stable-baselines3" in card and "v2 envs" in card
+    # medium and expert read again on fresh episodes (the expert's training reading is the best of many, so high)
+    for role in ("medium", "expert"):
+        fresh = index["cards"][index[role]]["heldout"]
+        assert fresh["episodes"] == 3 and fresh["env_seeds"] == "20000+i" and np.isfinite(fresh["d4rl_score"])
+    assert "heldout" not in index["cards"][index["random"]] and "on 3 fresh episodes" in card
     with pinned_root(session_root):
         sums = []
         for _ in range(2):
@@ -95,10 +100,10 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
 def test_a_later_pick_keeps_the_medium_the_datasets_were_made_from(sac_run, tmp_path):
     """Training on towards an expert must not move medium (and with it the replay and every dataset made)."""
     dest = tmp_path / "policies"
-    first = pick_policies("hopper", sac_run, dest, replay_every=100, medium_step=200)
+    first = pick_policies("hopper", sac_run, dest, replay_every=100, medium_step=200, heldout_episodes=0)
     assert first["medium"] == "step-0000200.pt" and first["medium_choice"] == "chosen"
     assert [r["to"] for r in first["replay"]] == [100, 200]
-    again = pick_policies("hopper", sac_run, dest, replay_every=100)
+    again = pick_policies("hopper", sac_run, dest, replay_every=100, heldout_episodes=0)
     assert again["medium"] == "step-0000200.pt" and again["medium_choice"] == "kept"
     assert again["replay"] == first["replay"] and "kept from the earlier pick" in (dest / "CARD.md").read_text()
     # the same run's medium rewritten (training resumed from before it): one clear error, not a silent new pick
@@ -107,7 +112,7 @@ def test_a_later_pick_keeps_the_medium_the_datasets_were_made_from(sac_run, tmp_
         pick_policies("hopper", sac_run, dest, replay_every=100)
     # --keep-medium: the held medium and replay stay byte for byte; only the expert comes from the run
     (dest / "step-0009999.pt").write_bytes(b"a file no role names any more")
-    branched = pick_policies("hopper", sac_run, dest, replay_every=100, keep_medium=True)
+    branched = pick_policies("hopper", sac_run, dest, replay_every=100, keep_medium=True, heldout_episodes=0)
     assert branched["medium"] == "step-0000200.pt" and branched["medium_choice"] == "branched"
     assert branched["replay"] == first["replay"] and branched["shared_until"] == 100
     assert (dest / "step-0000200.pt").read_bytes() == b"the policy the datasets were made from"
