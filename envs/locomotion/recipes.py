@@ -222,7 +222,7 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
     if replay_every % int(settings["checkpoint_every"]):
         raise DatasetError(f"replay_every ({replay_every}) must be a multiple of the run's checkpoint_every "
                            f"({int(settings['checkpoint_every'])})")
-    _, expert_ref = d4rl_references(env)
+    ref_min, expert_ref = d4rl_references(env)
     dest.mkdir(parents=True, exist_ok=True)
     held = None if medium_step is not None else _held_medium(dest, run, env, int(settings["seed"]), curve)
     kept: dict[str, dict[str, Any]] = {}  # files kept from `dest` as they are, with rows from its index
@@ -246,9 +246,7 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
             kept = {n: {"step": c["training_steps"], "file": n, **{k: c[k] for k in ("return_mean", "return_std",
                                                                                        "d4rl_score")}}
                     for n, c in held["index"]["cards"].items() if n in held["names"]}
-    rows = [r for r in curve if Path(r["file"]).name not in kept]
-    rows += sorted(kept.values(), key=lambda r: r["step"])
-    rows.sort(key=lambda r: r["step"])
+    rows = sorted([*(r for r in curve if Path(r["file"]).name not in kept), *kept.values()], key=lambda r: r["step"])
     trained = [r for r in rows if r["step"] > 0]
     medium = next((r for r in trained if int(r["step"]) == medium_step), None) if medium_step is not None else \
         min(trained, key=lambda r: abs(r["return_mean"] - medium_fraction * expert_ref))
@@ -280,12 +278,13 @@ def pick_policies(env: str, run: Path, dest: Path | None = None, replay_every: i
              "trained_steps": int(curve[-1]["step"])}
     if kept:
         index["shared_until"] = held["shared_until"]
-    for name in dict.fromkeys(index[role] for role in ("medium", "expert")) if heldout_episodes > 0 else ():
-        returns = rollout_return(load_actor(dest / name)[0], env, heldout_episodes, seed=HELDOUT_SEED + index["seed"])
-        index["cards"][name]["heldout"] = {
-            "episodes": heldout_episodes, "env_seeds": f"{HELDOUT_SEED + index['seed']}+i",
-            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-            "d4rl_score": float(normalized_score(returns.mean(), *d4rl_references(env)))}
+    if heldout_episodes > 0:
+        for name in {index["medium"], index["expert"]}:
+            returns = rollout_return(load_actor(dest / name)[0], env, heldout_episodes, seed=HELDOUT_SEED + index["seed"])
+            index["cards"][name]["heldout"] = {
+                "episodes": heldout_episodes, "env_seeds": f"{HELDOUT_SEED + index['seed']}+i",
+                "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+                "d4rl_score": float(normalized_score(returns.mean(), ref_min, expert_ref))}
     (dest / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     (dest / "CARD.md").write_text(_card_markdown(index, load_actor(run / expert["file"])[1]))
     return index
