@@ -375,7 +375,8 @@ def cmd_run(args) -> int:
     scales = tuple(_numbers(args.guidance_scales, float, "--guidance-scales")) if args.guidance_scales else None
     spec = RunSpec(algorithm=args.algorithm, dataset=args.dataset, seed=args.seed, preset=args.preset,
                    overrides=parse_assignments(args.overrides), episodes=args.episodes, guidance_scales=scales,
-                   eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, eval_seed=args.eval_seed,
+                   eval_every=args.eval_every, curve_points=args.curve_points,
+                   checkpoint_every=args.checkpoint_every, eval_seed=args.eval_seed,
                    reward_transform=args.reward_transform, selection_episodes=args.selection_episodes)
     preflight([spec])
     print(f"run {spec.label()} -> {spec.directory(Path(args.results))}")
@@ -615,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 for maze and OGBench datasets, 10 others)")
     rn.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
     rn.add_argument("--eval-every", type=int, default=0, help="gradient steps between learning-curve evaluations")
+    rn.add_argument("--curve-points", type=int, default=None,
+                    help="learning-curve evaluations per policy-making stage, at k/N of its steps (default 10; 0 for "
+                         "the tiny and quick presets), on other env seeds than the final evaluation's")
     rn.add_argument("--checkpoint-every", type=int, default=1000, help="gradient steps between mid-stage checkpoints")
     rn.add_argument("--eval-seed", type=int, default=0)
     rn.add_argument("--reward-transform", choices=["none", "locomotion", "antmaze"],

@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
 from envs.errors import DatasetError
+from envs.families import CONTINUING_FAMILIES, family
 from envs.scores import normalized_score
 from envs.transitions import Transitions, transform_rewards
 
@@ -41,7 +42,27 @@ class OfflineDataset:
     def with_reward_transform(self, kind: str) -> "OfflineDataset":
         if self.reward_transform != "none":
             raise DatasetError(f"{self.id}: rewards are already transformed ({self.reward_transform!r})")
-        return replace(self, transitions=transform_rewards(self.transitions, kind), reward_transform=kind)
+        raw = self.transitions.episode_returns().tolist()  # what the episodes earned on the env, for `data_score`
+        return replace(self, transitions=transform_rewards(self.transitions, kind), reward_transform=kind,
+                       metadata={**self.metadata, "raw_episode_returns": raw})
+
+    def data_score(self) -> tuple[float, str] | None:
+        """The data's own score on the evaluation env, the reference a policy imitating it should reach, and how it
+        was measured; None where the data says nothing of it.
+
+        A generated dataset's card may hold it (PointMaze: its noisy collecting controller rolled out on the
+        evaluation env, whose episodes differ from the data's goal-to-goal segments). Otherwise, where the data's
+        episodes are evaluation episodes (normalised-return families other than the mazes), the mean normalised
+        return of its episodes."""
+        card = self.metadata.get("card") or {}
+        if card.get("data_score") is not None:
+            return float(card["data_score"]), str(card.get("data_score_how", "the dataset card's"))
+        if (self.score != "normalized_return" or self.ref_min_score is None or self.ref_max_score is None
+                or family(self.id) in CONTINUING_FAMILIES + ("antmaze",)):
+            return None
+        returns = np.asarray(self.metadata.get("raw_episode_returns", self.transitions.episode_returns().tolist()))
+        return (float(self.normalized_score(returns).mean()),
+                f"the mean normalised return of the data's {len(returns)} episodes")
 
     def make_env(self, **kwargs: Any) -> gym.Env:
         """The evaluation env, emitting observations flattened exactly like the dataset's."""

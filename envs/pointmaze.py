@@ -196,6 +196,18 @@ def reference_scores(recipe: PointMazeRecipe, episodes: int, seed: int, cfg: Con
     return random_score, expert_score
 
 
+def collector_score(recipe: PointMazeRecipe, episodes: int, seed: int, cfg: ControllerConfig) -> float:
+    """Mean return of the data's own collector, the controller with its N(0, action_noise^2) noise, on the
+    single-goal eval env: what imitating the data can reach (the data's goal-to-goal segments are no eval episodes)."""
+    env = recipe.eval_env()
+    rng = np.random.default_rng(seed + 1)
+    noisy = WaypointController(env.unwrapped.maze, cfg, rng)
+    policy = lambda o: np.clip(noisy(o) + rng.normal(scale=cfg.action_noise, size=2), -1.0, 1.0).astype(np.float32)  # noqa: E731
+    score = average_return(env, policy, episodes, seed)
+    env.close()
+    return score
+
+
 def build(dataset_id: str, steps: int | None, seed: int, ref_episodes: int | None, progress: bool) -> dict:
     """Collect a recipe's data; returns the arguments `minari_writer.write_dataset` takes."""
     if dataset_id not in RECIPES:
@@ -208,6 +220,7 @@ def build(dataset_id: str, steps: int | None, seed: int, ref_episodes: int | Non
     cfg = ControllerConfig()
     buffers = collect(recipe, steps, seed, cfg, progress)
     ref_min, ref_max = reference_scores(recipe, ref_episodes, seed, cfg)
+    collector = collector_score(recipe, ref_episodes, seed, cfg)
     card = {
         "dataset_id": dataset_id,
         "generator": "envs.pointmaze (diffbench)",
@@ -220,6 +233,10 @@ def build(dataset_id: str, steps: int | None, seed: int, ref_episodes: int | Non
         "ref_min_score": ref_min,
         "ref_max_score": ref_max,
         "ref_episodes": ref_episodes,
+        "collector_return": collector,
+        "data_score": 100.0 * (collector - ref_min) / (ref_max - ref_min),
+        "data_score_how": f"the data's collector (the controller with its action noise) on the eval env, {ref_episodes} "
+                          "episodes",
         "versions": {p: md.version(p) for p in ("diffbench", "minari", "gymnasium", "gymnasium-robotics", "mujoco", "numpy")},
     }
     description = (

@@ -84,22 +84,36 @@ class Transitions:
         joined = self.timeouts[inner - 1] > 0
         return torch.cat([self.episode_starts[:1], inner[~joined], self.episode_starts[-1:]])
 
-    def discounted_returns_to_go(self, gamma: float) -> torch.Tensor:
-        """(N,) float64: G_t = r_t + gamma G_{t+1} within each episode, restarting at every episode start.
+    def discounted_returns_to_go(self, gamma: float, across_truncations: bool = False) -> torch.Tensor:
+        """(N,) float64: G_t = r_t + gamma G_{t+1} within each return stream (`return_streams`: the episodes, or
+        with `across_truncations` the continuing stream they were cut from), restarting at every stream's start.
 
-        An episode cut by a time limit has an unobserved tail, so its returns-to-go are truncated there
-        (no bootstrap: a dataset label must not depend on a learned value)."""
+        A stream cut by a time limit has an unobserved tail, so its returns-to-go are truncated there
+        (no bootstrap: a dataset label must not depend on a learned value); `unseen_tail` says how much."""
         if not 0 <= gamma <= 1:
             raise DatasetError(f"gamma must be in [0, 1], got {gamma}")
         rewards = self.rewards.double().cpu().tolist()  # plain floats: a Python loop over them is fast enough
         out = [0.0] * len(rewards)
-        starts = self.episode_starts.cpu().tolist()
+        starts = self.return_streams(across_truncations).cpu().tolist()
         for begin, end in zip(starts[:-1], starts[1:]):
             g = 0.0
             for i in range(end - 1, begin - 1, -1):
                 g = rewards[i] + gamma * g
                 out[i] = g
         return torch.tensor(out, dtype=torch.float64)
+
+    def unseen_tail(self, gamma: float, across_truncations: bool = False) -> torch.Tensor:
+        """(N,) float64: gamma^(steps to the end of each transition's return stream) where that stream was cut
+        without terminating (a time limit, or the data's end), else 0: the discount weight of what a Monte-Carlo
+        return-to-go misses. Near 1 at the end of a truncated episode, whose truncated return says nothing of the
+        state's value."""
+        out = torch.zeros(len(self), dtype=torch.float64)
+        starts = self.return_streams(across_truncations).cpu().tolist()
+        terminals = self.terminals.cpu()
+        for begin, end in zip(starts[:-1], starts[1:]):
+            if terminals[end - 1] <= 0:
+                out[begin:end] = torch.tensor(float(gamma), dtype=torch.float64) ** torch.arange(end - begin, 0, -1)
+        return out
 
     def to(self, device: torch.device | str) -> "Transitions":
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)}

@@ -36,6 +36,15 @@ class Algorithm(ABC):
         """The guidance scales a run evaluates when none are asked for; None: the config's own."""
         return None
 
+    def curve_scale(self, stage: str) -> float | None:
+        """The guidance scale a learning-curve evaluation made during `stage` acts at (None: the config's)."""
+        return None
+
+    def policy_stage(self, scale: float | None) -> str | None:
+        """The stage whose training made the policy acting at guidance scale `scale` (None: the config's): the
+        x axis of that policy's learning curve."""
+        return self.curve_stages[-1] if self.curve_stages else None
+
     @classmethod
     @abstractmethod
     def for_dataset(cls, dataset: OfflineDataset, config: Any) -> "Algorithm":

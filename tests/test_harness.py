@@ -45,14 +45,23 @@ def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_po
     ev = store.table("evaluations")
     curve = ev[ev.stage == "energy"]
     assert curve.step.tolist() == [25] and curve.gradient_steps.tolist() == [60 + 40 + 25]
+    assert curve.variant.tolist() == ["guidance_scale=1"]  # the config's scale, named
+    behaviour = ev[ev.stage == "behaviour"].sort_values("step")  # diffusion BC's curve: the behaviour model at s = 0
+    assert behaviour.step.tolist() == [25, 50] and set(behaviour.variant) == {"guidance_scale=0"}
     final = ev[ev.stage == "final"].sort_values("guidance_scale")
     assert final.variant.tolist() == ["guidance_scale=0", "guidance_scale=1"] and (final.actions_per_second > 0).all()
+    # each final evaluation closes the curve of the stage that made its policy, after that stage's training time
+    assert final.policy_stage.tolist() == ["behaviour", "energy"] and final.policy_step.tolist() == [60, 50]
+    seconds = [behaviour.cpu_seconds.iloc[0], behaviour.cpu_seconds.iloc[1], final.cpu_seconds.iloc[0],
+               curve.cpu_seconds.iloc[0], final.cpu_seconds.iloc[1]]
+    assert all(0 < a < b for a, b in zip(seconds, seconds[1:])), seconds
+    assert set(json.loads(run.stage_losses)) == {"behaviour", "critic", "energy"}
     episodes = store.table("final_scores")
     assert len(episodes) == 4 and episodes.score.notna().all()
     assert (s.directory(tmp_path) / "final.json").exists() and (s.directory(tmp_path) / "config.json").exists()
     scalars = _tensorboard_scalars(s.directory(tmp_path) / "tensorboard")
-    assert [step for step, _ in scalars["curve/score"]] == [125]
-    assert scalars["curve/score"][0][1] == pytest.approx(curve.score_mean.iloc[0], rel=1e-5)
+    assert [step for step, _ in scalars["curve/score"]] == [25, 50, 125]
+    assert scalars["curve/score"][2][1] == pytest.approx(curve.score_mean.iloc[0], rel=1e-5)
     assert scalars["final/score/guidance_scale=1"][0] == (150, pytest.approx(final.score_mean.iloc[1], rel=1e-5))
     assert {"loss/behaviour", "loss/critic", "loss/energy"} <= set(scalars)
 

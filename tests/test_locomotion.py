@@ -192,3 +192,9 @@ def test_a_dataset_in_minaris_official_mujoco_format_loads_with_its_references(s
     assert ds.reward_transform == "locomotion" and len(ds.transitions) == sum(len(b.rewards) for b in buffers)
     assert ds.transitions.terminals.sum() >= 1  # a random hopper falls: terminals come from the env
     assert ds.normalized_score(3234.3) == pytest.approx(100.0) and ds.make_env().spec.id == "Hopper-v5"
+    # the data's own score, the reference behaviour cloning should reach: its episodes' raw returns, normalised
+    # (the reward transform the run trains on does not change it)
+    raw = np.array([float(np.sum(b.rewards)) for b in buffers])
+    score, how = ds.data_score()
+    assert score == pytest.approx(float(np.mean(100 * (raw + 20.3) / (3234.3 + 20.3))), rel=1e-5)
+    assert f"{len(buffers)} episodes" in how

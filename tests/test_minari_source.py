@@ -29,6 +29,17 @@ def test_generated_dataset_loads_through_minari(tiny_pointmaze):
     assert np.allclose(ds.transitions.observations[0, 4:8].numpy(), first.observations["observation"][0])
 
 
+def test_a_generated_maze_names_its_collectors_score_as_the_datas_own(tiny_pointmaze):
+    ds = load_dataset(tiny_pointmaze)
+    card = ds.metadata["card"]
+    score, how = ds.data_score()
+    assert score == pytest.approx(100 * (card["collector_return"] - card["ref_min_score"])
+                                  / (card["ref_max_score"] - card["ref_min_score"]))
+    assert "collector" in how and "eval env" in how
+    without = dict(ds.metadata, card={k: v for k, v in card.items() if not k.startswith("data_score")})
+    assert ds.__class__(**{**ds.__dict__, "metadata": without}).data_score() is None  # maze segments: no eval episodes
+
+
 def test_episodes_end_at_goals_as_truncations(tiny_pointmaze):
     t = load_dataset(tiny_pointmaze).transitions
     assert t.terminals.sum() == 0

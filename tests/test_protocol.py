@@ -14,7 +14,7 @@ import pytest
 from bench.cli import main
 from bench.harness.evaluation import EPISODE_CAP, check_eval_env, evaluate
 from bench.harness.executors import run_all
-from bench.harness.runner import RunSpec
+from bench.harness.runner import CURVE_POINTS, CURVE_SEED_OFFSET, SELECTION_SEED_OFFSET, RunSpec
 from bench.harness.store import ResultsStore, RunResult
 from envs import DatasetError, catalog, load_dataset
 from envs.families import default_reward_transform, family
@@ -136,6 +136,10 @@ def test_the_scale_is_chosen_on_held_out_episodes_and_scored_on_fresh_ones(tiny_
     evaluate(reported, ds, episodes=2, seed=0, max_steps=1)
     evaluate(held_out, ds, episodes=2, seed=SELECTION_SEED_OFFSET, max_steps=1)
     assert not np.array_equal(reported.first, held_out.first)  # other start states
+    # learning curves: on by default beyond the tiny and quick presets, on env seeds of their own
+    assert RunSpec("bc", TINY_ID, preset="cpu").protocol()["curve_points"] == CURVE_POINTS
+    assert "curve_points" not in RunSpec("bc", TINY_ID, preset="tiny").protocol()  # ids from before curves kept
+    assert len({SELECTION_SEED_OFFSET, CURVE_SEED_OFFSET, 0}) == 3
     # one scale: nothing to choose
     single = RunSpec("qgpo", TINY_ID, preset="tiny", overrides=TINY, episodes=3, guidance_scales=(1.0,))
     assert single.selecting() == 0 and single.protocol()["scale_selection"] == "none"
@@ -145,6 +149,7 @@ def test_the_scale_is_chosen_on_held_out_episodes_and_scored_on_fresh_ones(tiny_
 
 @pytest.mark.parametrize("argv,message", [
     (["--eval-every", "-1"], "eval_every must be an integer >= 0"),
+    (["--curve-points", "-1"], "curve_points must be an integer >= 0"),
     (["--checkpoint-every", "-5"], "checkpoint_every must be an integer >= 0"),
     (["--episodes", "0"], "episodes must be an integer >= 1"),
     (["--seed", "-1"], "seed must be an integer >= 0"),

@@ -254,16 +254,56 @@ def test_the_critic_check_flags_a_critic_outside_what_the_rewards_allow(trained)
     ds, algo, _, record = trained
     t = ds.transitions
     lo, hi = value_bounds(t.rewards, algo.config.gamma)
-    inside = critic_check(_constant_critic(t.obs_dim, t.action_dim, (lo + hi) / 2), t, algo.config.gamma, probe=64)
-    outside = critic_check(_constant_critic(t.obs_dim, t.action_dim, 2 * hi + 1), t, algo.config.gamma, probe=64)
+    inside = critic_check(_constant_critic(t.obs_dim, t.action_dim, (lo + hi) / 2), t, algo.config.gamma, probe=64,
+                          continuing=True)
+    outside = critic_check(_constant_critic(t.obs_dim, t.action_dim, 2 * hi + 1), t, algo.config.gamma, probe=64,
+                           continuing=True)
     assert not inside["outside_bounds"] and inside["outside_fraction"] == 0 and inside["probe_states"] == 64
     assert outside["outside_bounds"] and outside["outside_fraction"] == 1.0
     assert inside["mc_correlation"] is None  # a constant ranks nothing
-    mc = t.discounted_returns_to_go(algo.config.gamma)
-    assert outside["mc_return_mean"] == pytest.approx(float(mc[torch.randperm(len(mc), generator=torch.Generator().manual_seed(0))[:64]].mean()))
-    # the run's own check, made when the critic stage trained and kept in its checkpoint's record
+    mc = t.discounted_returns_to_go(algo.config.gamma, across_truncations=True)  # the maze's one stream
+    eligible = (t.unseen_tail(algo.config.gamma, across_truncations=True) <= 0.01).nonzero().squeeze(1)
+    assert 0 < len(eligible) < len(mc)  # the stream's last steps, cut by the data's end, are left out
+    drawn = eligible[torch.randperm(len(eligible), generator=torch.Generator().manual_seed(0))[:64]]
+    assert outside["mc_return_mean"] == pytest.approx(float(mc[drawn].mean()))
+    # the run's own check, made when the critic stage trained and kept in its checkpoint's record: a maze's data is
+    # one continuing stream, so its returns run on across the goals reached
     check = record["stages"]["critic"]["check"]
     assert check["value_bounds"] == pytest.approx([lo, hi]) and isinstance(check["outside_bounds"], bool)
+    assert check["returns"].startswith("continuing streams")
+
+
+def test_the_critic_checks_returns_follow_the_familys_streams_and_leave_truncated_tails_out():
+    """Episode A (3 steps) is cut by a time limit, B (2 steps) terminates; gamma 0.5, so a return misses less than
+    1% of its discount weight only 7 or more steps before a cut. Per episode, A's rows all lie within 7 steps of
+    their cut: only B's are read. As one continuing stream (a maze's), A runs on into B and every row is exact."""
+    from envs.transitions import Transitions
+    from policies.algorithms.pretrain import mc_probe
+
+    t = Transitions.from_arrays(observations=np.arange(5.0)[:, None], actions=np.zeros((5, 1)),
+                                rewards=np.array([1.0, 1.0, 1.0, 2.0, 2.0]), next_observations=np.arange(1.0, 6.0)[:, None],
+                                terminals=np.array([0, 0, 0, 0, 1]), timeouts=np.array([0, 0, 1, 0, 0]),
+                                episode_starts=np.array([0, 3, 5]))
+    assert t.unseen_tail(0.5).tolist() == [0.125, 0.25, 0.5, 0.0, 0.0]
+    idx, mc, convention = mc_probe(t, 0.5)
+    assert sorted(idx.tolist()) == [3, 4] and sorted(mc.tolist()) == [2.0, 3.0] and convention.startswith("episodes")
+    idx, mc, convention = mc_probe(t, 0.5, continuing=True)
+    assert sorted(idx.tolist()) == [0, 1, 2, 3, 4] and convention.startswith("continuing streams")
+    assert t.discounted_returns_to_go(0.5, across_truncations=True).tolist() == [2.125, 2.25, 2.5, 3.0, 2.0]
+
+
+def test_the_guidance_check_tells_a_target_with_nothing_to_learn_from_one_f_phi_did_not_learn():
+    from policies.algorithms.qgpo import guidance_check
+
+    flat = guidance_check(torch.full((16, 8), 5.0), beta=3.0, energy_loss=np.log(8))
+    assert flat["near_uniform"] and flat["target_entropy"] == pytest.approx(np.log(8)) and flat["learned"] is None
+    sharp_q = torch.zeros(16, 8)
+    sharp_q[:, 0] = 4.0  # beta Q_0 = 12 apart: the target all but names one action
+    unlearned = guidance_check(sharp_q, beta=3.0, energy_loss=np.log(8))
+    assert not unlearned["near_uniform"] and unlearned["target_entropy"] < 0.01
+    assert unlearned["learned"] == pytest.approx(0.0) and unlearned["beta_q_spread_median"] == pytest.approx(12.0)
+    exact = guidance_check(sharp_q, beta=3.0, energy_loss=unlearned["target_entropy"])
+    assert exact["learned"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("interleave,stage", [(False, "critic"), (False, "energy"), (True, "critic"), (True, "energy")])

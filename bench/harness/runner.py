@@ -33,11 +33,14 @@ from policies import config as cfg_tools
 from policies import registry
 from policies.base import Algorithm
 from policies.errors import ConfigError
-from policies.core.training import TrainHooks
+from policies.core.training import StageClock, TrainHooks
 
 
 SHARED_DIR = "shared-stages"  # under the results directory: stage checkpoints several algorithms restore
 SELECTION_SEED_OFFSET = 1_000_000  # env seeds of the scale-selection episodes, apart from the reported ones
+CURVE_SEED_OFFSET = 2_000_000  # env seeds of the learning-curve episodes, apart from both
+CURVE_POINTS = 10  # learning-curve evaluations per policy-making stage (the final evaluation is one more point)
+NO_CURVES = ("tiny", "quick")  # presets that evaluate only at the end unless asked (tests; the quick start's budget)
 # the keys of `RunSpec.protocol` a run takes from its dataset's family (reward transform, evaluation
 # episodes, the env cap of heavy envs) unless its spec sets them
 FAMILY_PROTOCOL = ("reward_transform", "episodes", "eval_envs_at_once")
@@ -62,7 +65,10 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     episodes: int | None = None  # final evaluation; None: 100 for maze datasets, 10 otherwise (D4RL practice)
     guidance_scales: tuple[float, ...] | None = None  # evaluate each; None: the algorithm's default for the preset
-    eval_every: int = 0  # gradient steps between learning-curve evaluations (0: final evaluation only)
+    eval_every: int = 0  # gradient steps between learning-curve evaluations (0: none at a fixed interval)
+    # learning-curve evaluations at evenly spaced fractions of each stage that makes the policy; None: CURVE_POINTS,
+    # or 0 for the presets in NO_CURVES
+    curve_points: int | None = None
     curve_episodes: int = 10
     checkpoint_every: int = 1000  # gradient steps between mid-stage checkpoints
     eval_seed: int = 0
@@ -75,10 +81,10 @@ class RunSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name in ("episodes", "selection_episodes"):
+        for name, low in (("episodes", 1), ("selection_episodes", 1), ("curve_points", 0)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.guidance_scales is not None:
             object.__setattr__(self, "guidance_scales", unique_scales(self.guidance_scales))
         if self.reward_transform is not None and self.reward_transform not in REWARD_TRANSFORMS:
@@ -125,6 +131,12 @@ class RunSpec:
             return 0
         return self.selection_episodes if self.selection_episodes is not None else self.final_episodes()
 
+    def curves(self) -> int:
+        """Learning-curve evaluations per policy-making stage."""
+        if self.curve_points is not None:
+            return self.curve_points
+        return 0 if self.preset in NO_CURVES else CURVE_POINTS
+
     def protocol(self) -> dict[str, Any]:
         """The settings that change reported numbers besides the config (and so the run's identity);
         those in `FAMILY_PROTOCOL` come from the dataset's family unless the spec sets them."""
@@ -133,7 +145,10 @@ class RunSpec:
                "guidance_scales": list(scales) if scales is not None else None,
                "scale_selection": "held-out" if self.selecting() else "none",
                "selection_episodes": self.selecting() or None, "checkpoint": "last",
-               "eval_every": self.eval_every, "curve_episodes": self.curve_episodes if self.eval_every else None}
+               "eval_every": self.eval_every,
+               "curve_episodes": self.curve_episodes if self.eval_every or self.curves() else None}
+        if self.curves():  # absent when off, so that runs from before curve points keep their identity
+            out["curve_points"] = self.curves()
         limit = families.max_vector_envs(self.dataset)
         if limit is not None:  # evaluated in waves, which orders the policy's noise: part of the numbers
             out["eval_envs_at_once"] = limit
@@ -259,11 +274,17 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
     scalars = Scalars(workdir / "tensorboard")
     base["hardware"]["device"] = str(getattr(algo, "device", "cpu"))
 
+    clock = StageClock()
+
     def on_eval(stage: str, step: int) -> None:
         if stage not in algo.curve_stages:
             return
-        (row, _), = _evaluate_rows(algo, ds, [None], spec.curve_episodes, spec.eval_seed, max_steps)
-        row |= {"stage": stage, "step": step, "gradient_steps": _steps_before(algo, stage) + step}
+        (row, _), = _evaluate_rows(algo, ds, [algo.curve_scale(stage)], spec.curve_episodes,
+                                   spec.eval_seed + CURVE_SEED_OFFSET, max_steps)
+        wall, cpu = _seconds_before(algo, stage)
+        row |= {"stage": stage, "step": step, "gradient_steps": _steps_before(algo, stage) + step,
+                "policy_stage": stage, "policy_step": step, "train_seconds": wall + clock.seconds,
+                "cpu_seconds": cpu + clock.cpu_seconds}
         with metrics.open("a") as f:
             f.write(json.dumps(row) + "\n")
         scalars.add("curve/score", row["score_mean"], row["gradient_steps"])
@@ -271,8 +292,9 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
         log(f"[{spec.label()}] {stage} step {step}: return {row['return_mean']:.2f}"
             + (f", score {row['score_mean']:.1f}" if row["score_mean"] is not None else ""))
 
-    hooks = TrainHooks(checkpoint_every=spec.checkpoint_every, eval_every=spec.eval_every, on_eval=on_eval,
-                       log=lambda msg: log(f"[{spec.label()}] {msg}"), shared_stages=spec.shared_directory(results))
+    hooks = TrainHooks(checkpoint_every=spec.checkpoint_every, eval_every=spec.eval_every, curve_points=spec.curves(),
+                       on_eval=on_eval, log=lambda msg: log(f"[{spec.label()}] {msg}"),
+                       shared_stages=spec.shared_directory(results), clock=clock)
     try:
         record = algo.fit(ds, workdir, hooks=hooks)
         scalars.add_stage_losses(record["stages"])
@@ -285,11 +307,12 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
     return RunResult(**base, status="finished", finished=finished,
                      wall_seconds=finished - base["started"] + _reused_seconds(record),
                      stage_seconds={k: v.get("seconds", 0.0) for k, v in record["stages"].items()},
+                     stage_losses={k: v["history"] for k, v in record["stages"].items() if v.get("history")},
                      shared_stages=sorted(k for k, where in getattr(algo, "restored", {}).items() if where == "shared"),
                      gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
                      actions_per_second=float(np.mean(aps)) if aps else None, selected_guidance_scale=selected,
                      evaluations=evaluations, final=final,
-                     diagnostics={stage: r["check"] for stage, r in record["stages"].items() if "check" in r})
+                     diagnostics=_diagnostics(record, ds))
 
 
 def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdir: Path, metrics: Path, log: Any,
@@ -312,7 +335,7 @@ def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdi
     episodes = []
     for row, res in _evaluate_rows(algo, ds, scales, spec.final_episodes(), spec.eval_seed, max_steps):
         scale = row["guidance_scale"]
-        evaluations.append(row | {"stage": "final", "step": total, "gradient_steps": total})
+        evaluations.append(row | {"stage": "final", "step": total, "gradient_steps": total} | _policy_end(algo, scale))
         for i in range(len(res.returns)):
             final.append({"variant": row["variant"], "guidance_scale": scale, "episode": i,
                           "return": float(res.returns[i]), "length": int(res.lengths[i]),
@@ -338,6 +361,36 @@ def _steps_before(algo: Algorithm, stage: str) -> int:
     steps = algo.cost["gradient_steps"]
     order = list(steps)
     return sum(steps[s] for s in order[: order.index(stage)]) if stage in order else sum(steps.values())
+
+
+def _diagnostics(record: dict, ds: OfflineDataset) -> dict[str, Any]:
+    """The checks the stages made of what they trained, and the data's own score (the report's reference row)."""
+    out = {stage: r["check"] for stage, r in record["stages"].items() if "check" in r}
+    data = ds.data_score()
+    if data is not None:
+        out["dataset"] = {"data_score": data[0], "how": data[1]}
+    return out
+
+
+def _seconds_before(algo: Algorithm, stage: str, through: bool = False) -> tuple[float, float]:
+    """Training seconds (wall, process CPU) of the stages before `stage` (`through`: and of `stage` itself), restored
+    stages at what they cost when trained; a record from before CPU time was kept counts its wall time."""
+    records, order = getattr(algo, "records", {}), list(getattr(algo, "stages", ()))
+    upto = order[: order.index(stage) + through] if stage in order else order
+    done = [records[s] for s in upto if s in records]
+    return (sum(r.get("seconds", 0.0) for r in done),
+            sum(r.get("cpu_seconds", r.get("seconds", 0.0)) for r in done))
+
+
+def _policy_end(algo: Algorithm, scale: float | None) -> dict[str, Any]:
+    """Where the final evaluation at `scale` sits on its learning curve: the end of the stage that made that policy,
+    after the training time up to that stage's end."""
+    stage = algo.policy_stage(scale)
+    if stage is None:
+        return {}
+    wall, cpu = _seconds_before(algo, stage, through=True)
+    steps = getattr(algo, "records", {}).get(stage, {}).get("steps")
+    return {"policy_stage": stage, "policy_step": steps, "train_seconds": wall, "cpu_seconds": cpu}
 
 
 def _read_curve(metrics: Path) -> list[dict]:

@@ -21,7 +21,9 @@ import pandas as pd
 from policies.core.checkpoint import unique_temporary
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 4  # 2: runs.selected_guidance_scale; 3: runs.shared_stages; 4: runs.diagnostics
+SCHEMA_VERSION = 5  # 2: runs.selected_guidance_scale; 3: runs.shared_stages; 4: runs.diagnostics;
+# 5: runs.stage_losses, and where each evaluation sits on its learning curve (evaluations.policy_stage, policy_step,
+# train_seconds, cpu_seconds)
 FILENAME = "results.sqlite"
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS runs (
     actions_per_second REAL,
     selected_guidance_scale REAL,
     shared_stages TEXT,
-    diagnostics TEXT
+    diagnostics TEXT,
+    stage_losses TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -59,6 +62,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     episodes INTEGER NOT NULL,
     return_mean REAL, return_std REAL, score_mean REAL, score_std REAL,
     seconds REAL, actions_per_second REAL,
+    policy_stage TEXT, policy_step INTEGER, train_seconds REAL, cpu_seconds REAL,
     PRIMARY KEY (run_id, stage, step, variant)
 );
 CREATE TABLE IF NOT EXISTS final_scores (
@@ -76,9 +80,11 @@ CREATE TABLE IF NOT EXISTS final_scores (
 TABLES = ("runs", "evaluations", "final_scores")
 _RUN_COLUMNS = ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error", "config", "code_version",
                 "packages", "hardware", "started", "finished", "wall_seconds", "stage_seconds", "gradient_steps",
-                "nfe_per_action", "actions_per_second", "selected_guidance_scale", "shared_stages", "diagnostics")
+                "nfe_per_action", "actions_per_second", "selected_guidance_scale", "shared_stages", "diagnostics",
+                "stage_losses")
 _EVAL_COLUMNS = ("run_id", "stage", "step", "gradient_steps", "variant", "guidance_scale", "episodes", "return_mean",
-                 "return_std", "score_mean", "score_std", "seconds", "actions_per_second")
+                 "return_std", "score_mean", "score_std", "seconds", "actions_per_second", "policy_stage", "policy_step",
+                 "train_seconds", "cpu_seconds")
 _FINAL_COLUMNS = ("run_id", "variant", "guidance_scale", "episode", "return", "length", "score")
 
 
@@ -117,6 +123,7 @@ class RunResult:
     final: list[dict[str, Any]] = field(default_factory=list)  # rows of _FINAL_COLUMNS without run_id
     # checks a stage made of what it trained, by stage (the critic's: policies.algorithms.pretrain.critic_check)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    stage_losses: dict[str, list] = field(default_factory=dict)  # stage -> [[steps done, mean loss since the last], ...]
 
     def __post_init__(self) -> None:
         if self.wall_seconds is None and self.started is not None and self.finished is not None:
@@ -142,13 +149,15 @@ class ResultsStore:
                                  f"reads ({SCHEMA_VERSION}); upgrade diffbench, or use another --results directory")
             if version < SCHEMA_VERSION:
                 with con:
-                    con.executescript(_SCHEMA)
-                    if version == 1:  # a store from before scale selection: its runs chose none
-                        con.execute("ALTER TABLE runs ADD COLUMN selected_guidance_scale REAL")
-                    if version in (1, 2):  # from before shared stages were recorded: unknown (NULL)
-                        con.execute("ALTER TABLE runs ADD COLUMN shared_stages TEXT")
-                    if version in (1, 2, 3):  # from before stage checks were recorded: none (NULL)
-                        con.execute("ALTER TABLE runs ADD COLUMN diagnostics TEXT")
+                    con.executescript(_SCHEMA)  # the tables a store lacks, at the current schema
+                    # and the columns later schemas added to the tables it had: unknown (NULL) for its rows
+                    for table, column in (("runs", "selected_guidance_scale REAL"), ("runs", "shared_stages TEXT"),
+                                          ("runs", "diagnostics TEXT"), ("runs", "stage_losses TEXT"),
+                                          ("evaluations", "policy_stage TEXT"), ("evaluations", "policy_step INTEGER"),
+                                          ("evaluations", "train_seconds REAL"), ("evaluations", "cpu_seconds REAL")):
+                        have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+                        if column.split()[0] not in have:
+                            con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def check_writable(self) -> None:
@@ -185,7 +194,8 @@ class ResultsStore:
             "config": json.dumps(result.config, sort_keys=True), "packages": json.dumps(result.packages, sort_keys=True),
             "hardware": json.dumps(result.hardware, sort_keys=True), "wall_seconds": result.wall_seconds,
             "stage_seconds": json.dumps(result.stage_seconds), "shared_stages": json.dumps(result.shared_stages),
-            "diagnostics": json.dumps(result.diagnostics) if result.diagnostics else None}
+            "diagnostics": json.dumps(result.diagnostics) if result.diagnostics else None,
+            "stage_losses": json.dumps(result.stage_losses) if result.stage_losses else None}
         with closing(self._connect()) as con, con:
             con.execute("BEGIN IMMEDIATE")  # one writer from the read below to the commit
             before = con.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,)).fetchone()

@@ -10,7 +10,8 @@ overrides:                         # for every run; under an algorithm's name, f
 grid: {beta: [3, 10]}              # one run per combination
 episodes: 100
 guidance_scales: [0, 1, 3]          # default: the algorithm's for the preset (QGPO paper: the official grid)
-eval_every: 1000
+eval_every: 1000                   # learning-curve evaluations every that many gradient steps, besides
+curve_points: 10                   # ... those at k/10 of each policy-making stage (default 10; 0 for tiny, quick)
 reward_transform: locomotion       # default: the dataset family's (locomotion, antmaze, none)
 selection_episodes: 10             # held-out episodes per scale that choose it (default: as episodes)
 ```
@@ -42,6 +43,7 @@ class SweepSpec:
     episodes: int | None = None
     guidance_scales: tuple[float, ...] | None = None
     eval_every: int = 0
+    curve_points: int | None = None  # None: RunSpec's default for the preset
     curve_episodes: int = 10
     checkpoint_every: int = 1000
     eval_seed: int = 0
@@ -59,7 +61,7 @@ class SweepSpec:
         specs = [RunSpec(algorithm=algo, dataset=ds, seed=seed, preset=self.preset,
                          overrides={**self.overrides_for(algo), **combo}, episodes=self.episodes,
                          guidance_scales=self.guidance_scales if registry.get(algo).guided else None,
-                         eval_every=self.eval_every,
+                         eval_every=self.eval_every, curve_points=self.curve_points,
                          curve_episodes=self.curve_episodes, checkpoint_every=self.checkpoint_every,
                          eval_seed=self.eval_seed, reward_transform=self.reward_transform,
                          selection_episodes=self.selection_episodes)

@@ -62,20 +62,27 @@ def performance_profiles(scores: dict[str, np.ndarray]) -> Figure:
 
 
 def learning_curves(curves: pd.DataFrame) -> Figure:
-    """Score against gradient steps, one panel per dataset, band = 95% interval over seeds."""
+    """Score against the steps of the stage that made the policy (top) and against the run's training CPU-minutes
+    (bottom), one panel per dataset, one line per entry; band: 95% interval over seeds; the final evaluation is
+    the last point (ringed)."""
     datasets = sorted(curves["dataset"].unique())
     colours = _colours(sorted(curves["entry"].unique()))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7.2), squeeze=False)
+    for col, dataset in enumerate(datasets):
         for entry, g in curves[curves["dataset"] == dataset].groupby("entry"):
-            g = g.sort_values("gradient_steps")
-            ax.plot(g["gradient_steps"], g["mean"], marker="o", markersize=3, color=colours[entry], label=entry)
-            ax.fill_between(g["gradient_steps"], g["lower"], g["upper"], color=colours[entry], alpha=0.2)
-        ax.set_title(dataset, fontsize="small")
-        ax.set_xlabel("gradient steps")
-        ax.set_ylabel("normalised score")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+            g = g.sort_values("policy_step")
+            for ax, x in ((axes[0][col], g["policy_step"]), (axes[1][col], g["cpu_seconds"] / 60)):
+                ax.plot(x, g["mean"], marker="o", markersize=3, color=colours[entry], label=entry)
+                ax.fill_between(x, g["lower"], g["upper"], color=colours[entry], alpha=0.2)
+                last = g["final"].to_numpy()
+                ax.scatter(x[last], g["mean"][last], s=60, facecolors="none", edgecolors=colours[entry])
+        axes[0][col].set_title(dataset, fontsize="small")
+        axes[0][col].set_xlabel("gradient steps of the stage that makes the policy")
+        axes[1][col].set_xlabel("training CPU-minutes (all stages so far)")
+        for ax in axes[:, col]:
+            ax.set_ylabel("normalised score")
+            ax.grid(alpha=0.3)
+        axes[0][col].legend(fontsize="x-small")
     fig.tight_layout()
     return fig
 

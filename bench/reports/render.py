@@ -19,6 +19,7 @@ from bench.reports.report import Report, provenance
 from policies.errors import ConfigError
 
 FORMATS = ("md", "html", "csv", "tex")
+REFERENCE_ENTRY = "behaviour data (reference)"
 
 
 def fmt(v: float, digits: int = 1) -> str:
@@ -37,10 +38,16 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
     pd_ = report.per_dataset
     choice = {"none": "; fixed scale", "held-out": "; scale chosen on held-out episodes",
               "reported-episodes": "; scale chosen on the reported episodes (optimistic)"}
-    out["Per dataset: normalised score, mean ± std over seeds [95% CI]"] = pd.DataFrame({
+    per = pd.DataFrame({
         "dataset": pd_["dataset"], "entry": pd_["entry"], "score": pd_.apply(_score_cell, axis=1),
         "seeds": pd_["seeds"], "episodes": pd_["episodes"],
         "protocol": "last checkpoint" + pd_["selection"].map(choice).where(pd_["guidance_scale"].notna(), "")})
+    ref = report.data_reference
+    if not ref.empty:  # each dataset's own score first among its rows: a reference, not an entry
+        per = pd.concat([pd.DataFrame({"dataset": ref["dataset"], "entry": REFERENCE_ENTRY, "score": ref["score"].map(fmt),
+                                       "seeds": "", "episodes": "", "protocol": "reference: " + ref["how"]}), per])
+        per = per.sort_values("dataset", kind="stable")
+    out["Per dataset: normalised score, mean ± std over seeds [95% CI]"] = per
     dom = report.per_domain.pivot(index="entry", columns="domain", values="mean")
     dom.columns.name = None
     out["Averages of the per-dataset means, by domain"] = dom.map(fmt).reset_index()
@@ -69,6 +76,13 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "dataset": sh["dataset"], "preset": sh["preset"], "seed": sh["seed"], "algorithms": sh["algorithms"],
             "stages shared": sh["shared"], "alone (h)": sh["alone_hours"].map(lambda v: fmt(v, 2)),
             "sweep (h)": sh["sweep_hours"].map(lambda v: fmt(v, 2)), "saving": sh["saving"].map(lambda v: f"{v:.2f}×")})
+    if not report.plateau.empty:
+        pl = report.plateau
+        out["Learning curves: the last two points (mean over seeds) against the seeds' spread"] = pd.DataFrame({
+            "dataset": pl["dataset"], "entry": pl["entry"], "stage": pl["stage"], "steps": pl["steps"],
+            "second to last": pl["before_last"].map(fmt), "last (final evaluation)": pl["last"].map(fmt),
+            "change": pl["change"].map(fmt), "seeds' std": pl["seed_std"].map(fmt),
+            "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
     if not report.critic.empty:
         cr = report.critic
         out["Critic check: Q_0 on dataset actions (runs recorded with the check)"] = pd.DataFrame({
@@ -76,7 +90,16 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "the rewards allow": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(cr["low"], cr["high"])],
             "data's discounted return": cr["mc_return_mean"].map(fmt),
             "correlation with it": cr["mc_correlation"].map(lambda v: fmt(v, 2)),
-            "runs outside (diverged)": cr["outside"]})
+            "runs outside (diverged)": cr["outside"], "returns over": cr["returns"]})
+    if not report.guidance.empty:
+        gu = report.guidance
+        out["Guidance check: what the CEP target left f_phi to learn (means over runs)"] = pd.DataFrame({
+            "dataset": gu["dataset"], "entry": gu["entry"], "runs": gu["runs"], "M": gu["support_m"], "beta": gu["beta"],
+            "beta Q_0 spread over the support (median)": gu["beta_q_spread_median"].map(lambda v: fmt(v, 2)),
+            "target entropy": gu["target_entropy"].map(lambda v: fmt(v, 3)), "log M": gu["log_m"].map(lambda v: fmt(v, 3)),
+            "f_phi final loss": gu["energy_loss"].map(lambda v: fmt(v, 3)),
+            "learned (0: nothing, 1: the target)": gu["learned"].map(lambda v: fmt(v, 2)),
+            "runs with a near-uniform target": gu["near_uniform"]})
     if not report.reference.empty:
         ref = report.reference
         out["Published numbers on the same datasets, under the same protocol"] = pd.DataFrame({
@@ -112,7 +135,8 @@ def _figures(report: Report) -> dict[str, Callable]:
 
 CAPTIONS = {"aggregates": "Aggregate metrics with 95% stratified-bootstrap intervals",
             "profiles": "Performance profiles (fraction of runs above each score)",
-            "curves": "Learning curves (band: 95% interval over seeds)",
+            "curves": "Learning curves against the policy's own training steps and against training CPU-minutes "
+                      "(band: 95% interval over seeds; ringed: the final evaluation)",
             "cost": "Score versus cost"}
 
 
@@ -166,7 +190,8 @@ def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: 
         for name, df in {"per_dataset": report.per_dataset, "per_domain": report.per_domain,
                          "aggregates": report.aggregates, "improvement": report.improvement,
                          "curves": report.curves, "cost": report.cost, "runs": report.scores.drop(columns=["config"]),
-                         "reference": report.reference, "critic": report.critic}.items():
+                         "reference": report.reference, "critic": report.critic, "guidance": report.guidance,
+                         "plateau": report.plateau, "data_reference": report.data_reference}.items():
             path = out / f"{name}.csv"
             df.to_csv(path, index=False)
             written.append(path)

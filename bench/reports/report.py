@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
-from bench.reports.critic import critic_checks
+from bench.reports.critic import critic_checks, guidance_checks
 from bench.reports.sharing import shared_stage_savings
 from bench.harness.runner import FAMILY_PROTOCOL
 from bench.harness.store import ResultsStore
@@ -141,11 +141,14 @@ class Report:
     per_domain: pd.DataFrame  # domain x entry mean of dataset means, and "overall"
     aggregates: pd.DataFrame  # entry x metric: estimate, lower, upper (stratified bootstrap)
     improvement: pd.DataFrame  # pairs of entries on shared datasets: P(X > Y) with interval
-    curves: pd.DataFrame  # learning curves: dataset, entry, gradient_steps, mean, lower, upper
+    curves: pd.DataFrame  # learning curves: CURVE_COLUMNS
     cost: pd.DataFrame  # entry: NFE per action, actions/s, training wall time, gradient steps, mean score
     reference: pd.DataFrame  # published numbers for datasets we have, beside ours
     sharing: pd.DataFrame = field(default_factory=pd.DataFrame)  # sharing.shared_stage_savings
     critic: pd.DataFrame = field(default_factory=pd.DataFrame)  # critic.critic_checks
+    guidance: pd.DataFrame = field(default_factory=pd.DataFrame)  # critic.guidance_checks
+    plateau: pd.DataFrame = field(default_factory=pd.DataFrame)  # plateaus(): had each curve flattened?
+    data_reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # data_references(): the data's own score
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -228,21 +231,66 @@ def _improvement(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CURVE_COLUMNS = ["dataset", "entry", "policy_stage", "policy_step", "cpu_seconds", "mean", "lower", "upper", "seeds",
+                 "final"]
+
+
 def _curves(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
+    """Learning curves: per dataset, entry (with its guidance scale) and step of the stage that made the policy, the
+    score over seeds (95% interval) and the run's training CPU-seconds up to that point (mean over seeds); the final
+    evaluation is each curve's last point. Rows from stores before curve positions were kept place a curve row at
+    its stage's step and leave the final evaluation off the curve."""
     ev = store.table("evaluations")
-    ev = ev[(ev["stage"] != "final") & ev["run_id"].isin(scores["run_id"])]
+    ev = ev[ev["run_id"].isin(scores["run_id"]) & (ev["stage"] != "selection")]
+    legacy = ev["policy_stage"].isna() & (ev["stage"] != "final")
+    ev = ev.assign(policy_stage=ev["policy_stage"].where(~legacy, ev["stage"]),
+                   policy_step=ev["policy_step"].where(~legacy, ev["step"]))
+    ev = ev[ev["policy_stage"].notna() & ev["policy_step"].notna()]
     if ev.empty:
-        return pd.DataFrame(columns=["dataset", "entry", "gradient_steps", "mean", "lower", "upper", "seeds"])
+        return pd.DataFrame(columns=CURVE_COLUMNS)
     entry_of = scores.drop_duplicates("run_id").set_index("run_id")
+    label = [_variant_label(v, g) for v, g in zip(ev["variant"], ev["guidance_scale"])]
     ev = ev.assign(dataset=entry_of.loc[ev["run_id"], "dataset"].to_numpy(),
-                   entry=entry_of.loc[ev["run_id"], "run_entry"].to_numpy())
+                   entry=entry_of.loc[ev["run_id"], "run_entry"].to_numpy() + np.asarray(label, dtype=object),
+                   final=ev["stage"] == "final")
     rows = []
-    for (dataset, entry, steps), g in ev.groupby(["dataset", "entry", "gradient_steps"]):
+    for (dataset, entry, stage, step), g in ev.groupby(["dataset", "entry", "policy_stage", "policy_step"]):
         values = g["score_mean"].to_numpy(dtype=np.float64)
         low, high = _seed_interval(values) if len(values) > 1 and not np.isnan(values).any() else (np.nan, np.nan)
-        rows.append({"dataset": dataset, "entry": entry, "gradient_steps": int(steps), "mean": values.mean(),
-                     "lower": low, "upper": high, "seeds": len(values)})
+        rows.append({"dataset": dataset, "entry": entry, "policy_stage": stage, "policy_step": int(step),
+                     "cpu_seconds": g["cpu_seconds"].mean(), "mean": values.mean(), "lower": low, "upper": high,
+                     "seeds": len(values), "final": bool(g["final"].all())})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def plateaus(curves: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Whether each curve had flattened by the end of its budget: its last two points (mean over seeds) within the
+    spread of its seeds' final scores (their standard deviation)."""
+    rows = []
+    for (dataset, entry), g in curves.groupby(["dataset", "entry"]):
+        g = g.sort_values("policy_step")
+        if len(g) < 2 or not g["final"].iloc[-1]:
+            continue
+        final = scores[(scores["dataset"] == dataset) & (scores["entry"] == entry)]["score"]
+        spread = float(final.std(ddof=1)) if len(final) > 1 else np.nan
+        change = float(g["mean"].iloc[-1] - g["mean"].iloc[-2])
+        rows.append({"dataset": dataset, "entry": entry, "stage": g["policy_stage"].iloc[-1],
+                     "before_last": float(g["mean"].iloc[-2]), "last": float(g["mean"].iloc[-1]), "change": change,
+                     "seed_std": spread, "flat": bool(abs(change) <= spread) if np.isfinite(spread) else None,
+                     "steps": int(g["policy_step"].iloc[-1])})
     return pd.DataFrame(rows)
+
+
+def data_references(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Per dataset, the data's own score on its evaluation env as its runs recorded it (`OfflineDataset.data_score`):
+    the level behaviour cloning should reach, shown as a reference row, never ranked."""
+    rows = {}
+    if "diagnostics" in runs:
+        for r in runs[runs["diagnostics"].notna() & runs["dataset"].isin(datasets)].sort_values("finished").itertuples():
+            data = json.loads(r.diagnostics).get("dataset")
+            if data:
+                rows[r.dataset] = {"dataset": r.dataset, "score": data["data_score"], "how": data["how"]}
+    return pd.DataFrame(list(rows.values()), columns=["dataset", "score", "how"])
 
 
 def _cost(df: pd.DataFrame) -> pd.DataFrame:
@@ -295,10 +343,14 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
                         f"{BEST_ON_REPORTED.replace(' s=', ' ')} rows pick, per dataset, the scale with the best mean on "
                         "the reported episodes themselves: optimistic, and the protocol of the QGPO paper's per-task "
                         "scale; fixed-scale rows are the per-scale table")
+    curves = _curves(store, df)
+    entry_of = df.drop_duplicates("run_id").set_index("run_id")["run_entry"]
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
-                  improvement=_improvement(df), curves=_curves(store, df), cost=_cost(df), reference=shown,
+                  improvement=_improvement(df), curves=curves, plateau=plateaus(curves, df), cost=_cost(df),
+                  reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
-                  critic=critic_checks(runs, df.drop_duplicates("run_id").set_index("run_id")["run_entry"]))
+                  critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of),
+                  data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())))
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

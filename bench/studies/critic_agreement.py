@@ -22,7 +22,7 @@ import torch
 from bench.harness.provenance import code_version, made_by
 from bench.studies.official import code_root, describe, official_critic
 from envs.catalog import load_dataset
-from policies.algorithms.pretrain import critic_check, probe_index, td_loss
+from policies.algorithms.pretrain import critic_check, mc_probe, td_loss
 from policies.algorithms.staged import SHARED
 from policies.core.checkpoint import load_checkpoint
 from policies.core.networks import TwinQ
@@ -57,7 +57,7 @@ def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_5
                           f"dataset now has {n}: regenerate the support stage")
     states, sup, nxt = torch.cat([t.observations, s["extra_states"]]), s["support"], s["next_index"]
     terminals = t.terminals.float()
-    idx = probe_index(n, probe, seed)  # the states critic_check reads, for the spread over support actions
+    idx, _, _ = mc_probe(t, gamma, probe, seed)  # the states critic_check reads, for the spread over support actions
     torch.manual_seed(seed)
     ours = TwinQ(t.action_dim, t.obs_dim, OFFICIAL_WIDTH, 3)
     target, opt = copy.deepcopy(ours).requires_grad_(False), torch.optim.Adam(ours.parameters(), lr=3e-4)

@@ -170,6 +170,7 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
     env.close()
     ref_min, ref_max = d4rl_references(recipe.env)
     total = sum(len(b.rewards) for b in buffers)
+    returns = np.array([float(np.sum(b.rewards)) for b in buffers])
     card = {
         "dataset_id": dataset_id, "generator": "envs.locomotion.recipes (diffbench)", "recipe": asdict(recipe),
         "env_id": recipe.env_id, "steps": total, "custom_size": steps != recipe.steps, "seed": seed,
@@ -177,6 +178,8 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
         "policies": {f: {**{k: c.get(k) for k in ("training_steps", "return_mean", "d4rl_score", "seed")},
                          "heldout": index.get("cards", {}).get(f, {}).get("heldout")} for f, c in used.items()},
         "ref_min_score": ref_min, "ref_max_score": ref_max,
+        "data_score": float(np.mean(100.0 * (returns - ref_min) / (ref_max - ref_min))),
+        "data_score_how": f"the mean normalised return of the data's {len(buffers)} episodes",
         "references": "D4RL's random and expert returns, measured on the v2 envs; the data come from the v5 envs",
         "approximation": ("SAC's replay buffer up to medium, remade from the checkpoints saved along training"
                           if recipe.level == "medium-replay" else None),

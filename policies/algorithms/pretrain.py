@@ -13,6 +13,7 @@ seed trains them once, keyed by the config fields below (`PRETRAIN_FIELDS`).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 
+from envs.families import CONTINUING_FAMILIES, family
 from policies import config as cfg_tools
 from policies.core.diffusion import DiffusionModel, fit_behaviour
 from policies.errors import ConfigError
@@ -203,34 +205,63 @@ def probe_index(n: int, probe: int = 4096, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probe]
 
 
+# the critic check reads Q_0 only on states whose Monte-Carlo return misses at most this discount weight: on data
+# cut by time limits, a return-to-go near a cut is truncated there (it falls to 0 at the cut) while Q_0 bootstraps
+# through it, so near a cut the two disagree by construction, however good the critic
+TAIL_TOLERANCE = 0.01
+
+
+def mc_probe(transitions: Any, gamma: float, probe: int = 4096, seed: int = 0,
+             continuing: bool = False) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The rows a critic is read on, the data's discounted returns there, and the convention they follow.
+
+    Returns run along the family's streams (`continuing`: maze data, one stream cut at each goal reached), and only
+    rows whose return misses at most `TAIL_TOLERANCE` of discount weight are drawn (all rows if none does)."""
+    mc = transitions.discounted_returns_to_go(gamma, continuing)
+    eligible = (transitions.unseen_tail(gamma, continuing) <= TAIL_TOLERANCE).nonzero().squeeze(1)
+    streams = "continuing streams" if continuing else "episodes"
+    if eligible.numel() == 0:
+        eligible, convention = torch.arange(len(mc)), f"{streams}; every row (each return stream is cut too soon)"
+    else:
+        convention = f"{streams}; rows at least {_horizon(gamma)} steps before a cut"
+    idx = eligible[probe_index(eligible.numel(), probe, seed)]
+    return idx, mc[idx], convention
+
+
+def _horizon(gamma: float) -> int:
+    return int(math.ceil(math.log(TAIL_TOLERANCE) / math.log(gamma))) if 0 < gamma < 1 else 0
+
+
 @torch.inference_mode()
 def critic_check(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], transitions: Any, gamma: float,
-                 probe: int = 4096, seed: int = 0) -> dict[str, Any]:
+                 probe: int = 4096, seed: int = 0, continuing: bool = False) -> dict[str, Any]:
     """Q_0 (a TwinQ, or any q(states, actions)) on dataset actions beside what the rewards allow and what
-    the data earned.
+    the data earned (`mc_probe`: the family's return convention, truncated tails left out).
 
     In-support softmax Q-learning backs up a soft maximum over sampled actions, so where Q's errors
     across actions grow with its scale it overestimates without bound (seen on hopper-medium-small
     with the official CEP critic as with ours). The mean outside `value_bounds` marks such a critic; the
     correlation with the data's Monte-Carlo returns says how well a critic inside ranks states."""
-    idx = probe_index(transitions.actions.shape[0], probe, seed)
+    idx, mc, convention = mc_probe(transitions, gamma, probe, seed, continuing)
     dev = transitions.actions.device
     q_data = q_values(q, transitions.observations[idx.to(dev)], transitions.actions[idx.to(dev)]).double().cpu()
-    mc = transitions.discounted_returns_to_go(gamma)[idx]
     lo, hi = value_bounds(transitions.rewards, gamma)
     mean = float(q_data.mean())
-    corr = float(torch.corrcoef(torch.stack([q_data, mc]))[0, 1]) if probe > 1 and q_data.std() > 0 and mc.std() > 0 else None
+    many = idx.numel() > 1 and q_data.std() > 0 and mc.std() > 0
+    corr = float(torch.corrcoef(torch.stack([q_data, mc]))[0, 1]) if many else None
     return {"q_data_mean": mean, "q_data_std": float(q_data.std()) if q_data.numel() > 1 else 0.0,
             "value_bounds": [lo, hi], "outside_bounds": bool(not lo <= mean <= hi),
             "outside_fraction": float(((q_data < lo) | (q_data > hi)).double().mean()),
-            "mc_return_mean": float(mc.mean()), "mc_correlation": corr, "probe_states": int(idx.numel())}
+            "mc_return_mean": float(mc.mean()), "mc_correlation": corr, "probe_states": int(idx.numel()),
+            "returns": convention}
 
 
 def describe_check(check: dict[str, Any]) -> str:
     """One line for the run's log."""
     lo, hi = check["value_bounds"]
     line = (f"critic check: Q_0 on dataset actions {check['q_data_mean']:.1f} (the rewards allow [{lo:.4g}, {hi:.4g}]; "
-            f"the data's discounted returns average {check['mc_return_mean']:.1f}")
+            f"the data's discounted returns average {check['mc_return_mean']:.1f}"
+            + (f" over {check['returns']}" if check.get("returns") else ""))
     if check["mc_correlation"] is not None:
         line += f", correlation {check['mc_correlation']:.2f}"
     line += ")"
@@ -273,12 +304,13 @@ class PretrainedAlgorithm(StagedAlgorithm):
             if todo:
                 next_index, extra = successor_index(t.observations, t.next_observations)
                 all_states = torch.cat([t.observations, extra])
-                began = time.perf_counter()
+                began, cpu_began = time.perf_counter(), time.process_time()
                 support = generate_support(self.behaviour, all_states, cfg.support_m, cfg.support_sampler,
                                            cfg.support_chunk, stage_generator(cfg.seed, "support", self.device), progress)
                 self.records["support"] = {"stage": "support", "states": all_states.shape[0], "m": cfg.support_m,
                                            "nfe_per_action": cfg.support_sampler.steps,
-                                           "seconds": time.perf_counter() - began}
+                                           "seconds": time.perf_counter() - began,
+                                           "cpu_seconds": time.process_time() - cpu_began}
                 if hooks is not None and hooks.log:
                     hooks.log(f"support: {cfg.support_m} actions for each of {all_states.shape[0]} states in "
                               f"{self.records['support']['seconds']:.0f} s")
@@ -305,15 +337,22 @@ class PretrainedAlgorithm(StagedAlgorithm):
                 self.q_target, self.records["critic"] = train_critic(
                     self.q, data, self._support["support"], self._support["next_index"], cfg, critic_gen,
                     fingerprint=self.fingerprint("critic"), alongside=alongside, alongside_state=alongside_state, **run)
-                self.records["critic"]["check"] = critic_check(self.q_target, t, cfg.gamma, seed=cfg.seed)
+                self.records["critic"]["check"] = self.check_critic(t)
                 self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
                                               **self.critic_extras()})
         record = self.records.setdefault("critic", {})
-        if "check" not in record:  # a checkpoint from before the check
-            record["check"] = critic_check(self.q_target, t, cfg.gamma, seed=cfg.seed)
+        if "returns" not in record.get("check", {}):  # a checkpoint from before the check, or before its conventions
+            record["check"] = self.check_critic(t)
         if hooks is not None and hooks.log:
             hooks.log(describe_check(record["check"]))
         return data
+
+    def continuing(self) -> bool:
+        """Whether the data's returns run on across truncations (maze data: one stream cut at each goal reached)."""
+        return bool(self.data_tag) and family(self.data_tag["id"]) in CONTINUING_FAMILIES
+
+    def check_critic(self, t: Any) -> dict[str, Any]:
+        return critic_check(self.q_target, t, self.config.gamma, seed=self.config.seed, continuing=self.continuing())
 
     def critic_extras(self) -> dict[str, Any]:
         """What else the critic stage's checkpoint holds (QGPO's interleaved energy)."""

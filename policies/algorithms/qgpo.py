@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,8 @@ from policies.errors import ConfigError
 from policies.core.acting import ACTING_PATHS, GuidedActor
 from policies.core.networks import EnergyNet, TwinQ
 from policies.algorithms.pretrain import (PRETRAIN_FIELDS, PRETRAIN_PRESETS, PretrainConfig, PretrainedAlgorithm, generate_support,
-                               in_support_value, pretrain_settings, q_values, successor_index, td_loss, train_critic)
+                               in_support_value, pretrain_settings, probe_index, q_values, successor_index, td_loss,
+                               train_critic)
 from policies.core.samplers import SamplerSpec
 from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_generator
@@ -172,6 +175,49 @@ def energy_step(energy: EnergyNet, opt: torch.optim.Optimizer, schedule: VPSched
     return step
 
 
+# ---------------------------------------------------------------- can the guidance learn anything here?
+
+NEAR_UNIFORM = 0.95  # a CEP target whose mean entropy is above this share of log M barely prefers any support action
+
+
+def guidance_check(support_q: torch.Tensor, beta: float, energy_loss: float | None, loss: str = "cep") -> dict[str, Any]:
+    """What the CEP target softmax_i(beta Q_0(s, a^i)) over each state's M support actions (`support_q`, (P, M))
+    leaves the energy to learn, and how much f_phi learned of it.
+
+    The CEP loss is a cross-entropy against that target: at least its entropy H (f_phi exact), log M for an f_phi
+    that prefers nothing. A target near log M (beta Q_0 nearly equal over the support) gives guidance nothing to
+    learn; a loss near log M over a sharper target means f_phi did not learn it. `learned` is
+    (log M - loss) / (log M - H): 1 exact, 0 nothing (the loss averages over diffusion times, where a_t blurs the
+    actions apart, so even a perfect f_phi stays above H)."""
+    logits = beta * support_q.double()
+    m = support_q.shape[-1]
+    entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
+    spread = logits.max(-1).values - logits.min(-1).values
+    log_m, h = math.log(m), float(entropy.mean())
+    learned = None
+    if loss == "cep" and energy_loss is not None and log_m - h > 1e-6:
+        learned = (log_m - energy_loss) / (log_m - h)
+    return {"support_m": m, "beta": beta, "beta_q_spread_median": float(spread.median()),
+            "beta_q_spread_mean": float(spread.mean()), "target_entropy": h, "log_m": log_m,
+            "entropy_share": h / log_m if m > 1 else 1.0, "energy_loss": energy_loss, "learned": learned,
+            "near_uniform": bool(m < 2 or h > NEAR_UNIFORM * log_m)}
+
+
+def describe_guidance(check: dict[str, Any]) -> str:
+    """One line for the run's log."""
+    line = (f"guidance check: beta Q_0 spans {check['beta_q_spread_median']:.2f} (median) over a state's "
+            f"{check['support_m']} support actions; the CEP target's entropy is {check['target_entropy']:.3f} of "
+            f"log M = {check['log_m']:.3f}")
+    if check["energy_loss"] is not None:
+        line += f"; f_phi's final loss {check['energy_loss']:.3f}"
+    if check["learned"] is not None:
+        line += f" ({check['learned']:.0%} of the way from log M to the target's entropy)"
+    if check["near_uniform"]:
+        line += (" -- NEAR-UNIFORM target: beta Q_0 hardly tells the support actions apart, so the guidance has "
+                 "little to learn and s > 0 acts much as s = 0 (or on noise)")
+    return line
+
+
 # ---------------------------------------------------------------- the algorithm
 
 class QGPO(PretrainedAlgorithm):
@@ -179,7 +225,7 @@ class QGPO(PretrainedAlgorithm):
     config_cls = QGPOConfig
     presets = PRESETS
     guided = True
-    curve_stages = ("energy",)
+    curve_stages = ("behaviour", "energy")  # s = 0 (diffusion BC) is the behaviour model's policy
     stages = STAGES
     stage_fields = _STAGE_FIELDS
     policy_stages = ("behaviour", "energy")
@@ -198,6 +244,12 @@ class QGPO(PretrainedAlgorithm):
     @classmethod
     def default_guidance_scales(cls, preset: str, family: str) -> tuple[float, ...] | None:
         return PAPER_GUIDANCE_SCALES.get(family) if preset == "paper" else None
+
+    def curve_scale(self, stage: str) -> float | None:
+        return 0.0 if stage == "behaviour" else self.config.guidance_scale
+
+    def policy_stage(self, scale: float | None) -> str | None:
+        return "behaviour" if scale == 0 else "energy"
 
     def fingerprint(self, stage: str) -> dict[str, Any]:
         """Interleaved, the critic stage trains f_phi too, so its checkpoint depends on f_phi's settings."""
@@ -247,9 +299,22 @@ class QGPO(PretrainedAlgorithm):
                     fingerprint=self.fingerprint("energy"), optimizer=self._energy_opt if cfg.interleave else None,
                     workdir=workdir, hooks=hooks, progress=progress,
                     **kw, **{q_key: q_values(self.q_target, t.observations, inputs)})
+                self.records["energy"]["check"] = self.check_guidance(t.observations)
                 self.save(workdir, "energy", {"energy": self.energy.state_dict()})
+        record = self.records.setdefault("energy", {})
+        if "check" not in record:  # a checkpoint from before the check
+            record["check"] = self.check_guidance(t.observations)
+        if hooks is not None and hooks.log:
+            hooks.log(describe_guidance(record["check"]))
         self._support = {}  # support actions are only needed for training
         return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
+
+    def check_guidance(self, states: torch.Tensor) -> dict[str, Any]:
+        """`guidance_check` on the support actions of a seeded probe of the dataset's `states`."""
+        idx = probe_index(states.shape[0], seed=self.config.seed).to(self.device)
+        support = self._support["support"][idx]  # the dataset's states come first among the supported ones
+        return guidance_check(q_values(self.q_target, states[idx], support), self.config.beta,
+                              self.records.get("energy", {}).get("final_loss"), self.config.energy_loss)
 
     def _energy_inputs(self, actions: torch.Tensor, n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """What f_phi trains on: the dataset states' support actions (CEP) or their dataset actions (mse)."""

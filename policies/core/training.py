@@ -20,17 +20,45 @@ class DivergedError(RuntimeError):
 
 
 @dataclass
+class StageClock:
+    """How long the stage in progress has trained so far (its evaluations left out), wall and process CPU
+    seconds; `run_steps` sets it before each `on_eval`, so an evaluation can say what its policy cost."""
+
+    stage: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+@dataclass
 class TrainHooks:
     """What the harness asks of a training run besides its result: mid-stage checkpoints and
     evaluations. Neither changes what is learned (a resumed stage continues bit for bit)."""
 
     checkpoint_every: int = 0  # gradient steps between mid-stage checkpoints; 0: only at stage ends
     eval_every: int = 0  # gradient steps between calls of on_eval; 0: never
+    # calls of on_eval per stage, at evenly spaced fractions of its steps (k/curve_points, k < curve_points),
+    # so that every stage's learning curve has as many points whatever its budget; 0: none
+    curve_points: int = 0
     on_eval: Callable[[str, int], None] | None = None  # (stage, steps done in that stage)
     log: Callable[[str], None] | None = None
     # a directory of stage checkpoints that several algorithms share (one per dataset and reward
     # transform): a stage found there is not trained again; None: every run trains its own stages
     shared_stages: Path | None = None
+    clock: StageClock | None = None  # set before each on_eval: the stage's training time so far
+
+    def evaluates_at(self, done: int, steps: int) -> bool:
+        """Whether on_eval runs after `done` of a stage's `steps` (never at its end: the caller evaluates
+        the finished stage itself)."""
+        if self.on_eval is None or done >= steps:
+            return False
+        if self.eval_every and done % self.eval_every == 0:
+            return True
+        return bool(self.curve_points) and done in curve_marks(steps, self.curve_points)
+
+
+def curve_marks(steps: int, points: int) -> set[int]:
+    """The steps k * steps / points (rounded up, k = 1 .. points - 1) at which a stage of `steps` is evaluated."""
+    return {-(-k * steps // points) for k in range(1, points)} - {0, steps}
 
 
 Resumable = Union[torch.nn.Module, torch.optim.Optimizer, torch.Generator]
@@ -66,7 +94,7 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
     key = stage.split()[0]
     partial = partial_path(workdir, stage) if workdir is not None else None
     history: list[tuple[int, float]] = []
-    first, earlier_seconds = 0, 0.0
+    first, earlier_seconds, earlier_cpu = 0, 0.0, 0.0
     if partial is not None and partial.exists() and hooks.checkpoint_every:
         saved = load_partial(partial)
         if set(saved["state"]) != set(state) or saved["steps"] != steps or saved.get("fingerprint") != fingerprint:
@@ -74,10 +102,16 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
         for name, obj in state.items():
             _restore(obj, saved["state"][name])
         first, earlier_seconds, history = int(saved["step"]), float(saved["seconds"]), [tuple(h) for h in saved["history"]]
+        earlier_cpu = float(saved.get("cpu_seconds", earlier_seconds))
         if hooks.log:
             hooks.log(f"{key}: resumed at step {first} of {steps} from {partial.name}")
     acc, n_acc = None, 0
-    start = time.perf_counter()
+    # training time leaves out the evaluations made between steps (they are the harness's, not the stage's)
+    start, cpu_start, eval_wall, eval_cpu = time.perf_counter(), time.process_time(), 0.0, 0.0
+
+    def trained() -> tuple[float, float]:
+        return (earlier_seconds + time.perf_counter() - start - eval_wall,
+                earlier_cpu + time.process_time() - cpu_start - eval_cpu)
     bar = tqdm(total=steps, initial=first, desc=stage, disable=not progress, leave=False)
     for i in range(first, steps):
         loss = step(i)
@@ -94,20 +128,25 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
             bar.set_postfix(loss=f"{value:.4g}")
             acc, n_acc = None, 0
         if checkpoint:
+            wall, cpu = trained()
             atomic_save(partial, {"step": done, "steps": steps, "history": history, "fingerprint": fingerprint,
-                                  "seconds": earlier_seconds + time.perf_counter() - start,
+                                  "seconds": wall, "cpu_seconds": cpu,
                                   "state": {name: _state(obj) for name, obj in state.items()}})
-        if hooks.on_eval is not None and hooks.eval_every and done % hooks.eval_every == 0 and done < steps:
+        if hooks.evaluates_at(done, steps):
+            if hooks.clock is not None:
+                hooks.clock.stage, (hooks.clock.seconds, hooks.clock.cpu_seconds) = key, trained()
+            t0, c0 = time.perf_counter(), time.process_time()
             hooks.on_eval(key, done)
+            eval_wall, eval_cpu = eval_wall + time.perf_counter() - t0, eval_cpu + time.process_time() - c0
             for obj in state.values():
                 if isinstance(obj, torch.nn.Module):
                     obj.train()
         bar.update()
     bar.close()
-    seconds = earlier_seconds + time.perf_counter() - start
+    seconds, cpu_seconds = trained()
     if hooks.log and steps > first:
         hooks.log(f"{key}: {steps} steps in {seconds:.0f} s, final loss {history[-1][1]:.4g}")
-    return {"stage": stage, "steps": steps, "seconds": seconds,
+    return {"stage": stage, "steps": steps, "seconds": seconds, "cpu_seconds": cpu_seconds,
             "final_loss": history[-1][1] if history else None, "history": history, "resumed_at": first,
             "earlier_seconds": earlier_seconds}
 
