@@ -225,7 +225,7 @@ def speedups(figures: dict[str, float], reference: dict[str, float]) -> dict[str
 
 
 # QGPO with the fine-tuning methods built on its stages; then every algorithm built on the shared stages
-SHARING_SCOPES = (("qgpo", "ddpo", "ctrl", "dxmi"), ("qgpo", "ddpo", "ctrl", "dxmi", "sfbc", "idql"))
+SHARING_SCOPES = (("qgpo", "ddpo", "ctrl", "dxmi"), ("qgpo", "ddpo", "ctrl", "dxmi", "sfbc"))
 
 
 def sharing_section(sweep: ResultsStore | None) -> list[str]:
@@ -239,7 +239,7 @@ def sharing_section(sweep: ResultsStore | None) -> list[str]:
     table = shared_stage_savings(runs)
     versions = ", ".join(sorted({str(v)[:12] for v in runs["code_version"].dropna()})) or "none"
     lines += [f"From the results store {sweep.path} ({len(runs)} runs; code {versions}). Algorithms built on the same "
-              "behaviour model, support actions and critic (QGPO, SfBC, IDQL and the fine-tuning methods) restore "
+              "behaviour model, support actions and critic (QGPO, SfBC and the fine-tuning methods) restore "
               "those stages from the sweep's shared store when another run on the same dataset, reward transform and "
               "seed trained them. `alone`: the runs' wall time each as if run alone (a restored stage counted at the "
               "seconds the run that trained it measured); `sweep`: less the restored stages' seconds, what the sweep "

@@ -7,13 +7,17 @@ Per step, one batch (s, a, r, s', d), as the official code (agents/ql_diffusion.
   actor   a_new = the 5-step DDPM chain of pi_theta from noise, differentiated end to end
           min  L_bc(theta) - eta * Q_k(s, a_new).mean() / |Q_other(s, a_new)|.mean()   (k a fair coin per step)
   targets Polyak averaging of the critics; an EMA of the actor every 5 steps after the first 1000
+  rates   both learning rates decay by a cosine to 0 over the run (the official locomotion runs' --lr_decay,
+          stepped per epoch of 1000 there, per step here)
   acting  50 draws of pi_theta, one picked with probability ∝ exp(min_i Q'_i(s, a))
-With eta = 0 the actor trains exactly as a diffusion BC on the same batches (tested).
-The DDPM chain is DDIM with eta = 1 on the VP schedule with beta_max = 10, which is the official 'vp'
-betas exactly (alpha-bar of step k/5 is the continuous alpha(k/5)^2); the network is the shared
-ScoreNet trained on continuous times, not the official 3-layer Mish MLP trained on the 5 levels only,
-and the critic is the shared ReLU TwinQ, not Mish. L_bc is averaged over action dimensions, as the
-official loss is, so that eta keeps its meaning.
+The official network and chain, kept at every preset: the noise network is its 3x256 Mish MLP on
+[a_i, emb(i), s] (`DQLNoiseNet`), trained on the 5 discrete VP levels; the chain clamps its x0 estimate to the
+action box at every step, inside the Q loss's differentiable chain too (`policies.core.ddpm`, "posterior");
+the critic is 3x256 Mish. L_bc is averaged over action dimensions, as the official loss is, so that eta keeps
+its meaning. With eta = 0 the actor trains exactly as a diffusion BC on the same batches (tested).
+Where this differs: the rewards follow the suite's protocol (the official code leaves locomotion rewards as
+they are; its eta is scaled by |Q|, so the transform changes little), and gn is 5, the median of the official
+per-dataset table (1-9), at every locomotion dataset.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import torch
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
 from policies.algorithms.staged import StagedAlgorithm
-from policies.core.diffusion import DiffusionModel
-from policies.core.networks import TwinQ
-from policies.core.samplers import SamplerSpec
-from policies.core.schedule import VPSchedule
+from torch import nn
+
+from policies.core.ddpm import DiscreteDiffusion
+from policies.core.networks import DQLNoiseNet, TwinQ
 from policies.core.selection import select
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
 
@@ -44,7 +48,8 @@ class DiffusionQLConfig(cfg_tools.Config):
     """Defaults: the official locomotion settings (main.py's table: eta 1; gn varies 1-9 by dataset, 5 is its
     median); AntMaze: `domain_overrides`."""
 
-    score_widths: tuple[int, ...] = (256, 256, 256)
+    hidden: int = 256  # the noise network's Mish MLP
+    layers: int = 3
     q_hidden: int = 256
     q_layers: int = 3
     steps: int = 2_000_000  # 2000 epochs of 1000 steps
@@ -55,6 +60,7 @@ class DiffusionQLConfig(cfg_tools.Config):
     tau: float = 0.005
     eta: float = 1.0
     grad_norm: float = 5.0  # 0: no clipping
+    lr_decay: bool = True  # cosine to 0 over `steps`, both learning rates
     max_q_backup: bool = False
     ema_decay: float = 0.995
     ema_start: int = 1000
@@ -67,24 +73,17 @@ class DiffusionQLConfig(cfg_tools.Config):
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        cfg_tools.check_bounds(self, "diffusion_ql", at_least_one=("q_hidden", "q_layers", "batch", "ema_every",
-                                                                   "diffusion_steps", "candidates"),
+        cfg_tools.check_bounds(self, "diffusion_ql", at_least_one=("hidden", "layers", "q_hidden", "q_layers", "batch",
+                                                                   "ema_every", "diffusion_steps", "candidates"),
                                non_negative=("steps", "ema_start"), positive=("lr", "critic_lr", "beta_max"),
                                finite_non_negative=("eta", "grad_norm", "temperature"),
                                unit_interval=("gamma", "tau", "ema_decay"))
-        if not self.score_widths or min(self.score_widths) < 1:
-            raise cfg_tools.ConfigError(f"diffusion_ql: score_widths must be positive widths, got {self.score_widths}")
-
-    @property
-    def chain(self) -> SamplerSpec:
-        return SamplerSpec("ddim", steps=self.diffusion_steps, eta=1.0)
 
 
 PRESETS = {"paper": DiffusionQLConfig(),
-           "cpu": DiffusionQLConfig(score_widths=(256, 128, 64), q_hidden=128, steps=10_000),
-           "quick": DiffusionQLConfig(score_widths=(256, 128, 64), q_hidden=128, steps=5_000),
-           "tiny": DiffusionQLConfig(score_widths=(32, 16, 8), q_hidden=32, steps=40, batch=32, ema_start=10,
-                                     candidates=4)}
+           "cpu": DiffusionQLConfig(steps=10_000),
+           "quick": DiffusionQLConfig(steps=5_000),
+           "tiny": DiffusionQLConfig(hidden=32, q_hidden=32, steps=40, batch=32, ema_start=10, candidates=4)}
 
 
 class DiffusionQL(StagedAlgorithm):
@@ -107,16 +106,16 @@ class DiffusionQL(StagedAlgorithm):
 
     def build(self, observation_dim: int, action_dim: int) -> None:
         cfg = self.config
-        self.actor = DiffusionModel(action_dim, observation_dim, cfg.score_widths,
-                                    VPSchedule(beta_max=cfg.beta_max)).to(self.device)
-        self.critic = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers).to(self.device)
+        net = DQLNoiseNet(action_dim, observation_dim, cfg.hidden, cfg.layers)
+        self.actor = DiscreteDiffusion(net, action_dim, cfg.diffusion_steps, cfg.beta_max).to(self.device)
+        self.critic = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers, nn.Mish).to(self.device)
         self.ema = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
 
-    def sample(self, model: DiffusionModel, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The DDPM chain from noise, differentiable unless called under no_grad; clamped to the bounds."""
-        x = torch.randn((states.shape[0], model.action_dim), device=states.device, generator=generator)
-        return self.bounded(self.config.chain.run(model.noise_fn(states), x, model.schedule, generator=generator).x)
+    def sample(self, model: DiscreteDiffusion, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The official chain from noise (x0 clamped to the box at every step), differentiable unless called under
+        no_grad; the action clamped to the box."""
+        return model.sample(states, self.action_low, self.action_high, "posterior", generator)
 
     def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
             hooks: TrainHooks | None = None) -> dict[str, Any]:
@@ -129,9 +128,10 @@ class DiffusionQL(StagedAlgorithm):
         return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
 
     def train(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
-        cfg, n, dims = self.config, t.observations.shape[0], self.dims["action_dim"]
+        cfg, n = self.config, t.observations.shape[0]
         actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        decay = [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(cfg.steps, 1)) for o in (actor_opt, critic_opt)]
         batches = stage_generator(cfg.seed, "policy", self.device)  # the batch, then L_bc's noise: diffusion BC's stream
         chains = stage_generator(cfg.seed, "chains", self.device)  # the sampler's noise and the coin
 
@@ -148,7 +148,7 @@ class DiffusionQL(StagedAlgorithm):
             with torch.no_grad():
                 y = r + cfg.gamma * (1 - d) * critic_target(s2)
             critic_loss = optimiser_step(critic_opt, self.critic.regression_loss(s, a, y), cfg.grad_norm)
-            actor_loss = self.actor.loss(a, s, batches) / dims
+            actor_loss = self.actor.loss(a, s, batches, reduce="mean")
             if cfg.eta > 0:
                 q1, q2 = self.critic.both(s, self.sample(self.actor, s, chains))
                 first = bool(torch.rand((), device=self.device, generator=chains) > 0.5)
@@ -158,6 +158,9 @@ class DiffusionQL(StagedAlgorithm):
             if i % cfg.ema_every == 0 and i >= cfg.ema_start:
                 polyak_update(self.ema, self.actor, 1 - cfg.ema_decay)
             polyak_update(self.critic_target, self.critic, cfg.tau)
+            if cfg.lr_decay:
+                for schedule in decay:
+                    schedule.step()
             return critic_loss
 
         self.actor.train()
@@ -165,7 +168,7 @@ class DiffusionQL(StagedAlgorithm):
                          fingerprint=self.fingerprint("policy"),
                          state={"actor": self.actor, "ema": self.ema, "critic": self.critic,
                                 "critic_target": self.critic_target, "actor_opt": actor_opt, "critic_opt": critic_opt,
-                                "batches": batches, "chains": chains})
+                                "actor_decay": decay[0], "critic_decay": decay[1], "batches": batches, "chains": chains})
 
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:

@@ -189,12 +189,13 @@ class EnergyNet(nn.Module):
 
 
 class TwinQ(nn.Module):
-    """Two Q(s, a) MLPs (3x256 ReLU); the pessimistic value is their minimum."""
+    """Two Q(s, a) MLPs (3x256 ReLU; Diffusion-QL's: Mish); the pessimistic value is their minimum."""
 
-    def __init__(self, action_dim: int, state_dim: int, hidden: int = 256, layers: int = 3):
+    def __init__(self, action_dim: int, state_dim: int, hidden: int = 256, layers: int = 3,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         sizes = [state_dim + action_dim] + [hidden] * layers + [1]
-        self.q1, self.q2 = mlp(sizes), mlp(sizes)
+        self.q1, self.q2 = mlp(sizes, activation), mlp(sizes, activation)
 
     def both(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if actions.dim() == states.dim() + 1:  # many actions per state: (B, M, A) with (B, S)
@@ -209,3 +210,86 @@ class TwinQ(nn.Module):
         """Both twins' mean squared error to the (fixed) targets, summed."""
         q1, q2 = self.both(states, actions)
         return (q1 - targets).pow(2).mean() + (q2 - targets).pow(2).mean()
+
+
+# ---------------------------------------------------------------- noise networks on discrete levels (`policies.core.ddpm`)
+
+class SinusoidalTime(nn.Module):
+    """Transformer-style sinusoidal features of a (level) index: [sin(t w_k), cos(t w_k)], w_k = 10000^(-k/(d/2-1))."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(torch.arange(half) * -(math.log(10000) / (half - 1))))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        p = t[..., None] * self.freqs
+        return torch.cat([p.sin(), p.cos()], -1)
+
+
+class DQLNoiseNet(nn.Module):
+    """Diffusion-QL's noise network (agents/model.py): an MLP of `layers` x `hidden` Mish units on
+    [a_i, emb(i), s], emb = Linear-Mish-Linear of 16 sinusoidal features of the level i."""
+
+    def __init__(self, action_dim: int, state_dim: int, hidden: int = 256, layers: int = 3, time_dim: int = 16):
+        super().__init__()
+        self.time_embed = nn.Sequential(SinusoidalTime(time_dim), nn.Linear(time_dim, 2 * time_dim), nn.Mish(),
+                                        nn.Linear(2 * time_dim, time_dim))
+        self.mid = mlp([action_dim + time_dim + state_dim, *[hidden] * layers], nn.Mish)
+        self.out = nn.Linear(hidden, action_dim)
+
+    def condition(self, states: torch.Tensor) -> torch.Tensor:
+        return states
+
+    def eps(self, x: torch.Tensor, level: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.out(F.mish(self.mid(torch.cat([x, self.time_embed(level), cond], -1))))
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.eps(x, level, states)
+
+
+class LearnedFourierTime(nn.Module):
+    """[cos(2 pi t W), sin(2 pi t W)] with a trained W, initialised N(0, 0.2^2) (IDQL's FourierFeatures)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(dim // 2) * 0.2)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        p = 2 * math.pi * t[..., None] * self.kernel
+        return torch.cat([p.cos(), p.sin()], -1)
+
+
+class LNResNetBlock(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.dropout, self.norm = nn.Dropout(dropout), nn.LayerNorm(width)
+        self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(F.mish(self.up(self.norm(self.dropout(x)))))
+
+
+class LNResNetNoiseNet(nn.Module):
+    """IDQL's noise network (MLPResNetV3 with layer norm): Linear to `hidden` from [a_i, s, cond(i)], `blocks`
+    residual blocks (dropout, LayerNorm, Linear to 4x, Mish, Linear back), Mish, Linear out; cond(i) =
+    Linear-Mish-Linear (128) of 64 learned Fourier features of the level i. Dropout acts in training only."""
+
+    def __init__(self, action_dim: int, state_dim: int, hidden: int = 256, blocks: int = 3, dropout: float = 0.1,
+                 time_dim: int = 64, cond_dim: int = 128):
+        super().__init__()
+        self.time_embed = nn.Sequential(LearnedFourierTime(time_dim), nn.Linear(time_dim, cond_dim), nn.Mish(),
+                                        nn.Linear(cond_dim, cond_dim))
+        self.inp = nn.Linear(action_dim + state_dim + cond_dim, hidden)
+        self.blocks = nn.Sequential(*(LNResNetBlock(hidden, dropout) for _ in range(blocks)))
+        self.out = nn.Linear(hidden, action_dim)
+
+    def condition(self, states: torch.Tensor) -> torch.Tensor:
+        return states
+
+    def eps(self, x: torch.Tensor, level: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.inp(torch.cat([x, cond, self.time_embed(level)], -1)))
+        return self.out(F.mish(h))
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.eps(x, level, states)
