@@ -150,6 +150,42 @@ def cmd_verify(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_budgets(args) -> int:
+    """The budget study: run what is missing (unless --no-run), then write its table from the store."""
+    from bench.harness.executors import run_all
+    from bench.harness.provenance import code_version, hardware
+    from bench.harness.runner import preflight
+    from bench.studies import budgets
+
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    datasets = [d for d in args.datasets.split(",") if d]
+    specs = budgets.study_specs(algorithms, datasets, _numbers(args.seeds, int, "--seeds"),
+                                _numbers(args.factors, float, "--factors"), args.preset)
+    results = Path(args.results)
+    if not args.no_run:
+        preflight(specs)
+        print(f"budget study: {len(specs)} runs ({', '.join(algorithms)} on {len(datasets)} datasets) into {results}",
+              flush=True)
+        code = _print_outcome(run_all(specs, results, **_run_options(args)), results)
+        if code:
+            return code
+    table = budgets.budget_table(_existing_store(args.results), args.preset)
+    command = "diffbench budgets " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "diffbench budgets"
+    return _wrote([budgets.write(table, Path(args.out), command, code_version(), hardware(), args.preset)])
+
+
+def cmd_competence(args) -> int:
+    """The competence checks of a store's runs, written to --out."""
+    from bench.harness.provenance import code_version, hardware
+    from bench.studies import competence
+
+    table, report = competence.checks(_existing_store(args.results))
+    notes = Path(args.notes).read_text().strip().splitlines() if args.notes else None
+    notes = [n[2:] if n.startswith("- ") else n for n in notes or [] if n.strip()]
+    command = "diffbench competence " + " ".join(sys.argv[2:])
+    return _wrote([competence.write(table, report, Path(args.out), command, code_version(), hardware(), notes)])
+
+
 def cmd_quick(args) -> int:
     """The embedded default job: QGPO, its s = 0 ablation and the fine-tuning methods for two seeds, then the
     comparison table."""
@@ -591,6 +627,26 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--address", help="ray: cluster address (auto, HOST:PORT); default starts a local Ray")
         sp.add_argument("--device", help="override every run's device (cpu, cuda)")
         sp.add_argument("--no-progress", action="store_true")
+
+    bud = sub.add_parser("budgets", help="each algorithm at several training budgets with its learning curve, seeds "
+                                         "apart: where its score stops moving and what a run costs")
+    bud.add_argument("--algorithms", default="bc,qgpo", help="comma-separated registered names")
+    bud.add_argument("--datasets", default="diffbench/hopper/medium-small-v0,diffbench/walker2d/medium-small-v0,"
+                                          "diffbench/pointmaze/umaze-dense-small-v0")
+    bud.add_argument("--seeds", default="0,1,2")
+    bud.add_argument("--factors", default="0.5,1,2", help="budgets, as factors on the preset's step counts")
+    bud.add_argument("--preset", default="cpu")
+    bud.add_argument("--out", default="results/budgets.md")
+    bud.add_argument("--no-run", action="store_true", help="only write the table from the runs already in the store")
+    executor_args(bud, results="runs/budgets", workers=2)
+    bud.set_defaults(func=cmd_budgets)
+
+    comp = sub.add_parser("competence", help="is each method trained to competence? diffusion BC against MLP BC and "
+                                             "the data, guidance against s = 0, curves flat, cost per run")
+    comp.add_argument("--results", default="runs", help="results directory of the runs to check")
+    comp.add_argument("--out", default="results/competence.md")
+    comp.add_argument("--notes", help="a Markdown list of what was tried where a check fails, printed under the table")
+    comp.set_defaults(func=cmd_competence)
 
     quick = sub.add_parser("quick", help="the embedded default job: QGPO, its s = 0 ablation (diffusion BC), DDPO, "
                                          "CTRL and DxMI from the same behaviour model and critic, two seeds, on a "

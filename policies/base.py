@@ -24,6 +24,7 @@ class Algorithm(ABC):
     presets: ClassVar[dict[str, Any]]
     guided: ClassVar[bool] = False  # True: act(observations, guidance_scale=s) sweeps a guidance scale
     curve_stages: ClassVar[tuple[str, ...]] = ()  # stages during which the policy can act (learning curves)
+    budget_fields: ClassVar[tuple[str, ...]] = ()  # the config's step counts a training budget scales (`diffbench budgets`)
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:

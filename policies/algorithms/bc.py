@@ -71,6 +71,7 @@ def fit_bc(policy: BCPolicy, states: torch.Tensor, actions: torch.Tensor, *, ste
 
 class BC(StagedAlgorithm):
     name = "bc"
+    budget_fields = ("steps",)
     config_cls = BCConfig
     presets = PRESETS
     curve_stages = ("policy",)

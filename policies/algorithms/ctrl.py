@@ -171,6 +171,7 @@ class CTRL(FinetuneAlgorithm):
     """Stages: behaviour (shared with QGPO and DDPO), classifier, finetune. One control: return-to-go."""
 
     name = "ctrl"
+    budget_fields = ("behaviour_steps", "classifier_steps", "iterations")
     config_cls = CTRLConfig
     presets = PRESETS
     stages = ("behaviour", "classifier", "finetune")

@@ -131,6 +131,7 @@ PRESETS: dict[str, DDPOConfig] = {
 
 class DDPO(FinetuneAlgorithm):
     name = "ddpo"
+    budget_fields = ("behaviour_steps", "q_steps", "iterations")
     config_cls = DDPOConfig
     presets = PRESETS
     stage_fields = finetune_stage_fields(("estimator", "iterations", "states_per_iteration", "samples_per_state",

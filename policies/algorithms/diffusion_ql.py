@@ -88,6 +88,7 @@ PRESETS = {"paper": DiffusionQLConfig(),
 
 class DiffusionQL(StagedAlgorithm):
     name = "diffusion_ql"
+    budget_fields = ("steps",)
     config_cls = DiffusionQLConfig
     presets = PRESETS
     curve_stages = ("policy",)

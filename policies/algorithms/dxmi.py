@@ -353,6 +353,7 @@ class DxMI(FinetuneAlgorithm):
     """Stages: behaviour, support, critic (shared with QGPO, DDPO), imitation (DxMI), finetune (DxDP with beta Q)."""
 
     name = "dxmi"
+    budget_fields = ("behaviour_steps", "q_steps", "imitation_iterations", "iterations")
     config_cls = DxMIConfig
     presets = PRESETS
     stages = (*PRETRAIN_STAGES, "imitation", "finetune")

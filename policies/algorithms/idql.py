@@ -96,6 +96,7 @@ STAGE_FIELDS = {"iql_critic": ("critic_hidden", "critic_layers", "critic_steps",
 
 class IDQL(StagedAlgorithm):
     name = "idql"
+    budget_fields = ("critic_steps", "behaviour_steps")
     config_cls = IDQLConfig
     presets = PRESETS
     curve_stages = ("behaviour",)

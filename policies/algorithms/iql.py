@@ -151,6 +151,7 @@ def restore_critic(critic: IQLCritic, ckpt: dict[str, Any]) -> None:
 
 class IQL(StagedAlgorithm):
     name = "iql"
+    budget_fields = ("critic_steps", "actor_steps")
     config_cls = IQLConfig
     presets = PRESETS
     curve_stages = ("actor",)

@@ -13,6 +13,7 @@ seed trains them once, keyed by the config fields below (`PRETRAIN_FIELDS`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, fields
@@ -82,17 +83,22 @@ def pretrain_settings(config: PretrainConfig) -> dict[str, Any]:
 # the presets' shared stages; each algorithm's presets start from these, so that they share checkpoints
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(),
-    # PointMaze (100k transitions) end to end in well under 20 minutes on 2 CPU cores: the support
-    # stage (every state x M samples x solver steps) dominates, so M and its steps shrink most
-    "cpu": PretrainConfig(score_widths=(256, 128, 64), q_hidden=128, behaviour_steps=5_000, behaviour_batch=256,
-                          behaviour_lr=3e-4, support_m=8, support_sampler=SamplerSpec(steps=6), q_steps=10_000),
+    # a -small dataset (100k transitions) in about a quarter of an hour on one core. The budgets come from learning
+    # curves (results/budgets.md): the behaviour model reaches the data's own score by some 6-9k steps on hopper- and
+    # walker2d-medium-small and stays there, so 20k; Q_0 trails its fixed point by the target network's lag (tau =
+    # 0.005: about 1 - 0.99^(steps / 200) of it), so at 10k steps it stood at 45% (walker2d: 68 against the data's
+    # 150), a myopic critic whose guidance made QGPO worse; 40k steps reach ~85% (126 against 150, correlation 0.87)
+    "cpu": PretrainConfig(score_widths=(256, 128, 64), q_hidden=128, behaviour_steps=20_000, behaviour_batch=256,
+                          behaviour_lr=3e-4, support_m=8, support_sampler=SamplerSpec(steps=6), q_steps=40_000),
     # seconds, for tests: every stage runs, nothing converges
     "tiny": PretrainConfig(score_widths=(32, 16, 8), q_hidden=32, behaviour_steps=50, behaviour_batch=64, support_m=4,
                            support_sampler=SamplerSpec(steps=4), q_steps=50, q_batch=32),
 }
-# `diffbench quick`: the cpu preset with fewer steps and a 4-step solver for the support actions
-PRETRAIN_PRESETS["quick"] = PretrainConfig(**{**pretrain_settings(PRETRAIN_PRESETS["cpu"]), "behaviour_steps": 3_000,
-                                              "support_sampler": SamplerSpec(steps=4), "q_steps": 6_000})
+# `diffbench quick` (the quick start's 12 minutes on two cores): small networks, few steps, a 4-step solver for the
+# support actions; spelled out, so that the cpu preset's budgets can move without moving the quick start
+PRETRAIN_PRESETS["quick"] = PretrainConfig(score_widths=(256, 128, 64), q_hidden=128, behaviour_steps=3_000,
+                                           behaviour_batch=256, behaviour_lr=3e-4, support_m=8,
+                                           support_sampler=SamplerSpec(steps=4), q_steps=6_000)
 
 PRETRAIN_STAGES = ("behaviour", "support", "critic")
 PRETRAIN_FIELDS = {
@@ -156,12 +162,13 @@ def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor,
                  cfg: PretrainConfig, generator: torch.Generator, progress: bool = False, workdir: Path | None = None,
                  hooks: TrainHooks | None = None, fingerprint: Any = None,
                  alongside: Callable[[torch.Tensor, TwinQ], torch.Tensor] | None = None,
-                 alongside_state: dict[str, Any] | None = None) -> tuple[TwinQ, dict]:
+                 alongside_state: dict[str, Any] | None = None, q_target: TwinQ | None = None) -> tuple[TwinQ, dict]:
     """In-support softmax Q-learning (eq. 14) with a Polyak-averaged target; returns the target net.
 
     `alongside(i, q_target)`, when given, is a second update made on the same batch indices after each
-    Q step (the official schedule's f_phi step); its modules and optimizer go in `alongside_state`."""
-    q_target = copy.deepcopy(q).requires_grad_(False)
+    Q step (the official schedule's f_phi step); its modules and optimizer go in `alongside_state`.
+    `q_target`: the target network to train (a copy of `q`), when the caller reads it during training."""
+    q_target = copy.deepcopy(q).requires_grad_(False) if q_target is None else q_target
     opt = torch.optim.Adam(q.parameters(), lr=cfg.q_lr)
     all_states = data["all_states"]
     n = data["actions"].shape[0]
@@ -234,15 +241,17 @@ def _horizon(gamma: float) -> int:
 
 @torch.inference_mode()
 def critic_check(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], transitions: Any, gamma: float,
-                 probe: int = 4096, seed: int = 0, continuing: bool = False) -> dict[str, Any]:
+                 probe: int = 4096, seed: int = 0, continuing: bool = False,
+                 drawn: tuple[torch.Tensor, torch.Tensor, str] | None = None) -> dict[str, Any]:
     """Q_0 (a TwinQ, or any q(states, actions)) on dataset actions beside what the rewards allow and what
     the data earned (`mc_probe`: the family's return convention, truncated tails left out).
 
     In-support softmax Q-learning backs up a soft maximum over sampled actions, so where Q's errors
     across actions grow with its scale it overestimates without bound (seen on hopper-medium-small
     with the official CEP critic as with ours). The mean outside `value_bounds` marks such a critic; the
-    correlation with the data's Monte-Carlo returns says how well a critic inside ranks states."""
-    idx, mc, convention = mc_probe(transitions, gamma, probe, seed, continuing)
+    correlation with the data's Monte-Carlo returns says how well a critic inside ranks states. `drawn`: `mc_probe`'s
+    result for these arguments, when the caller reads several critics (or one along its training) on it."""
+    idx, mc, convention = drawn if drawn is not None else mc_probe(transitions, gamma, probe, seed, continuing)
     dev = transitions.actions.device
     q_data = q_values(q, transitions.observations[idx.to(dev)], transitions.actions[idx.to(dev)]).double().cpu()
     lo, hi = value_bounds(transitions.rewards, gamma)
@@ -334,10 +343,13 @@ class PretrainedAlgorithm(StagedAlgorithm):
             if todo:
                 critic_gen = stage_generator(cfg.seed, "critic", dev)  # interleaved: one stream for both updates
                 alongside, alongside_state = critic_alongside(critic_gen) if critic_alongside else (None, None)
+                self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+                trend: list[dict[str, Any]] = []
                 self.q_target, self.records["critic"] = train_critic(
                     self.q, data, self._support["support"], self._support["next_index"], cfg, critic_gen,
-                    fingerprint=self.fingerprint("critic"), alongside=alongside, alongside_state=alongside_state, **run)
-                self.records["critic"]["check"] = self.check_critic(t)
+                    fingerprint=self.fingerprint("critic"), alongside=alongside, alongside_state=alongside_state,
+                    q_target=self.q_target, **{**run, "hooks": self.checking(hooks, "critic", t, trend)})
+                self.records["critic"]["check"] = self.check_critic(t) | {"trend": trend}
                 self.save(workdir, "critic", {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
                                               **self.critic_extras()})
         record = self.records.setdefault("critic", {})
@@ -352,7 +364,31 @@ class PretrainedAlgorithm(StagedAlgorithm):
         return bool(self.data_tag) and family(self.data_tag["id"]) in CONTINUING_FAMILIES
 
     def check_critic(self, t: Any) -> dict[str, Any]:
-        return critic_check(self.q_target, t, self.config.gamma, seed=self.config.seed, continuing=self.continuing())
+        key = (id(t), len(t))
+        if getattr(self, "_probe", (None,))[0] != key:  # the probe and its returns, drawn once per dataset
+            self._probe = (key, mc_probe(t, self.config.gamma, seed=self.config.seed, continuing=self.continuing()))
+        return critic_check(self.q_target, t, self.config.gamma, seed=self.config.seed, drawn=self._probe[1])
+
+    def checking(self, hooks: TrainHooks | None, stage: str, t: Any, trend: list[dict[str, Any]]) -> TrainHooks | None:
+        """`hooks` with the critic check also made at each of the stage's evaluations, into `trend` (the critic's
+        course: whether Q_0 settles, keeps growing, or leaves the allowed range, and when; a stage resumed mid-way
+        holds the checks made since)."""
+        if hooks is None or hooks.on_eval is None:
+            return hooks
+        inner = hooks.on_eval
+
+        def on_eval(at: str, step: int) -> None:
+            if at == stage:
+                check = self.check_critic(t)
+                trend.append({"step": step, **{k: check[k] for k in ("q_data_mean", "mc_correlation", "outside_bounds")}})
+                if hooks.log:
+                    corr = check["mc_correlation"]
+                    hooks.log(f"{stage} step {step}: Q_0 on dataset actions {check['q_data_mean']:.1f}"
+                              + (f", correlation {corr:.2f}" if corr is not None else "")
+                              + (" -- OUTSIDE what the rewards allow" if check["outside_bounds"] else ""))
+            inner(at, step)
+
+        return dataclasses.replace(hooks, on_eval=on_eval)
 
     def critic_extras(self) -> dict[str, Any]:
         """What else the critic stage's checkpoint holds (QGPO's interleaved energy)."""

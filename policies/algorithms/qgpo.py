@@ -222,6 +222,7 @@ def describe_guidance(check: dict[str, Any]) -> str:
 
 class QGPO(PretrainedAlgorithm):
     name = "qgpo"
+    budget_fields = ("behaviour_steps", "q_steps", "energy_steps")
     config_cls = QGPOConfig
     presets = PRESETS
     guided = True

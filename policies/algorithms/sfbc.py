@@ -119,6 +119,7 @@ def planned_returns(rewards: torch.Tensor, values: torch.Tensor, episode_starts:
 
 class SfBC(PretrainedAlgorithm):
     name = "sfbc"
+    budget_fields = ("behaviour_steps", "round_steps")
     config_cls = SfBCConfig
     presets = PRESETS
     curve_stages = ("returns",)

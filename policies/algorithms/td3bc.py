@@ -61,6 +61,7 @@ PRESETS = {"paper": TD3BCConfig(), "cpu": TD3BCConfig(steps=20_000),
 
 class TD3BC(StagedAlgorithm):
     name = "td3bc"
+    budget_fields = ("steps",)
     config_cls = TD3BCConfig
     presets = PRESETS
     curve_stages = ("policy",)

@@ -1,0 +1,169 @@
+"""The budget study: each algorithm at several training budgets, seeds apart, with its learning curve, so that a
+preset's budget is set where the curve has flattened and says what a run costs (`diffbench budgets`).
+
+A budget is a factor on the step counts of the algorithm's preset (`Algorithm.budget_fields`: every stage's, so
+a factor of 2 is twice the training of every stage). Every run records its learning curve (`RunSpec.curves`),
+so the largest budget also shows where, inside it, the score stopped moving. Runs go through the harness: a
+study resumes, skips what finished, and its store is a results store like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.harness.runner import RunSpec
+from bench.harness.store import ResultsStore
+from bench.reports import report as reports
+from policies import registry
+from policies.errors import ConfigError
+
+DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0",
+            "diffbench/pointmaze/umaze-dense-small-v0")
+FACTORS = (0.5, 1.0, 2.0)
+
+
+def budget_overrides(algorithm: str, preset: str, factor: float) -> dict[str, int]:
+    """The algorithm's step counts at `preset`, times `factor` (rounded, at least 1 where the preset's is)."""
+    cls = registry.get(algorithm)
+    if not cls.budget_fields:
+        raise ConfigError(f"{algorithm} names no budget fields (Algorithm.budget_fields); it cannot be scaled")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ConfigError(f"budget factors must be finite numbers > 0, got {factor}")
+    base = registry.make_config(algorithm, preset)
+    out = {}
+    for name in cls.budget_fields:
+        steps = getattr(base, name)
+        out[name] = max(int(round(steps * factor)), 1 if steps else 0)
+    return out
+
+
+def study_specs(algorithms: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], factors: Sequence[float],
+                preset: str = "cpu", overrides: dict[str, dict[str, Any]] | None = None,
+                guidance_scales: tuple[float, ...] | None = (0.0, 1.0), **protocol: Any) -> list[RunSpec]:
+    """One run per algorithm, dataset, budget and seed; guided algorithms at `guidance_scales` (default s = 0, the
+    diffusion BC, and s = 1, the exact tilt), so both have a score at every budget; `protocol`: other `RunSpec`
+    fields (episodes, curve_points, ...)."""
+    specs = []
+    for algorithm in algorithms:
+        guided = registry.get(algorithm).guided
+        for dataset in datasets:
+            for factor in factors:
+                own = {**(overrides or {}).get(algorithm, {}), **budget_overrides(algorithm, preset, factor)}
+                specs += [RunSpec(algorithm=algorithm, dataset=dataset, seed=seed, preset=preset, overrides=own,
+                                  guidance_scales=guidance_scales if guided else None, **protocol) for seed in seeds]
+    for spec in specs:
+        spec.config()
+    return specs
+
+
+def budget_table(store: ResultsStore, preset: str = "cpu") -> pd.DataFrame:
+    """Per entry (an algorithm at one budget, a guided one per scale) and dataset: the budget factor, gradient
+    steps, the seeds' scores (mean, std, 95% interval), the median run's core-minutes (wall time x the threads it
+    held) and training CPU-minutes, and whether its curve had flattened by the end (its last two points within
+    the seeds' spread, `report.plateaus`)."""
+    report = reports.build(store)
+    if report.empty:
+        return pd.DataFrame()
+    scores = report.scores[report.scores["selection"] == "none"]
+    runs = store.table("runs").set_index("run_id")
+    factors = {rid: _factor(runs.loc[rid], preset) for rid in scores["run_id"].unique()}
+    scores = scores.assign(factor=scores["run_id"].map(factors)).dropna(subset=["factor"])
+    evals = store.table("evaluations")
+    final = evals[evals["stage"] == "final"]
+    rows = []
+    for (entry, dataset), g in scores.groupby(["entry", "dataset"]):
+        held = runs.loc[g["run_id"].unique()]
+        threads = held["hardware"].map(lambda h: json.loads(h).get("torch_threads", 1) if h else 1)
+        mine = final[final["run_id"].isin(g["run_id"]) & (final["variant"] == g["variant"].iloc[0])]
+        critic = [json.loads(d).get("critic") for d in held["diagnostics"].dropna()]
+        critic = [c for c in critic if c]
+        rows.append({"algorithm": g["algorithm"].iloc[0], "entry": entry, "dataset": dataset,
+                     "scale": g["guidance_scale"].iloc[0], "factor": float(g["factor"].iloc[0]),
+                     "q_data": float(np.mean([c["q_data_mean"] for c in critic])) if critic else np.nan,
+                     "mc_return": float(np.mean([c["mc_return_mean"] for c in critic])) if critic else np.nan,
+                     "q_correlation": float(np.mean([c["mc_correlation"] for c in critic
+                                                     if c["mc_correlation"] is not None] or [np.nan])) if critic else np.nan,
+                     "gradient_steps": int(held["gradient_steps"].median()),
+                     "core_minutes": float((held["wall_seconds"] * threads).median() / 60),
+                     "train_cpu_minutes": float(mine["cpu_seconds"].median() / 60) if mine["cpu_seconds"].notna().any()
+                     else np.nan})
+    table = pd.DataFrame(rows)
+    per = report.per_dataset[["dataset", "entry", "mean", "std", "ci_low", "ci_high", "seeds"]]
+    plateau = report.plateau[["dataset", "entry", "before_last", "last", "flat"]] if not report.plateau.empty else \
+        pd.DataFrame(columns=["dataset", "entry", "before_last", "last", "flat"])
+    table = table.merge(per, on=["dataset", "entry"]).merge(plateau, on=["dataset", "entry"], how="left")
+    return table.sort_values(["algorithm", "scale", "dataset", "factor"], na_position="first").reset_index(drop=True)
+
+
+def _factor(run: pd.Series, preset: str) -> float | None:
+    """The budget factor a run was made at: its step counts over its preset's (None if they disagree)."""
+    if run["preset"] != preset:
+        return None
+    config = json.loads(run["config"])
+    base = registry.make_config(run["algorithm"], preset)
+    ratios = {round(config[f] / getattr(base, f), 3) for f in registry.get(run["algorithm"]).budget_fields
+              if getattr(base, f) and f in config}
+    return ratios.pop() if len(ratios) == 1 else None
+
+
+def flattened_at(table: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm entry (without its budget) and dataset: the smallest budget whose mean is within the largest
+    budget's seed spread (one std) of the largest budget's mean: past it, more training did not move the score."""
+    rows = []
+    for (algorithm, scale, dataset), g in table.groupby(["algorithm", "scale", "dataset"], dropna=False):
+        g = g.sort_values("factor")
+        top = g.iloc[-1]
+        spread = top["std"] if pd.notna(top["std"]) else 0.0
+        within = g[(g["mean"] - top["mean"]).abs() <= spread]
+        rows.append({"algorithm": algorithm, "scale": scale, "dataset": dataset, "largest": top["factor"],
+                     "flat_from": float(within["factor"].min()), "largest_flat": top["flat"]})
+    return pd.DataFrame(rows)
+
+
+def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str) -> Path:
+    """results/budgets.md: one table per algorithm, and where each curve stopped moving."""
+    from bench.reports.render import fmt, markdown_table
+
+    lines = ["# Training budgets: each algorithm at several budgets, with its learning curve", "",
+             f"Made by `{command}` at {code} on {hardware}.", "",
+             f"A budget is a factor on the step counts of every stage at the `{preset}` preset (each algorithm's "
+             "`budget_fields`); scores are D4RL-normalised, the last checkpoint, the final evaluation's episodes, "
+             "mean ± std over seeds [95% bootstrap interval]; guided algorithms at s = 0 (their diffusion BC) and s = 1 "
+             "(the exact tilt), fixed, not chosen. Core-minutes: the median run's wall time times the threads it held, "
+             "evaluations included; training CPU-minutes: process CPU time up to the stage that made the policy, "
+             "evaluations left out. `curve`: the learning curve's last two points (means over seeds; the last is the "
+             "final evaluation); `flat`: within one std of the seeds' final scores. `flat from`: the smallest budget "
+             "whose mean is within the largest budget's seed std of the largest's mean. `Q_0 / data's return`: the "
+             "critic check's Q_0 on dataset actions against the data's discounted returns, and their correlation "
+             "(means over seeds; algorithms with the shared critic).", ""]
+    if table.empty:
+        out.write_text("\n".join(lines + ["No finished run in the store."]) + "\n")
+        return out
+    flat = flattened_at(table)
+    for algorithm, g in table.groupby("algorithm", sort=True):
+        lines += [f"## {algorithm}", ""]
+        shown = pd.DataFrame({
+            "entry": g["entry"], "dataset": g["dataset"], "budget": g["factor"].map(lambda f: f"×{f:g}"),
+            "gradient steps": g["gradient_steps"].map(lambda v: f"{v:,}"),
+            "score": [f"{fmt(m)} ± {fmt(s)} [{fmt(lo)}, {fmt(hi)}]" for m, s, lo, hi in
+                      zip(g["mean"], g["std"], g["ci_low"], g["ci_high"])],
+            "seeds": g["seeds"], "core-min": g["core_minutes"].map(fmt), "train CPU-min": g["train_cpu_minutes"].map(fmt),
+            "curve": [f"{fmt(a)} → {fmt(b)}" if pd.notna(a) else "—" for a, b in zip(g["before_last"], g["last"])],
+            "Q_0 / data's return (corr.)": [f"{fmt(q)} / {fmt(m)} ({fmt(c, 2)})" if pd.notna(q) else "—"
+                                            for q, m, c in zip(g["q_data"], g["mc_return"], g["q_correlation"])],
+            "flat": g["flat"].map(lambda v: "—" if v is None or (isinstance(v, float) and np.isnan(v))
+                                  else ("yes" if v else "no"))})
+        lines += [markdown_table(shown), ""]
+        mine = flat[flat["algorithm"] == algorithm]
+        lines += ["Flat from: " + "; ".join(
+            f"{d.split('/')[1]}/{d.split('/')[2]}" + (f" s={s:g}" if pd.notna(s) else "") + f" ×{f:g}"
+            for d, s, f in zip(mine["dataset"], mine["scale"], mine["flat_from"])) + ".", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out

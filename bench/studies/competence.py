@@ -1,0 +1,142 @@
+"""Trained to competence? The checks a comparison needs before it is read, from a results store of runs at one preset
+(`diffbench competence`, results/competence.md).
+
+Each line is one claim with the figure it rests on and whether it holds:
+  - diffusion BC (QGPO at s = 0) within MLP BC's 95% interval or above it, on every dataset; no seed more than
+    10 points below the data's own score (the level imitating the data reaches);
+  - on locomotion, QGPO at s = 1 (the exact tilt, no selection) at or above its own s = 0: the paired difference
+    over seeds (the same run's two scales) with its 95% interval, not below zero; its Q_0 inside the range the
+    rewards allow in every run;
+  - Diffusion-QL and IDQL within MLP BC's interval or above it on hopper- and walker2d-medium-small;
+  - every curve flattened by the end of its budget (its last two points within its seeds' spread);
+  - the median run's cost per algorithm on a -small dataset, at most 15 core-minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.reports import report as reports
+from bench.reports import stats
+from bench.reports.render import fmt, markdown_table
+from bench.harness.store import ResultsStore
+from envs import families
+
+BUDGET_MINUTES = 15.0
+DATA_MARGIN = 10.0
+CRITIC_BASELINES = ("diffusion_ql", "idql")
+CRITIC_DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0")
+
+
+def _entry(per: pd.DataFrame, dataset: str, algorithm: str, scale: float | None) -> pd.Series | None:
+    rows = per[(per["dataset"] == dataset) & (per["algorithm"] == algorithm) & (per["selection"] == "none")]
+    rows = rows[rows["guidance_scale"].isna()] if scale is None else rows[rows["guidance_scale"] == scale]
+    return rows.iloc[0] if len(rows) == 1 else None
+
+
+def _at_least_bc(per: pd.DataFrame, dataset: str, algorithm: str, scale: float | None, what: str) -> dict:
+    bc, other = _entry(per, dataset, "bc", None), _entry(per, dataset, algorithm, scale)
+    if bc is None or other is None:
+        return {"check": what, "dataset": dataset, "figure": "not run", "holds": None}
+    holds = bool(other["mean"] >= bc["ci_low"])
+    return {"check": what, "dataset": dataset, "holds": holds,
+            "figure": f"{fmt(other['mean'])} ± {fmt(other['std'])} against MLP BC {fmt(bc['mean'])} "
+                      f"[{fmt(bc['ci_low'])}, {fmt(bc['ci_high'])}]"}
+
+
+def _seed_scores(scores: pd.DataFrame, dataset: str, algorithm: str, scale: float) -> pd.Series:
+    g = scores[(scores["dataset"] == dataset) & (scores["algorithm"] == algorithm) & (scores["selection"] == "none")
+               & (scores["guidance_scale"] == scale)]
+    return g.set_index("seed")["score"].sort_index()
+
+
+def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
+    """One row per (claim, dataset or algorithm): the figure and whether it holds (None: not measured)."""
+    report = reports.build(store)
+    if report.empty:
+        return pd.DataFrame(columns=["check", "dataset", "figure", "holds"]), report
+    per, scores = report.per_dataset, report.scores
+    data = report.data_reference.set_index("dataset")["score"] if not report.data_reference.empty else pd.Series()
+    runs = store.table("runs")
+    rows = []
+    for dataset in sorted(per["dataset"].unique()):
+        rows.append(_at_least_bc(per, dataset, "qgpo", 0.0, "diffusion BC (QGPO s = 0) within MLP BC's 95% interval "
+                                                            "or above"))
+        seeds = _seed_scores(scores, dataset, "qgpo", 0.0)
+        if dataset in data.index and len(seeds):
+            worst = float(seeds.min())
+            rows.append({"check": f"no seed's diffusion BC more than {DATA_MARGIN:g} below the data's own score",
+                         "dataset": dataset, "holds": bool(worst >= data[dataset] - DATA_MARGIN),
+                         "figure": f"worst seed {fmt(worst)} against the data's {fmt(data[dataset])}"})
+        if families.family(dataset) == "locomotion":
+            rows += _guidance_rows(scores, runs, dataset)
+        if dataset in CRITIC_DATASETS:
+            rows += [_at_least_bc(per, dataset, a, None, f"{a} within MLP BC's 95% interval or above")
+                     for a in CRITIC_BASELINES]
+    for r in report.plateau.itertuples():
+        rows.append({"check": f"{r.entry}'s curve flat at the end of its budget", "dataset": r.dataset,
+                     "holds": None if r.flat is None else bool(r.flat),
+                     "figure": f"{fmt(r.before_last)} → {fmt(r.last)} (change {fmt(r.change)}, seeds' std "
+                               f"{fmt(r.seed_std)}) at {r.steps:,} steps of {r.stage}"})
+    rows += _cost_rows(runs)
+    return pd.DataFrame(rows, columns=["check", "dataset", "figure", "holds"]), report
+
+
+def _guidance_rows(scores: pd.DataFrame, runs: pd.DataFrame, dataset: str) -> list[dict]:
+    s0, s1 = _seed_scores(scores, dataset, "qgpo", 0.0), _seed_scores(scores, dataset, "qgpo", 1.0)
+    shared = s0.index.intersection(s1.index)
+    rows = []
+    if len(shared):
+        diff = (s1[shared] - s0[shared]).to_numpy(dtype=np.float64)
+        point, low, high = stats.bootstrap_interval(stats.mean, diff[:, None], reps=reports.REPS)
+        rows.append({"check": "QGPO s = 1 at or above its s = 0 (paired over seeds, interval not below zero)",
+                     "dataset": dataset, "holds": bool(high >= 0),
+                     "figure": f"s = 1 − s = 0: {point:+.1f} [{low:+.1f}, {high:+.1f}] over {len(shared)} seeds"})
+    qgpo = runs[(runs["algorithm"] == "qgpo") & (runs["dataset"] == dataset) & runs["diagnostics"].notna()]
+    checks_ = [json.loads(d).get("critic") for d in qgpo["diagnostics"]]
+    checks_ = [c for c in checks_ if c]
+    if checks_:
+        outside = sum(bool(c["outside_bounds"]) for c in checks_)
+        q = np.mean([c["q_data_mean"] for c in checks_])
+        lo, hi = checks_[0]["value_bounds"]
+        rows.append({"check": "QGPO's Q_0 inside the range its rewards allow, every run", "dataset": dataset,
+                     "holds": outside == 0, "figure": f"Q_0 on dataset actions {fmt(q)} (mean of {len(checks_)} runs) "
+                                                     f"in [{lo:.4g}, {hi:.4g}]; {outside} outside"})
+    return rows
+
+
+def _cost_rows(runs: pd.DataFrame) -> list[dict]:
+    done = runs[(runs["status"] == "finished") & runs["dataset"].str.contains("-small")]
+    rows = []
+    for algorithm, g in done.groupby("algorithm"):
+        threads = g["hardware"].map(lambda h: json.loads(h).get("torch_threads", 1) if h else 1)
+        minutes = float((g["wall_seconds"] * threads).median() / 60)
+        rows.append({"check": f"{algorithm}'s median run at most {BUDGET_MINUTES:g} core-minutes on a -small dataset",
+                     "dataset": "", "holds": minutes <= BUDGET_MINUTES,
+                     "figure": f"{fmt(minutes)} core-minutes (median of {len(g)} runs)"})
+    return rows
+
+
+def write(table: pd.DataFrame, report: reports.Report, out: Path, command: str, code: str, hardware: str,
+          notes: list[str] | None = None) -> Path:
+    lines = ["# Trained to competence: the checks a comparison needs before it is read", "",
+             f"Made by `{command}` at {code} on {hardware}, from the runs in its results store; every figure is the "
+             "store's.", "", "## Protocol", "", *(f"- {p}" for p in report.protocol), ""]
+    if table.empty:
+        out.write_text("\n".join(lines + ["No finished run in the store."]) + "\n")
+        return out
+    held = table["holds"].map(lambda v: "yes" if v is True else ("no" if v is False else "—"))
+    lines += ["## Checks", "", markdown_table(table.assign(holds=held).rename(columns={"holds": "holds?"})), ""]
+    failed = table[table["holds"] == False]  # noqa: E712 (None means not measured)
+    lines += [f"{int((table['holds'] == True).sum())} hold, {len(failed)} do not, "  # noqa: E712
+              f"{int(table['holds'].isna().sum())} not measured."]
+    if notes:
+        lines += ["", "## What was tried where a check does not hold, and what the evidence says", "",
+                  *(f"- {n}" for n in notes)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
