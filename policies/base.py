@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+import torch
 
 from envs.dataset import OfflineDataset
 from policies.core.training import TrainHooks
@@ -45,6 +46,11 @@ class Algorithm(ABC):
         """The stage whose training made the policy acting at guidance scale `scale` (None: the config's): the
         x axis of that policy's learning curve."""
         return self.curve_stages[-1] if self.curve_stages else None
+
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The Q(s, a) that improves this algorithm's policy, on raw states (the pessimistic twin where there are two),
+        for the harness's critic check; None for an algorithm without one."""
+        return None
 
     @classmethod
     @abstractmethod

@@ -271,3 +271,24 @@ def test_the_committed_fine_tuning_sweeps_share_their_stages_with_qgpo(tmp_path,
     assert sorted(paths) == [(other, 0), (other, 1), ("qgpo", 0), ("qgpo", 1)]
     assert paths["qgpo", 0] == paths[other, 0] and paths["qgpo", 1] == paths[other, 1]
     assert paths["qgpo", 0] != paths["qgpo", 1] and None not in paths[other, 0]
+
+
+def test_every_critic_is_checked_and_its_policys_gap_over_the_data_read(tiny_pointmaze, tmp_path):
+    """A run of an algorithm with a critic (TD3+BC here) records the critic check the shared critic's stage makes,
+    in the family's return convention, and Q(s, pi(s)) - Q(s, a_data); the gap is exact on a known critic."""
+    from types import SimpleNamespace
+
+    from bench.harness.diagnostics import policy_gap
+    from envs.catalog import load_dataset
+
+    s = RunSpec(algorithm="td3bc", dataset=TINY_ID, preset="tiny", overrides={"device": "cpu"}, episodes=2)
+    out = run_all([s], tmp_path)
+    assert out["finished"], [r.error for r in out["failed"]]
+    critic = json.loads(ResultsStore(tmp_path).table("runs").iloc[0].diagnostics)["critic"]
+    assert critic["returns"].startswith("continuing streams") and "policy_gap_mean" in critic
+    assert 0.0 <= critic["policy_gap_positive"] <= 1.0
+    t = load_dataset(TINY_ID).transitions
+    rows = torch.arange(10)
+    shifted = SimpleNamespace(act=lambda obs: (t.actions[rows] + 0.1).numpy())  # each probe state's data action + 0.1
+    gap = policy_gap(lambda states, actions: actions.sum(-1), shifted, t, rows)
+    assert gap["policy_gap_mean"] == pytest.approx(0.1 * t.action_dim, rel=1e-5) and gap["policy_gap_positive"] == 1.0

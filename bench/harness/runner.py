@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.harness.diagnostics import run_diagnostics
 from bench.harness.evaluation import AtScale, check_eval_env, evaluate, evaluate_scales
 from bench.harness.locks import atomic_write_text, run_lock
 from bench.harness.provenance import code_version, hardware, package_versions
@@ -312,7 +313,7 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
                      gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
                      actions_per_second=float(np.mean(aps)) if aps else None, selected_guidance_scale=selected,
                      evaluations=evaluations, final=final,
-                     diagnostics=_diagnostics(record, ds))
+                     diagnostics=run_diagnostics(record, algo, ds))
 
 
 def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdir: Path, metrics: Path, log: Any,
@@ -361,15 +362,6 @@ def _steps_before(algo: Algorithm, stage: str) -> int:
     steps = algo.cost["gradient_steps"]
     order = list(steps)
     return sum(steps[s] for s in order[: order.index(stage)]) if stage in order else sum(steps.values())
-
-
-def _diagnostics(record: dict, ds: OfflineDataset) -> dict[str, Any]:
-    """The checks the stages made of what they trained, and the data's own score (the report's reference row)."""
-    out = {stage: r["check"] for stage, r in record["stages"].items() if "check" in r}
-    data = ds.data_score()
-    if data is not None:
-        out["dataset"] = {"data_score": data[0], "how": data[1]}
-    return out
 
 
 def _seconds_before(algo: Algorithm, stage: str, through: bool = False) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Whether the critics behind a report's numbers can be trusted: each run's `critic_check`.
+"""Whether the critics behind a report's numbers can be trusted: each run's `critic_check` (every algorithm with a
+critic, `bench.harness.diagnostics`).
 
 A diffusion policy guided or fine-tuned by Q_0 is only as good as Q_0. The check every critic stage
 makes (policies.algorithms.pretrain.critic_check) is gathered here per dataset and report entry:
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["dataset", "entry", "runs", "q_data_mean", "low", "high", "mc_return_mean", "mc_correlation", "outside",
-           "returns"]
+           "returns", "policy_gap"]
 GUIDANCE_COLUMNS = ["dataset", "entry", "runs", "support_m", "beta", "beta_q_spread_median", "target_entropy", "log_m",
                     "energy_loss", "learned", "near_uniform"]
 
@@ -41,7 +42,8 @@ def critic_checks(runs: pd.DataFrame, entry_of: pd.Series) -> pd.DataFrame:
                      "mc_return_mean": float(np.mean([x["mc_return_mean"] for x in c])),
                      "mc_correlation": float(np.mean(corr)) if corr else np.nan,
                      "outside": sum(bool(x["outside_bounds"]) for x in c),
-                     "returns": "; ".join(sorted({x.get("returns", "episodes; every row") for x in c}))})
+                     "returns": "; ".join(sorted({x.get("returns", "episodes; every row") for x in c})),
+                     "policy_gap": float(np.mean([x["policy_gap_mean"] for x in c if "policy_gap_mean" in x] or [np.nan]))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

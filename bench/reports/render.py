@@ -85,12 +85,13 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
     if not report.critic.empty:
         cr = report.critic
-        out["Critic check: Q_0 on dataset actions (runs recorded with the check)"] = pd.DataFrame({
+        out["Critic check: each critic's Q on dataset actions, and its policy's gap over them"] = pd.DataFrame({
             "dataset": cr["dataset"], "entry": cr["entry"], "runs": cr["runs"], "Q_0 (mean)": cr["q_data_mean"].map(fmt),
             "the rewards allow": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(cr["low"], cr["high"])],
             "data's discounted return": cr["mc_return_mean"].map(fmt),
             "correlation with it": cr["mc_correlation"].map(lambda v: fmt(v, 2)),
-            "runs outside (diverged)": cr["outside"], "returns over": cr["returns"]})
+            "runs outside (diverged)": cr["outside"], "returns over": cr["returns"],
+            "Q(s, π(s)) − Q(s, a_data)": cr["policy_gap"].map(fmt)})
     if not report.guidance.empty:
         gu = report.guidance
         out["Guidance check: what the CEP target left f_phi to learn (means over runs)"] = pd.DataFrame({

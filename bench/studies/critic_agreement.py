@@ -22,7 +22,8 @@ import torch
 from bench.harness.provenance import code_version, made_by
 from bench.studies.official import code_root, describe, official_critic
 from envs.catalog import load_dataset
-from policies.algorithms.pretrain import critic_check, mc_probe, td_loss
+from policies.algorithms.pretrain import td_loss
+from policies.core.critics import critic_check, mc_probe
 from policies.algorithms.staged import SHARED
 from policies.core.checkpoint import load_checkpoint
 from policies.core.networks import TwinQ

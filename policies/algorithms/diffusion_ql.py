@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -170,6 +170,9 @@ class DiffusionQL(StagedAlgorithm):
                          state={"actor": self.actor, "ema": self.ema, "critic": self.critic,
                                 "critic_target": self.critic_target, "actor_opt": actor_opt, "critic_opt": critic_opt,
                                 "actor_decay": decay[0], "critic_decay": decay[1], "batches": batches, "chains": chains})
+
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return self.critic_target
 
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:

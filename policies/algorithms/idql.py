@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -170,6 +170,9 @@ class IDQL(StagedAlgorithm):
         candidates = self.draw(obs.repeat_interleave(cfg.candidates, 0)).view(obs.shape[0], cfg.candidates, -1)
         chosen = select(candidates, self.critic.advantage(obs, candidates), rule, temperature, 1, self._act_generator)
         return self.clip(chosen)
+
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return self.critic.q_value
 
     def draw(self, states: torch.Tensor) -> torch.Tensor:
         """One action per state from the EMA copy by the official clipped chain."""

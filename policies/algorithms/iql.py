@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -105,6 +105,10 @@ class IQLCritic(nn.Module):
     def value(self, states: torch.Tensor) -> torch.Tensor:
         """V of normalised states."""
         return self.v(states).squeeze(-1)
+
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min_i Q'_i(s, a) for raw states."""
+        return self.q_target(self.norm(states), actions)
 
     def advantage(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """min_i Q'_i(s, a) - V(s) for raw states (B, S) and actions (B, A) or (B, N, A)."""
@@ -213,6 +217,9 @@ class IQL(StagedAlgorithm):
         return run_steps(step, cfg.actor_steps, "actor (iql)", progress=progress, workdir=workdir, hooks=hooks,
                          fingerprint=self.fingerprint("actor"),
                          state={"actor": self.actor, "optimizer": opt, "schedule": schedule, "generator": gen})
+
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return self.critic.q_value
 
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:

@@ -30,8 +30,8 @@ from policies.errors import ConfigError
 from policies.core.acting import ACTING_PATHS, GuidedActor
 from policies.core.networks import EnergyNet, TwinQ
 from policies.algorithms.pretrain import (PRETRAIN_FIELDS, PRETRAIN_PRESETS, PretrainConfig, PretrainedAlgorithm, generate_support,
-                               in_support_value, pretrain_settings, probe_index, q_values, successor_index, td_loss,
-                               train_critic)
+                               in_support_value, pretrain_settings, successor_index, td_loss, train_critic)
+from policies.core.critics import probe_index, q_values
 from policies.core.samplers import SamplerSpec
 from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_generator

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -128,6 +128,9 @@ class TD3BC(StagedAlgorithm):
                          state={"actor": self.actor, "critic": self.critic, "actor_target": actor_t,
                                 "critic_target": critic_t, "actor_opt": actor_opt, "critic_opt": critic_opt,
                                 "batches": batches, "noise": noise})
+
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda states, actions: self.critic(self.norm(states), actions)
 
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:

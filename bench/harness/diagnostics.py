@@ -1,0 +1,49 @@
+"""What a finished run records besides its scores: the checks its stages made, the critic check for every
+algorithm with a critic, how far its policy's actions sit above the data's in that critic's eyes, and the data's
+own score (the report's reference row).
+
+The critic check (`policies.core.critics.critic_check`) reads any Q(s, a) the same way, so IQL's, TD3+BC's,
+Diffusion-QL's and IDQL's critics are read as QGPO's Q_0 is. The gap Q(s, pi(s)) - Q(s, a_data) is the critic's
+own estimate of the policy's improvement over the data: large where the policy exploits the critic's errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.dataset import OfflineDataset
+from envs.families import CONTINUING_FAMILIES, family
+from policies.base import Algorithm
+from policies.core.critics import critic_check, mc_probe, q_values
+
+GAP_STATES = 1024  # probe states the policy acts on for the gap (a diffusion policy's acting is the costly part)
+
+
+def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99) -> dict[str, Any]:
+    out = {stage: r["check"] for stage, r in record["stages"].items() if "check" in r}
+    q = algo.q_function()
+    if q is not None:
+        gamma = getattr(algo.config, "gamma", gamma)
+        t = ds.transitions
+        seed = getattr(algo.config, "seed", 0)
+        drawn = mc_probe(t, gamma, seed=seed, continuing=family(ds.id) in CONTINUING_FAMILIES)
+        device = getattr(algo, "device", torch.device("cpu"))
+        device_t = t.to(device)
+        check = out.get("critic") or critic_check(q, device_t, gamma, seed=seed, drawn=drawn)
+        out["critic"] = check | policy_gap(q, algo, device_t, drawn[0][:GAP_STATES])
+    data = ds.data_score()
+    if data is not None:
+        out["dataset"] = {"data_score": data[0], "how": data[1]}
+    return out
+
+
+@torch.no_grad()
+def policy_gap(q: Any, algo: Algorithm, t: Any, rows: torch.Tensor) -> dict[str, float]:
+    """Q(s, pi(s)) - Q(s, a_data) over the probe's states (mean and share above zero), pi acting as evaluated."""
+    states = t.observations[rows.to(t.observations.device)]
+    policy = torch.as_tensor(np.asarray(algo.act(states.cpu().numpy())), device=states.device)
+    gap = (q_values(q, states, policy) - q_values(q, states, t.actions[rows.to(states.device)])).double()
+    return {"policy_gap_mean": float(gap.mean()), "policy_gap_positive": float((gap > 0).double().mean())}
