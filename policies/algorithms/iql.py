@@ -14,6 +14,8 @@ Stage "actor", on the trained critic:
 The paper's code updates the actor in the same loop as the critic; the actor never feeds back into the
 critic, so here it trains after, on the final critic (the decoupling the paper points out), which lets
 the critic be a stage of its own.
+Every preset keeps the paper's networks (2x256) and locomotion settings (expectile 0.7, beta 3, batch 256, Polyak
+0.005); the cpu preset trains 10k steps of each stage (the paper: 1M).
 """
 
 from __future__ import annotations

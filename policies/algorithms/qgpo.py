@@ -10,6 +10,15 @@ With `interleave` (the official code's schedule, the paper preset's), stages 3 a
 q_steps batches: each batch updates Q_0, then f_phi against the Q_0 being trained; f_phi then goes on alone.
 Acting samples pi(a|s) ∝ mu(a|s) exp(beta Q_0(s, a)) with the guided score
     score_theta(a_t, s, t) + scale * grad_a f_phi(a_t, s, t),   scale = 1 being exact.
+
+The paper preset is the official code's settings (beta 3, beta_Q 1, M 16 (32 on AntMaze), 15-step second-order
+DPM-Solver, the interleaved schedule, the official grid of scales). The cpu preset keeps the method and changes
+sizes and budgets, measured on one core: the score network (256, 128, 64) and the critic's and energy's width 128
+(the official sizes cost about 4x a step); behaviour batch 256 at lr 3e-4 for 20k steps (official 4096 at 1e-4
+for 600k), M = 8 support actions from a 6-step solver (the support stage costs states x M x steps), Q_0 40k
+steps and f_phi 5k, one after the other (the official schedule trains f_phi on every critic batch). Why those
+budgets: results/budgets.md; at 10k critic steps Q_0 sat at under half its fixed point and its guidance made
+QGPO worse (policies.algorithms.pretrain's cpu preset).
 """
 
 from __future__ import annotations
