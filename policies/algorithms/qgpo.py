@@ -16,7 +16,9 @@ DPM-Solver, the interleaved schedule, the official grid of scales). The cpu pres
 sizes and budgets, measured on one core: the score network (256, 128, 64) and the critic's and energy's width 128
 (the official sizes cost about 4x a step); behaviour batch 256 at lr 3e-4 for 20k steps (official 4096 at 1e-4
 for 600k), M = 8 support actions from a 6-step solver (the support stage costs states x M x steps), Q_0 40k
-steps and f_phi 5k, one after the other (the official schedule trains f_phi on every critic batch). Why those
+steps and f_phi 5k, one after the other (the official schedule trains f_phi on every critic batch), and the
+support actions clamped into the action box (`support_clip`: the official code backs up Q_0 at whatever the
+sampler draws, past the box too). Why those
 budgets: results/budgets.md; at 10k critic steps Q_0 sat at under half its fixed point and its guidance made
 QGPO worse (policies.algorithms.pretrain's cpu preset).
 """
