@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -179,7 +180,11 @@ def cmd_competence(args) -> int:
     from bench.harness.provenance import code_version, hardware
     from bench.studies import competence
 
-    table, report = competence.checks(_existing_store(args.results))
+    store = _existing_store(args.results)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.preset:
+            store = competence.at_preset(store, args.preset, Path(scratch))
+        table, report = competence.checks(store)
     notes = Path(args.notes).read_text().strip().splitlines() if args.notes else None
     notes = [n[2:] if n.startswith("- ") else n for n in notes or [] if n.strip()]
     command = "diffbench competence " + " ".join(sys.argv[2:])
@@ -645,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "the data, guidance against s = 0, curves flat, cost per run")
     comp.add_argument("--results", default="runs", help="results directory of the runs to check")
     comp.add_argument("--out", default="results/competence.md")
+    comp.add_argument("--preset", help="only the runs at this preset's own budget (e.g. a budget study's store)")
     comp.add_argument("--notes", help="a Markdown list of what was tried where a check fails, printed under the table")
     comp.set_defaults(func=cmd_competence)
 

@@ -51,6 +51,14 @@ def test_the_study_tables_each_budget_with_its_cost_and_where_its_curve_ended(ti
                  "--seeds", "0,1", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "budgets.md"), "--no-run"])
     text = (tmp_path / "budgets.md").read_text()
     assert code == 0 and "## bc" in text and "×0.5" in text and "Flat from:" in text and "## qgpo" in text
+    # the competence checks read one budget: the preset's own (here the runs at x1)
+    from bench.studies import competence
+
+    (tmp_path / "scratch").mkdir()
+    at_one = competence.at_preset(ResultsStore(tmp_path / "r"), "tiny", tmp_path / "scratch")
+    assert len(at_one.table("runs")) == 4 and len(ResultsStore(tmp_path / "r").table("runs")) == 8
+    table, _ = competence.checks(at_one)
+    assert table[table.check.str.startswith("diffusion BC")].iloc[0].holds is not None  # one row each: measured
 
 
 def test_the_competence_checks_read_each_claim_off_the_store(tmp_path):

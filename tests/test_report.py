@@ -253,7 +253,7 @@ def curve_run(algo: str, seed: int, points: list[float], final: float, stage: st
 def test_curves_end_at_the_final_evaluation_and_say_whether_they_flattened(tmp_path):
     s = ResultsStore(tmp_path / "store")
     for seed, shift in enumerate((-2.0, 0.0, 2.0)):
-        s.record(curve_run("bc", seed, [10 + shift, 30 + shift, 49 + shift], 50 + shift))  # flat: +1 against std 2
+        s.record(curve_run("bc", seed, [10 + shift, 30 + shift, 49 + shift], 50 + shift))  # flat: +1 against range 4
         s.record(curve_run("iql", seed, [10 + shift, 20 + shift, 30 + shift], 40 + shift))  # still rising: +10
     report = build(s)
     bc = report.curves[report.curves.entry == "bc[cpu]"].sort_values("policy_step")
@@ -262,12 +262,12 @@ def test_curves_end_at_the_final_evaluation_and_say_whether_they_flattened(tmp_p
     assert (bc.seeds == 3).all() and (bc.lower <= bc["mean"]).all() and (bc["mean"] <= bc.upper).all()
     flat = report.plateau.set_index("entry")
     assert flat.loc["bc[cpu]", "flat"] and flat.loc["bc[cpu]", "change"] == pytest.approx(1.0)
-    assert not flat.loc["iql[cpu]", "flat"] and flat.loc["iql[cpu]", "seed_std"] == pytest.approx(2.0)
+    assert not flat.loc["iql[cpu]", "flat"] and flat.loc["iql[cpu]", "seed_spread"] == pytest.approx(4.0)
     s.record(RunResult(**{**curve_run("bc", 3, [1.0], 2.0).__dict__, "run_id": "late", "finished": 2.0,
                           "diagnostics": {"dataset": {"data_score": 44.5, "how": "the collector on the eval env"}}}))
     written = main(["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--format", "md"])
     assert written == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert f"| {GEN} | behaviour data (reference) | 44.5 |  |  | reference: the collector on the eval env |" in text
-    assert "| diffbench/pointmaze/umaze-v0 | iql[cpu] | policy | 40 | 30.0 | 40.0 | 10.0 | 2.0 | no |" in text
+    assert "| diffbench/pointmaze/umaze-v0 | iql[cpu] | policy | 40 | 30.0 | 40.0 | 10.0 | 4.0 | no |" in text
     assert (tmp_path / "out" / "curves.png").exists()

@@ -78,10 +78,10 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "sweep (h)": sh["sweep_hours"].map(lambda v: fmt(v, 2)), "saving": sh["saving"].map(lambda v: f"{v:.2f}×")})
     if not report.plateau.empty:
         pl = report.plateau
-        out["Learning curves: the last two points (mean over seeds) against the seeds' spread"] = pd.DataFrame({
+        out["Learning curves: the last two points (means over seeds) against the seeds' spread there"] = pd.DataFrame({
             "dataset": pl["dataset"], "entry": pl["entry"], "stage": pl["stage"], "steps": pl["steps"],
             "second to last": pl["before_last"].map(fmt), "last (final evaluation)": pl["last"].map(fmt),
-            "change": pl["change"].map(fmt), "seeds' std": pl["seed_std"].map(fmt),
+            "change": pl["change"].map(fmt), "seeds' spread": pl["seed_spread"].map(fmt),
             "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
     if not report.critic.empty:
         cr = report.critic

@@ -235,10 +235,10 @@ CURVE_COLUMNS = ["dataset", "entry", "policy_stage", "policy_step", "cpu_seconds
                  "final"]
 
 
-def _curves(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
-    """Learning curves: per dataset, entry (with its guidance scale) and step of the stage that made the policy, the
-    score over seeds (95% interval) and the run's training CPU-seconds up to that point (mean over seeds); the final
-    evaluation is each curve's last point. Rows from stores before curve positions were kept place a curve row at
+def curve_points(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
+    """Every run's learning-curve points: dataset, entry (with its guidance scale), run, the stage that made the
+    policy and its step, the score, the run's training CPU-seconds up to that point, and whether it is the final
+    evaluation (each curve's last point). Rows from stores before curve positions were kept place a curve row at
     its stage's step and leave the final evaluation off the curve."""
     ev = store.table("evaluations")
     ev = ev[ev["run_id"].isin(scores["run_id"]) & (ev["stage"] != "selection")]
@@ -246,16 +246,25 @@ def _curves(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
     ev = ev.assign(policy_stage=ev["policy_stage"].where(~legacy, ev["stage"]),
                    policy_step=ev["policy_step"].where(~legacy, ev["step"]))
     ev = ev[ev["policy_stage"].notna() & ev["policy_step"].notna()]
+    columns = ["dataset", "entry", "run_id", "policy_stage", "policy_step", "score", "cpu_seconds", "final"]
     if ev.empty:
-        return pd.DataFrame(columns=CURVE_COLUMNS)
+        return pd.DataFrame(columns=columns)
     entry_of = scores.drop_duplicates("run_id").set_index("run_id")
     label = [_variant_label(v, g) for v, g in zip(ev["variant"], ev["guidance_scale"])]
-    ev = ev.assign(dataset=entry_of.loc[ev["run_id"], "dataset"].to_numpy(),
-                   entry=entry_of.loc[ev["run_id"], "run_entry"].to_numpy() + np.asarray(label, dtype=object),
-                   final=ev["stage"] == "final")
+    return pd.DataFrame({"dataset": entry_of.loc[ev["run_id"], "dataset"].to_numpy(),
+                         "entry": entry_of.loc[ev["run_id"], "run_entry"].to_numpy() + np.asarray(label, dtype=object),
+                         "run_id": ev["run_id"].to_numpy(), "policy_stage": ev["policy_stage"].to_numpy(),
+                         "policy_step": ev["policy_step"].astype(int).to_numpy(),
+                         "score": ev["score_mean"].to_numpy(dtype=np.float64), "cpu_seconds": ev["cpu_seconds"].to_numpy(),
+                         "final": (ev["stage"] == "final").to_numpy()}, columns=columns)
+
+
+def _curves(points: pd.DataFrame) -> pd.DataFrame:
+    """The learning curves over seeds: per dataset, entry and step of the stage that made the policy, the mean
+    score with its 95% interval and the mean training CPU-seconds up to that point."""
     rows = []
-    for (dataset, entry, stage, step), g in ev.groupby(["dataset", "entry", "policy_stage", "policy_step"]):
-        values = g["score_mean"].to_numpy(dtype=np.float64)
+    for (dataset, entry, stage, step), g in points.groupby(["dataset", "entry", "policy_stage", "policy_step"]):
+        values = g["score"].to_numpy(dtype=np.float64)
         low, high = _seed_interval(values) if len(values) > 1 and not np.isnan(values).any() else (np.nan, np.nan)
         rows.append({"dataset": dataset, "entry": entry, "policy_stage": stage, "policy_step": int(step),
                      "cpu_seconds": g["cpu_seconds"].mean(), "mean": values.mean(), "lower": low, "upper": high,
@@ -263,21 +272,23 @@ def _curves(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
-def plateaus(curves: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """Whether each curve had flattened by the end of its budget: its last two points (mean over seeds) within the
-    spread of its seeds' final scores (their standard deviation)."""
+def plateaus(points: pd.DataFrame) -> pd.DataFrame:
+    """Whether each curve had flattened by the end of its budget: the change between its last two points (means
+    over seeds) within the seeds' spread there (the larger of the two points' ranges over seeds, which holds the
+    seeds' differences and the noise of each point's episodes)."""
     rows = []
-    for (dataset, entry), g in curves.groupby(["dataset", "entry"]):
-        g = g.sort_values("policy_step")
-        if len(g) < 2 or not g["final"].iloc[-1]:
+    for (dataset, entry), g in points.groupby(["dataset", "entry"]):
+        steps = sorted(g["policy_step"].unique())
+        if len(steps) < 2 or not g[g["policy_step"] == steps[-1]]["final"].all():
             continue
-        final = scores[(scores["dataset"] == dataset) & (scores["entry"] == entry)]["score"]
-        spread = float(final.std(ddof=1)) if len(final) > 1 else np.nan
-        change = float(g["mean"].iloc[-1] - g["mean"].iloc[-2])
-        rows.append({"dataset": dataset, "entry": entry, "stage": g["policy_stage"].iloc[-1],
-                     "before_last": float(g["mean"].iloc[-2]), "last": float(g["mean"].iloc[-1]), "change": change,
-                     "seed_std": spread, "flat": bool(abs(change) <= spread) if np.isfinite(spread) else None,
-                     "steps": int(g["policy_step"].iloc[-1])})
+        last, before = g[g["policy_step"] == steps[-1]]["score"], g[g["policy_step"] == steps[-2]]["score"]
+        spread = max(float(last.max() - last.min()), float(before.max() - before.min()))
+        change = float(last.mean() - before.mean())
+        many = len(last) > 1 and len(before) > 1
+        rows.append({"dataset": dataset, "entry": entry, "stage": g["policy_stage"].iloc[0],
+                     "before_last": float(before.mean()), "last": float(last.mean()), "change": change,
+                     "seed_spread": spread if many else np.nan, "flat": bool(abs(change) <= spread) if many else None,
+                     "steps": int(steps[-1])})
     return pd.DataFrame(rows)
 
 
@@ -343,10 +354,11 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
                         f"{BEST_ON_REPORTED.replace(' s=', ' ')} rows pick, per dataset, the scale with the best mean on "
                         "the reported episodes themselves: optimistic, and the protocol of the QGPO paper's per-task "
                         "scale; fixed-scale rows are the per-scale table")
-    curves = _curves(store, df)
+    points = curve_points(store, df)
+    curves = _curves(points)
     entry_of = df.drop_duplicates("run_id").set_index("run_id")["run_entry"]
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
-                  improvement=_improvement(df), curves=curves, plateau=plateaus(curves, df), cost=_cost(df),
+                  improvement=_improvement(df), curves=curves, plateau=plateaus(points), cost=_cost(df),
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of),

@@ -138,7 +138,8 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
              "(the exact tilt), fixed, not chosen. Core-minutes: the median run's wall time times the threads it held, "
              "evaluations included; training CPU-minutes: process CPU time up to the stage that made the policy, "
              "evaluations left out. `curve`: the learning curve's last two points (means over seeds; the last is the "
-             "final evaluation); `flat`: within one std of the seeds' final scores. `flat from`: the smallest budget "
+             "final evaluation); `flat`: their change within the seeds' spread there (the larger of the two points' "
+             "ranges over seeds). `flat from`: the smallest budget "
              "whose mean is within the largest budget's seed std of the largest's mean. `Q_0 / data's return`: the "
              "critic check's Q_0 on dataset actions against the data's discounted returns, and their correlation "
              "(means over seeds; algorithms with the shared critic).", ""]

@@ -8,13 +8,14 @@ Each line is one claim with the figure it rests on and whether it holds:
     over seeds (the same run's two scales) with its 95% interval, not below zero; its Q_0 inside the range the
     rewards allow in every run;
   - Diffusion-QL and IDQL within MLP BC's interval or above it on hopper- and walker2d-medium-small;
-  - every curve flattened by the end of its budget (its last two points within its seeds' spread);
+  - every curve flattened by the end of its budget (its last two points' change within its seeds' spread there);
   - the median run's cost per algorithm on a -small dataset, at most 15 core-minutes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,20 @@ def _seed_scores(scores: pd.DataFrame, dataset: str, algorithm: str, scale: floa
     return g.set_index("seed")["score"].sort_index()
 
 
+def at_preset(store: ResultsStore, preset: str, scratch: Path) -> ResultsStore:
+    """A copy of `store` (in `scratch`) holding only the runs made at `preset`'s own budget (a budget study's store
+    holds each algorithm at several)."""
+    from bench.studies.budgets import _factor
+
+    shutil.copyfile(store.path, scratch / store.path.name)
+    copy = ResultsStore(scratch / store.path.name)
+    runs = copy.table("runs")
+    other = [r.run_id for _, r in runs.iterrows() if _factor(r, preset) != 1.0]
+    if other:
+        copy.drop(other)
+    return copy
+
+
 def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
     """One row per (claim, dataset or algorithm): the figure and whether it holds (None: not measured)."""
     report = reports.build(store)
@@ -80,8 +95,8 @@ def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
     for r in report.plateau.itertuples():
         rows.append({"check": f"{r.entry}'s curve flat at the end of its budget", "dataset": r.dataset,
                      "holds": None if r.flat is None else bool(r.flat),
-                     "figure": f"{fmt(r.before_last)} → {fmt(r.last)} (change {fmt(r.change)}, seeds' std "
-                               f"{fmt(r.seed_std)}) at {r.steps:,} steps of {r.stage}"})
+                     "figure": f"{fmt(r.before_last)} → {fmt(r.last)} (change {fmt(r.change)}, seeds' spread "
+                               f"{fmt(r.seed_spread)}) at {r.steps:,} steps of {r.stage}"})
     rows += _cost_rows(runs)
     return pd.DataFrame(rows, columns=["check", "dataset", "figure", "holds"]), report
 
