@@ -272,10 +272,13 @@ def _curves(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
+FLAT_TOLERANCE = 1.0  # normalised points: a smaller change counts as flat, however close a deterministic policy's seeds
+
+
 def plateaus(points: pd.DataFrame) -> pd.DataFrame:
     """Whether each curve had flattened by the end of its budget: the change between its last two points (means
     over seeds) within the seeds' spread there (the larger of the two points' ranges over seeds, which holds the
-    seeds' differences and the noise of each point's episodes)."""
+    seeds' differences and the noise of each point's episodes), or under FLAT_TOLERANCE."""
     rows = []
     for (dataset, entry), g in points.groupby(["dataset", "entry"]):
         steps = sorted(g["policy_step"].unique())
@@ -287,7 +290,8 @@ def plateaus(points: pd.DataFrame) -> pd.DataFrame:
         many = len(last) > 1 and len(before) > 1
         rows.append({"dataset": dataset, "entry": entry, "stage": g["policy_stage"].iloc[0],
                      "before_last": float(before.mean()), "last": float(last.mean()), "change": change,
-                     "seed_spread": spread if many else np.nan, "flat": bool(abs(change) <= spread) if many else None,
+                     "seed_spread": spread if many else np.nan,
+                     "flat": bool(abs(change) <= max(spread, FLAT_TOLERANCE)) if many else None,
                      "steps": int(steps[-1])})
     return pd.DataFrame(rows)
 

@@ -98,7 +98,44 @@ def budget_table(store: ResultsStore, preset: str = "cpu") -> pd.DataFrame:
     plateau = report.plateau[["dataset", "entry", "before_last", "last", "flat"]] if not report.plateau.empty else \
         pd.DataFrame(columns=["dataset", "entry", "before_last", "last", "flat"])
     table = table.merge(per, on=["dataset", "entry"]).merge(plateau, on=["dataset", "entry"], how="left")
-    return table.sort_values(["algorithm", "scale", "dataset", "factor"], na_position="first").reset_index(drop=True)
+    table = table.sort_values(["algorithm", "scale", "dataset", "factor"], na_position="first").reset_index(drop=True)
+    table.attrs["curves"] = report.curves  # for the figure
+    return table
+
+
+def curves_figure(table: pd.DataFrame):
+    """One panel per algorithm entry (a guided one per scale) and dataset: the learning curve at each budget
+    (score against the steps of the stage that made the policy; the final evaluation ringed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = table.attrs["curves"].merge(table[["entry", "dataset", "algorithm", "scale", "factor"]],
+                                         on=["entry", "dataset"])
+    rows = table[["algorithm", "scale"]].drop_duplicates().itertuples(index=False)
+    rows, datasets = list(rows), sorted(table["dataset"].unique())
+    fig, axes = plt.subplots(len(rows), len(datasets), figsize=(4.2 * len(datasets), 2.8 * len(rows)), squeeze=False)
+    colours = dict(zip(sorted(table["factor"].unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for (algorithm, scale), line in zip(rows, axes):
+        for dataset, ax in zip(datasets, line):
+            mine = curves[(curves["algorithm"] == algorithm) & (curves["dataset"] == dataset)
+                          & ((curves["scale"] == scale) | (pd.isna(scale) & curves["scale"].isna()))]
+            for factor, g in mine.groupby("factor"):
+                g = g.sort_values("policy_step")
+                ax.plot(g["policy_step"], g["mean"], marker="o", markersize=2.5, color=colours[factor],
+                        label=f"×{factor:g}")
+                ax.fill_between(g["policy_step"], g["lower"], g["upper"], color=colours[factor], alpha=0.15)
+                last = g[g["final"]]
+                ax.scatter(last["policy_step"], last["mean"], s=40, facecolors="none", edgecolors=colours[factor])
+            name = algorithm + (f" s={scale:g}" if pd.notna(scale) else "")
+            ax.set_title(f"{name}, {dataset.split('/')[1]}/{dataset.split('/')[2]}", fontsize="small")
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize="x-small")
+        line[0].set_ylabel("normalised score", fontsize="small")
+        line[0].legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
 
 
 def _factor(run: pd.Series, preset: str) -> float | None:
@@ -114,12 +151,13 @@ def _factor(run: pd.Series, preset: str) -> float | None:
 
 def flattened_at(table: pd.DataFrame) -> pd.DataFrame:
     """Per algorithm entry (without its budget) and dataset: the smallest budget whose mean is within the largest
-    budget's seed spread (one std) of the largest budget's mean: past it, more training did not move the score."""
+    budget's seed spread (one std, or the report's FLAT_TOLERANCE if larger) of the largest budget's mean: past it,
+    more training did not move the score."""
     rows = []
     for (algorithm, scale, dataset), g in table.groupby(["algorithm", "scale", "dataset"], dropna=False):
         g = g.sort_values("factor")
         top = g.iloc[-1]
-        spread = top["std"] if pd.notna(top["std"]) else 0.0
+        spread = max(top["std"] if pd.notna(top["std"]) else 0.0, reports.FLAT_TOLERANCE)
         within = g[(g["mean"] - top["mean"]).abs() <= spread]
         rows.append({"algorithm": algorithm, "scale": scale, "dataset": dataset, "largest": top["factor"],
                      "flat_from": float(within["factor"].min()), "largest_flat": top["flat"]})
@@ -139,8 +177,8 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
              "evaluations included; training CPU-minutes: process CPU time up to the stage that made the policy, "
              "evaluations left out. `curve`: the learning curve's last two points (means over seeds; the last is the "
              "final evaluation); `flat`: their change within the seeds' spread there (the larger of the two points' "
-             "ranges over seeds). `flat from`: the smallest budget "
-             "whose mean is within the largest budget's seed std of the largest's mean. `Q_0 / data's return`: the "
+             "ranges over seeds) or under 1 point. `flat from`: the smallest budget "
+             "whose mean is within the largest budget's seed std (at least 1 point) of the largest's mean. `Q_0 / data's return`: the "
              "critic check's Q_0 on dataset actions against the data's discounted returns, and their correlation "
              "(means over seeds; algorithms with the shared critic).", ""]
     if table.empty:
@@ -166,5 +204,12 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
             f"{d.split('/')[1]}/{d.split('/')[2]}" + (f" s={s:g}" if pd.notna(s) else "") + f" ×{f:g}"
             for d, s, f in zip(mine["dataset"], mine["scale"], mine["flat_from"])) + ".", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not table.attrs.get("curves", pd.DataFrame()).empty:
+        figure = out.with_suffix(".png")
+        fig = curves_figure(table)
+        fig.savefig(figure, dpi=110)
+        lines += [f"![Learning curves at each budget]({figure.name})", "",
+                  f"{figure.name}: each algorithm's learning curve at each budget (rows: algorithm, and scale for a "
+                  "guided one; columns: datasets; band: 95% interval over seeds; ringed: the final evaluation).", ""]
     out.write_text("\n".join(lines) + "\n")
     return out
