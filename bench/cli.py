@@ -191,6 +191,29 @@ def cmd_competence(args) -> int:
     return _wrote([competence.write(table, report, Path(args.out), command, code_version(), hardware(), notes)])
 
 
+def cmd_critics(args) -> int:
+    """Fitted-Q evaluation of the behaviour policy with each algorithm's critic, written to --out."""
+    from bench.harness.provenance import code_version, hardware
+    from bench.studies import critics
+    from policies import registry as policy_registry
+
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    for name in algorithms:
+        policy_registry.get(name)  # an unknown name fails before any training
+    datasets = [d for d in args.datasets.split(",") if d]
+    seeds = _numbers(args.seeds, int, "--seeds")
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    torch.set_num_threads(args.threads)
+    df = critics.study(algorithms, datasets, seeds, args.steps, args.preset,
+                       on_row=lambda r: print(f"{r['algorithm']} {r['dataset']} seed {r['seed']} step {r['step']}: "
+                                              f"Q {r['q_data_mean']:.1f} against {r['mc_return_mean']:.1f}, "
+                                              f"correlation {r['mc_correlation'] if r['mc_correlation'] is None else round(r['mc_correlation'], 2)}",
+                                              flush=True))
+    command = "diffbench critics " + " ".join(sys.argv[2:])
+    return _wrote([critics.write(df, Path(args.out), command, code_version(), hardware(), args.preset)])
+
+
 def cmd_quick(args) -> int:
     """The embedded default job: QGPO, its s = 0 ablation and the fine-tuning methods for two seeds, then the
     comparison table."""
@@ -653,6 +676,17 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--preset", help="only the runs at this preset's own budget (e.g. a budget study's store)")
     comp.add_argument("--notes", help="a Markdown list of what was tried where a check fails, printed under the table")
     comp.set_defaults(func=cmd_competence)
+
+    crit = sub.add_parser("critics", help="fitted-Q evaluation of the behaviour policy with each algorithm's critic, "
+                                          "against the data's Monte-Carlo returns")
+    crit.add_argument("--algorithms", default="td3bc,iql,diffusion_ql,idql,qgpo")
+    crit.add_argument("--datasets", default="diffbench/hopper/medium-small-v0,diffbench/walker2d/medium-small-v0")
+    crit.add_argument("--seeds", default="0,1,2")
+    crit.add_argument("--steps", type=int, default=40_000, help="SARSA steps per critic")
+    crit.add_argument("--preset", default="cpu")
+    crit.add_argument("--threads", type=int, default=1)
+    crit.add_argument("--out", default="results/critics.md")
+    crit.set_defaults(func=cmd_critics)
 
     quick = sub.add_parser("quick", help="the embedded default job: QGPO, its s = 0 ablation (diffusion BC), DDPO, "
                                          "CTRL and DxMI from the same behaviour model and critic, two seeds, on a "

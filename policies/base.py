@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from envs.dataset import OfflineDataset
+from policies.core.fqe import CriticSpec
 from policies.core.training import TrainHooks
 
 
@@ -50,6 +51,11 @@ class Algorithm(ABC):
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """The Q(s, a) that improves this algorithm's policy, on raw states (the pessimistic twin where there are two),
         for the harness's critic check; None for an algorithm without one."""
+        return None
+
+    def critic_spec(self) -> "CriticSpec | None":
+        """How this algorithm builds and trains its critic, for fitted-Q evaluation of the behaviour policy with it
+        (`policies.core.fqe`); read on a freshly built algorithm. None for an algorithm without a critic."""
         return None
 
     @classmethod

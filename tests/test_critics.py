@@ -53,3 +53,47 @@ def test_each_critic_stops_at_terminals_and_bootstraps_through_time_limits(umaze
         values = q(states.repeat_interleave(16, 0), torch.rand(32, data.transitions.action_dim) * 2 - 1).view(2, 16)
     assert values[0].mean().item() == pytest.approx(1.0, abs=0.1), f"{name}: Q at the terminal state"
     assert values[1].mean().item() == pytest.approx(2.0, abs=0.15), f"{name}: Q at the time-limited loop"
+
+
+def test_fqe_backs_up_the_datas_next_action_and_leaves_out_what_a_time_limit_cut():
+    """Episode A: 3 steps then a time limit; B: 2 steps then termination. Every transition continuing its
+    trajectory backs up the next row's action, the terminal one none; A's last (its next action unknown) is out."""
+    from policies.core.fqe import successor_actions
+
+    obs = np.arange(6.0)[:, None]
+    t = Transitions.from_arrays(observations=np.r_[obs[:3], obs[4:6]], actions=np.arange(5.0)[:, None],
+                                rewards=np.ones(5), next_observations=np.r_[obs[1:4], obs[5:6], obs[5:6]],
+                                terminals=np.array([0, 0, 0, 0, 1]), timeouts=np.array([0, 0, 1, 0, 0]),
+                                episode_starts=np.array([0, 3, 5]))
+    nxt, rows = successor_actions(t)
+    assert nxt.tolist()[:2] == [1, 2] and nxt[3].item() == 4 and sorted(rows.tolist()) == [0, 1, 3, 4]
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_fitted_q_evaluation_with_each_algorithms_critic_learns_the_known_values(umaze, name):
+    """The same MDP, the behaviour policy's value learned by SARSA with each algorithm's own critic as it builds and
+    trains it (`Algorithm.critic_spec`): a wrong normalisation, discount or terminal mask there shows here."""
+    from policies.core.fqe import fit_fqe
+
+    data = absorbing(umaze)
+    config = registry.make_config(name, "tiny", {"device": "cpu", "gamma": 0.5, **SETTINGS[name]})
+    spec = registry.get(name).for_dataset(data, config).critic_spec()
+    spec.tau = 0.05
+    q, record = fit_fqe(spec, data.transitions, 3000, torch.Generator().manual_seed(0))
+    states = torch.stack([torch.zeros(data.transitions.obs_dim), torch.ones(data.transitions.obs_dim)])
+    with torch.no_grad():
+        values = q(states.repeat_interleave(16, 0), torch.rand(32, data.transitions.action_dim) * 2 - 1).view(2, 16)
+    assert values[0].mean().item() == pytest.approx(1.0, abs=0.1) and values[1].mean().item() == pytest.approx(2.0, abs=0.15)
+    assert record["steps"] == 3000
+
+
+def test_the_critics_study_follows_each_critic_against_the_datas_returns(tiny_pointmaze, tmp_path):
+    from bench.cli import main
+
+    code = main(["critics", "--algorithms", "td3bc,qgpo", "--datasets", "diffbench/pointmaze/umaze-small-v0",
+                 "--seeds", "0,1", "--steps", "40", "--preset", "tiny", "--out", str(tmp_path / "critics.md")])
+    text = (tmp_path / "critics.md").read_text()
+    assert code == 0 and "## td3bc on diffbench/pointmaze/umaze-small-v0" in text and "## qgpo on" in text
+    assert "Returns over continuing streams" in text  # a maze's one stream, not its goal-to-goal segments
+    assert text.count("\n| 40 | ") == 2 and text.count("\n| 4 | ") == 2  # each critic read along training and at its end
+    assert "## At the end of the budget" in text and "| td3bc | diffbench/pointmaze/umaze-small-v0 |" in text

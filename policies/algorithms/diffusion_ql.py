@@ -36,6 +36,7 @@ from policies.algorithms.staged import StagedAlgorithm
 from torch import nn
 
 from policies.core.ddpm import DiscreteDiffusion
+from policies.core.fqe import CriticSpec
 from policies.core.networks import DQLNoiseNet, TwinQ
 from policies.core.selection import select
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
@@ -170,6 +171,10 @@ class DiffusionQL(StagedAlgorithm):
                          state={"actor": self.actor, "ema": self.ema, "critic": self.critic,
                                 "critic_target": self.critic_target, "actor_opt": actor_opt, "critic_opt": critic_opt,
                                 "actor_decay": decay[0], "critic_decay": decay[1], "batches": batches, "chains": chains})
+
+    def critic_spec(self) -> CriticSpec:
+        cfg = self.config
+        return CriticSpec(self.critic, False, cfg.critic_lr, cfg.batch, cfg.tau, cfg.gamma)
 
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return self.critic_target

@@ -32,6 +32,7 @@ from policies import config as cfg_tools
 from policies.algorithms.iql import IQLCritic, critic_payload, restore_critic
 from policies.algorithms.staged import StagedAlgorithm
 from policies.core.ddpm import DiscreteDiffusion
+from policies.core.fqe import CriticSpec
 from policies.core.networks import LNResNetNoiseNet
 from policies.core.selection import RULES, select
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
@@ -170,6 +171,11 @@ class IDQL(StagedAlgorithm):
         candidates = self.draw(obs.repeat_interleave(cfg.candidates, 0)).view(obs.shape[0], cfg.candidates, -1)
         chosen = select(candidates, self.critic.advantage(obs, candidates), rule, temperature, 1, self._act_generator)
         return self.clip(chosen)
+
+    def critic_spec(self) -> CriticSpec:
+        cfg = self.config
+        return CriticSpec(self.critic.q, cfg.normalize_states, cfg.critic_lr, cfg.critic_batch, cfg.target_tau,
+                          cfg.gamma)
 
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return self.critic.q_value

@@ -33,6 +33,7 @@ from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
 from policies.algorithms.bc import BCPolicy
 from policies.algorithms.staged import StagedAlgorithm
+from policies.core.fqe import CriticSpec
 from policies.core.networks import TwinQ, mlp
 from policies.core.normalization import StateNorm
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
@@ -219,6 +220,10 @@ class IQL(StagedAlgorithm):
         return run_steps(step, cfg.actor_steps, "actor (iql)", progress=progress, workdir=workdir, hooks=hooks,
                          fingerprint=self.fingerprint("actor"),
                          state={"actor": self.actor, "optimizer": opt, "schedule": schedule, "generator": gen})
+
+    def critic_spec(self) -> CriticSpec:
+        cfg = self.config
+        return CriticSpec(self.critic.q, cfg.normalize_states, cfg.critic_lr, cfg.batch, cfg.target_tau, cfg.gamma)
 
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return self.critic.q_value

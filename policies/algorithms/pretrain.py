@@ -26,6 +26,7 @@ from policies import config as cfg_tools
 from policies.core.diffusion import DiffusionModel, fit_behaviour
 from policies.errors import ConfigError
 from policies.core.acting import GuidedActor
+from policies.core.fqe import CriticSpec
 from policies.core.critics import (TAIL_TOLERANCE, critic_check, describe_check, mc_probe, probe_index,  # noqa: F401
                                    q_values, value_bounds)
 from policies.core.networks import ScoreNet, TwinQ
@@ -276,6 +277,10 @@ class PretrainedAlgorithm(StagedAlgorithm):
         if hooks is not None and hooks.log:
             hooks.log(describe_check(record["check"]))
         return data
+
+    def critic_spec(self) -> CriticSpec | None:
+        cfg = self.config
+        return CriticSpec(self.q, False, cfg.q_lr, cfg.q_batch, cfg.tau, cfg.gamma) if "critic" in self.stages else None
 
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         return self.q_target  # None where the critic stage is not one of this algorithm's (CTRL, SfBC)

@@ -28,6 +28,7 @@ from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
 from policies.algorithms.bc import BCPolicy
 from policies.algorithms.staged import StagedAlgorithm
+from policies.core.fqe import CriticSpec
 from policies.core.networks import TwinQ
 from policies.core.normalization import StateNorm
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
@@ -130,6 +131,10 @@ class TD3BC(StagedAlgorithm):
                          state={"actor": self.actor, "critic": self.critic, "actor_target": actor_t,
                                 "critic_target": critic_t, "actor_opt": actor_opt, "critic_opt": critic_opt,
                                 "batches": batches, "noise": noise})
+
+    def critic_spec(self) -> CriticSpec:
+        cfg = self.config
+        return CriticSpec(self.critic, cfg.normalize_states, cfg.critic_lr, cfg.batch, cfg.tau, cfg.gamma)
 
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return lambda states, actions: self.critic(self.norm(states), actions)
