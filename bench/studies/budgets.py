@@ -139,13 +139,17 @@ def curves_figure(table: pd.DataFrame):
 
 
 def _factor(run: pd.Series, preset: str) -> float | None:
-    """The budget factor a run was made at: its step counts over its preset's (None if they disagree)."""
+    """The budget factor a run was made at: its step counts over its preset's; None if they disagree, or if any
+    other setting differs from the preset's (a variant run beside the study, sharing its store and stages)."""
     if run["preset"] != preset:
         return None
     config = json.loads(run["config"])
     base = registry.make_config(run["algorithm"], preset)
-    ratios = {round(config[f] / getattr(base, f), 3) for f in registry.get(run["algorithm"]).budget_fields
-              if getattr(base, f) and f in config}
+    fields = registry.get(run["algorithm"]).budget_fields
+    ratios = {round(config[f] / getattr(base, f), 3) for f in fields if getattr(base, f) and f in config}
+    others = {k: v for k, v in base.to_dict().items() if k not in (*fields, "seed", "device")}
+    if any(config.get(k, v) != v for k, v in others.items()):
+        return None
     return ratios.pop() if len(ratios) == 1 else None
 
 
