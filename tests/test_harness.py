@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -235,7 +236,10 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     # the critic's check travels with the shared critic: both runs record the same one, and the log shows it
     assert "critic check: Q_0 on dataset actions" in out
     checks = {a: json.loads(runs.loc[a, "diagnostics"])["critic"] for a in ("qgpo", "ddpo")}
+    # the gap Q(s, pi(s)) - Q(s, a_data) reads each run's own policy; everything else is the shared critic's
+    gaps = {a: {k: checks[a].pop(k) for k in ("policy_gap_mean", "policy_gap_positive")} for a in checks}
     assert checks["qgpo"] == checks["ddpo"] and checks["qgpo"]["probe_states"] > 0
+    assert all(np.isfinite(g["policy_gap_mean"]) and 0 <= g["policy_gap_positive"] <= 1 for g in gaps.values())
     table = build(ResultsStore(tmp_path)).critic.set_index("entry")
     assert table.loc["ddpo[tiny]", "runs"] == 1 and table.loc["ddpo[tiny]", "q_data_mean"] == checks["qgpo"]["q_data_mean"]
     saving = shared_stage_savings(ResultsStore(tmp_path).table("runs")).iloc[0]
