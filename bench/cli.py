@@ -181,14 +181,17 @@ def cmd_competence(args) -> int:
     from bench.studies import competence
 
     store = _existing_store(args.results)
+    tried = None
     with tempfile.TemporaryDirectory() as scratch:
         if args.preset:
+            tried = competence.variant_checks(competence.variants(store, args.preset, Path(scratch)))
             store = competence.at_preset(store, args.preset, Path(scratch))
         table, report = competence.checks(store)
     notes = Path(args.notes).read_text().strip().splitlines() if args.notes else None
     notes = [n[2:] if n.startswith("- ") else n for n in notes or [] if n.strip()]
     command = "diffbench competence " + " ".join(sys.argv[2:])
-    return _wrote([competence.write(table, report, Path(args.out), command, code_version(), hardware(), notes)])
+    return _wrote([competence.write(table, report, Path(args.out), command, code_version(), hardware(), notes,
+                                    tried)])
 
 
 def cmd_critics(args) -> int:

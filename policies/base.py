@@ -27,6 +27,9 @@ class Algorithm(ABC):
     guided: ClassVar[bool] = False  # True: act(observations, guidance_scale=s) sweeps a guidance scale
     curve_stages: ClassVar[tuple[str, ...]] = ()  # stages during which the policy can act (learning curves)
     budget_fields: ClassVar[tuple[str, ...]] = ()  # the config's step counts a training budget scales (`diffbench budgets`)
+    # stages in which the critic `q_function` reads is trained: the harness reads the critic check at their curve
+    # points (its course); empty where there is no critic or the algorithm records the course itself (the shared Q_0)
+    critic_stages: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:

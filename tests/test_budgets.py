@@ -99,3 +99,27 @@ def test_the_competence_checks_read_each_claim_off_the_store(tmp_path):
                  "--notes", str(notes)]) == 0
     text = (tmp_path / "c.md").read_text()
     assert "| diffusion BC (QGPO s = 0) within MLP BC's 95% interval or above |" in text and "- tried a larger" in text
+    # a variant beside the preset (beta_Q = 0, guidance hurting on every seed) is named by its differing setting
+    # and held to the same claims, apart from the preset's runs
+    def variant(seed, s0, s1):
+        final = [{"variant": f"guidance_scale={s:g}", "guidance_scale": s, "episode": i, "return": v, "length": 10,
+                  "score": v} for s, v in ((0.0, s0), (1.0, s1)) for i in range(2)]
+        store.record(RunResult(run_id=f"beta0-{seed}", algorithm="qgpo", dataset=hopper, seed=seed, preset="cpu",
+                               config={"seed": seed, "beta_q": 0.0}, started=0.0, finished=60.0, gradient_steps=10,
+                               hardware={"torch_threads": 1}, final=final, diagnostics=critic))
+
+    for seed, (s0, s1) in enumerate(((30.0, 20.0), (31.0, 22.0), (29.0, 18.0))):
+        variant(seed, s0, s1)
+    runs = store.table("runs").set_index("run_id")
+    assert competence.variant_settings(runs.loc["beta0-1"], "cpu") == "beta_q=0.0"
+    assert competence.variant_settings(runs.loc["qgpo-1"], "cpu") is None
+    (tmp_path / "scratch").mkdir()
+    stores = competence.variants(store, "cpu", tmp_path / "scratch")
+    assert list(stores) == ["beta_q=0.0"] and len(stores["beta_q=0.0"].table("runs")) == 3
+    tried = competence.variant_checks(stores).set_index("check")
+    assert tried.loc["qgpo s = 1 score", "figure"].startswith("20.0 ± 2.0")
+    assert not tried.loc["QGPO s = 1 at or above its s = 0 (paired over seeds, interval not below zero)", "holds"]
+    assert main(["competence", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "c.md"),
+                 "--preset", "cpu"]) == 0
+    text = (tmp_path / "c.md").read_text()
+    assert "## Variants run beside the preset" in text and "| beta_q=0.0 | qgpo s = 0 score |" in text

@@ -97,3 +97,18 @@ def test_the_critics_study_follows_each_critic_against_the_datas_returns(tiny_po
     assert "Returns over continuing streams" in text  # a maze's one stream, not its goal-to-goal segments
     assert text.count("\n| 40 | ") == 2 and text.count("\n| 4 | ") == 2  # each critic read along training and at its end
     assert "## At the end of the budget" in text and "| td3bc | diffbench/pointmaze/umaze-small-v0 |" in text
+
+
+def test_every_critic_names_the_stages_that_train_it_or_records_its_own_course():
+    """The harness follows a critic's check along the stages its algorithm names (`critic_stages`); the shared
+    Q_0's algorithms record its course along their critic stage themselves. An algorithm with a critic and
+    neither would report a critic without its course."""
+    from policies.algorithms.pretrain import PretrainedAlgorithm
+
+    for name in registry.available():
+        cls = registry.get(name)
+        assert set(cls.critic_stages) <= set(cls.stages), name
+        if name in SETTINGS and not issubclass(cls, PretrainedAlgorithm):
+            assert cls.critic_stages, f"{name} has a critic but names no stage that trains it"
+        if issubclass(cls, PretrainedAlgorithm):
+            assert not cls.critic_stages, f"{name}: the shared critic's course is recorded by its critic stage"

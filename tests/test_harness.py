@@ -18,6 +18,7 @@ from bench.cli import main
 from bench.harness.executors import run_all
 from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
+from bench.reports.render import tables
 from bench.reports.report import build
 from bench.reports.sharing import shared_stage_savings
 from bench.studies.perf import sharing_section
@@ -240,7 +241,12 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     gaps = {a: {k: checks[a].pop(k) for k in ("policy_gap_mean", "policy_gap_positive")} for a in checks}
     assert checks["qgpo"] == checks["ddpo"] and checks["qgpo"]["probe_states"] > 0
     assert all(np.isfinite(g["policy_gap_mean"]) and 0 <= g["policy_gap_positive"] <= 1 for g in gaps.values())
-    table = build(ResultsStore(tmp_path)).critic.set_index("entry")
+    report = build(ResultsStore(tmp_path))
+    guidance = report.guidance.set_index("entry")  # QGPO's own: f_phi's fit near t = 0 beside the target's
+    assert guidance.loc["qgpo[tiny]", "fit_t"] == 0.01 and -1 <= guidance.loc["qgpo[tiny]", "rank_correlation"] <= 1
+    shown = next(t for name, t in tables(report).items() if name.startswith("Guidance check"))
+    assert shown.iloc[0]["near t = 0: f_phi's rank correlation with beta Q_0 over the support"].endswith("(t = 0.01)")
+    table = report.critic.set_index("entry")
     assert table.loc["ddpo[tiny]", "runs"] == 1 and table.loc["ddpo[tiny]", "q_data_mean"] == checks["qgpo"]["q_data_mean"]
     saving = shared_stage_savings(ResultsStore(tmp_path).table("runs")).iloc[0]
     ddpo_seconds = json.loads(runs.loc["ddpo", "stage_seconds"])
@@ -285,12 +291,21 @@ def test_every_critic_is_checked_and_its_policys_gap_over_the_data_read(tiny_poi
     from bench.harness.diagnostics import policy_gap
     from envs.catalog import load_dataset
 
-    s = RunSpec(algorithm="td3bc", dataset=TINY_ID, preset="tiny", overrides={"device": "cpu"}, episodes=2)
+    s = RunSpec(algorithm="td3bc", dataset=TINY_ID, preset="tiny", overrides={"device": "cpu"}, episodes=2,
+                curve_points=3, curve_episodes=1)
     out = run_all([s], tmp_path)
     assert out["finished"], [r.error for r in out["failed"]]
     critic = json.loads(ResultsStore(tmp_path).table("runs").iloc[0].diagnostics)["critic"]
     assert critic["returns"].startswith("continuing streams") and "policy_gap_mean" in critic
     assert 0.0 <= critic["policy_gap_positive"] <= 1.0
+    # the critic's course: the check at each curve point before the final evaluation, then the final check
+    trend = critic["trend"]
+    assert [p["stage"] for p in trend] == ["policy"] * 2 and [p["step"] for p in trend] == [17, 34]
+    row = build(ResultsStore(tmp_path)).critic.iloc[0]
+    assert row["course"] == f"{trend[0]['q_data_mean']:.4g} → {trend[1]['q_data_mean']:.4g} → {critic['q_data_mean']:.4g}"
+    left = [p for p in trend if p["outside_bounds"]]
+    assert row["left_range"] == (f"policy step {left[0]['step']:,}" if left
+                                 else ("final check" if critic["outside_bounds"] else "never"))
     t = load_dataset(TINY_ID).transitions
     rows = torch.arange(10)
     shifted = SimpleNamespace(act=lambda obs: (t.actions[rows] + 0.1).numpy())  # each probe state's data action + 0.1

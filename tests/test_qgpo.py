@@ -114,6 +114,8 @@ def test_end_to_end_every_stage_runs_and_evaluates(trained):
     for stage in ("behaviour", "critic", "energy"):
         assert np.isfinite(record["stages"][stage]["final_loss"])
     assert record["cost"]["gradient_steps_total"] == 150 and record["cost"]["nfe_per_action"] == 4
+    fit = record["stages"]["energy"]["check"]["fit_by_time"]  # f_phi's fit read near t = 0 and later
+    assert [f["t"] for f in fit] == [0.01, 0.1, 0.3] and all(-1 <= f["rank_correlation"] <= 1 for f in fit)
     result = evaluate(algo, ds, episodes=3, seed=0, max_steps=20)
     assert result.policy_calls == 20 and result.returns.shape == (3,) and result.normalized is not None
     again = evaluate(algo, ds, episodes=3, seed=0, max_steps=20)
@@ -304,6 +306,30 @@ def test_the_guidance_check_tells_a_target_with_nothing_to_learn_from_one_f_phi_
     assert unlearned["learned"] == pytest.approx(0.0) and unlearned["beta_q_spread_median"] == pytest.approx(12.0)
     exact = guidance_check(sharp_q, beta=3.0, energy_loss=unlearned["target_entropy"])
     assert exact["learned"] == pytest.approx(1.0)
+
+
+def test_f_phis_fit_read_near_t_0_tells_an_energy_that_ranks_the_support_as_q_does_from_one_that_does_not():
+    """With Q_0 linear in the action, f_phi = beta Q_0(a_t) is the CEP optimum as t -> 0: near t = 0 it ranks each
+    state's support as Q_0 does (correlation ~1) at the target's entropy; later times blur it; a flat f_phi ranks
+    nothing (loss log M); a reversed one ranks against Q_0."""
+    from policies.algorithms.qgpo import energy_fit_by_time
+    from policies.core.schedule import VPSchedule
+
+    w = torch.tensor([1.0, -2.0])
+    support = torch.randn(256, 8, 2, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    q, states = support @ w, torch.zeros(256, 3)
+    target = torch.softmax(3.0 * q, -1)
+    entropy = float(-(target * target.log()).sum(-1).mean())
+    exact, late = energy_fit_by_time(lambda x, t, s: 3.0 * (x @ w), VPSchedule(), states, support, q, 3.0,
+                                     times=(0.01, 0.9))
+    assert exact["rank_correlation"] > 0.99 and exact["loss"] == pytest.approx(entropy, abs=0.05)
+    assert late["rank_correlation"] < 0.8 and late["loss"] > exact["loss"] + 0.1
+    flat, = energy_fit_by_time(lambda x, t, s: torch.zeros(x.shape[:-1]), VPSchedule(), states, support, q, 3.0,
+                               times=(0.01,))
+    assert flat["rank_correlation"] == 0.0 and flat["loss"] == pytest.approx(np.log(8)) and flat["f_spread"] == 0.0
+    reversed_, = energy_fit_by_time(lambda x, t, s: -3.0 * (x @ w), VPSchedule(), states, support, q, 3.0,
+                                    times=(0.01,))
+    assert reversed_["rank_correlation"] < -0.99
 
 
 @pytest.mark.parametrize("interleave,stage", [(False, "critic"), (False, "energy"), (True, "critic"), (True, "energy")])

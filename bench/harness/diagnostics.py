@@ -22,17 +22,46 @@ from policies.core.critics import critic_check, mc_probe, q_values
 GAP_STATES = 1024  # probe states the policy acts on for the gap (a diffusion policy's acting is the costly part)
 
 
-def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99) -> dict[str, Any]:
+class CriticTrend:
+    """The critic check at each of a run's curve points, for any algorithm with a critic: whether its Q settles,
+    keeps climbing, or leaves the range the rewards allow, and when. (QGPO's shared critic records its own course
+    along its critic stage; this one serves every other critic.)"""
+
+    def __init__(self, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99):
+        self.algo, self.ds, self.points = algo, ds, []
+        self.gamma = getattr(algo.config, "gamma", gamma)
+        self._drawn = self._t = None
+
+    def probe(self) -> tuple[Any, tuple]:
+        if self._drawn is None:
+            t = self.ds.transitions
+            self._drawn = mc_probe(t, self.gamma, seed=getattr(self.algo.config, "seed", 0),
+                                   continuing=family(self.ds.id) in CONTINUING_FAMILIES)
+            self._t = t.to(getattr(self.algo, "device", torch.device("cpu")))
+        return self._t, self._drawn
+
+    def __call__(self, stage: str, step: int) -> dict[str, Any] | None:
+        q = self.algo.q_function() if stage in self.algo.critic_stages else None
+        if q is None:
+            return None
+        t, drawn = self.probe()
+        check = critic_check(q, t, self.gamma, seed=getattr(self.algo.config, "seed", 0), drawn=drawn)
+        point = {"stage": stage, "step": step, **{k: check[k] for k in ("q_data_mean", "mc_correlation", "outside_bounds")}}
+        self.points.append(point)
+        return point
+
+
+def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99,
+                    trend: CriticTrend | None = None) -> dict[str, Any]:
     out = {stage: r["check"] for stage, r in record["stages"].items() if "check" in r}
     q = algo.q_function()
     if q is not None:
-        gamma = getattr(algo.config, "gamma", gamma)
-        t = ds.transitions
-        seed = getattr(algo.config, "seed", 0)
-        drawn = mc_probe(t, gamma, seed=seed, continuing=family(ds.id) in CONTINUING_FAMILIES)
-        device = getattr(algo, "device", torch.device("cpu"))
-        device_t = t.to(device)
-        check = out.get("critic") or critic_check(q, device_t, gamma, seed=seed, drawn=drawn)
+        trend = trend or CriticTrend(algo, ds, gamma)
+        device_t, drawn = trend.probe()
+        check = out.get("critic") or critic_check(q, device_t, trend.gamma, seed=getattr(algo.config, "seed", 0),
+                                                  drawn=drawn)
+        if not check.get("trend"):
+            check = check | {"trend": trend.points}
         out["critic"] = check | policy_gap(q, algo, device_t, drawn[0][:GAP_STATES])
     data = ds.data_score()
     if data is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.harness.diagnostics import run_diagnostics
+from bench.harness.diagnostics import CriticTrend, run_diagnostics
 from bench.harness.evaluation import AtScale, check_eval_env, evaluate, evaluate_scales
 from bench.harness.locks import atomic_write_text, run_lock
 from bench.harness.provenance import code_version, hardware, package_versions
@@ -276,8 +276,13 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
     base["hardware"]["device"] = str(getattr(algo, "device", "cpu"))
 
     clock = StageClock()
+    critic_trend = CriticTrend(algo, ds)
 
     def on_eval(stage: str, step: int) -> None:
+        point = critic_trend(stage, step)
+        if point is not None and point["outside_bounds"]:
+            log(f"[{spec.label()}] {stage} step {step}: the critic's Q on dataset actions {point['q_data_mean']:.1f} "
+                f"is OUTSIDE what the rewards allow")
         if stage not in algo.curve_stages:
             return
         (row, _), = _evaluate_rows(algo, ds, [algo.curve_scale(stage)], spec.curve_episodes,
@@ -313,7 +318,7 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
                      gradient_steps=cost["gradient_steps_total"], nfe_per_action=cost.get("nfe_per_action"),
                      actions_per_second=float(np.mean(aps)) if aps else None, selected_guidance_scale=selected,
                      evaluations=evaluations, final=final,
-                     diagnostics=run_diagnostics(record, algo, ds))
+                     diagnostics=run_diagnostics(record, algo, ds, trend=critic_trend))
 
 
 def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdir: Path, metrics: Path, log: Any,

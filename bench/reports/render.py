@@ -91,7 +91,9 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "data's discounted return": cr["mc_return_mean"].map(fmt),
             "correlation with it": cr["mc_correlation"].map(lambda v: fmt(v, 2)),
             "runs outside (diverged)": cr["outside"], "returns over": cr["returns"],
-            "Q(s, π(s)) − Q(s, a_data)": cr["policy_gap"].map(fmt)})
+            "Q(s, π(s)) − Q(s, a_data)": cr["policy_gap"].map(fmt),
+            "Q_0 along training (first → middle → last check)": cr["course"],
+            "first left the range": cr["left_range"]})
     if not report.guidance.empty:
         gu = report.guidance
         out["Guidance check: what the CEP target left f_phi to learn (means over runs)"] = pd.DataFrame({
@@ -100,7 +102,11 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "target entropy": gu["target_entropy"].map(lambda v: fmt(v, 3)), "log M": gu["log_m"].map(lambda v: fmt(v, 3)),
             "f_phi final loss": gu["energy_loss"].map(lambda v: fmt(v, 3)),
             "learned (0: nothing, 1: the target)": gu["learned"].map(lambda v: fmt(v, 2)),
-            "runs with a near-uniform target": gu["near_uniform"]})
+            "runs with a near-uniform target": gu["near_uniform"],
+            "near t = 0: f_phi's rank correlation with beta Q_0 over the support": [
+                "—" if pd.isna(c) else f"{fmt(c, 2)} (t = {t:g})" for c, t in zip(gu["rank_correlation"], gu["fit_t"])],
+            "near t = 0: spread of f_phi / of beta Q_0": [
+                "—" if pd.isna(a) else f"{fmt(a, 2)} / {fmt(b, 2)}" for a, b in zip(gu["f_spread"], gu["beta_q_spread"])]})
     if not report.reference.empty:
         ref = report.reference
         out["Published numbers on the same datasets, under the same protocol"] = pd.DataFrame({
@@ -108,6 +114,19 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "ours (same protocol)": ref["ours"],
             "protocol": "checkpoint " + ref["checkpoint"] + ", " + ref["episodes"] + " episodes, scale " + ref["scale_selection"],
             "source": ref["source"] + ", " + ref["table"].astype(str), "dataset version": ref["dataset_version"]})
+    return out
+
+
+def study_page(title: str, command: str, code: str, hardware: str, preamble: str) -> list[str]:
+    """The opening lines of a study's Markdown page (results/budgets.md, critics.md): what made it, where, and how
+    to read it."""
+    return [f"# {title}", "", f"Made by `{command}` at {code} on {hardware}.", "", preamble, ""]
+
+
+def write_page(out: Path, lines: list[str], empty: str | None = None) -> Path:
+    """Write a study page; `empty`: the line that stands for its tables when there is nothing to show."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines + ([empty] if empty else [])) + "\n")
     return out
 
 

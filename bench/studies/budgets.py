@@ -170,11 +170,11 @@ def flattened_at(table: pd.DataFrame) -> pd.DataFrame:
 
 def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str) -> Path:
     """results/budgets.md: one table per algorithm, and where each curve stopped moving."""
-    from bench.reports.render import fmt, markdown_table
+    from bench.reports.render import fmt, markdown_table, study_page, write_page
 
-    lines = ["# Training budgets: each algorithm at several budgets, with its learning curve", "",
-             f"Made by `{command}` at {code} on {hardware}.", "",
-             f"A budget is a factor on the step counts of every stage at the `{preset}` preset (each algorithm's "
+    lines = study_page("Training budgets: each algorithm at several budgets, with its learning curve", command, code,
+                       hardware,
+                       f"A budget is a factor on the step counts of every stage at the `{preset}` preset (each algorithm's "
              "`budget_fields`); scores are D4RL-normalised, the last checkpoint, the final evaluation's episodes, "
              "mean ± std over seeds [95% bootstrap interval]; guided algorithms at s = 0 (their diffusion BC) and s = 1 "
              "(the exact tilt), fixed, not chosen. Core-minutes: the median run's wall time times the threads it held, "
@@ -184,10 +184,9 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
              "ranges over seeds) or under 1 point. `flat from`: the smallest budget "
              "whose mean is within the largest budget's seed std (at least 1 point) of the largest's mean. `Q_0 / data's return`: the "
              "critic check's Q_0 on dataset actions against the data's discounted returns, and their correlation "
-             "(means over seeds; algorithms with the shared critic).", ""]
+             "(means over seeds; every algorithm with a critic).")
     if table.empty:
-        out.write_text("\n".join(lines + ["No finished run in the store."]) + "\n")
-        return out
+        return write_page(out, lines, "No finished run in the store.")
     flat = flattened_at(table)
     for algorithm, g in table.groupby("algorithm", sort=True):
         lines += [f"## {algorithm}", ""]
@@ -215,5 +214,4 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
         lines += [f"![Learning curves at each budget]({figure.name})", "",
                   f"{figure.name}: each algorithm's learning curve at each budget (rows: algorithm, and scale for a "
                   "guided one; columns: datasets; band: 95% interval over seeds; ringed: the final evaluation).", ""]
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return write_page(out, lines)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from bench.reports import report as reports
 from bench.reports import stats
-from bench.reports.render import fmt, markdown_table
+from bench.reports.render import fmt, markdown_table, study_page, write_page
 from bench.harness.store import ResultsStore
 from envs import families
 
@@ -67,6 +67,57 @@ def at_preset(store: ResultsStore, preset: str, scratch: Path) -> ResultsStore:
     if other:
         copy.drop(other)
     return copy
+
+
+def variant_settings(run: pd.Series, preset: str) -> str | None:
+    """How a run at `preset` differs from the preset beyond its budget fields ("beta_q=0.0"), or None if it does
+    not: a variant tried beside a budget study, in the same store and sharing its stages."""
+    from policies import registry
+
+    if run["preset"] != preset:
+        return None
+    config = json.loads(run["config"])
+    base = registry.make_config(run["algorithm"], preset).to_dict()
+    skip = {*registry.get(run["algorithm"]).budget_fields, "seed", "device"}
+    differ = [f"{k}={config[k]}" for k, v in base.items() if k not in skip and k in config and config[k] != v]
+    return ", ".join(differ) or None
+
+
+def variants(store: ResultsStore, preset: str, scratch: Path) -> dict[str, ResultsStore]:
+    """Per variant setting (`variant_settings`), a copy of `store` in `scratch` with only its runs."""
+    runs = store.table("runs")
+    labels = pd.Series({r.run_id: variant_settings(r, preset) for _, r in runs.iterrows()}, dtype=object)
+    out = {}
+    for i, label in enumerate(sorted(set(labels.dropna()))):
+        path = scratch / f"variant{i}"
+        path.mkdir()
+        shutil.copyfile(store.path, path / store.path.name)
+        copy = ResultsStore(path / store.path.name)
+        others = labels.index[labels != label]
+        if len(others):
+            copy.drop(others)
+        out[label] = copy
+    return out
+
+
+def variant_checks(stores: dict[str, ResultsStore]) -> pd.DataFrame:
+    """For each variant: its score at each scale and, for a guided one on locomotion, the guidance checks (s = 1
+    against s = 0, Q_0 in range), the same claims the preset's runs are held to."""
+    rows = []
+    for label, store in stores.items():
+        report = reports.build(store)
+        if report.empty:
+            continue
+        runs = store.table("runs")
+        for r in report.per_dataset[report.per_dataset["selection"] == "none"].itertuples():
+            scale = "" if pd.isna(r.guidance_scale) else f" s = {r.guidance_scale:g}"
+            rows.append({"variant": label, "check": f"{r.algorithm}{scale} score", "dataset": r.dataset,
+                         "figure": f"{fmt(r.mean)} ± {fmt(r.std)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}], "
+                                   f"{r.seeds} seeds", "holds": None})
+        for dataset in sorted(report.per_dataset["dataset"].unique()):
+            if families.family(dataset) == "locomotion":
+                rows += [{"variant": label, **row} for row in _guidance_rows(report.scores, runs, dataset)]
+    return pd.DataFrame(rows, columns=["variant", "check", "dataset", "figure", "holds"])
 
 
 def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
@@ -137,21 +188,27 @@ def _cost_rows(runs: pd.DataFrame) -> list[dict]:
 
 
 def write(table: pd.DataFrame, report: reports.Report, out: Path, command: str, code: str, hardware: str,
-          notes: list[str] | None = None) -> Path:
-    lines = ["# Trained to competence: the checks a comparison needs before it is read", "",
-             f"Made by `{command}` at {code} on {hardware}, from the runs in its results store; every figure is the "
-             "store's.", "", "## Protocol", "", *(f"- {p}" for p in report.protocol), ""]
+          notes: list[str] | None = None, tried: pd.DataFrame | None = None) -> Path:
+    lines = [*study_page("Trained to competence: the checks a comparison needs before it is read", command, code,
+                         hardware, "Every figure is the store's, from the runs in it."),
+             "## Protocol", "", *(f"- {p}" for p in report.protocol), ""]
     if table.empty:
-        out.write_text("\n".join(lines + ["No finished run in the store."]) + "\n")
-        return out
-    held = table["holds"].map(lambda v: "yes" if v is True else ("no" if v is False else "—"))
-    lines += ["## Checks", "", markdown_table(table.assign(holds=held).rename(columns={"holds": "holds?"})), ""]
-    failed = table[table["holds"] == False]  # noqa: E712 (None means not measured)
-    lines += [f"{int((table['holds'] == True).sum())} hold, {len(failed)} do not, "  # noqa: E712
-              f"{int(table['holds'].isna().sum())} not measured."]
+        lines += ["No finished run in the store."]
+    else:
+        held = table["holds"].map(lambda v: "yes" if v is True else ("no" if v is False else "—"))
+        lines += ["## Checks", "", markdown_table(table.assign(holds=held).rename(columns={"holds": "holds?"})), ""]
+        failed = table[table["holds"] == False]  # noqa: E712 (None means not measured)
+        lines += [f"{int((table['holds'] == True).sum())} hold, {len(failed)} do not, "  # noqa: E712
+                  f"{int(table['holds'].isna().sum())} not measured."]
+    if tried is not None and not tried.empty:
+        held = tried["holds"].map(lambda v: "yes" if v is True else ("no" if v is False else ""))
+        lines += ["", "## Variants run beside the preset", "",
+                  "Runs in the same store whose settings differ from the preset's beyond its budget (each row names "
+                  "the differing setting); they share the preset's stages where their settings allow and are held "
+                  "to the same claims. They are not the preset; a setting that passes here is evidence for "
+                  "changing the preset, not a pass of the checks above.", "",
+                  markdown_table(tried.assign(holds=held).rename(columns={"holds": "holds?"}))]
     if notes:
         lines += ["", "## What was tried where a check does not hold, and what the evidence says", "",
                   *(f"- {n}" for n in notes)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return write_page(out, lines)

@@ -69,19 +69,17 @@ def study(algorithms: Sequence[str], datasets: Sequence[str], seeds: Sequence[in
 
 
 def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str) -> Path:
-    from bench.reports.render import fmt, markdown_table
+    from bench.reports.render import fmt, markdown_table, study_page, write_page
 
-    lines = ["# Fitted-Q evaluation of the behaviour policy with each algorithm's critic", "",
-             f"Made by `{command}` at {code} on {hardware}.", "",
-             f"Each algorithm's critic as it builds and trains it at the `{preset}` preset (network, state "
+    lines = study_page("Fitted-Q evaluation of the behaviour policy with each algorithm's critic", command, code, hardware,
+                       f"Each algorithm's critic as it builds and trains it at the `{preset}` preset (network, state "
              "normalisation, learning rate, batch, target rate, discount; rewards with the dataset family's transform), "
              "trained by SARSA on the data (the next action the data took) and read along training: Q on dataset "
              "actions against the data's discounted returns, in the family's convention (locomotion: episodes, "
              "rows at least 459 steps before a time limit), and their correlation. Means over seeds, with the "
-             "seeds' range of the correlation.", ""]
+             "seeds' range of the correlation.")
     if df.empty:
-        out.write_text("\n".join(lines + ["No rows."]) + "\n")
-        return out
+        return write_page(out, lines, "No rows.")
     for (dataset, algorithm), g in df.groupby(["dataset", "algorithm"], sort=True):
         per = g.groupby("step").agg(q=("q_data_mean", "mean"), mc=("mc_return_mean", "mean"),
                                     corr=("mc_correlation", "mean"), lo=("mc_correlation", "min"),
@@ -103,6 +101,4 @@ def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, p
         "correlation (mean over seeds)": summary["mean"].map(lambda v: fmt(v, 2)),
         "worst seed": summary["min"].map(lambda v: fmt(v, 2)),
         "at least 0.5": np.where(summary["mean"] >= 0.5, "yes", "no")})), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return write_page(out, lines)

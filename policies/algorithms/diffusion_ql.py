@@ -93,6 +93,7 @@ class DiffusionQL(StagedAlgorithm):
     config_cls = DiffusionQLConfig
     presets = PRESETS
     curve_stages = ("policy",)
+    critic_stages = ("policy",)
     stages = ("policy",)
     stage_fields = {"policy": tuple(f for f in DiffusionQLConfig.__dataclass_fields__
                                     if f not in ("device", "candidates", "temperature"))}

@@ -101,6 +101,7 @@ class IDQL(StagedAlgorithm):
     config_cls = IDQLConfig
     presets = PRESETS
     curve_stages = ("behaviour",)
+    critic_stages = ("iql_critic",)
     stages = ("iql_critic", "behaviour")
     stage_fields = STAGE_FIELDS
     policy_stages = ("iql_critic", "behaviour")

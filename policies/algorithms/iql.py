@@ -162,6 +162,7 @@ class IQL(StagedAlgorithm):
     config_cls = IQLConfig
     presets = PRESETS
     curve_stages = ("actor",)
+    critic_stages = ("critic",)
     stages = ("critic", "actor")
     stage_fields = {"critic": CRITIC_FIELDS, "actor": ("actor_steps", "actor_lr", "temperature", "max_weight")}
     policy_stages = ("critic", "actor")

@@ -214,6 +214,33 @@ def guidance_check(support_q: torch.Tensor, beta: float, energy_loss: float | No
             "near_uniform": bool(m < 2 or h > NEAR_UNIFORM * log_m)}
 
 
+FIT_TIMES = (0.01, 0.1, 0.3)  # diffusion times at which f_phi's fit is read: the sampler's last steps, and earlier
+
+
+@torch.no_grad()
+def energy_fit_by_time(energy: EnergyNet, schedule: VPSchedule, states: torch.Tensor, support: torch.Tensor,
+                       support_q: torch.Tensor, beta: float, times: Sequence[float] = FIT_TIMES,
+                       seed: int = 0) -> list[dict[str, float]]:
+    """f_phi against its target at fixed diffusion times: the CEP loss there, and how f_phi ranks each state's
+    support actions against beta Q_0 (mean over states of their correlation across the M actions). The loss
+    `guidance_check` reads averages over all times, where large t blurs the actions apart; near t = 0, where the
+    sampler's last steps act, an f_phi that learned its target ranks the support as Q_0 does."""
+    generator = torch.Generator(device=support.device).manual_seed(seed)
+    target = torch.softmax(beta * support_q, -1)
+    q_centred = support_q - support_q.mean(-1, keepdim=True)
+    out = []
+    for time in times:
+        t = torch.full((support.shape[0],), float(time), device=support.device)
+        z = torch.randn(support.shape, device=support.device, generator=generator)
+        f = energy(schedule.diffuse(support, t, z), t[:, None], states[:, None, :])
+        f_centred = f - f.mean(-1, keepdim=True)
+        corr = (f_centred * q_centred).sum(-1) / (f_centred.norm(dim=-1) * q_centred.norm(dim=-1)).clamp_min(1e-12)
+        out.append({"t": float(time), "loss": float(-(target * F.log_softmax(f, -1)).sum(-1).mean()),
+                    "rank_correlation": float(corr.mean()), "f_spread": float(f.std(-1).mean()),
+                    "beta_q_spread": float((beta * support_q).std(-1).mean())})
+    return out
+
+
 def describe_guidance(check: dict[str, Any]) -> str:
     """One line for the run's log."""
     line = (f"guidance check: beta Q_0 spans {check['beta_q_spread_median']:.2f} (median) over a state's "
@@ -223,6 +250,10 @@ def describe_guidance(check: dict[str, Any]) -> str:
         line += f"; f_phi's final loss {check['energy_loss']:.3f}"
     if check["learned"] is not None:
         line += f" ({check['learned']:.0%} of the way from log M to the target's entropy)"
+    if check.get("fit_by_time"):
+        first = check["fit_by_time"][0]
+        line += (f"; at t = {first['t']:g} f_phi ranks the support as beta Q_0 does with correlation "
+                 f"{first['rank_correlation']:.2f}, spread {first['f_spread']:.2f} against {first['beta_q_spread']:.2f}")
     if check["near_uniform"]:
         line += (" -- NEAR-UNIFORM target: beta Q_0 hardly tells the support actions apart, so the guidance has "
                  "little to learn and s > 0 acts much as s = 0 (or on noise)")
@@ -325,8 +356,13 @@ class QGPO(PretrainedAlgorithm):
         """`guidance_check` on the support actions of a seeded probe of the dataset's `states`."""
         idx = probe_index(states.shape[0], seed=self.config.seed).to(self.device)
         support = self._support["support"][idx]  # the dataset's states come first among the supported ones
-        return guidance_check(q_values(self.q_target, states[idx], support), self.config.beta,
-                              self.records.get("energy", {}).get("final_loss"), self.config.energy_loss)
+        support_q = q_values(self.q_target, states[idx], support)
+        check = guidance_check(support_q, self.config.beta, self.records.get("energy", {}).get("final_loss"),
+                               self.config.energy_loss)
+        if self.config.energy_loss == "cep":
+            check["fit_by_time"] = energy_fit_by_time(self.energy, self.behaviour.schedule, states[idx], support,
+                                                      support_q, self.config.beta, seed=self.config.seed)
+        return check
 
     def _energy_inputs(self, actions: torch.Tensor, n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """What f_phi trains on: the dataset states' support actions (CEP) or their dataset actions (mse)."""

@@ -68,6 +68,7 @@ class TD3BC(StagedAlgorithm):
     config_cls = TD3BCConfig
     presets = PRESETS
     curve_stages = ("policy",)
+    critic_stages = ("policy",)
     stages = ("policy",)
     stage_fields = {"policy": tuple(f for f in TD3BCConfig.__dataclass_fields__ if f != "device")}
     policy_stages = ("policy",)
