@@ -122,6 +122,23 @@ def test_end_to_end_every_stage_runs_and_evaluates(trained):
     assert np.array_equal(result.returns, again.returns)  # seeded env and sampling noise
 
 
+def test_the_guidance_probe_reads_a_finished_run_off_its_checkpoints(trained, session_root):
+    """bench/studies/guidance_probe.py: each scale's actions from the same noise, their Q_0, and f_phi's fit."""
+    from bench.studies.guidance_probe import probe
+    from envs.minari_source import pinned_root
+    from policies.core.critics import probe_index, q_values
+
+    ds, algo, workdir, _ = trained
+    with pinned_root(session_root):
+        table = probe(workdir, (0.0, 2.0), states=64).set_index("actions")
+    assert table.index.tolist() == ["s = 0", "s = 2", "data"]
+    assert table.loc["s = 0", "shift from s = 0 (L2)"] == 0.0 and table.loc["s = 2", "shift from s = 0 (L2)"] > 0
+    rows = probe_index(len(ds.transitions.observations), 64, 0)
+    data_q = q_values(algo.q_target, ds.transitions.observations[rows], ds.transitions.actions[rows]).mean()
+    assert table.loc["data", "Q_0"] == pytest.approx(float(data_q), rel=1e-5)  # the run's own critic, restored
+    assert [f["t"] for f in table.attrs["fit_by_time"]] == [0.01, 0.1, 0.3]
+
+
 def test_actions_are_batched_and_inside_the_bounds(trained):
     ds, algo, _, _ = trained
     obs = ds.transitions.observations[:32].numpy()
