@@ -138,18 +138,27 @@ def curves_figure(table: pd.DataFrame):
     return fig
 
 
+def variant_settings(run: pd.Series, preset: str) -> str | None:
+    """How a run at `preset` differs from the preset beyond its budget fields ("beta_q=0.0"), or None if it does
+    not: a variant tried beside a budget study, in the same store and sharing its stages."""
+    if run["preset"] != preset:
+        return None
+    config = json.loads(run["config"])
+    base = registry.make_config(run["algorithm"], preset).to_dict()
+    skip = {*registry.get(run["algorithm"]).budget_fields, "seed", "device"}
+    differ = [f"{k}={config[k]}" for k, v in base.items() if k not in skip and k in config and config[k] != v]
+    return ", ".join(differ) or None
+
+
 def _factor(run: pd.Series, preset: str) -> float | None:
     """The budget factor a run was made at: its step counts over its preset's; None if they disagree, or if any
     other setting differs from the preset's (a variant run beside the study, sharing its store and stages)."""
-    if run["preset"] != preset:
+    if run["preset"] != preset or variant_settings(run, preset) is not None:
         return None
     config = json.loads(run["config"])
     base = registry.make_config(run["algorithm"], preset)
     fields = registry.get(run["algorithm"]).budget_fields
     ratios = {round(config[f] / getattr(base, f), 3) for f in fields if getattr(base, f) and f in config}
-    others = {k: v for k, v in base.to_dict().items() if k not in (*fields, "seed", "device")}
-    if any(config.get(k, v) != v for k, v in others.items()):
-        return None
     return ratios.pop() if len(ratios) == 1 else None
 
 

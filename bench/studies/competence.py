@@ -25,6 +25,7 @@ from bench.reports import report as reports
 from bench.reports import stats
 from bench.reports.render import fmt, markdown_table, study_page, write_page
 from bench.harness.store import ResultsStore
+from bench.studies.budgets import _factor, variant_settings
 from envs import families
 
 BUDGET_MINUTES = 15.0
@@ -55,49 +56,30 @@ def _seed_scores(scores: pd.DataFrame, dataset: str, algorithm: str, scale: floa
     return g.set_index("seed")["score"].sort_index()
 
 
-def at_preset(store: ResultsStore, preset: str, scratch: Path) -> ResultsStore:
-    """A copy of `store` (in `scratch`) holding only the runs made at `preset`'s own budget (a budget study's store
-    holds each algorithm at several)."""
-    from bench.studies.budgets import _factor
-
-    shutil.copyfile(store.path, scratch / store.path.name)
-    copy = ResultsStore(scratch / store.path.name)
-    runs = copy.table("runs")
-    other = [r.run_id for _, r in runs.iterrows() if _factor(r, preset) != 1.0]
-    if other:
-        copy.drop(other)
+def _subset(store: ResultsStore, keep: pd.Series, where: Path) -> ResultsStore:
+    """A copy of `store` in the folder `where` holding only the runs `keep` (run_id -> bool) marks."""
+    where.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store.path, where / store.path.name)
+    copy = ResultsStore(where / store.path.name)
+    if (~keep).any():
+        copy.drop(keep.index[~keep])
     return copy
 
 
-def variant_settings(run: pd.Series, preset: str) -> str | None:
-    """How a run at `preset` differs from the preset beyond its budget fields ("beta_q=0.0"), or None if it does
-    not: a variant tried beside a budget study, in the same store and sharing its stages."""
-    from policies import registry
-
-    if run["preset"] != preset:
-        return None
-    config = json.loads(run["config"])
-    base = registry.make_config(run["algorithm"], preset).to_dict()
-    skip = {*registry.get(run["algorithm"]).budget_fields, "seed", "device"}
-    differ = [f"{k}={config[k]}" for k, v in base.items() if k not in skip and k in config and config[k] != v]
-    return ", ".join(differ) or None
+def at_preset(store: ResultsStore, preset: str, scratch: Path) -> ResultsStore:
+    """A copy of `store` (in `scratch`) holding only the runs made at `preset`'s own budget (a budget study's store
+    holds each algorithm at several)."""
+    runs = store.table("runs")
+    return _subset(store, pd.Series({r.run_id: _factor(r, preset) == 1.0 for _, r in runs.iterrows()}, dtype=bool),
+                   scratch)
 
 
 def variants(store: ResultsStore, preset: str, scratch: Path) -> dict[str, ResultsStore]:
     """Per variant setting (`variant_settings`), a copy of `store` in `scratch` with only its runs."""
     runs = store.table("runs")
     labels = pd.Series({r.run_id: variant_settings(r, preset) for _, r in runs.iterrows()}, dtype=object)
-    out = {}
-    for i, label in enumerate(sorted(set(labels.dropna()))):
-        path = scratch / f"variant{i}"
-        path.mkdir()
-        shutil.copyfile(store.path, path / store.path.name)
-        copy = ResultsStore(path / store.path.name)
-        others = labels.index[labels != label]
-        if len(others):
-            copy.drop(others)
-        out[label] = copy
-    return out
+    return {label: _subset(store, labels == label, scratch / f"variant{i}")
+            for i, label in enumerate(sorted(set(labels.dropna())))}
 
 
 def variant_checks(stores: dict[str, ResultsStore]) -> pd.DataFrame:
