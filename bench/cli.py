@@ -187,11 +187,9 @@ def cmd_competence(args) -> int:
             tried = competence.variant_checks(competence.variants(store, args.preset, Path(scratch)))
             store = competence.at_preset(store, args.preset, Path(scratch))
         table, report = competence.checks(store)
-    notes = Path(args.notes).read_text().strip().splitlines() if args.notes else None
-    notes = [n[2:] if n.startswith("- ") else n for n in notes or [] if n.strip()]
     command = "diffbench competence " + " ".join(sys.argv[2:])
-    return _wrote([competence.write(table, report, Path(args.out), command, code_version(), hardware(), notes,
-                                    tried)])
+    return _wrote([competence.write(table, report, Path(args.out), command, code_version(), hardware(),
+                                    _notes(args.notes), tried)])
 
 
 def cmd_critics(args) -> int:
@@ -208,13 +206,30 @@ def cmd_critics(args) -> int:
     if args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     torch.set_num_threads(args.threads)
-    df = critics.study(algorithms, datasets, seeds, args.steps, args.preset,
+    rows = Path(args.rows) if args.rows else None
+    df = critics.study(algorithms, datasets, seeds, args.steps, args.preset, rows_path=rows, run=not args.no_run,
+                       code=code_version(),
                        on_row=lambda r: print(f"{r['algorithm']} {r['dataset']} seed {r['seed']} step {r['step']}: "
                                               f"Q {r['q_data_mean']:.1f} against {r['mc_return_mean']:.1f}, "
                                               f"correlation {r['mc_correlation'] if r['mc_correlation'] is None else round(r['mc_correlation'], 2)}",
                                               flush=True))
+    scores = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, where in enumerate(w for w in (args.scores or "").split(",") if w):
+            scores[where] = critics.score_rows(_existing_store(where), args.preset, Path(scratch) / str(i))
     command = "diffbench critics " + " ".join(sys.argv[2:])
-    return _wrote([critics.write(df, Path(args.out), command, code_version(), hardware(), args.preset)])
+    return _wrote([critics.write(df, Path(args.out), command, code_version(), hardware(), args.preset, scores,
+                                 _notes(args.notes))])
+
+
+def _notes(path: str | None) -> list[str] | None:
+    """A Markdown list file's items (`--notes`), printed under a study's tables."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"--notes {path}: no such file; give a Markdown list of what was tried")
+    lines = Path(path).read_text().strip().splitlines()
+    return [n[2:] if n.startswith("- ") else n for n in lines if n.strip()]
 
 
 def cmd_quick(args) -> int:
@@ -689,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
     crit.add_argument("--preset", default="cpu")
     crit.add_argument("--threads", type=int, default=1)
     crit.add_argument("--out", default="results/critics.md")
+    crit.add_argument("--rows", help="CSV the fits are kept in: fits already there are read back, not made again "
+                                     "(e.g. results/critics/fqe.csv)")
+    crit.add_argument("--no-run", action="store_true", help="only write the page from --rows and --scores")
+    crit.add_argument("--scores", help="results directories (comma-separated) whose runs' scores are set beside MLP "
+                                       "BC's in the page")
+    crit.add_argument("--notes", help="a Markdown list of what was tried where a claim does not hold")
     crit.set_defaults(func=cmd_critics)
 
     quick = sub.add_parser("quick", help="the embedded default job: QGPO, its s = 0 ablation (diffusion BC), DDPO, "

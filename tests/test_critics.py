@@ -9,6 +9,7 @@ way it does on real data (its reward transform left out: the rewards are the MDP
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -93,10 +94,63 @@ def test_the_critics_study_follows_each_critic_against_the_datas_returns(tiny_po
     code = main(["critics", "--algorithms", "td3bc,qgpo", "--datasets", "diffbench/pointmaze/umaze-small-v0",
                  "--seeds", "0,1", "--steps", "40", "--preset", "tiny", "--out", str(tmp_path / "critics.md")])
     text = (tmp_path / "critics.md").read_text()
-    assert code == 0 and "## td3bc on diffbench/pointmaze/umaze-small-v0" in text and "## qgpo on" in text
+    assert code == 0 and "## Fitted-Q evaluation: td3bc on diffbench/pointmaze/umaze-small-v0" in text
+    assert "## Fitted-Q evaluation: qgpo on" in text
     assert "Returns over continuing streams" in text  # a maze's one stream, not its goal-to-goal segments
     assert text.count("\n| 40 | ") == 2 and text.count("\n| 4 | ") == 2  # each critic read along training and at its end
-    assert "## At the end of the budget" in text and "| td3bc | diffbench/pointmaze/umaze-small-v0 |" in text
+    assert "## Fitted-Q evaluation at the end of the budget" in text
+    assert "| td3bc | diffbench/pointmaze/umaze-small-v0 |" in text
+
+
+def test_the_critics_study_keeps_each_fit_and_resumes_without_making_it_again(tiny_pointmaze, tmp_path, monkeypatch):
+    from bench.cli import main
+    from bench.studies import critics
+
+    rows, args = tmp_path / "fqe.csv", ["critics", "--algorithms", "td3bc", "--datasets",
+                                        "diffbench/pointmaze/umaze-small-v0", "--seeds", "0", "--steps", "20",
+                                        "--preset", "tiny", "--out", str(tmp_path / "c.md")]
+    assert main([*args, "--rows", str(rows)]) == 0
+    first = rows.read_text()
+    assert first.count("\ntd3bc,") == 10 and ",0,20,tiny,20," in first  # ten checks, the last at the budget
+    made = []
+    monkeypatch.setattr(critics, "fqe_rows", lambda *a, **k: made.append(a) or [])
+    notes = tmp_path / "notes.md"
+    notes.write_text("- tried twice the steps\n")
+    assert main([*args, "--seeds", "0,1", "--rows", str(rows), "--no-run", "--notes", str(notes)]) == 0
+    assert made == [] and rows.read_text() == first  # --no-run reads, and makes nothing
+    assert "tried twice the steps" in (tmp_path / "c.md").read_text()
+    assert main([*args, "--seeds", "0,1", "--rows", str(rows)]) == 0
+    assert [a[2] for a in made] == [1]  # seed 0 read back; only seed 1 made
+    rows.write_text("not,the,study\n1,2,3\n")
+    with pytest.raises(ValueError, match="not written by `diffbench critics`"):
+        critics.read_rows(rows)
+
+
+def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
+    """BC at 30 ± 1; TD3+BC at 35 (above BC's interval), IQL at 10 (below it); QGPO s = 1 two points under s = 0 on
+    every seed (the paired interval below zero)."""
+    from bench.harness.store import ResultsStore, RunResult
+    from bench.studies import critics
+
+    store = ResultsStore(tmp_path / "store")
+    hopper = "diffbench/hopper/medium-small-v0"
+    for seed, bc in enumerate((29.0, 30.0, 31.0)):
+        for algo, scores in (("bc", {None: bc}), ("td3bc", {None: bc + 5}), ("iql", {None: 10.0 + seed}),
+                             ("qgpo", {0.0: bc, 1.0: bc - 2})):
+            final = [{"variant": "default" if s is None else f"guidance_scale={s:g}", "guidance_scale": s,
+                      "episode": i, "return": v, "length": 10, "score": v} for s, v in scores.items() for i in range(2)]
+            store.record(RunResult(run_id=f"{algo}-{seed}", algorithm=algo, dataset=hopper, seed=seed, preset="cpu",
+                                   config=registry.make_config(algo, "cpu", {"seed": seed}).to_dict(), started=0.0,
+                                   finished=60.0, gradient_steps=10, hardware={"torch_threads": 1}, final=final))
+    table = critics.score_rows(store, "cpu", tmp_path / "scratch")
+    rows = {r["check"]: r for r in table.to_dict("records")}
+    assert bool(rows["td3bc within MLP BC's 95% interval or above"]["holds"])
+    assert not rows["iql within MLP BC's 95% interval or above"]["holds"]
+    paired = rows["QGPO s = 1 at or above its s = 0 (paired over seeds, interval not below zero)"]
+    assert not paired["holds"] and paired["figure"].startswith("s = 1 − s = 0: -2.0")
+    page = critics.write(pd.DataFrame(), tmp_path / "c.md", "diffbench critics", "abc", "here", "cpu",
+                         {"store": table}).read_text()
+    assert "| td3bc within MLP BC's 95% interval or above | diffbench/hopper/medium-small-v0 | 35.0 ± 1.0" in page
 
 
 def test_every_critic_names_the_stages_that_train_it_or_records_its_own_course():

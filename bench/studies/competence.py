@@ -40,7 +40,7 @@ def _entry(per: pd.DataFrame, dataset: str, algorithm: str, scale: float | None)
     return rows.iloc[0] if len(rows) == 1 else None
 
 
-def _at_least_bc(per: pd.DataFrame, dataset: str, algorithm: str, scale: float | None, what: str) -> dict:
+def at_least_bc(per: pd.DataFrame, dataset: str, algorithm: str, scale: float | None, what: str) -> dict:
     bc, other = _entry(per, dataset, "bc", None), _entry(per, dataset, algorithm, scale)
     if bc is None or other is None:
         return {"check": what, "dataset": dataset, "figure": "not run", "holds": None}
@@ -98,7 +98,7 @@ def variant_checks(stores: dict[str, ResultsStore]) -> pd.DataFrame:
                                    f"{r.seeds} seeds", "holds": None})
         for dataset in sorted(report.per_dataset["dataset"].unique()):
             if families.family(dataset) == "locomotion":
-                rows += [{"variant": label, **row} for row in _guidance_rows(report.scores, runs, dataset)]
+                rows += [{"variant": label, **row} for row in guidance_rows(report.scores, runs, dataset)]
     return pd.DataFrame(rows, columns=["variant", "check", "dataset", "figure", "holds"])
 
 
@@ -112,7 +112,7 @@ def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
     runs = store.table("runs")
     rows = []
     for dataset in sorted(per["dataset"].unique()):
-        rows.append(_at_least_bc(per, dataset, "qgpo", 0.0, "diffusion BC (QGPO s = 0) within MLP BC's 95% interval "
+        rows.append(at_least_bc(per, dataset, "qgpo", 0.0, "diffusion BC (QGPO s = 0) within MLP BC's 95% interval "
                                                             "or above"))
         seeds = _seed_scores(scores, dataset, "qgpo", 0.0)
         if dataset in data.index and len(seeds):
@@ -121,9 +121,9 @@ def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
                          "dataset": dataset, "holds": bool(worst >= data[dataset] - DATA_MARGIN),
                          "figure": f"worst seed {fmt(worst)} against the data's {fmt(data[dataset])}"})
         if families.family(dataset) == "locomotion":
-            rows += _guidance_rows(scores, runs, dataset)
+            rows += guidance_rows(scores, runs, dataset)
         if dataset in CRITIC_DATASETS:
-            rows += [_at_least_bc(per, dataset, a, None, f"{a} within MLP BC's 95% interval or above")
+            rows += [at_least_bc(per, dataset, a, None, f"{a} within MLP BC's 95% interval or above")
                      for a in CRITIC_BASELINES]
     for r in report.plateau.itertuples():
         rows.append({"check": f"{r.entry}'s curve flat at the end of its budget", "dataset": r.dataset,
@@ -134,7 +134,7 @@ def checks(store: ResultsStore) -> tuple[pd.DataFrame, reports.Report]:
     return pd.DataFrame(rows, columns=["check", "dataset", "figure", "holds"]), report
 
 
-def _guidance_rows(scores: pd.DataFrame, runs: pd.DataFrame, dataset: str) -> list[dict]:
+def guidance_rows(scores: pd.DataFrame, runs: pd.DataFrame, dataset: str) -> list[dict]:
     s0, s1 = _seed_scores(scores, dataset, "qgpo", 0.0), _seed_scores(scores, dataset, "qgpo", 1.0)
     shared = s0.index.intersection(s1.index)
     rows = []

@@ -26,6 +26,7 @@ from policies import registry
 from policies.core.critics import critic_check, mc_probe
 from policies.core.fqe import fit_fqe
 from policies.core.training import make_generator
+from bench.reports.render import fmt, markdown_table, study_page, write_page
 
 ALGORITHMS = ("td3bc", "iql", "diffusion_ql", "idql", "qgpo")
 DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0")
@@ -61,31 +62,110 @@ def fqe_rows(algorithm: str, dataset: str, seed: int, steps: int, preset: str = 
     return rows
 
 
+KEY = ["algorithm", "dataset", "seed", "budget", "preset"]
+
+
+def read_rows(path: Path | None) -> pd.DataFrame:
+    """The study's stored rows (`--rows`), or none."""
+    if path is None or not Path(path).exists():
+        return pd.DataFrame(columns=[*KEY, "step"])
+    try:
+        rows = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not the critics study's CSV ({e}); move it aside and run again") from None
+    missing = [c for c in [*KEY, "step"] if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; it was not written by `diffbench critics`")
+    return rows
+
+
 def study(algorithms: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], steps: int, preset: str = "cpu",
-          on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    rows = [r for a in algorithms for d in datasets for s in seeds for r in fqe_rows(a, d, s, steps, preset,
-                                                                                     on_row=on_row)]
-    return pd.DataFrame(rows)
+          on_row: Callable[[dict], None] | None = None, rows_path: Path | None = None, run: bool = True,
+          code: str = "") -> pd.DataFrame:
+    """The rows of every (algorithm, dataset, seed) at this budget and preset. With `rows_path`, fits already stored
+    there are read back instead of made again, and each new fit is added to it as soon as it ends, so an interrupted
+    study resumes; `run=False` only reads."""
+    stored = read_rows(rows_path)
+    wanted = [(a, d, s) for a in algorithms for d in datasets for s in seeds]
+    for a, d, s in wanted if run else []:
+        mine = stored[(stored["algorithm"] == a) & (stored["dataset"] == d) & (stored["seed"] == s)
+                      & (stored["budget"] == steps) & (stored["preset"] == preset)]
+        if (mine["step"] == steps).any():
+            continue
+        new = pd.DataFrame(fqe_rows(a, d, s, steps, preset, on_row=on_row)).assign(budget=steps, preset=preset,
+                                                                                 code=code)
+        stored = pd.concat([stored.drop(mine.index), new], ignore_index=True) if len(new) else stored
+        if rows_path is not None and len(new):
+            Path(rows_path).parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(f"{rows_path}.partial")
+            stored.to_csv(partial, index=False)
+            partial.replace(rows_path)  # never a half-written file in place of the stored rows
+    keep = (stored["algorithm"].isin(algorithms) & stored["dataset"].isin(datasets) & stored["seed"].isin(seeds)
+            & (stored["budget"] == steps) & (stored["preset"] == preset))
+    return stored[keep].reset_index(drop=True)
 
 
-def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str) -> Path:
-    from bench.reports.render import fmt, markdown_table, study_page, write_page
+def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
+    """The claims issue 40 makes of each critic's algorithm, from a results store's runs at `preset`'s own budget:
+    at or above MLP BC's 95% interval (the competence checks' criterion), and for QGPO s = 1 against its own
+    s = 0, paired over seeds, with Q_0 in range."""
+    from bench.reports import report as reports
+    from bench.studies import competence
 
-    lines = study_page("Fitted-Q evaluation of the behaviour policy with each algorithm's critic", command, code, hardware,
+    at = competence.at_preset(store, preset, scratch)
+    report = reports.build(at)
+    if report.empty:
+        return pd.DataFrame(columns=["check", "dataset", "figure", "holds"])
+    per, runs = report.per_dataset, at.table("runs")
+    rows = []
+    for dataset in sorted(per["dataset"].unique()):
+        present = set(per.loc[per["dataset"] == dataset, "algorithm"])
+        if "bc" not in present:
+            continue
+        for algorithm in ALGORITHMS:
+            if algorithm == "qgpo" and algorithm in present:
+                rows.append(competence.at_least_bc(per, dataset, "qgpo", 1.0, "qgpo s = 1 within MLP BC's 95% "
+                                                                                "interval or above"))
+                if family(dataset) == "locomotion":
+                    rows += competence.guidance_rows(report.scores, runs, dataset)
+            elif algorithm in present:
+                rows.append(competence.at_least_bc(per, dataset, algorithm, None,
+                                                   f"{algorithm} within MLP BC's 95% interval or above"))
+        if not report.data_reference.empty and dataset in set(report.data_reference["dataset"]):
+            data = report.data_reference.set_index("dataset")["score"][dataset]
+            rows.append({"check": "the data's own score (reference)", "dataset": dataset,
+                         "figure": f"{fmt(data)}", "holds": None})
+    return pd.DataFrame(rows, columns=["check", "dataset", "figure", "holds"])
+
+
+def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str,
+          scores: dict[str, pd.DataFrame] | None = None, notes: list[str] | None = None) -> Path:
+    lines = study_page("Critics on the locomotion data: what each critic learns of the behaviour policy, and what "
+                       "its algorithm scores beside BC", command, code, hardware,
                        f"Each algorithm's critic as it builds and trains it at the `{preset}` preset (network, state "
              "normalisation, learning rate, batch, target rate, discount; rewards with the dataset family's transform), "
              "trained by SARSA on the data (the next action the data took) and read along training: Q on dataset "
              "actions against the data's discounted returns, in the family's convention (locomotion: episodes, "
              "rows at least 459 steps before a time limit), and their correlation. Means over seeds, with the "
-             "seeds' range of the correlation.")
+             "seeds' range of the correlation. Fitted-Q evaluation of the behaviour policy asks whether a critic "
+             "can learn what the data's own policy is worth; the scores ask whether its algorithm turns that into "
+             "a policy better than BC.")
+    held = {True: "yes", False: "no"}
+    for source, table in (scores or {}).items():
+        lines += [f"## Scores beside MLP BC ({source}, runs at the `{preset}` preset)", "",
+                  "Scores are D4RL-normalised, the last checkpoint, mean ± std over seeds; 'within' means the "
+                  "algorithm's mean is at or above the lower end of BC's 95% bootstrap interval over seeds; QGPO's "
+                  "s = 1 against s = 0 is the paired difference over seeds with its interval.", ""]
+        lines += [markdown_table(table.assign(holds=table["holds"].map(lambda v: held.get(v, "—")))
+                                 .rename(columns={"holds": "holds?"})) if len(table) else "No runs.", ""]
     if df.empty:
-        return write_page(out, lines, "No rows.")
+        return write_page(out, lines, "No fitted-Q rows.")
     for (dataset, algorithm), g in df.groupby(["dataset", "algorithm"], sort=True):
         per = g.groupby("step").agg(q=("q_data_mean", "mean"), mc=("mc_return_mean", "mean"),
                                     corr=("mc_correlation", "mean"), lo=("mc_correlation", "min"),
                                     hi=("mc_correlation", "max"), outside=("outside", "sum"),
                                     seconds=("seconds", "mean"), seeds=("seed", "nunique")).reset_index()
-        lines += [f"## {algorithm} on {dataset}", "", f"Returns over {g['returns'].iloc[0]}.", ""]
+        lines += [f"## Fitted-Q evaluation: {algorithm} on {dataset}", "", f"Returns over {g['returns'].iloc[0]}.", ""]
         lines.append(markdown_table(pd.DataFrame({
             "step": per["step"].map(lambda v: f"{v:,}"), "Q on data actions": per["q"].map(fmt),
             "data's discounted return": per["mc"].map(fmt),
@@ -96,9 +176,12 @@ def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, p
         lines.append("")
     final = df[df["step"] == df.groupby(["algorithm", "dataset"])["step"].transform("max")]
     summary = final.groupby(["algorithm", "dataset"])["mc_correlation"].agg(["mean", "min"]).reset_index()
-    lines += ["## At the end of the budget", "", markdown_table(pd.DataFrame({
+    lines += ["## Fitted-Q evaluation at the end of the budget", "", markdown_table(pd.DataFrame({
         "algorithm": summary["algorithm"], "dataset": summary["dataset"],
         "correlation (mean over seeds)": summary["mean"].map(lambda v: fmt(v, 2)),
         "worst seed": summary["min"].map(lambda v: fmt(v, 2)),
         "at least 0.5": np.where(summary["mean"] >= 0.5, "yes", "no")})), ""]
+    if notes:
+        lines += ["## What was tried where a claim does not hold, and what the evidence says", "",
+                  *(f"- {n}" for n in notes), ""]
     return write_page(out, lines)
