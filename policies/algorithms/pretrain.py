@@ -91,10 +91,12 @@ def pretrain_settings(config: PretrainConfig) -> dict[str, Any]:
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(),
     # a -small dataset (100k transitions) in about a quarter of an hour on one core. The budgets come from learning
-    # curves (results/budgets.md): the behaviour model reaches the data's own score by some 6-9k steps on hopper- and
-    # walker2d-medium-small and stays there, so 20k; Q_0 trails its fixed point by the target network's lag (tau =
-    # 0.005: about 1 - 0.99^(steps / 200) of it), so at 10k steps it stood at 45% (walker2d: 68 against the data's
-    # 150), a myopic critic whose guidance made QGPO worse; 40k steps reach ~85% (126 against 150, correlation 0.87)
+    # curves over three seeds (results/budgets.md): diffusion BC scores 32.4 +- 0.8 at 10k behaviour steps and
+    # 32.1 +- 1.9 at 20k on hopper-medium-small (the data's own episodes: 33.3), 24.4 +- 0.7 at 20k on
+    # walker2d-medium-small (data 26.9); Q_0 trails its fixed point by the target network's lag (tau = 0.005: about
+    # 1 - 0.99^(steps / 200) of it), so at 10k steps it stood at 45% (walker2d: 68 against the data's 150), a myopic
+    # critic whose guidance made QGPO worse; at 40k it reaches 128.6 against 150 on walker2d (correlation 0.86).
+    # On hopper, at 40k, one seed of three left the range the rewards allow (results/competence.md).
     "cpu": PretrainConfig(score_widths=(256, 128, 64), q_hidden=128, behaviour_steps=20_000, behaviour_batch=256,
                           behaviour_lr=3e-4, support_m=8, support_sampler=SamplerSpec(steps=6), support_clip=True,
                           q_steps=40_000),
