@@ -389,3 +389,31 @@ def test_scales_evaluated_together_are_each_scale_evaluated_alone(trained, actin
     assert together[0].policy_calls == 30 and together[0].episodes_per_second > 0
     with pytest.raises(ConfigError, match="one equal block per guidance scale"):
         policy.act(ds.transitions.observations[:4].numpy(), guidance_scale=scales)
+
+
+def test_the_mean_action_probe_reproduces_the_runs_own_acting_and_averages_its_draws(trained, session_root, tmp_path):
+    """bench/studies/mean_action.py: one draw is the run's own acting on the final evaluation's seeds (its s = 0
+    score, to the digit); K draws act with their mean."""
+    import json
+    import shutil
+
+    from bench.harness.evaluation import AtScale
+    from bench.studies.mean_action import MeanOf, probe
+    from envs.minari_source import pinned_root
+
+    ds, algo, workdir, _ = trained
+    obs = ds.transitions.observations[:4].numpy()
+    algo.seed(3)
+    draws = algo.act(np.repeat(obs, 5, axis=0), guidance_scale=0.0).reshape(4, 5, -1)
+    mean = MeanOf(algo, 5, 0.0)
+    mean.seed(3)
+    assert np.allclose(mean.act(obs), draws.mean(axis=1))
+    run = tmp_path / "qgpo" / "data" / "run"
+    shutil.copytree(workdir, run)
+    (run / "config.json").write_text(json.dumps({"spec": f"qgpo {ds.id} seed 0 (tiny)",
+                                                 "protocol": {"episodes": 2, "eval_seed": 5}}))
+    with pinned_root(session_root):
+        table = probe(run, (1, 3)).set_index("draws averaged")
+        own = evaluate(AtScale(algo, 0.0), ds, episodes=2, seed=5)
+    assert table.loc[1, "score"] == pytest.approx(float(own.normalized.mean()))
+    assert table.loc[3, "episodes"] == 2 and np.isfinite(table.loc[3, "score"])
