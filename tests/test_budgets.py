@@ -1,5 +1,7 @@
 """The budget study: runs at factors of a preset's step counts, a table per entry with costs and curve ends."""
 
+import json
+
 import pytest
 
 from bench.cli import main
@@ -113,6 +115,12 @@ def test_the_competence_checks_read_each_claim_off_the_store(tmp_path):
     runs = store.table("runs").set_index("run_id")
     assert competence.variant_settings(runs.loc["beta0-1"], "cpu") == "beta_q=0.0"
     assert competence.variant_settings(runs.loc["qgpo-1"], "cpu") is None
+    steps = registry.make_config("qgpo", "cpu").to_dict()
+    apart = runs.loc["qgpo-1"].copy()
+    apart["config"] = json.dumps({**steps, "behaviour_steps": 2 * steps["behaviour_steps"]})  # one stage's budget
+    assert competence.variant_settings(apart, "cpu") == f"behaviour_steps={2 * steps['behaviour_steps']}"
+    apart["config"] = json.dumps({**steps, **{f: 2 * steps[f] for f in registry.get("qgpo").budget_fields}})
+    assert competence.variant_settings(apart, "cpu") is None  # every stage x2: a budget of the study, not a variant
     (tmp_path / "scratch").mkdir()
     stores = competence.variants(store, "cpu", tmp_path / "scratch")
     assert list(stores) == ["beta_q=0.0"] and len(stores["beta_q=0.0"].table("runs")) == 3

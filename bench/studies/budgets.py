@@ -139,14 +139,19 @@ def curves_figure(table: pd.DataFrame):
 
 
 def variant_settings(run: pd.Series, preset: str) -> str | None:
-    """How a run at `preset` differs from the preset beyond its budget fields ("beta_q=0.0"), or None if it does
-    not: a variant tried beside a budget study, in the same store and sharing its stages."""
+    """How a run at `preset` differs from the preset beyond one factor on its budget fields ("beta_q=0.0", or the
+    step counts of a run whose stages' budgets moved apart), or None if it does not: a variant tried beside a
+    budget study, in the same store and sharing its stages."""
     if run["preset"] != preset:
         return None
     config = json.loads(run["config"])
     base = registry.make_config(run["algorithm"], preset).to_dict()
-    skip = {*registry.get(run["algorithm"]).budget_fields, "seed", "device"}
-    differ = [f"{k}={config[k]}" for k, v in base.items() if k not in skip and k in config and config[k] != v]
+    budget = registry.get(run["algorithm"]).budget_fields
+    differ = [f"{k}={config[k]}" for k, v in base.items()
+              if k not in {*budget, "seed", "device"} and k in config and config[k] != v]
+    ratios = {round(config[f] / base[f], 3) for f in budget if base.get(f) and f in config}
+    if len(ratios) > 1:  # step counts moved apart, not one budget factor: a stage's own budget tried
+        differ += [f"{f}={config[f]}" for f in budget if f in config and config[f] != base[f]]
     return ", ".join(differ) or None
 
 
