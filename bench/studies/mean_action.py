@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -82,10 +83,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--draws", default="1,16", help="K values: draws averaged per state (1: the run's own acting)")
     parser.add_argument("--episodes", type=int, help="default: the run's final evaluation's")
     parser.add_argument("--scale", type=float, default=0.0, help="guidance scale, for a guided algorithm")
+    parser.add_argument("--out", help="also write the tables to this Markdown page, with the command that made them")
     args = parser.parse_args(argv)
     draws = [int(k) for k in args.draws.split(",") if k]
+    lines = []
     for run in args.runs:
-        print(f"## {run}\n\n{markdown_table(probe(Path(run), draws, args.episodes, args.scale).round(2))}\n", flush=True)
+        lines += [f"## {run}", "", markdown_table(probe(Path(run), draws, args.episodes, args.scale).round(2)), ""]
+        print("\n".join(lines[-4:]), flush=True)
+    if args.out:
+        from bench.harness.provenance import code_version, hardware
+        from bench.reports.render import study_page, write_page
+
+        command = "python -m bench.studies.mean_action " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_page(Path(args.out), study_page("Acting with the mean of a run's own draws", command, code_version(),
+                                              hardware(), __doc__.split("\n\n")[1].replace("\n", " ")) + lines)
     return 0
 
 
