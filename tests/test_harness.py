@@ -311,3 +311,23 @@ def test_every_critic_is_checked_and_its_policys_gap_over_the_data_read(tiny_poi
     shifted = SimpleNamespace(act=lambda obs: (t.actions[rows] + 0.1).numpy())  # each probe state's data action + 0.1
     gap = policy_gap(lambda states, actions: actions.sum(-1), shifted, t, rows)
     assert gap["policy_gap_mean"] == pytest.approx(0.1 * t.action_dim, rel=1e-5) and gap["policy_gap_positive"] == 1.0
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "bench" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_committed_sweep_spec_names_registered_algorithms_and_known_datasets(spec):
+    """A spec the README or a results file points at must run as written: its algorithms registered, its datasets
+    in the catalog, its overrides fields of each algorithm's config."""
+    from bench.harness.sweep import load_sweep
+    from envs import catalog
+    from envs.ogbench import singletask
+    from policies import registry
+
+    runs = load_sweep(spec).runs()
+    assert runs
+    for run in runs:
+        registry.get(run.algorithm)
+        task = singletask.parse(run.dataset)  # a single-task view names the play data it is made from
+        base = task[0] if task else run.dataset
+        assert base in catalog.known_ids(), f"{spec.name}: {run.dataset} is not in the catalog"
+        registry.make_config(run.algorithm, run.preset, run.overrides)
