@@ -417,3 +417,14 @@ def test_the_mean_action_probe_reproduces_the_runs_own_acting_and_averages_its_d
         own = evaluate(AtScale(algo, 0.0), ds, episodes=2, seed=5)
     assert table.loc[1, "score"] == pytest.approx(float(own.normalized.mean()))
     assert table.loc[3, "episodes"] == 2 and np.isfinite(table.loc[3, "score"])
+
+
+def test_the_mean_action_probe_changes_only_settings_that_act():
+    from bench.studies.mean_action import with_acting
+
+    algo = registry.get("idql")(registry.make_config("idql", "tiny", device="cpu"), 3, 2, -np.ones(2), np.ones(2), "cpu")
+    assert with_acting(algo, {"candidates": "1"}).config.candidates == 1
+    with pytest.raises(ValueError, match="training setting"):
+        with_acting(algo, {"behaviour_steps": "5"})
+    with pytest.raises(ValueError, match="no setting 'candidate'"):
+        with_acting(algo, {"candidate": "5"})

@@ -7,11 +7,16 @@ conditional mean) scores as MLP BC does, the gap is the noise, not an under-trai
 acting, on the same env seeds and noise stream as its final evaluation: the row to read the others against.
 
     python -m bench.studies.mean_action RUN_DIR [RUN_DIR ...] [--draws 1,16] [--episodes 10] [--scale 0]
+        [--acting candidates=1]
+
+`--acting` changes settings that only act (e.g. IDQL's or Diffusion-QL's candidates: with one, the policy is its
+behaviour model alone, the critic's choice left out), never one a training stage depends on.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -58,10 +63,26 @@ def load_run(workdir: Path) -> tuple[Any, Any, dict[str, Any]]:
     return cls.load(workdir, ds, device="cpu"), ds, config.get("protocol", {})
 
 
+def with_acting(algo: Any, acting: dict[str, Any]) -> Any:
+    """`algo` acting with `acting`'s settings; a setting a training stage depends on is refused, since changing it
+    would describe another run than the one trained."""
+    trained = {f for fields in algo.stage_fields.values() for f in fields}
+    known = algo.config.to_dict()
+    for key in acting:
+        if key not in known:
+            raise ValueError(f"{algo.name} has no setting {key!r}; its settings: {', '.join(sorted(known))}")
+        if key in trained:
+            raise ValueError(f"{key} is a training setting of {algo.name} (a stage depends on it); --acting changes "
+                             "only settings used when acting")
+    algo.config = dataclasses.replace(algo.config, **{k: type(known[k])(v) for k, v in acting.items()})
+    return algo
+
+
 def probe(workdir: Path, draws: Sequence[int] = (1, 16), episodes: int | None = None,
-          scale: float | None = 0.0) -> pd.DataFrame:
+          scale: float | None = 0.0, acting: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per K: the score acting with the mean of K draws on the final evaluation's env seeds."""
     algo, ds, protocol = load_run(workdir)
+    algo = with_acting(algo, acting or {})
     episodes = episodes or int(protocol.get("episodes", 10))
     seed = int(protocol.get("eval_seed", 0))
     guided = "guidance_scale" in algo.config.to_dict()
@@ -83,12 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--draws", default="1,16", help="K values: draws averaged per state (1: the run's own acting)")
     parser.add_argument("--episodes", type=int, help="default: the run's final evaluation's")
     parser.add_argument("--scale", type=float, default=0.0, help="guidance scale, for a guided algorithm")
+    parser.add_argument("--acting", action="append", default=[], metavar="KEY=VALUE",
+                        help="an acting setting to change, e.g. candidates=1 (repeatable)")
     parser.add_argument("--out", help="also write the tables to this Markdown page, with the command that made them")
     args = parser.parse_args(argv)
     draws = [int(k) for k in args.draws.split(",") if k]
+    bad = [a for a in args.acting if "=" not in a]
+    if bad:
+        parser.error(f"--acting takes KEY=VALUE, got {bad[0]!r}")
+    acting = dict(a.split("=", 1) for a in args.acting)
     lines = []
     for run in args.runs:
-        lines += [f"## {run}", "", markdown_table(probe(Path(run), draws, args.episodes, args.scale).round(2)), ""]
+        table = probe(Path(run), draws, args.episodes, args.scale, acting)
+        lines += [f"## {run}" + (f" ({', '.join(args.acting)})" if args.acting else ""), "",
+                  markdown_table(table.round(2)), ""]
         print("\n".join(lines[-4:]), flush=True)
     if args.out:
         from bench.harness.provenance import code_version, hardware
