@@ -131,7 +131,7 @@ def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
             elif algorithm in present:
                 rows.append(competence.at_least_bc(per, dataset, algorithm, None,
                                                    f"{algorithm} within MLP BC's 95% interval or above"))
-        if not report.data_reference.empty and dataset in set(report.data_reference["dataset"]):
+        if rows and rows[-1]["dataset"] == dataset and dataset in set(report.data_reference.get("dataset", [])):
             data = report.data_reference.set_index("dataset")["score"][dataset]
             rows.append({"check": "the data's own score (reference)", "dataset": dataset,
                          "figure": f"{fmt(data)}", "holds": None})
