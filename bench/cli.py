@@ -195,7 +195,7 @@ def cmd_competence(args) -> int:
 def cmd_critics(args) -> int:
     """Fitted-Q evaluation of the behaviour policy with each algorithm's critic, written to --out."""
     from bench.harness.provenance import code_version, hardware
-    from bench.studies import critics
+    from bench.studies import competence, critics
     from policies import registry as policy_registry
 
     algorithms = [a for a in args.algorithms.split(",") if a]
@@ -213,13 +213,16 @@ def cmd_critics(args) -> int:
                                               f"Q {r['q_data_mean']:.1f} against {r['mc_return_mean']:.1f}, "
                                               f"correlation {r['mc_correlation'] if r['mc_correlation'] is None else round(r['mc_correlation'], 2)}",
                                               flush=True))
-    scores = {}
+    scores, variants = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for i, where in enumerate(w for w in (args.scores or "").split(",") if w):
-            scores[where] = critics.score_rows(_existing_store(where), args.preset, Path(scratch) / str(i))
+            store = _existing_store(where)
+            scores[where] = critics.score_rows(store, args.preset, Path(scratch) / str(i))
+            variants[where] = competence.variant_checks(competence.variants(store, args.preset,
+                                                                            Path(scratch) / f"{i}-variants"))
     command = "diffbench critics " + " ".join(sys.argv[2:])
     return _wrote([critics.write(df, Path(args.out), command, code_version(), hardware(), args.preset, scores,
-                                 _notes(args.notes))])
+                                 _notes(args.notes), variants)])
 
 
 def _notes(path: str | None) -> list[str] | None:

@@ -121,6 +121,11 @@ def test_the_competence_checks_read_each_claim_off_the_store(tmp_path):
     assert competence.variant_settings(apart, "cpu") == f"behaviour_steps={2 * steps['behaviour_steps']}"
     apart["config"] = json.dumps({**steps, **{f: 2 * steps[f] for f in registry.get("qgpo").budget_fields}})
     assert competence.variant_settings(apart, "cpu") is None  # every stage x2: a budget of the study, not a variant
+    raw = apart.copy()  # locomotion's default transform is the IQL paper's; raw rewards are a variant
+    raw["dataset"], raw["config"] = "D4RL/hopper/medium-v0", json.dumps({**steps, "protocol": {"reward_transform": "none"}})
+    assert competence.variant_settings(raw, "cpu") == "reward_transform=none"
+    raw["config"] = json.dumps({**steps, "protocol": {"reward_transform": "locomotion"}})
+    assert competence.variant_settings(raw, "cpu") is None
     (tmp_path / "scratch").mkdir()
     stores = competence.variants(store, "cpu", tmp_path / "scratch")
     assert list(stores) == ["beta_q=0.0"] and len(stores["beta_q=0.0"].table("runs")) == 3

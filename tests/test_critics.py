@@ -148,8 +148,11 @@ def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
     assert not rows["iql within MLP BC's 95% interval or above"]["holds"]
     paired = rows["QGPO s = 1 at or above its s = 0 (paired over seeds, interval not below zero)"]
     assert not paired["holds"] and paired["figure"].startswith("s = 1 − s = 0: -2.0")
+    tried = pd.DataFrame([{"variant": "reward_transform=none", "check": "td3bc score", "dataset": hopper,
+                           "figure": "12.0", "holds": None}])
     page = critics.write(pd.DataFrame(), tmp_path / "c.md", "diffbench critics", "abc", "here", "cpu",
-                         {"store": table}).read_text()
+                         {"store": table}, variants={"store": tried}).read_text()
+    assert "| reward_transform=none | td3bc score | diffbench/hopper/medium-small-v0 | 12.0 |  |" in page
     assert "| td3bc within MLP BC's 95% interval or above | diffbench/hopper/medium-small-v0 | 35.0 ± 1.0" in page
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.harness.runner import RunSpec
 from bench.harness.store import ResultsStore
 from bench.reports import report as reports
+from envs import catalog
 from policies import registry
 from policies.errors import ConfigError
 
@@ -139,8 +140,8 @@ def curves_figure(table: pd.DataFrame):
 
 
 def variant_settings(run: pd.Series, preset: str) -> str | None:
-    """How a run at `preset` differs from the preset beyond one factor on its budget fields ("beta_q=0.0", or the
-    step counts of a run whose stages' budgets moved apart), or None if it does not: a variant tried beside a
+    """How a run at `preset` differs from the preset beyond one factor on its budget fields ("beta_q=0.0", the
+    step counts of a run whose stages' budgets moved apart, or a reward transform other than its dataset's), or None if it does not: a variant tried beside a
     budget study, in the same store and sharing its stages."""
     if run["preset"] != preset:
         return None
@@ -152,6 +153,9 @@ def variant_settings(run: pd.Series, preset: str) -> str | None:
     ratios = {round(config[f] / base[f], 3) for f in budget if base.get(f) and f in config}
     if len(ratios) > 1:  # step counts moved apart, not one budget factor: a stage's own budget tried
         differ += [f"{f}={config[f]}" for f in budget if f in config and config[f] != base[f]]
+    rewards = config.get("protocol", {}).get("reward_transform")
+    if rewards is not None and rewards != catalog.default_reward_transform(run["dataset"]):
+        differ.append(f"reward_transform={rewards}")
     return ", ".join(differ) or None
 
 

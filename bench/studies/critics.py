@@ -139,7 +139,8 @@ def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
 
 
 def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str,
-          scores: dict[str, pd.DataFrame] | None = None, notes: list[str] | None = None) -> Path:
+          scores: dict[str, pd.DataFrame] | None = None, notes: list[str] | None = None,
+          variants: dict[str, pd.DataFrame] | None = None) -> Path:
     lines = study_page("Critics on the locomotion data: what each critic learns of the behaviour policy, and what "
                        "its algorithm scores beside BC", command, code, hardware,
                        f"Each algorithm's critic as it builds and trains it at the `{preset}` preset (network, state "
@@ -158,6 +159,12 @@ def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, p
                   "s = 1 against s = 0 is the paired difference over seeds with its interval.", ""]
         lines += [markdown_table(table.assign(holds=table["holds"].map(lambda v: held.get(v, "—")))
                                  .rename(columns={"holds": "holds?"})) if len(table) else "No runs.", ""]
+        tried = (variants or {}).get(source)
+        if tried is not None and len(tried):
+            lines += ["Variants in the same store: runs whose settings differ from the preset's beyond its budget, "
+                      "each named by what differs. They are evidence for what moves a score, not the preset's.", "",
+                      markdown_table(tried.assign(holds=tried["holds"].map(lambda v: held.get(v, "")))
+                                     .rename(columns={"holds": "holds?"})), ""]
     if df.empty:
         return write_page(out, lines, "No fitted-Q rows.")
     for (dataset, algorithm), g in df.groupby(["dataset", "algorithm"], sort=True):
