@@ -130,6 +130,12 @@ def write_page(out: Path, lines: list[str], empty: str | None = None) -> Path:
     return out
 
 
+def claims_table(table: pd.DataFrame, unmeasured: str = "—") -> str:
+    """A table of claims (check, ..., holds: True, False or None) as Markdown, `holds?` read yes / no / `unmeasured`."""
+    held = table["holds"].map(lambda v: {True: "yes", False: "no"}.get(v, unmeasured))
+    return markdown_table(table.assign(holds=held).rename(columns={"holds": "holds?"}))
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(str(c) for c in df.columns) + " |"
     lines = [head, "|" + "---|" * len(df.columns)]

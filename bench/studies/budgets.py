@@ -139,10 +139,17 @@ def curves_figure(table: pd.DataFrame):
     return fig
 
 
+def _budget_ratios(config: dict[str, Any], algorithm: str, preset: str) -> set[float]:
+    """The run's step counts over its preset's, one per budget field the run sets (one value: a single budget
+    factor)."""
+    base = registry.make_config(algorithm, preset).to_dict()
+    return {round(config[f] / base[f], 3) for f in registry.get(algorithm).budget_fields if base.get(f) and f in config}
+
+
 def variant_settings(run: pd.Series, preset: str) -> str | None:
     """How a run at `preset` differs from the preset beyond one factor on its budget fields ("beta_q=0.0", the
-    step counts of a run whose stages' budgets moved apart, or a reward transform other than its dataset's), or None if it does not: a variant tried beside a
-    budget study, in the same store and sharing its stages."""
+    step counts of a run whose stages' budgets moved apart, or a reward transform other than its dataset's), or
+    None if it does not: a variant tried beside a budget study, in the same store and sharing its stages."""
     if run["preset"] != preset:
         return None
     config = json.loads(run["config"])
@@ -150,8 +157,7 @@ def variant_settings(run: pd.Series, preset: str) -> str | None:
     budget = registry.get(run["algorithm"]).budget_fields
     differ = [f"{k}={config[k]}" for k, v in base.items()
               if k not in {*budget, "seed", "device"} and k in config and config[k] != v]
-    ratios = {round(config[f] / base[f], 3) for f in budget if base.get(f) and f in config}
-    if len(ratios) > 1:  # step counts moved apart, not one budget factor: a stage's own budget tried
+    if len(_budget_ratios(config, run["algorithm"], preset)) > 1:  # step counts moved apart, not one budget factor: a stage's own budget tried
         differ += [f"{f}={config[f]}" for f in budget if f in config and config[f] != base[f]]
     rewards = config.get("protocol", {}).get("reward_transform")
     if rewards is not None and rewards != catalog.default_reward_transform(run["dataset"]):
@@ -164,10 +170,7 @@ def _factor(run: pd.Series, preset: str) -> float | None:
     other setting differs from the preset's (a variant run beside the study, sharing its store and stages)."""
     if run["preset"] != preset or variant_settings(run, preset) is not None:
         return None
-    config = json.loads(run["config"])
-    base = registry.make_config(run["algorithm"], preset)
-    fields = registry.get(run["algorithm"]).budget_fields
-    ratios = {round(config[f] / getattr(base, f), 3) for f in fields if getattr(base, f) and f in config}
+    ratios = _budget_ratios(json.loads(run["config"]), run["algorithm"], preset)
     return ratios.pop() if len(ratios) == 1 else None
 
 

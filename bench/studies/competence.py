@@ -23,7 +23,7 @@ import pandas as pd
 
 from bench.reports import report as reports
 from bench.reports import stats
-from bench.reports.render import fmt, markdown_table, study_page, write_page
+from bench.reports.render import claims_table, fmt, study_page, write_page
 from bench.harness.store import ResultsStore
 from bench.studies.budgets import _factor, variant_settings
 from envs import families
@@ -177,19 +177,17 @@ def write(table: pd.DataFrame, report: reports.Report, out: Path, command: str, 
     if table.empty:
         lines += ["No finished run in the store."]
     else:
-        held = table["holds"].map(lambda v: "yes" if v is True else ("no" if v is False else "—"))
-        lines += ["## Checks", "", markdown_table(table.assign(holds=held).rename(columns={"holds": "holds?"})), ""]
+        lines += ["## Checks", "", claims_table(table), ""]
         failed = table[table["holds"] == False]  # noqa: E712 (None means not measured)
         lines += [f"{int((table['holds'] == True).sum())} hold, {len(failed)} do not, "  # noqa: E712
                   f"{int(table['holds'].isna().sum())} not measured."]
     if tried is not None and not tried.empty:
-        held = tried["holds"].map(lambda v: "yes" if v is True else ("no" if v is False else ""))
         lines += ["", "## Variants run beside the preset", "",
                   "Runs in the same store whose settings differ from the preset's beyond its budget (each row names "
                   "the differing setting); they share the preset's stages where their settings allow and are held "
                   "to the same claims. They are not the preset; a setting that passes here is evidence for "
                   "changing the preset, not a pass of the checks above.", "",
-                  markdown_table(tried.assign(holds=held).rename(columns={"holds": "holds?"}))]
+                  claims_table(tried, unmeasured="")]
     if notes:
         lines += ["", "## What was tried where a check does not hold, and what the evidence says", "",
                   *(f"- {n}" for n in notes)]

@@ -26,7 +26,7 @@ from policies import registry
 from policies.core.critics import critic_check, mc_probe
 from policies.core.fqe import fit_fqe
 from policies.core.training import make_generator
-from bench.reports.render import fmt, markdown_table, study_page, write_page
+from bench.reports.render import claims_table, fmt, markdown_table, study_page, write_page
 
 ALGORITHMS = ("td3bc", "iql", "diffusion_ql", "idql", "qgpo")
 DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0")
@@ -122,16 +122,14 @@ def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
         present = set(per.loc[per["dataset"] == dataset, "algorithm"])
         if "bc" not in present:
             continue
-        for algorithm in ALGORITHMS:
-            if algorithm == "qgpo" and algorithm in present:
-                rows.append(competence.at_least_bc(per, dataset, "qgpo", 1.0, "qgpo s = 1 within MLP BC's 95% "
-                                                                                "interval or above"))
-                if family(dataset) == "locomotion":
-                    rows += competence.guidance_rows(report.scores, runs, dataset)
-            elif algorithm in present:
-                rows.append(competence.at_least_bc(per, dataset, algorithm, None,
-                                                   f"{algorithm} within MLP BC's 95% interval or above"))
-        if rows and rows[-1]["dataset"] == dataset and dataset in set(report.data_reference.get("dataset", [])):
+        before = len(rows)
+        for algorithm in (a for a in ALGORITHMS if a in present):
+            scale = 1.0 if algorithm == "qgpo" else None
+            label = f"{algorithm}{'' if scale is None else ' s = 1'} within MLP BC's 95% interval or above"
+            rows.append(competence.at_least_bc(per, dataset, algorithm, scale, label))
+            if algorithm == "qgpo" and family(dataset) == "locomotion":
+                rows += competence.guidance_rows(report.scores, runs, dataset)
+        if len(rows) > before and dataset in set(report.data_reference.get("dataset", [])):
             data = report.data_reference.set_index("dataset")["score"][dataset]
             rows.append({"check": "the data's own score (reference)", "dataset": dataset,
                          "figure": f"{fmt(data)}", "holds": None})
@@ -151,20 +149,17 @@ def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, p
              "seeds' range of the correlation. Fitted-Q evaluation of the behaviour policy asks whether a critic "
              "can learn what the data's own policy is worth; the scores ask whether its algorithm turns that into "
              "a policy better than BC.")
-    held = {True: "yes", False: "no"}
     for source, table in (scores or {}).items():
         lines += [f"## Scores beside MLP BC ({source}, runs at the `{preset}` preset)", "",
                   "Scores are D4RL-normalised, the last checkpoint, mean ± std over seeds; 'within' means the "
                   "algorithm's mean is at or above the lower end of BC's 95% bootstrap interval over seeds; QGPO's "
                   "s = 1 against s = 0 is the paired difference over seeds with its interval.", ""]
-        lines += [markdown_table(table.assign(holds=table["holds"].map(lambda v: held.get(v, "—")))
-                                 .rename(columns={"holds": "holds?"})) if len(table) else "No runs.", ""]
+        lines += [claims_table(table) if len(table) else "No runs.", ""]
         tried = (variants or {}).get(source)
         if tried is not None and len(tried):
             lines += ["Variants in the same store: runs whose settings differ from the preset's beyond its budget, "
                       "each named by what differs. They are evidence for what moves a score, not the preset's.", "",
-                      markdown_table(tried.assign(holds=tried["holds"].map(lambda v: held.get(v, "")))
-                                     .rename(columns={"holds": "holds?"})), ""]
+                      claims_table(tried, unmeasured=""), ""]
     if df.empty:
         return write_page(out, lines, "No fitted-Q rows.")
     for (dataset, algorithm), g in df.groupby(["dataset", "algorithm"], sort=True):

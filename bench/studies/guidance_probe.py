@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from envs import catalog
 from policies.algorithms.qgpo import QGPO, energy_fit_by_time
+from bench.studies.mean_action import trained_policy
 from policies.core.checkpoint import load_checkpoint
 from policies.core.critics import probe_index, q_values
 
@@ -28,9 +28,7 @@ EDGE = 0.99  # an action component this close to the box's bound is on its edge
 def load_run(workdir: Path) -> tuple[QGPO, Any]:
     """A finished QGPO run with its critic and support actions restored beside its policy, and its dataset."""
     workdir = Path(workdir)
-    tag = load_checkpoint(workdir / "energy.pt", algorithm="qgpo", stage="energy")["dataset"]
-    ds = catalog.load_dataset(tag["id"], reward_transform=tag.get("reward_transform") or "none")
-    algo = QGPO.load(workdir, ds, device="cpu")
+    algo, ds = trained_policy(workdir, QGPO)
     for stage in ("support", "critic"):
         algo.restore(stage, load_checkpoint(workdir / f"{stage}.pt", algorithm=algo.owners(stage), stage=stage,
                                             dims=algo.dims))

@@ -56,11 +56,16 @@ def load_run(workdir: Path) -> tuple[Any, Any, dict[str, Any]]:
         raise FileNotFoundError(f"{workdir} has no config.json; give a run directory the harness made "
                                 "(RESULTS/ALGORITHM/DATASET/RUN)")
     config = json.loads((workdir / "config.json").read_text())
-    cls = registry.get(config["spec"].split()[0])
+    return (*trained_policy(workdir, registry.get(config["spec"].split()[0])), config.get("protocol", {}))
+
+
+def trained_policy(workdir: Path, cls: Any) -> tuple[Any, Any]:
+    """A finished run's policy, of algorithm class `cls`, on CPU, with the dataset as the run trained on it (the
+    reward transform its last policy stage's checkpoint records)."""
     last = cls.policy_stages[-1]
-    tag = load_checkpoint(workdir / f"{last}.pt", algorithm=("shared", cls.name), stage=last)["dataset"]
+    tag = load_checkpoint(Path(workdir) / f"{last}.pt", algorithm=("shared", cls.name), stage=last)["dataset"]
     ds = catalog.load_dataset(tag["id"], reward_transform=tag.get("reward_transform") or "none")
-    return cls.load(workdir, ds, device="cpu"), ds, config.get("protocol", {})
+    return cls.load(workdir, ds, device="cpu"), ds
 
 
 def with_acting(algo: Any, acting: dict[str, Any]) -> Any:
