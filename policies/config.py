@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import yaml
 
@@ -25,8 +25,17 @@ from policies.errors import ConfigError
 class Config:
     """Base of algorithm configs (frozen dataclasses): the dict form stored with checkpoints and results."""
 
+    # settings added after results were stored, each with the value every earlier run had: at that value a setting
+    # is left out of a run's identity and of its stages' fingerprints, so stores and checkpoints made before it
+    # still resume (as the protocol leaves out curve points when they are off)
+    LATER: ClassVar[Mapping[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """`to_dict` without the `LATER` settings that hold their earlier value: what names a run and its stages."""
+        return {k: v for k, v in self.to_dict().items() if not (k in self.LATER and v == self.LATER[k])}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Any:

@@ -68,3 +68,25 @@ def test_dict_round_trip_and_hash_are_stable():
     assert cfg.from_dict(Example, cfg.to_dict(e)) == e
     assert cfg.config_hash("qgpo", cfg.to_dict(e)) == cfg.config_hash("qgpo", cfg.to_dict(dataclasses.replace(e)))
     assert cfg.config_hash("qgpo", cfg.to_dict(e)) != cfg.config_hash("qgpo", cfg.to_dict(Example()))
+
+
+def test_a_later_setting_at_its_earlier_value_leaves_run_and_stage_names_alone():
+    """Stores and checkpoints made before `behaviour_lr_schedule` existed keep resuming; the other value names
+    new runs and new behaviour stages."""
+    from bench.harness.runner import RunSpec
+    from policies.algorithms.qgpo import QGPO
+
+    before = {"algorithm": "qgpo", "dataset": "toy/bandit-ring-v0", "seed": 0, "preset": "tiny"}
+    plain, cosine = RunSpec(**before), RunSpec(**before, overrides={"behaviour_lr_schedule": "cosine"})
+    assert "behaviour_lr_schedule" in plain.config().to_dict()  # stored with every run, for the record
+    assert "behaviour_lr_schedule" not in plain.config().identity()
+    legacy = {k: v for k, v in plain.config().to_dict().items() if k != "behaviour_lr_schedule"}
+    assert plain.config().identity() == legacy
+    assert plain.run_id() != cosine.run_id()
+    def made(spec: RunSpec) -> QGPO:
+        return QGPO(spec.config(), observation_dim=3, action_dim=2, action_low=-1.0, action_high=1.0)
+
+    assert "behaviour_lr_schedule" not in made(plain).fingerprint("behaviour")
+    assert made(cosine).fingerprint("behaviour")["behaviour_lr_schedule"] == "cosine"
+    with pytest.raises(ConfigError, match="behaviour_lr_schedule"):
+        RunSpec(**before, overrides={"behaviour_lr_schedule": "linear"}).config()

@@ -17,7 +17,7 @@ import torch
 from envs.dataset import OfflineDataset
 from envs.families import CONTINUING_FAMILIES, family
 from policies.base import Algorithm
-from policies.core.critics import critic_check, mc_probe, q_values
+from policies.core.critics import CriticProbe, q_values
 
 GAP_STATES = 1024  # probe states the policy acts on for the gap (a diffusion policy's acting is the costly part)
 
@@ -30,25 +30,22 @@ class CriticTrend:
     def __init__(self, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99):
         self.algo, self.ds, self.points = algo, ds, []
         self.gamma = getattr(algo.config, "gamma", gamma)
-        self._drawn = self._t = None
+        self._probe: CriticProbe | None = None
 
-    def probe(self) -> tuple[Any, tuple]:
-        if self._drawn is None:
-            t = self.ds.transitions
-            self._drawn = mc_probe(t, self.gamma, seed=getattr(self.algo.config, "seed", 0),
-                                   continuing=family(self.ds.id) in CONTINUING_FAMILIES)
-            self._t = t.to(getattr(self.algo, "device", torch.device("cpu")))
-        return self._t, self._drawn
+    def probe(self) -> CriticProbe:
+        """Drawn at the first reading, on the data where the algorithm keeps it."""
+        if self._probe is None:
+            t = self.ds.transitions.to(getattr(self.algo, "device", torch.device("cpu")))
+            self._probe = CriticProbe(t, self.gamma, seed=getattr(self.algo.config, "seed", 0),
+                                      continuing=family(self.ds.id) in CONTINUING_FAMILIES)
+        return self._probe
 
     def __call__(self, stage: str, step: int) -> dict[str, Any] | None:
         q = self.algo.q_function() if stage in self.algo.critic_stages else None
         if q is None:
             return None
-        t, drawn = self.probe()
-        check = critic_check(q, t, self.gamma, seed=getattr(self.algo.config, "seed", 0), drawn=drawn)
-        point = {"stage": stage, "step": step, **{k: check[k] for k in ("q_data_mean", "mc_correlation", "outside_bounds")}}
-        self.points.append(point)
-        return point
+        self.points.append(self.probe().point(q, stage=stage, step=step))
+        return self.points[-1]
 
 
 def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99,
@@ -57,12 +54,11 @@ def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset, gamma: fl
     q = algo.q_function()
     if q is not None:
         trend = trend or CriticTrend(algo, ds, gamma)
-        device_t, drawn = trend.probe()
-        check = out.get("critic") or critic_check(q, device_t, trend.gamma, seed=getattr(algo.config, "seed", 0),
-                                                  drawn=drawn)
+        probe = trend.probe()
+        check = out.get("critic") or probe.check(q)
         if not check.get("trend"):
             check = check | {"trend": trend.points}
-        out["critic"] = check | policy_gap(q, algo, device_t, drawn[0][:GAP_STATES])
+        out["critic"] = check | policy_gap(q, algo, probe.transitions, probe.rows[:GAP_STATES])
     data = ds.data_score()
     if data is not None:
         out["dataset"] = {"data_score": data[0], "how": data[1]}

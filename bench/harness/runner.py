@@ -157,7 +157,7 @@ class RunSpec:
 
     def run_id(self) -> str:
         return cfg_tools.config_hash(self.algorithm, self.dataset, catalog.fingerprint(self.dataset),
-                                     cfg_tools.to_dict(self.config()), self.protocol())
+                                     self.config().identity(), self.protocol())
 
     def directory(self, results: Path) -> Path:
         slug = self.dataset.replace("/", "_").replace(":", "_")

@@ -23,7 +23,7 @@ from bench.harness.provenance import code_version, made_by
 from bench.studies.official import code_root, describe, official_critic
 from envs.catalog import load_dataset
 from policies.algorithms.pretrain import td_loss
-from policies.core.critics import critic_check, mc_probe
+from policies.core.critics import CriticProbe
 from policies.algorithms.staged import SHARED
 from policies.core.checkpoint import load_checkpoint
 from policies.core.networks import TwinQ
@@ -58,7 +58,8 @@ def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_5
                           f"dataset now has {n}: regenerate the support stage")
     states, sup, nxt = torch.cat([t.observations, s["extra_states"]]), s["support"], s["next_index"]
     terminals = t.terminals.float()
-    idx, _, _ = mc_probe(t, gamma, probe, seed)  # the states critic_check reads, for the spread over support actions
+    reader = CriticProbe(t, gamma, seed=seed, probe=probe)
+    idx = reader.rows  # the states the check reads, for the spread over support actions
     torch.manual_seed(seed)
     ours = TwinQ(t.action_dim, t.obs_dim, OFFICIAL_WIDTH, 3)
     target, opt = copy.deepcopy(ours).requires_grad_(False), torch.optim.Adam(ours.parameters(), lr=3e-4)
@@ -86,7 +87,7 @@ def compare(official: Path, support: Path, steps: int = 30_000, every: int = 2_5
             if k % every == 0 or k == steps:
                 with torch.no_grad():
                     for name, (_, q) in critics.items():
-                        check = critic_check(q, t, gamma, probe, seed)
+                        check = reader.check(q)
                         q_sup = q(t.observations[idx], sup[idx]).double().numpy()
                         rows.append({"critic": name, "step": k, "q_data_mean": check["q_data_mean"],
                                      "spread_median": float(np.median(q_sup.max(1) - q_sup.min(1))),

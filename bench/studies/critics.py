@@ -23,7 +23,7 @@ import torch
 from envs import catalog
 from envs.families import CONTINUING_FAMILIES, family
 from policies import registry
-from policies.core.critics import critic_check, mc_probe
+from policies.core.critics import CriticProbe
 from policies.core.fqe import fit_fqe
 from policies.core.training import make_generator
 from bench.reports.render import claims_table, fmt, markdown_table, study_page, write_page
@@ -44,12 +44,12 @@ def fqe_rows(algorithm: str, dataset: str, seed: int, steps: int, preset: str = 
     if spec is None:
         return []
     t = ds.transitions
-    drawn = mc_probe(t, spec.gamma, seed=seed, continuing=family(dataset) in CONTINUING_FAMILIES)
+    probe = CriticProbe(t, spec.gamma, seed=seed, continuing=family(dataset) in CONTINUING_FAMILIES)
     rows: list[dict[str, Any]] = []
     began = time.perf_counter()
 
     def check(step: int, q: Callable) -> None:
-        c = critic_check(q, t, spec.gamma, seed=seed, drawn=drawn)
+        c = probe.check(q)
         rows.append({"algorithm": algorithm, "dataset": dataset, "seed": seed, "step": step,
                      "q_data_mean": c["q_data_mean"], "mc_return_mean": c["mc_return_mean"],
                      "mc_correlation": c["mc_correlation"], "low": c["value_bounds"][0], "high": c["value_bounds"][1],

@@ -17,17 +17,17 @@ import dataclasses
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from envs.families import CONTINUING_FAMILIES, family
 from policies import config as cfg_tools
-from policies.core.diffusion import DiffusionModel, fit_behaviour
+from policies.core.diffusion import LR_SCHEDULES, DiffusionModel, fit_behaviour
 from policies.errors import ConfigError
 from policies.core.acting import GuidedActor
 from policies.core.fqe import CriticSpec
-from policies.core.critics import (TAIL_TOLERANCE, critic_check, describe_check, mc_probe, probe_index,  # noqa: F401
+from policies.core.critics import (TAIL_TOLERANCE, CriticProbe, critic_check, describe_check, mc_probe, probe_index,  # noqa: F401
                                    q_values, value_bounds)
 from policies.core.networks import ScoreNet, TwinQ
 from policies.core.samplers import SamplerSpec
@@ -46,6 +46,9 @@ class PretrainConfig(cfg_tools.Config):
     behaviour_steps: int = 600_000
     behaviour_batch: int = 4096
     behaviour_lr: float = 1e-4
+    # "constant" (the official code's) or "cosine" (to 0 over behaviour_steps, as IDQL's actor): the last iterate
+    # of a constant rate carries its minibatch noise, which a short budget has no steps to average away
+    behaviour_lr_schedule: str = "constant"
     # stage 2: support actions
     support_m: int = 16  # 32 for AntMaze in the paper
     support_sampler: SamplerSpec = SamplerSpec()
@@ -68,6 +71,8 @@ class PretrainConfig(cfg_tools.Config):
     seed: int = 0
     device: str = "auto"
 
+    LATER: ClassVar[dict[str, Any]] = {"behaviour_lr_schedule": "constant"}
+
     def check_pretrain(self, algorithm: str) -> None:
         cfg_tools.check_bounds(
             self, algorithm, at_least_one=("q_hidden", "q_layers", "behaviour_batch", "support_m", "support_chunk", "q_batch"),
@@ -80,6 +85,9 @@ class PretrainConfig(cfg_tools.Config):
             raise ConfigError(f"{algorithm}: beta_q must be >= 0, got {self.beta_q}")
         if not isinstance(self.support_sampler, SamplerSpec):
             raise ConfigError(f"{algorithm}: support_sampler must be a SamplerSpec")
+        if self.behaviour_lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"{algorithm}: unknown behaviour_lr_schedule {self.behaviour_lr_schedule!r}; choose one of "
+                              f"{', '.join(LR_SCHEDULES)}")
 
 
 def pretrain_settings(config: PretrainConfig) -> dict[str, Any]:
@@ -112,7 +120,7 @@ PRETRAIN_PRESETS["quick"] = PretrainConfig(score_widths=(256, 128, 64), q_hidden
 
 PRETRAIN_STAGES = ("behaviour", "support", "critic")
 PRETRAIN_FIELDS = {
-    "behaviour": ("score_widths", "behaviour_steps", "behaviour_batch", "behaviour_lr", "seed"),
+    "behaviour": ("score_widths", "behaviour_steps", "behaviour_batch", "behaviour_lr", "behaviour_lr_schedule", "seed"),
     "support": ("support_m", "support_sampler", "support_clip"),
     "critic": ("q_hidden", "q_layers", "q_steps", "q_batch", "q_lr", "gamma", "tau", "beta_q", "interleave"),
 }
@@ -221,7 +229,8 @@ class PretrainedAlgorithm(StagedAlgorithm):
             if todo:
                 self.records["behaviour"] = fit_behaviour(
                     self.behaviour, t.observations, t.actions, steps=cfg.behaviour_steps, batch=cfg.behaviour_batch,
-                    lr=cfg.behaviour_lr, generator=stage_generator(cfg.seed, "behaviour", self.device),
+                    lr=cfg.behaviour_lr, lr_schedule=cfg.behaviour_lr_schedule,
+                    generator=stage_generator(cfg.seed, "behaviour", self.device),
                     fingerprint=self.fingerprint("behaviour"), workdir=workdir, hooks=hooks, progress=progress)
                 self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
 
@@ -292,10 +301,14 @@ class PretrainedAlgorithm(StagedAlgorithm):
         return bool(self.data_tag) and family(self.data_tag["id"]) in CONTINUING_FAMILIES
 
     def check_critic(self, t: Any) -> dict[str, Any]:
-        key = (id(t), len(t))
-        if getattr(self, "_probe", (None,))[0] != key:  # the probe and its returns, drawn once per dataset
-            self._probe = (key, mc_probe(t, self.config.gamma, seed=self.config.seed, continuing=self.continuing()))
-        return critic_check(self.q_target, t, self.config.gamma, seed=self.config.seed, drawn=self._probe[1])
+        return self.critic_probe(t).check(self.q_target)
+
+    def critic_probe(self, t: Any) -> CriticProbe:
+        """The probe of the data `t`, drawn once per dataset."""
+        probe = getattr(self, "_probe", None)
+        if probe is None or probe.transitions is not t:
+            self._probe = probe = CriticProbe(t, self.config.gamma, seed=self.config.seed, continuing=self.continuing())
+        return probe
 
     def checking(self, hooks: TrainHooks | None, stage: str, t: Any, trend: list[dict[str, Any]]) -> TrainHooks | None:
         """`hooks` with the critic check also made at each of the stage's evaluations, into `trend` (the critic's
@@ -307,13 +320,13 @@ class PretrainedAlgorithm(StagedAlgorithm):
 
         def on_eval(at: str, step: int) -> None:
             if at == stage:
-                check = self.check_critic(t)
-                trend.append({"step": step, **{k: check[k] for k in ("q_data_mean", "mc_correlation", "outside_bounds")}})
+                point = self.critic_probe(t).point(self.q_target, step=step)
+                trend.append(point)
                 if hooks.log:
-                    corr = check["mc_correlation"]
-                    hooks.log(f"{stage} step {step}: Q_0 on dataset actions {check['q_data_mean']:.1f}"
+                    corr = point["mc_correlation"]
+                    hooks.log(f"{stage} step {step}: Q_0 on dataset actions {point['q_data_mean']:.1f}"
                               + (f", correlation {corr:.2f}" if corr is not None else "")
-                              + (" -- OUTSIDE what the rewards allow" if check["outside_bounds"] else ""))
+                              + (" -- OUTSIDE what the rewards allow" if point["outside_bounds"] else ""))
             inner(at, step)
 
         return dataclasses.replace(hooks, on_eval=on_eval)

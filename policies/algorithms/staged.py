@@ -113,9 +113,9 @@ class StagedAlgorithm(Algorithm):
 
     def fingerprint(self, stage: str) -> dict[str, Any]:
         """The config fields `stage` and the stages before it depend on."""
-        mine = self.config.to_dict()
+        mine = self.config.identity()
         keys = [k for name in self.stages[: self.stages.index(stage) + 1] for k in self.stage_fields[name]]
-        return {k: mine[k] for k in keys}
+        return {k: mine[k] for k in keys if k in mine}
 
     def owners(self, stage: str) -> tuple[str, ...]:
         """Whose checkpoints of `stage` this algorithm restores (shared stages: anyone's)."""

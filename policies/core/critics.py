@@ -90,6 +90,30 @@ def critic_check(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], transi
             "returns": convention}
 
 
+class CriticProbe:
+    """The rows critics are read on and the data's returns there, drawn once (the returns cost a pass over the
+    data): every critic of a run, each point of one critic's course, and every FQE fit read the same rows."""
+
+    POINT_KEYS = ("q_data_mean", "mc_correlation", "outside_bounds")
+
+    def __init__(self, transitions: Any, gamma: float, seed: int = 0, continuing: bool = False, probe: int = 4096):
+        self.transitions, self.gamma, self.seed = transitions, gamma, seed
+        self.drawn = mc_probe(transitions, gamma, probe, seed, continuing)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self.drawn[0]
+
+    def check(self, q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+        """`critic_check` of `q` on the probe's rows."""
+        return critic_check(q, self.transitions, self.gamma, seed=self.seed, drawn=self.drawn)
+
+    def point(self, q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], **where: Any) -> dict[str, Any]:
+        """One point of a critic's course: `where` (stage, step) with the check's headline figures."""
+        check = self.check(q)
+        return {**where, **{k: check[k] for k in self.POINT_KEYS}}
+
+
 def describe_check(check: dict[str, Any]) -> str:
     """One line for the run's log."""
     lo, hi = check["value_bounds"]

@@ -23,20 +23,32 @@ class Guidance(Protocol):
     def grad_fn(self, states: torch.Tensor) -> GradFn: ...
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.Tensor, *, steps: int, batch: int,
                   lr: float, generator: torch.Generator, progress: bool = False, stage: str = "behaviour",
-                  workdir: Path | None = None, hooks: TrainHooks | None = None, fingerprint: Any = None) -> dict:
-    """Behaviour cloning by denoising score matching on random minibatches (Adam)."""
+                  workdir: Path | None = None, hooks: TrainHooks | None = None, fingerprint: Any = None,
+                  lr_schedule: str = "constant") -> dict:
+    """Behaviour cloning by denoising score matching on random minibatches (Adam; `lr_schedule` "cosine": the
+    rate decays to 0 over `steps`)."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if lr_schedule == "cosine" else None
     n = actions.shape[0]
 
     def step(_: int) -> torch.Tensor:
         i = torch.randint(n, (batch,), device=actions.device, generator=generator)
-        return optimiser_step(opt, model.loss(actions[i], states[i], generator))
+        loss = optimiser_step(opt, model.loss(actions[i], states[i], generator))
+        if decay is not None:
+            decay.step()
+        return loss
 
     model.train()
+    state = {"model": model, "optimizer": opt, "generator": generator} | ({"decay": decay} if decay else {})
     return run_steps(step, steps, stage, progress=progress, workdir=workdir, hooks=hooks, fingerprint=fingerprint,
-                     state={"model": model, "optimizer": opt, "generator": generator})
+                     state=state)
 
 
 class DiffusionModel(nn.Module):
