@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
 from envs.errors import DatasetError
+from envs.mujoco_warnings import quiet_mujoco_warnings
 from envs.families import CONTINUING_FAMILIES, family
 from envs.scores import normalized_score
 from envs.transitions import Transitions, transform_rewards
@@ -109,6 +110,7 @@ class OfflineDataset:
 
 
 def _make(dataset: OfflineDataset, build):
+    quiet_mujoco_warnings()
     if dataset.eval_env_spec is None:
         raise DatasetError(
             f"{dataset.id}: no evaluation environment is known for this dataset"

@@ -198,3 +198,29 @@ def test_a_dataset_in_minaris_official_mujoco_format_loads_with_its_references(s
     score, how = ds.data_score()
     assert score == pytest.approx(float(np.mean(100 * (raw + 20.3) / (3234.3 + 20.3))), rel=1e-5)
     assert f"{len(buffers)} episodes" in how
+
+
+def test_mujoco_warnings_come_once_through_python_not_per_env_on_stderr(capfd):
+    """gymnasium's HalfCheetah asset makes MuJoCo warn at every build; a run's log must not carry one line per env."""
+    import warnings
+
+    import mujoco
+
+    from envs.mujoco_warnings import MujocoWarning, quiet_mujoco_warnings
+
+    before = mujoco.get_mju_user_warning()
+    try:
+        mujoco.set_mju_user_warning(None)
+        quiet_mujoco_warnings()
+        with pytest.warns(MujocoWarning, match="raised here"):
+            mujoco.get_mju_user_warning()("raised here\n")
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            for _ in range(3):
+                gym.make("HalfCheetah-v5").close()
+        assert "WARNING:" not in capfd.readouterr().err
+        mine = mujoco.get_mju_user_warning()
+        quiet_mujoco_warnings()  # a handler already there is kept
+        assert mujoco.get_mju_user_warning() is mine
+    finally:
+        mujoco.set_mju_user_warning(before)

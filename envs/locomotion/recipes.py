@@ -30,6 +30,7 @@ from minari.data_collector import EpisodeBuffer
 from tqdm import tqdm
 
 from envs.errors import DatasetError
+from envs.mujoco_warnings import quiet_mujoco_warnings
 from envs.locomotion.actor import SquashedGaussianActor, check_spaces, load_actor
 from envs.locomotion.sac import ENVS, d4rl_references, env_id
 from envs.scores import normalized_score
@@ -145,6 +146,7 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
                            f"the medium one, {index['medium']}, D4RL score {score:.1f}), so there is no expert data to "
                            f"roll out; train further (`diffbench policies train {recipe.env} --steps N` resumes a run) "
                            f"and pick again (`diffbench policies pick {recipe.env} --run DIR`)")
+    quiet_mujoco_warnings()
     env = gym.make(recipe.env_id)
     rng = np.random.default_rng(seed)
     buffers: list[EpisodeBuffer] = []

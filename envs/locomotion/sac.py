@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from envs.errors import DatasetError
+from envs.mujoco_warnings import quiet_mujoco_warnings
 from envs.locomotion.actor import SquashedGaussianActor, from_sb3, save_actor
 from envs.scores import d4rl_reference_table, normalized_score
 
@@ -64,6 +65,7 @@ class SacSettings:
 
 def rollout_return(actor: SquashedGaussianActor, env_name: str, episodes: int, seed: int) -> np.ndarray:
     """Undiscounted returns of the actor's stochastic actions (as the datasets record them), env i seeded seed + i."""
+    quiet_mujoco_warnings()
     env = gym.make(env_id(env_name))
     rng = np.random.default_rng(seed)
     out = []
@@ -91,6 +93,7 @@ def quiet(model):
 def _model(env_name: str, settings: SacSettings):
     from stable_baselines3 import SAC  # imported here: only training needs it
 
+    quiet_mujoco_warnings()
     env = gym.make(env_id(env_name))
     return quiet(SAC("MlpPolicy", env, seed=settings.seed, learning_starts=settings.learning_starts, device="cpu",
                      verbose=0))
