@@ -48,7 +48,11 @@ def test_the_study_tables_each_budget_with_its_cost_and_where_its_curve_ended(ti
     qgpo = table[table["algorithm"] == "qgpo"]
     assert sorted(qgpo["scale"].unique()) == [0.0, 1.0]  # diffusion BC and the exact tilt, both at every budget
     flat = budgets.flattened_at(table)
-    assert set(flat["flat_from"]) <= {0.5, 1.0} and len(flat) == 3
+    assert set(flat["flat_from"]) <= {0.5, 1.0} and len(flat) == 3 and (flat["budgets"] == 2).all()
+    one = budgets.flattened_at(table[table["factor"] == 1.0])
+    assert (one["budgets"] == 1).all()  # a single budget says nothing of where the curve flattens
+    one_page = budgets.write(table[table["factor"] == 1.0], tmp_path / "one.md", "cmd", "code", "hw", "tiny").read_text()
+    assert "not judged (×1 only)" in one_page
     code = main(["budgets", "--algorithms", "bc", "--datasets", TINY_ID, "--preset", "tiny", "--factors", "0.5,1",
                  "--seeds", "0,1", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "budgets.md"), "--no-run"])
     text = (tmp_path / "budgets.md").read_text()

@@ -133,8 +133,12 @@ def curves_figure(table: pd.DataFrame):
             ax.set_title(f"{name}, {dataset.split('/')[1]}/{dataset.split('/')[2]}", fontsize="small")
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize="x-small")
+            if mine.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, fontsize="small")
         line[0].set_ylabel("normalised score", fontsize="small")
-        line[0].legend(fontsize="x-small")
+        drawn = [ax for ax in line if ax.lines]
+        if drawn:  # the legend on the panel with the most budgets (a row's first dataset may have none)
+            max(drawn, key=lambda ax: len(ax.lines)).legend(fontsize="x-small")
     fig.tight_layout()
     return fig
 
@@ -177,7 +181,7 @@ def _factor(run: pd.Series, preset: str) -> float | None:
 def flattened_at(table: pd.DataFrame) -> pd.DataFrame:
     """Per algorithm entry (without its budget) and dataset: the smallest budget whose mean is within the largest
     budget's seed spread (one std, or the report's FLAT_TOLERANCE if larger) of the largest budget's mean: past it,
-    more training did not move the score."""
+    more training did not move the score. `budgets`: how many were run (one cannot show where a curve flattens)."""
     rows = []
     for (algorithm, scale, dataset), g in table.groupby(["algorithm", "scale", "dataset"], dropna=False):
         g = g.sort_values("factor")
@@ -185,7 +189,7 @@ def flattened_at(table: pd.DataFrame) -> pd.DataFrame:
         spread = max(top["std"] if pd.notna(top["std"]) else 0.0, reports.FLAT_TOLERANCE)
         within = g[(g["mean"] - top["mean"]).abs() <= spread]
         rows.append({"algorithm": algorithm, "scale": scale, "dataset": dataset, "largest": top["factor"],
-                     "flat_from": float(within["factor"].min()), "largest_flat": top["flat"]})
+                     "flat_from": float(within["factor"].min()), "largest_flat": top["flat"], "budgets": len(g)})
     return pd.DataFrame(rows)
 
 
@@ -225,8 +229,9 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
         lines += [markdown_table(shown), ""]
         mine = flat[flat["algorithm"] == algorithm]
         lines += ["Flat from: " + "; ".join(
-            f"{d.split('/')[1]}/{d.split('/')[2]}" + (f" s={s:g}" if pd.notna(s) else "") + f" ×{f:g}"
-            for d, s, f in zip(mine["dataset"], mine["scale"], mine["flat_from"])) + ".", ""]
+            f"{d.split('/')[1]}/{d.split('/')[2]}" + (f" s={s:g}" if pd.notna(s) else "")
+            + (f" ×{f:g}" if n > 1 else f" not judged (×{f:g} only)")
+            for d, s, f, n in zip(mine["dataset"], mine["scale"], mine["flat_from"], mine["budgets"])) + ".", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     if not table.attrs.get("curves", pd.DataFrame()).empty:
         figure = out.with_suffix(".png")
