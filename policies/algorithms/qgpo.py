@@ -298,8 +298,8 @@ class QGPO(PretrainedAlgorithm):
         """Interleaved, the critic stage trains f_phi too, so its checkpoint depends on f_phi's settings."""
         out = super().fingerprint(stage)
         if self.config.interleave and stage == "critic":
-            mine = self.config.to_dict()
-            out |= {k: mine[k] for k in _STAGE_FIELDS["energy"] if k != "energy_steps"}
+            mine = self.config.identity()  # as the base fingerprint reads it: LATER settings at their old value left out
+            out |= {k: mine[k] for k in _STAGE_FIELDS["energy"] if k != "energy_steps" and k in mine}
         return out
 
     # -- training
