@@ -56,6 +56,10 @@ class Algorithm(ABC):
         for the harness's critic check; None for an algorithm without one."""
         return None
 
+    def critic_discount(self) -> float:
+        """The discount `q_function` values returns at (the critic check's Monte-Carlo returns and reward range)."""
+        return float(getattr(self.config, "gamma", 0.99))
+
     def critic_spec(self) -> "CriticSpec | None":
         """How this algorithm builds and trains its critic, for fitted-Q evaluation of the behaviour policy with it
         (`policies.core.fqe`); read on a freshly built algorithm. None for an algorithm without a critic."""

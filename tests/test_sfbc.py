@@ -43,6 +43,28 @@ def test_sfbc_shares_qgpos_behaviour_and_support_stages(umaze, tmp_path):
     assert record["resumed"] == ["behaviour", "support"]
 
 
+def test_sfbcs_returns_network_is_read_as_a_critic_in_return_units_and_keeps_its_scale_across_a_restore(umaze, tmp_path):
+    """The harness's critic check reads SfBC's Q_phi beside the data's returns (issue 40): after round 0 alone it
+    is a regression onto the Monte-Carlo returns, so in return units it must match them in mean and rank; read
+    in normalised units (a missing or stale scale) its mean would be near 0, far from returns of order 1."""
+
+    config = tiny(rounds=1, round_steps=600, returns_batch=256, plan_gamma=0.9)
+    algo = SfBC.for_dataset(umaze, config)
+    algo.fit(umaze, tmp_path)
+    t = umaze.transitions
+    mc = planned_returns(t.rewards, torch.full_like(t.rewards, -math.inf), t.return_streams(algo.config.continuing), 0.9)
+    with torch.no_grad():
+        q = algo.q_function()(t.observations, t.actions)
+    assert algo.critic_discount() == 0.9
+    assert abs(q.mean() - mc.mean()) < 0.1 * mc.std(), (q.mean(), mc.mean(), mc.std())
+    assert torch.corrcoef(torch.stack([q, mc]))[0, 1] > 0.8
+    again = SfBC.for_dataset(umaze, config)
+    record = again.fit(umaze, tmp_path)
+    assert "returns" in record["resumed"]
+    with torch.no_grad():
+        assert torch.allclose(again.q_function()(t.observations, t.actions), q)
+
+
 def test_the_paper_preset_takes_the_official_per_domain_settings():
     assert SfBC.domain_overrides("paper", "locomotion") == {"keep": 4}
     assert SfBC.domain_overrides("paper", "antmaze") == {"round_steps": 48_800}

@@ -3,8 +3,9 @@ algorithm with a critic, how far its policy's actions sit above the data's in th
 own score (the report's reference row).
 
 The critic check (`policies.core.critics.critic_check`) reads any Q(s, a) the same way, so IQL's, TD3+BC's,
-Diffusion-QL's and IDQL's critics are read as QGPO's Q_0 is. The gap Q(s, pi(s)) - Q(s, a_data) is the critic's
-own estimate of the policy's improvement over the data: large where the policy exploits the critic's errors.
+Diffusion-QL's and IDQL's critics, and SfBC's returns network, are read as QGPO's Q_0 is. The gap
+Q(s, pi(s)) - Q(s, a_data) is the critic's own estimate of the policy's improvement over the data: large where
+the policy exploits the critic's errors.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ class CriticTrend:
     keeps climbing, or leaves the range the rewards allow, and when. (QGPO's shared critic records its own course
     along its critic stage; this one serves every other critic.)"""
 
-    def __init__(self, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99):
+    def __init__(self, algo: Algorithm, ds: OfflineDataset):
         self.algo, self.ds, self.points = algo, ds, []
-        self.gamma = getattr(algo.config, "gamma", gamma)
+        self.gamma = algo.critic_discount()
         self._probe: CriticProbe | None = None
 
     def probe(self) -> CriticProbe:
@@ -48,12 +49,12 @@ class CriticTrend:
         return self.points[-1]
 
 
-def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset, gamma: float = 0.99,
+def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset,
                     trend: CriticTrend | None = None) -> dict[str, Any]:
     out = {stage: r["check"] for stage, r in record["stages"].items() if "check" in r}
     q = algo.q_function()
     if q is not None:
-        trend = trend or CriticTrend(algo, ds, gamma)
+        trend = trend or CriticTrend(algo, ds)
         probe = trend.probe()
         check = out.get("critic") or probe.check(q)
         if not check.get("trend"):

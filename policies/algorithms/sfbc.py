@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -126,6 +126,7 @@ class SfBC(PretrainedAlgorithm):
     presets = PRESETS
     curve_stages = ("returns",)
     stages = ("behaviour", "support", "returns")
+    critic_stages = ("returns",)  # its Q_phi, in return units, read by the harness's critic check as any critic
     stage_fields = STAGE_FIELDS
     policy_stages = ("behaviour", "returns")
 
@@ -153,6 +154,19 @@ class SfBC(PretrainedAlgorithm):
             states = states.unsqueeze(1).expand(-1, actions.shape[1], -1)
         return self.returns_q(torch.cat([states, actions], -1)).squeeze(-1)
 
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """Q_phi mapped back to returns by the current round's target scale (live while the stage trains, kept
+        in its checkpoint after); None before the stage, or restored from a checkpoint that predates the scale."""
+        live = getattr(self, "_targets", None)
+        scale = torch.stack([live.mean, live.std]) if live is not None else getattr(self, "_scale", None)
+        if scale is None:
+            return None
+        mean, std = scale.to(self.device).unbind()
+        return lambda states, actions: self.returns_value(states, actions) * std + mean
+
+    def critic_discount(self) -> float:
+        return self.config.plan_gamma
+
     def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
             hooks: TrainHooks | None = None) -> dict[str, Any]:
         self.check_dataset(dataset)
@@ -163,7 +177,7 @@ class SfBC(PretrainedAlgorithm):
         with self.stage("returns", workdir, hooks) as todo:
             if todo:
                 self.records["returns"] = self.train_returns(t, workdir, hooks, progress)
-                self.save(workdir, "returns", {"returns_q": self.returns_q.state_dict()})
+                self.save(workdir, "returns", {"returns_q": self.returns_q.state_dict(), "return_scale": self._scale})
         self._support = {}
         return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
 
@@ -171,7 +185,7 @@ class SfBC(PretrainedAlgorithm):
         cfg, n = self.config, t.observations.shape[0]
         support = self._support["support"][:n]  # the dataset states' rows
         streams = t.return_streams(cfg.continuing)
-        targets = ReturnTargets(n).to(self.device)
+        targets = self._targets = ReturnTargets(n).to(self.device)
         targets.set(planned_returns(t.rewards, torch.full_like(t.rewards, -torch.inf), streams, cfg.plan_gamma))
         opt = torch.optim.Adam(self.returns_q.parameters(), lr=cfg.returns_lr)
         gen = stage_generator(cfg.seed, "returns", self.device)
@@ -192,9 +206,11 @@ class SfBC(PretrainedAlgorithm):
             return optimiser_step(opt, (self.returns_value(t.observations[j], t.actions[j]) - targets.normalised(j)).pow(2).mean())
 
         self.returns_q.train()
-        return run_steps(step, cfg.rounds * cfg.round_steps, "returns (sfbc)", progress=progress, workdir=workdir,
-                         hooks=hooks, fingerprint=self.fingerprint("returns"),
-                         state={"returns_q": self.returns_q, "targets": targets, "optimizer": opt, "generator": gen})
+        record = run_steps(step, cfg.rounds * cfg.round_steps, "returns (sfbc)", progress=progress, workdir=workdir,
+                           hooks=hooks, fingerprint=self.fingerprint("returns"),
+                           state={"returns_q": self.returns_q, "targets": targets, "optimizer": opt, "generator": gen})
+        self._scale, self._targets = torch.stack([targets.mean, targets.std]).cpu(), None
+        return record
 
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:
@@ -215,3 +231,4 @@ class SfBC(PretrainedAlgorithm):
     def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
         if not self.restore_pretrained(stage, ckpt):
             self.returns_q.load_state_dict(ckpt["returns_q"])
+            self._scale = ckpt.get("return_scale")
