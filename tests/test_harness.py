@@ -283,6 +283,21 @@ def test_the_committed_fine_tuning_sweeps_share_their_stages_with_qgpo(tmp_path,
     assert paths["qgpo", 0] != paths["qgpo", 1] and None not in paths[other, 0]
 
 
+def test_sfbcs_returns_network_is_checked_along_its_rounds_as_a_critic(tiny_pointmaze, tmp_path):
+    """SfBC's Q_phi has no TD critic stage, but it is the critic that picks its actions: a run records its check
+    at each curve point of the returns stage and at the end, at SfBC's own discount (plan_gamma)."""
+    s = RunSpec(algorithm="sfbc", dataset=TINY_ID, preset="tiny", overrides={"device": "cpu", "plan_gamma": 0.9},
+                episodes=2, curve_points=3, curve_episodes=1)
+    out = run_all([s], tmp_path)
+    assert out["finished"], [r.error for r in out["failed"]]
+    critic = json.loads(ResultsStore(tmp_path).table("runs").iloc[0].diagnostics)["critic"]
+    assert [p["stage"] for p in critic["trend"]] == ["returns"] * 2 and "policy_gap_mean" in critic
+    from envs.catalog import load_dataset
+
+    r_max = float(load_dataset(TINY_ID).transitions.rewards.max())  # the range the rewards allow, at gamma 0.9
+    assert critic["value_bounds"][1] == pytest.approx(r_max / (1 - 0.9), rel=1e-4) and np.isfinite(critic["q_data_mean"])
+
+
 def test_every_critic_is_checked_and_its_policys_gap_over_the_data_read(tiny_pointmaze, tmp_path):
     """A run of an algorithm with a critic (TD3+BC here) records the critic check the shared critic's stage makes,
     in the family's return convention, and Q(s, pi(s)) - Q(s, a_data); the gap is exact on a known critic."""
