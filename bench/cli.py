@@ -213,16 +213,17 @@ def cmd_critics(args) -> int:
                                               f"Q {r['q_data_mean']:.1f} against {r['mc_return_mean']:.1f}, "
                                               f"correlation {r['mc_correlation'] if r['mc_correlation'] is None else round(r['mc_correlation'], 2)}",
                                               flush=True))
-    scores, variants = {}, {}
+    scores, variants, checks = {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for i, where in enumerate(w for w in (args.scores or "").split(",") if w):
             store = _existing_store(where)
             scores[where] = critics.score_rows(store, args.preset, Path(scratch) / str(i))
+            checks[where] = critics.run_checks(store, args.preset, Path(scratch) / f"{i}-checks")
             variants[where] = competence.variant_checks(competence.variants(store, args.preset,
                                                                             Path(scratch) / f"{i}-variants"))
     command = "diffbench critics " + " ".join(sys.argv[2:])
     return _wrote([critics.write(df, Path(args.out), command, code_version(), hardware(), args.preset, scores,
-                                 _notes(args.notes), variants)])
+                                 _notes(args.notes), variants, checks)])
 
 
 def _notes(path: str | None) -> list[str] | None:

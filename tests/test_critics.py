@@ -128,7 +128,7 @@ def test_the_critics_study_keeps_each_fit_and_resumes_without_making_it_again(ti
 
 def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
     """BC at 30 ± 1; TD3+BC at 35 (above BC's interval), IQL at 10 (below it); QGPO s = 1 two points under s = 0 on
-    every seed (the paired interval below zero)."""
+    every seed (the paired interval below zero); SfBC's returns network's check, read in its runs, beside them."""
     from bench.harness.store import ResultsStore, RunResult
     from bench.studies import critics
 
@@ -136,12 +136,15 @@ def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
     hopper = "diffbench/hopper/medium-small-v0"
     for seed, bc in enumerate((29.0, 30.0, 31.0)):
         for algo, scores in (("bc", {None: bc}), ("td3bc", {None: bc + 5}), ("iql", {None: 10.0 + seed}),
-                             ("qgpo", {0.0: bc, 1.0: bc - 2})):
+                             ("qgpo", {0.0: bc, 1.0: bc - 2}), ("sfbc", {None: bc})):
+            check = {"q_data_mean": 150.0 + seed, "value_bounds": [0.1, 565.6], "outside_bounds": False,
+                     "mc_return_mean": 166.0, "mc_correlation": 0.8, "returns": "episodes", "policy_gap_mean": 1.0}
             final = [{"variant": "default" if s is None else f"guidance_scale={s:g}", "guidance_scale": s,
                       "episode": i, "return": v, "length": 10, "score": v} for s, v in scores.items() for i in range(2)]
             store.record(RunResult(run_id=f"{algo}-{seed}", algorithm=algo, dataset=hopper, seed=seed, preset="cpu",
                                    config=registry.make_config(algo, "cpu", {"seed": seed}).to_dict(), started=0.0,
-                                   finished=60.0, gradient_steps=10, hardware={"torch_threads": 1}, final=final))
+                                   finished=60.0, gradient_steps=10, hardware={"torch_threads": 1}, final=final,
+                                   diagnostics={"critic": check} if algo == "sfbc" else {}))
     table = critics.score_rows(store, "cpu", tmp_path / "scratch")
     rows = {r["check"]: r for r in table.to_dict("records")}
     assert bool(rows["td3bc within MLP BC's 95% interval or above"]["holds"])
@@ -150,8 +153,10 @@ def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
     assert not paired["holds"] and paired["figure"].startswith("s = 1 − s = 0: -2.0")
     tried = pd.DataFrame([{"variant": "reward_transform=none", "check": "td3bc score", "dataset": hopper,
                            "figure": "12.0", "holds": None}])
+    inside = critics.run_checks(store, "cpu", tmp_path / "scratch-checks")
     page = critics.write(pd.DataFrame(), tmp_path / "c.md", "diffbench critics", "abc", "here", "cpu",
-                         {"store": table}, variants={"store": tried}).read_text()
+                         {"store": table}, variants={"store": tried}, checks={"store": inside}).read_text()
+    assert "| diffbench/hopper/medium-small-v0 | sfbc[cpu] | 3 | 151.0 | [0.1, 565.6] | 166.0 | 0.80 | 0 | episodes | 1.0 |" in page
     assert "| reward_transform=none | td3bc score | diffbench/hopper/medium-small-v0 | 12.0 |  |" in page
     assert "| td3bc within MLP BC's 95% interval or above | diffbench/hopper/medium-small-v0 | 35.0 ± 1.0" in page
 

@@ -84,16 +84,7 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "change": pl["change"].map(fmt), "seeds' spread": pl["seed_spread"].map(fmt),
             "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
     if not report.critic.empty:
-        cr = report.critic
-        out["Critic check: each critic's Q on dataset actions, and its policy's gap over them"] = pd.DataFrame({
-            "dataset": cr["dataset"], "entry": cr["entry"], "runs": cr["runs"], "Q_0 (mean)": cr["q_data_mean"].map(fmt),
-            "the rewards allow": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(cr["low"], cr["high"])],
-            "data's discounted return": cr["mc_return_mean"].map(fmt),
-            "correlation with it": cr["mc_correlation"].map(lambda v: fmt(v, 2)),
-            "runs outside (diverged)": cr["outside"], "returns over": cr["returns"],
-            "Q(s, π(s)) − Q(s, a_data)": cr["policy_gap"].map(fmt),
-            "Q_0 along training (first → middle → last check)": cr["course"],
-            "first left the range": cr["left_range"]})
+        out["Critic check: each critic's Q on dataset actions, and its policy's gap over them"] = critic_frame(report.critic)
     if not report.guidance.empty:
         gu = report.guidance
         out["Guidance check: what the CEP target left f_phi to learn (means over runs)"] = pd.DataFrame({
@@ -115,6 +106,19 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "protocol": "checkpoint " + ref["checkpoint"] + ", " + ref["episodes"] + " episodes, scale " + ref["scale_selection"],
             "source": ref["source"] + ", " + ref["table"].astype(str), "dataset version": ref["dataset_version"]})
     return out
+
+
+def critic_frame(cr: pd.DataFrame) -> pd.DataFrame:
+    """The runs' critic checks (`bench.reports.critic.critic_checks`) as a table's cells."""
+    return pd.DataFrame({
+        "dataset": cr["dataset"], "entry": cr["entry"], "runs": cr["runs"], "Q_0 (mean)": cr["q_data_mean"].map(fmt),
+        "the rewards allow": [f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(cr["low"], cr["high"])],
+        "data's discounted return": cr["mc_return_mean"].map(fmt),
+        "correlation with it": cr["mc_correlation"].map(lambda v: fmt(v, 2)),
+        "runs outside (diverged)": cr["outside"], "returns over": cr["returns"],
+        "Q(s, π(s)) − Q(s, a_data)": cr["policy_gap"].map(fmt),
+        "Q_0 along training (first → middle → last check)": cr["course"],
+        "first left the range": cr["left_range"]})
 
 
 def study_page(title: str, command: str, code: str, hardware: str, preamble: str) -> list[str]:

@@ -26,9 +26,11 @@ from policies import registry
 from policies.core.critics import CriticProbe
 from policies.core.fqe import fit_fqe
 from policies.core.training import make_generator
-from bench.reports.render import claims_table, fmt, markdown_table, study_page, write_page
+from bench.reports.render import claims_table, critic_frame, fmt, markdown_table, study_page, write_page
 
-ALGORITHMS = ("td3bc", "iql", "diffusion_ql", "idql", "qgpo")
+ALGORITHMS = ("td3bc", "iql", "diffusion_ql", "idql", "sfbc", "qgpo")
+# SfBC's critic is a regression onto returns, not a TD critic: its round 0 is the Monte-Carlo evaluation of the
+# behaviour policy itself, so it has no fitted-Q row; its runs' own checks (`run_checks`) stand beside the others'.
 DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0")
 
 
@@ -105,6 +107,16 @@ def study(algorithms: Sequence[str], datasets: Sequence[str], seeds: Sequence[in
     return stored[keep].reset_index(drop=True)
 
 
+def run_checks(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
+    """The critic check each run at `preset`'s own budget recorded at its end (`bench.reports.critic`), per dataset
+    and entry: the critic its algorithm acted with, on the same data and in the same convention as the FQE rows."""
+    from bench.reports import report as reports
+    from bench.studies import competence
+
+    report = reports.build(competence.at_preset(store, preset, scratch))
+    return report.critic if not report.empty else pd.DataFrame()
+
+
 def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
     """The claims issue 40 makes of each critic's algorithm, from a results store's runs at `preset`'s own budget:
     at or above MLP BC's 95% interval (the competence checks' criterion), and for QGPO s = 1 against its own
@@ -138,7 +150,7 @@ def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
 
 def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, preset: str,
           scores: dict[str, pd.DataFrame] | None = None, notes: list[str] | None = None,
-          variants: dict[str, pd.DataFrame] | None = None) -> Path:
+          variants: dict[str, pd.DataFrame] | None = None, checks: dict[str, pd.DataFrame] | None = None) -> Path:
     lines = study_page("Critics on the locomotion data: what each critic learns of the behaviour policy, and what "
                        "its algorithm scores beside BC", command, code, hardware,
                        f"Each algorithm's critic as it builds and trains it at the `{preset}` preset (network, state "
@@ -155,6 +167,11 @@ def write(df: pd.DataFrame, out: Path, command: str, code: str, hardware: str, p
                   "algorithm's mean is at or above the lower end of BC's 95% bootstrap interval over seeds; QGPO's "
                   "s = 1 against s = 0 is the paired difference over seeds with its interval.", ""]
         lines += [claims_table(table) if len(table) else "No runs.", ""]
+        inside = (checks or {}).get(source)
+        if inside is not None and len(inside):
+            lines += ["The critic each run acted with, read at its end by the same check as the fitted-Q rows below "
+                      "(means over runs; SfBC's is its returns network in return units, after its last round of "
+                      "in-sample planning):", "", markdown_table(critic_frame(inside)), ""]
         tried = (variants or {}).get(source)
         if tried is not None and len(tried):
             lines += ["Variants in the same store: runs whose settings differ from the preset's beyond its budget, "
