@@ -30,7 +30,9 @@ from envs import families
 
 BUDGET_MINUTES = 15.0
 DATA_MARGIN = 10.0
-CRITIC_BASELINES = ("diffusion_ql", "idql")
+# the diffusion methods that act through a critic, held to MLP BC on the critics' datasets: the issue's two, and
+# SfBC, which selects among the shared behaviour model's samples by its returns network
+CRITIC_BASELINES = ("diffusion_ql", "idql", "sfbc")
 CRITIC_DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0")
 
 
