@@ -217,8 +217,7 @@ def cmd_critics(args) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for i, where in enumerate(w for w in (args.scores or "").split(",") if w):
             store = _existing_store(where)
-            scores[where] = critics.score_rows(store, args.preset, Path(scratch) / str(i))
-            checks[where] = critics.run_checks(store, args.preset, Path(scratch) / f"{i}-checks")
+            scores[where], checks[where] = critics.store_rows(store, args.preset, Path(scratch) / str(i))
             variants[where] = competence.variant_checks(competence.variants(store, args.preset,
                                                                             Path(scratch) / f"{i}-variants"))
     command = "diffbench critics " + " ".join(sys.argv[2:])

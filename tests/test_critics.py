@@ -145,7 +145,7 @@ def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
                                    config=registry.make_config(algo, "cpu", {"seed": seed}).to_dict(), started=0.0,
                                    finished=60.0, gradient_steps=10, hardware={"torch_threads": 1}, final=final,
                                    diagnostics={"critic": check} if algo == "sfbc" else {}))
-    table = critics.score_rows(store, "cpu", tmp_path / "scratch")
+    table, inside = critics.store_rows(store, "cpu", tmp_path / "scratch")
     rows = {r["check"]: r for r in table.to_dict("records")}
     assert bool(rows["td3bc within MLP BC's 95% interval or above"]["holds"])
     assert not rows["iql within MLP BC's 95% interval or above"]["holds"]
@@ -153,7 +153,6 @@ def test_the_critics_page_sets_each_critics_score_beside_bc(tmp_path):
     assert not paired["holds"] and paired["figure"].startswith("s = 1 − s = 0: -2.0")
     tried = pd.DataFrame([{"variant": "reward_transform=none", "check": "td3bc score", "dataset": hopper,
                            "figure": "12.0", "holds": None}])
-    inside = critics.run_checks(store, "cpu", tmp_path / "scratch-checks")
     page = critics.write(pd.DataFrame(), tmp_path / "c.md", "diffbench critics", "abc", "here", "cpu",
                          {"store": table}, variants={"store": tried}, checks={"store": inside}).read_text()
     assert "| diffbench/hopper/medium-small-v0 | sfbc[cpu] | 3 | 151.0 | [0.1, 565.6] | 166.0 | 0.80 | 0 | episodes | 1.0 |" in page

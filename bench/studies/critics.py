@@ -30,7 +30,7 @@ from bench.reports.render import claims_table, critic_frame, fmt, markdown_table
 
 ALGORITHMS = ("td3bc", "iql", "diffusion_ql", "idql", "sfbc", "qgpo")
 # SfBC's critic is a regression onto returns, not a TD critic: its round 0 is the Monte-Carlo evaluation of the
-# behaviour policy itself, so it has no fitted-Q row; its runs' own checks (`run_checks`) stand beside the others'.
+# behaviour policy itself, so it has no fitted-Q row; its runs' own checks (`store_rows`) stand beside the others'.
 DATASETS = ("diffbench/hopper/medium-small-v0", "diffbench/walker2d/medium-small-v0")
 
 
@@ -107,28 +107,27 @@ def study(algorithms: Sequence[str], datasets: Sequence[str], seeds: Sequence[in
     return stored[keep].reset_index(drop=True)
 
 
-def run_checks(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
-    """The critic check each run at `preset`'s own budget recorded at its end (`bench.reports.critic`), per dataset
-    and entry: the critic its algorithm acted with, on the same data and in the same convention as the FQE rows."""
-    from bench.reports import report as reports
-    from bench.studies import competence
-
-    report = reports.build(competence.at_preset(store, preset, scratch))
-    return report.critic if not report.empty else pd.DataFrame()
-
-
-def score_rows(store: Any, preset: str, scratch: Path) -> pd.DataFrame:
-    """The claims issue 40 makes of each critic's algorithm, from a results store's runs at `preset`'s own budget:
-    at or above MLP BC's 95% interval (the competence checks' criterion), and for QGPO s = 1 against its own
-    s = 0, paired over seeds, with Q_0 in range."""
+def store_rows(store: Any, preset: str, scratch: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the claims, the runs' critic checks) of a results store's runs at `preset`'s own budget, from one copy of
+    them and one report."""
     from bench.reports import report as reports
     from bench.studies import competence
 
     at = competence.at_preset(store, preset, scratch)
     report = reports.build(at)
     if report.empty:
-        return pd.DataFrame(columns=["check", "dataset", "figure", "holds"])
-    per, runs = report.per_dataset, at.table("runs")
+        return pd.DataFrame(columns=["check", "dataset", "figure", "holds"]), pd.DataFrame()
+    return score_rows(report, at.table("runs")), report.critic
+
+
+def score_rows(report: Any, runs: pd.DataFrame) -> pd.DataFrame:
+    """The claims issue 40 makes of each critic's algorithm, from the report of a store's runs at the preset's own
+    budget (`runs`: their rows): at or above MLP BC's 95% interval (the competence checks' criterion), and for
+    QGPO s = 1 against its own s = 0, paired over seeds, with Q_0 in range. (The report's critic table is the
+    critic check each run recorded at its end: the critic its algorithm acted with, in the FQE rows' convention.)"""
+    from bench.studies import competence
+
+    per = report.per_dataset
     rows = []
     for dataset in sorted(per["dataset"].unique()):
         present = set(per.loc[per["dataset"] == dataset, "algorithm"])

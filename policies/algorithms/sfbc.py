@@ -147,6 +147,9 @@ class SfBC(PretrainedAlgorithm):
         self.returns_q = mlp([observation_dim + action_dim, *[cfg.returns_hidden] * cfg.returns_layers, 1],
                              nn.SiLU).to(self.device)
         self._initial = copy.deepcopy(self.returns_q.state_dict())  # each round restarts here
+        # Q_phi's scale back to returns: the training round's targets while the stage trains, then (mean, std)
+        self._targets: ReturnTargets | None = None
+        self._scale: torch.Tensor | None = None
 
     def returns_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q_phi in normalised-return units; actions (B, A) or (B, N, A)."""
@@ -157,8 +160,8 @@ class SfBC(PretrainedAlgorithm):
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """Q_phi mapped back to returns by the current round's target scale (live while the stage trains, kept
         in its checkpoint after); None before the stage, or restored from a checkpoint that predates the scale."""
-        live = getattr(self, "_targets", None)
-        scale = torch.stack([live.mean, live.std]) if live is not None else getattr(self, "_scale", None)
+        live = self._targets
+        scale = torch.stack([live.mean, live.std]) if live is not None else self._scale
         if scale is None:
             return None
         mean, std = scale.to(self.device).unbind()
