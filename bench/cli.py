@@ -18,6 +18,7 @@ from envs.toy import TASKS
 from bench.studies.quick import ALGORITHMS as QUICK_ALGORITHMS, DATASET as QUICK_DATASET, \
     SELECTION_EPISODES as QUICK_SELECTION
 from bench.harness.store import ResultsStore
+from policies import registry
 from policies.config import parse_assignments
 from policies.errors import CheckpointError, ConfigError
 
@@ -48,6 +49,17 @@ def cmd_list(args) -> int:
     print(f"{'id':45s} {'source':10s} {'on disk':8s} generatable")
     for r in rows:
         print(f"{r['id']:45s} {r['source']:10s} {'yes' if r['on_disk'] else 'no':8s} {'yes' if r['generatable'] else 'no'}")
+    return 0
+
+
+def cmd_algorithms(args) -> int:
+    rows = [{"name": n, "presets": list(registry.get(n).presets), "description": registry.get(n).description}
+            for n in registry.available()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['name']:13s} {r['description']}\n{'':13s} presets: {', '.join(r['presets'])}")
     return 0
 
 
@@ -556,6 +568,10 @@ def _existing_store(results: str) -> ResultsStore:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffbench", description="Offline-RL benchmark suite for diffusion policies.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    alg = sub.add_parser("algorithms", help="the registered algorithms (built-in and plug-ins), their presets and what each is")
+    alg.add_argument("--json", action="store_true")
+    alg.set_defaults(func=cmd_algorithms)
 
     ds = sub.add_parser("datasets", help="list, inspect, generate and verify offline datasets")
     dsub = ds.add_subparsers(dest="datasets_command", required=True)

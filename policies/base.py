@@ -22,6 +22,9 @@ from policies.core.training import TrainHooks
 
 class Algorithm(ABC):
     name: ClassVar[str]
+    # one line for listings (`diffbench algorithms`, reports): the method, its paper, and any departure from the
+    # published method a reader comparing numbers must know
+    description: ClassVar[str] = ""
     config_cls: ClassVar[type]
     presets: ClassVar[dict[str, Any]]
     guided: ClassVar[bool] = False  # True: act(observations, guidance_scale=s) sweeps a guidance scale

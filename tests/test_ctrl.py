@@ -1,6 +1,7 @@
 """CTRL: zero-initialised controls (KL = 0 at the start), the exact-conditional optimum in closed form,
 classifier calibration, labels, bad inputs, resume, stage sharing, and the toy study."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -22,6 +23,7 @@ from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks
 
 from .checks import check_acting, cut_and_resume, same_checkpoints
+from .gaussian_chain import exact_gradients, sloped_policy
 
 
 # ---------------------------------------------------------------- labels and exact conditionals
@@ -119,6 +121,32 @@ def test_ctrl_reaches_the_exact_conditional_in_closed_form():
         assert float(a[:, 0].var()) == pytest.approx(float(var[0]), rel=0.05), label
 
 
+@pytest.mark.parametrize("truncate", [0, 2])
+def test_the_pathwise_kl_gradient_flows_through_the_visited_states(truncate):
+    """Reward backpropagation's two terms against the exact gradients on a chain whose steps' KLs depend on x_k:
+    E[a] and E[sum_k KL_k] (the path KL) are closed-form in the offsets and slopes. A KL computed on x_k
+    without its gradient misses how the earlier steps move the later KLs (the slopes' gradients fall off by
+    far more than the estimate's error). Truncation (K') cuts both paths through the first states: the
+    first K - K' steps' parameters then get only their KLs' direct gradients."""
+    policy = sloped_policy(Chain("sde", 4), offsets=[0.3, -0.2, 0.4, 0.2], slopes=[0.2, -0.3, 0.25, 0.3])
+    net = policy.model.net
+    kl_grads, reward_grads = [], []
+    for seed in range(8):
+        actions, kls = policy.pathwise(torch.zeros(20_000, 0), torch.Generator().manual_seed(seed), truncate)
+        kl_grads.append(torch.cat(torch.autograd.grad(kls.sum(0).mean(), [net.offset, net.slope], retain_graph=True)))
+        reward_grads.append(torch.cat(torch.autograd.grad(actions[:, 0].mean(), [net.offset, net.slope])))
+    kl_est, reward_est = torch.stack(kl_grads).double(), torch.stack(reward_grads).double()
+    if truncate == 0:  # the whole chain: both gradients are the exact ones
+        exact_kl = torch.cat(exact_gradients(policy, lambda mean_a, kl: kl))
+        z = (kl_est.mean(0) - exact_kl) / (kl_est.std(0) / math.sqrt(len(kl_est)) + 1e-9)
+        assert z.abs().max() < 4.5, (kl_est.mean(0), exact_kl)
+        exact_reward = torch.cat(exact_gradients(policy, lambda mean_a, kl: mean_a))
+        assert torch.allclose(reward_est.mean(0), exact_reward, rtol=0.02, atol=0.02), (reward_est.mean(0), exact_reward)
+    else:  # the first K - K' steps' parameters get no reward gradient at all
+        first = policy.chain.steps - truncate
+        assert torch.all(reward_est[:, :first] == 0) and torch.all(reward_est[:, 4:4 + first] == 0)
+
+
 # ---------------------------------------------------------------- the classifier
 
 def test_temperature_scaling_recovers_a_known_overconfidence():
@@ -135,6 +163,30 @@ def test_temperature_scaling_recovers_a_known_overconfidence():
     result = calibrate(clf, torch.zeros(40_000, 0), x, y, temp, measure, g)
     assert result["temperature"] == pytest.approx(3.0, rel=0.05)
     assert result["ece"] < 0.02 < result["ece_raw"] and result["nll"] < result["nll_raw"]
+    assert result["temperature_rule"] == "fitted"
+
+
+def test_a_temperature_that_does_not_help_on_held_out_points_is_not_kept():
+    """An already calibrated classifier (logits 2x for p = sigmoid(2x)) on few held-out points: a temperature
+    fitted on one half only fits that half's noise. Whatever each seed's draw, the kept calibration is never
+    worse in cross-fitted NLL than none, and where T = 1 is kept the reported ECE is the raw one."""
+    rules = []
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(200, 1, generator=g)
+        y = (torch.rand(200, generator=g) < torch.sigmoid(2 * x[:, 0])).long()
+        clf = Classifier(0, 1, 2, hidden=4, layers=1)
+        clf.body = nn.Linear(1, 2)
+        with torch.no_grad():
+            clf.body.weight.copy_(torch.tensor([[0.0], [2.0]]))
+            clf.body.bias.zero_()
+        _, temp, measure = split(200, 0.99, g)
+        result = calibrate(clf, torch.zeros(200, 0), x, y, temp, measure, g)
+        assert result["nll"] <= result["nll_raw"] and result["measured_on"] == len(temp) + len(measure)
+        if result["temperature_rule"] == "T = 1":
+            assert result["temperature"] == 1.0 and result["ece"] == result["ece_raw"]
+        rules.append(result["temperature_rule"])
+    assert "T = 1" in rules, rules  # the fallback is reached on calibrated data
 
 
 def test_expected_calibration_error_of_known_cases():

@@ -153,6 +153,46 @@ def test_the_tilt_by_dxdp_with_a_kl_to_the_start_reaches_the_exact_tilted_gaussi
     assert torch.allclose(sampler.stds(), reference.stds(), rtol=0.03)
 
 
+class RememberingEps(ShiftedEps):
+    """Means x_k + b_k (u + v t_k): a chain that carries its starting noise to the action, a = x_0 + noise."""
+
+    def __init__(self, dim: int, coef: torch.Tensor, times: list[float]):
+        super().__init__(0.5, dim)
+        self.gains = {t: float((1 - a) / b) for t, (a, b, _) in zip(times, coef.tolist())}
+
+    def forward(self, x, t, states):
+        return self.gains[t] * x + self.u + self.v * t
+
+
+def test_the_tilt_stage_reaches_the_per_start_noise_tilt_when_the_chain_remembers_its_start():
+    """With a = x_0 + sum_k sigma_k z_k, the optimum of the stage's objective over chains started from a fixed
+    N(0, I) is the tilt of each x_0's conditional law: a shift of beta Var(a | x_0) c, not the tilt of the
+    action's law, beta Var(a) c (Var(a) = 1 + Var(a | x_0)). The stage reaches the tilt only with a memoryless
+    chain; this pins the per-start-noise optimum that a chain with memory gets instead."""
+    torch.manual_seed(0)
+    dim, beta, c = 2, 2.0, torch.tensor([1.0, -0.5])
+    chain = Chain("ddim", 2, "quadratic")
+    ts, coef = chain.coefficients(VPSchedule())
+    model = GaussianModel(0.5, dim)
+    model.net = RememberingEps(dim, coef, ts[:-1])
+    sampler = DxMISampler(model, chain)
+    reference = DxMISampler(model, chain).requires_grad_(False)
+    x0 = torch.randn(200_000, dim, generator=torch.Generator().manual_seed(3))
+    conditional_var = float(reference.stds().pow(2).sum())  # Var(a | x_0) per dimension
+    cfg = DxMIConfig(chain="ddim", chain_steps=2, iterations=1200, batch=2048, lr=0.002, sigma_lr=0.001, value_lr=0.05,
+                     max_grad_norm=10.0)
+    train_dxdp(sampler, LinearValue(sampler.times, dim), torch.zeros(2048, 0), lambda s, a: -beta * a @ c,
+               kl_cost(sampler, reference), cfg, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x, g = x0, torch.Generator().manual_seed(4)
+        for k in range(2):
+            x = sampler.step(x, k, torch.zeros(len(x), 0), g)
+    shift = (x - x0).mean(0)  # E[a - x_0]: the per-x_0 shift, averaged
+    assert torch.allclose(shift, beta * conditional_var * c, atol=0.04), (shift, beta * conditional_var * c)
+    assert float((x - shift).var(0).mean()) == pytest.approx(1 + conditional_var, rel=0.03)
+    assert not torch.allclose(x.mean(0), beta * (1 + conditional_var) * c, atol=0.5)  # not the action law's tilt
+
+
 def test_the_step_kl_is_the_gaussians_closed_form():
     from torch.distributions import Independent, Normal, kl_divergence
 

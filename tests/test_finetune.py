@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from policies import registry
-from policies.algorithms.ddpo import DDPO, DDPOConfig, train_ddpo
+from policies.algorithms.ddpo import DDPO, DDPOConfig, ddpo_advantages, ddpo_loss, train_ddpo
 from policies.core.diffusion import DiffusionModel
 from policies.errors import CheckpointError, ConfigError
 from policies.algorithms.finetune import (Chain, FinetunedPolicy, gaussian_log_density, group_advantages, returns_to_go,
@@ -18,6 +18,7 @@ from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks
 
 from .checks import check_acting, cut_and_resume, same_checkpoints
+from .gaussian_chain import exact_gradients, sloped_policy
 
 
 # ---------------------------------------------------------------- the chain
@@ -67,11 +68,74 @@ def test_returns_to_go_charge_each_choice_the_later_kls():
     assert g[:, 0].tolist() == [20.0 - 6.0, 20.0 - 4.0, 20.0]
 
 
-def test_advantages_compare_chains_of_one_state_and_share_one_scale():
-    returns = torch.tensor([[1.0, 3.0, 10.0, 14.0]])
-    adv, scale = group_advantages(returns, group=2)
-    raw = torch.tensor([-1.0, 1.0, -2.0, 2.0])
+def test_advantages_compare_each_chain_with_the_others_of_its_state_and_share_one_scale():
+    returns = torch.tensor([[1.0, 3.0, 10.0, 14.0, 20.0, 26.0]])
+    adv, scale = group_advantages(returns, group=3)
+    raw = torch.tensor([1 - 6.5, 3 - 5.5, 10 - 2.0, 14 - 23.0, 20 - 20.0, 26 - 17.0])  # minus the others' mean
     assert scale == pytest.approx(float(raw.std())) and torch.allclose(adv[0], raw / scale)
+    with pytest.raises(ConfigError, match=">= 2"):
+        group_advantages(returns, group=1)
+
+
+# ---------------------------------------------------------------- the estimator against the objective in closed form
+
+SLOPED = dict(offsets=[0.3, -0.2, 0.4, 0.2], slopes=[0.2, -0.3, 0.25, 0.3])  # each step's KL depends on x_k
+
+
+def ddpo_gradient(policy, cfg, chains, seed, reward=lambda a: a[:, 0]):
+    """One batch's DDPO loss gradient times the scale that divided it: an estimate of -grad(beta E[r] - KL)."""
+    traj = policy.rollout(torch.zeros(chains // cfg.samples_per_state, 0), cfg.samples_per_state,
+                          torch.Generator().manual_seed(seed))
+    adv, scale = ddpo_advantages(traj, reward(traj.actions), cfg, list(policy.trained_steps))
+    log_probs, kl = policy.rescore(traj, torch.arange(chains))
+    loss = ddpo_loss(log_probs, traj.log_probs[list(policy.trained_steps)], adv, kl, scale, cfg.estimator,
+                     cfg.clip_range)
+    net = policy.model.net
+    return torch.cat([g * scale for g in torch.autograd.grad(loss, [net.offset, net.slope])]).double()
+
+
+@pytest.mark.parametrize("group", [2, 4])
+def test_ddpos_mean_gradient_is_the_kl_regularised_objectives_at_small_groups(group):
+    """On a chain whose steps' KLs depend on the state (so the later KLs are part of each choice's return), the
+    estimator's mean over batches matches the exact gradient of beta E[a] - KL: it fails with the later KLs
+    left out of the returns (off by ~1,000 standard errors) and with a group mean that includes the chain
+    itself (~100: the reward's part shrinks by 1 - 1/G)."""
+    policy = sloped_policy(Chain("sde", 4), **SLOPED)
+    cfg = DDPOConfig(beta=2.0, samples_per_state=group, states_per_iteration=64, adv_clip=1e9, interleave=False)
+    estimates = torch.stack([ddpo_gradient(policy, cfg, 20_000, seed) for seed in range(10)])
+    exact = torch.cat(exact_gradients(policy, lambda mean_a, kl: -(cfg.beta * mean_a - kl)))
+    z = (estimates.mean(0) - exact) / (estimates.std(0) / math.sqrt(len(estimates)))
+    assert z.abs().max() < 4.5, (estimates.mean(0), exact, z)
+
+
+def test_a_steps_return_holds_only_what_its_choice_changes():
+    """No reward and only the last step trained: nothing that step draws changes any later KL, so its
+    policy-gradient term is exactly zero and the gradient is the KL's own (a step's KL counted in its own
+    return would add noise there)."""
+    chain = Chain("sde", 4)
+    policy = sloped_policy(chain, **SLOPED)
+    policy.first_trained = chain.steps - 1
+    cfg = DDPOConfig(beta=2.0, samples_per_state=4, states_per_iteration=64, interleave=False)
+    got = ddpo_gradient(policy, cfg, 4096, 0, reward=lambda a: torch.zeros(a.shape[0]))
+    traj = policy.rollout(torch.zeros(1024, 0), 4, torch.Generator().manual_seed(0))
+    _, kl = policy.rescore(traj, torch.arange(4096))
+    net = policy.model.net
+    direct = torch.cat(torch.autograd.grad(kl.sum(0).mean(), [net.offset, net.slope])).double()
+    assert torch.allclose(got, direct, atol=1e-6), (got, direct)
+
+
+@pytest.mark.parametrize("estimator", ["ppo", "score"])
+def test_ppo_clips_only_the_side_that_would_move_the_ratio_further(estimator):
+    """PPO's pessimistic bound: with A > 0 a ratio already above 1 + eps gets no gradient, one below 1 - eps
+    keeps it; with A < 0 the reverse. The score estimator keeps every chain's gradient, importance-weighted."""
+    ratios = torch.tensor([[0.5, 1.0, 1.5, 0.5, 1.0, 1.5]])
+    adv = torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]])
+    log_probs = ratios.log().requires_grad_(True)
+    loss = ddpo_loss(log_probs, torch.zeros_like(log_probs), adv, torch.zeros_like(adv), 1.0, estimator, 0.2)
+    (grad,) = torch.autograd.grad(loss, log_probs)
+    kept = (torch.tensor([True, True, False, False, True, True]) if estimator == "ppo" else torch.ones(6, dtype=bool))
+    expected = torch.where(kept, -ratios * adv / 6, torch.zeros(()))
+    assert torch.allclose(grad, expected[None] if expected.dim() == 1 else expected, atol=1e-7), grad
 
 
 # ---------------------------------------------------------------- the optimum in closed form
@@ -111,19 +175,21 @@ def chain_moments(model: GaussianModel, chain: Chain) -> tuple[float, float, flo
     return mean, var, var - gain * gain
 
 
-@pytest.mark.parametrize("kind,estimator", [("ddim", "ppo"), ("sde", "score")])
-def test_ddpo_reaches_the_tilted_gaussian_in_closed_form(kind, estimator):
+@pytest.mark.parametrize("kind,estimator,group", [("ddim", "ppo", 2048), ("sde", "score", 2048), ("sde", "ppo", 2),
+                                                  ("ddim", "score", 4)])
+def test_ddpo_reaches_the_tilted_gaussian_in_closed_form(kind, estimator, group):
     """Behaviour N(m, sigma^2), reward k a: the tilt is N(m + beta k sigma^2, sigma^2). On the K-step chain the
     optimum shifts the chain's own action by beta k Var(a | x_T), which is beta k Var(a) up to the chain's
-    memory of x_T (alpha_1 ~ 0.007: negligible, as the memoryless schedule intends)."""
+    memory of x_T (alpha_1 ~ 0.007: negligible, as the memoryless schedule intends). At any group size:
+    with the group's own mean as the baseline the shift was 0.48 of this at G = 2 and 0.70 at G = 4."""
     chain = Chain(kind, 10)
     model = GaussianModel(0.5, 0.3**2, chain)
     mean, var, var_given_noise = chain_moments(model, chain)
     assert var_given_noise == pytest.approx(var, rel=1e-3)  # memoryless: x_T says next to nothing about a
     beta, k = 3.0, 1.0
     policy = FinetunedPolicy(model, chain)
-    cfg = DDPOConfig(beta=beta, estimator=estimator, iterations=150, states_per_iteration=1, samples_per_state=2048,
-                     minibatches=2, lr=3e-2, interleave=False)
+    cfg = DDPOConfig(beta=beta, estimator=estimator, iterations=150, states_per_iteration=2048 // group,
+                     samples_per_state=group, minibatches=2, lr=3e-2, interleave=False)
     train_ddpo(policy, torch.zeros(1, 0), lambda s, a: k * a[:, 0], cfg, torch.Generator().manual_seed(0))
     a = policy.sample(torch.zeros(100_000, 0), torch.Generator().manual_seed(1))[:, 0]
     shift = beta * k * var_given_noise

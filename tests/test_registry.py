@@ -47,3 +47,17 @@ def test_an_entry_point_that_is_not_an_algorithm_is_left_out_with_a_warning(fres
     install_plugin(fresh_registry, "Mine = 3\n", "thirdparty_algo:Mine")
     with pytest.warns(UserWarning, match="not an Algorithm subclass"):
         assert registry.get("qgpo").name == "qgpo"
+
+
+def test_every_builtin_says_what_it_is_and_the_listing_shows_it(capsys):
+    """The one line a listing shows names the method and, where ours is not the published method, says so."""
+    import json
+
+    from bench.cli import main
+
+    assert main(["algorithms", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) >= {"qgpo", "ddpo", "ctrl", "dxmi", "bc", "td3bc", "iql", "diffusion_ql", "idql", "sfbc"}
+    assert all(r["description"] and "cpu" in r["presets"] for r in rows.values()), rows
+    assert "not the published" in rows["ddpo"]["description"]
+    assert "this project's extension" in rows["dxmi"]["description"]

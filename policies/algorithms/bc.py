@@ -73,6 +73,8 @@ def fit_bc(policy: BCPolicy, states: torch.Tensor, actions: torch.Tensor, *, ste
 
 class BC(StagedAlgorithm):
     name = "bc"
+    description = ("Behaviour cloning: an MLP regressed onto the dataset's actions (TD3+BC's network), the floor"
+                   " every method is compared against")
     budget_fields = ("steps",)
     config_cls = BCConfig
     presets = PRESETS

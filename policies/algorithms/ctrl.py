@@ -2,7 +2,8 @@
 
 From an offline dataset of (s, a, y) it samples p(a | s, y) ∝ mu_theta(a | s) p(y | s, a):
   1. classifier  p_phi(y | s, a) on clean actions (no noisy-input classifier), calibrated on held-out
-                 data by temperature scaling; its calibration error is recorded
+                 data by temperature scaling (cross-fitted; T = 1 where that does not help); its
+                 calibration error is recorded
   2. augment     mu_theta with an embedding of y added to its time embedding, zero-initialised, so the
                  conditioned model starts as exactly mu_theta (KL = 0)
   3. fine-tune   by reward backpropagation through the reparameterised chain (`FinetunedPolicy.pathwise`):
@@ -15,6 +16,21 @@ classes, so the model conditions on every class; with several controls each labe
 probability `null_fraction`, so any subset conditions, and the reward sums log p_phi_j(y_j | s, a) over
 the given ones: p(a | s, y_1, y_2) ∝ mu p(y_1 | s, a) p(y_2 | s, a) when the controls are conditionally
 independent given (s, a), with classifiers trained on separately labelled data (the paper's claim).
+
+Where this departs from the official code (zhaoyl18/CTRL), and why. Each choice here keeps the objective
+whose optimum is the exact conditional, which the toys check against exact samples (results/ctrl.md):
+- The whole network copy is trained, with the label embedding, at one learning rate (official: LoRA
+  adapters plus the label embedding at its own rate). The action networks are small; LoRA saves memory
+  on image U-Nets and would restrict the family the optimum is sought in.
+- Adam without weight decay (official: AdamW, 0.1): decay pulls the weights toward zero, not toward
+  mu_theta, and so moves the optimum off the conditional.
+- Gradient-norm clip 1.0 (official 5.0), the value the other fine-tuning methods here use.
+- Truncation is contiguous: the reward's and the KL's gradients flow through the last K' steps only
+  (official: each step's input detached independently at random). Contiguous truncation is DRaFT-K's
+  biased but low-variance estimator; `truncate = 0`, the default, backpropagates through every step.
+- beta = 1 with the KL summed over action dimensions and steps (official: reward weight 0.1 and an
+  averaged KL weighted 0.01, so almost no KL). With summed KL and beta = 1 the optimum is mu p(y|.);
+  the official weights target a much sharper law than the conditional the paper derives.
 
 In offline RL the default control is "high return-to-go": y = 1 when the discounted return-to-go of
 (s, a) in its own episode is above the dataset's `label_quantile`; the policy acts conditioned on y = 1.
@@ -171,6 +187,9 @@ class CTRL(FinetuneAlgorithm):
     """Stages: behaviour (shared with QGPO and DDPO), classifier, finetune. One control: return-to-go."""
 
     name = "ctrl"
+    description = ("CTRL (Zhao et al., ICLR 2025): a high-return-to-go control added to the behaviour model by "
+                   "backpropagating a calibrated classifier's log-probability, with the KL to the pretrained "
+                   "chain")
     budget_fields = ("behaviour_steps", "classifier_steps", "iterations")
     config_cls = CTRLConfig
     presets = PRESETS
@@ -210,7 +229,7 @@ class CTRL(FinetuneAlgorithm):
                     hooks.log(f"classifier: return-to-go above {threshold:.4g} for {labels.float().mean():.1%} of "
                               f"transitions; held-out accuracy {calibration['accuracy']:.3f}, ECE "
                               f"{calibration['ece_raw']:.4f} -> {calibration['ece']:.4f} at T = "
-                              f"{calibration['temperature']:.3f}")
+                              f"{calibration['temperature']:.3f} ({calibration['temperature_rule']})")
                 self.save(workdir, "classifier", {"classifier": self.classifier.state_dict()})
 
     def reward(self) -> RewardFn:

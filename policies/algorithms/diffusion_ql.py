@@ -89,6 +89,8 @@ PRESETS = {"paper": DiffusionQLConfig(),
 
 class DiffusionQL(StagedAlgorithm):
     name = "diffusion_ql"
+    description = ("Diffusion-QL (Wang, Hunt & Zhou, ICLR 2023): a diffusion policy trained by its denoising "
+                   "loss plus Q-learning through its sampler")
     budget_fields = ("steps",)
     config_cls = DiffusionQLConfig
     presets = PRESETS

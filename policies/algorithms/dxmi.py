@@ -20,7 +20,9 @@ velocity regulariser, EMA 0.99), or stays the chain's own std^2 (`velocity_ema =
 At equilibrium the sampler's law is the data's; the EBM is the reward and the value makes each step's
 update local (no backpropagation through time).
 
-Offline RL (`beta` > 0): a second stage, `finetune`, runs DxDP (steps 3-4 only) from the imitation
+Offline RL (`beta` > 0), this project's extension: neither the paper nor the official code
+(swyoon/Diffusion-by-MaxEntIRL) fine-tunes toward a reward; DxMI there is imitation only (the stage above).
+Here a second stage, `finetune`, runs DxDP (steps 3-4 only) from the imitation
 sampler pi_0 with terminal cost c_T = -beta Q_0(s, a) and running cost KL(pi_k || pi_0,k), each step's
 KL to pi_0's step (Gaussians: in closed form). The optimal path measure is pi_0's tilted by
 exp(beta Q(x_T)), so the sampler targets pi_0(a|s) exp(beta Q(s, a)) (~ mu exp(beta Q), CEP's target at
@@ -353,6 +355,8 @@ class DxMI(FinetuneAlgorithm):
     """Stages: behaviour, support, critic (shared with QGPO, DDPO), imitation (DxMI), finetune (DxDP with beta Q)."""
 
     name = "dxmi"
+    description = ("DxMI (Yoon et al., NeurIPS 2024): a T-step sampler and an energy-based model trained by max-"
+                   "ent IRL on the data; its tilt toward Q_0 by DxDP is this project's extension")
     budget_fields = ("behaviour_steps", "q_steps", "imitation_iterations", "iterations")
     config_cls = DxMIConfig
     presets = PRESETS

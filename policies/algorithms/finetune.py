@@ -246,14 +246,18 @@ def returns_to_go(traj: Trajectory, rewards: torch.Tensor, beta: float) -> torch
 
 
 def group_advantages(returns: torch.Tensor, group: int) -> tuple[torch.Tensor, float]:
-    """Advantages against the mean of the chains of the same state, divided by one batch-wide scale
-    (their std at the first step); returns (advantages, scale).
+    """Advantages against the mean of the OTHER chains of the same state (leave-one-out), divided by one
+    batch-wide scale (their std at the first step); returns (advantages, scale).
 
-    The KL gradient must be divided by the same scale: DDPO's normalisation then rescales the whole
+    Leave-one-out, because a group mean that includes the chain itself shrinks the reward's gradient by
+    (1 - 1/G) and not the KL's: the policy would settle at the tilt of beta (1 - 1/G) (half the shift at
+    G = 2). The KL gradient must be divided by the same scale: the normalisation then rescales the whole
     objective, and its optimum stays the tilt."""
+    if group < 2:
+        raise ConfigError(f"advantages compare the chains of one state: the group must hold >= 2, got {group}")
     k, n = returns.shape
     g = returns.reshape(k, n // group, group)
-    adv = (g - g.mean(-1, keepdim=True)).reshape(k, n)
+    adv = ((g - g.mean(-1, keepdim=True)) * (group / (group - 1))).reshape(k, n)  # G_i - mean_{j != i} G_j
     scale = float(adv[0].std()) if n > 1 else 0.0
     scale = scale if scale > 1e-8 else 1.0
     return adv / scale, scale

@@ -97,6 +97,8 @@ STAGE_FIELDS = {"iql_critic": ("critic_hidden", "critic_layers", "critic_steps",
 
 class IDQL(StagedAlgorithm):
     name = "idql"
+    description = ("IDQL (Hansen-Estruch et al., 2023): IQL's critic and a diffusion behaviour model whose "
+                   "samples are resampled by the critic's implicit policy weights")
     budget_fields = ("critic_steps", "behaviour_steps")
     config_cls = IDQLConfig
     presets = PRESETS

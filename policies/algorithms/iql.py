@@ -158,6 +158,8 @@ def restore_critic(critic: IQLCritic, ckpt: dict[str, Any]) -> None:
 
 class IQL(StagedAlgorithm):
     name = "iql"
+    description = ("IQL (Kostrikov, Nair & Levine, ICLR 2022): expectile regression of a state value, then "
+                   "advantage-weighted regression of the policy")
     budget_fields = ("critic_steps", "actor_steps")
     config_cls = IQLConfig
     presets = PRESETS

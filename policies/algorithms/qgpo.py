@@ -264,6 +264,8 @@ def describe_guidance(check: dict[str, Any]) -> str:
 
 class QGPO(PretrainedAlgorithm):
     name = "qgpo"
+    description = ("QGPO / CEP (Lu et al., ICML 2023): a diffusion behaviour model guided by an energy learned "
+                   "by contrastive energy prediction from an in-support softmax Q")
     budget_fields = ("behaviour_steps", "q_steps", "energy_steps")
     config_cls = QGPOConfig
     presets = PRESETS

@@ -121,6 +121,8 @@ def planned_returns(rewards: torch.Tensor, values: torch.Tensor, episode_starts:
 
 class SfBC(PretrainedAlgorithm):
     name = "sfbc"
+    description = ("SfBC (Chen et al., ICLR 2023): a diffusion behaviour model's candidate actions selected by a"
+                   " critic trained on planning returns")
     budget_fields = ("behaviour_steps", "round_steps")
     config_cls = SfBCConfig
     presets = PRESETS

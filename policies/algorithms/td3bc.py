@@ -65,6 +65,8 @@ PRESETS = {"paper": TD3BCConfig(), "cpu": TD3BCConfig(steps=100_000),
 
 class TD3BC(StagedAlgorithm):
     name = "td3bc"
+    description = ("TD3+BC (Fujimoto & Gu, NeurIPS 2021): TD3 whose actor also regresses onto the dataset's "
+                   "actions")
     budget_fields = ("steps",)
     config_cls = TD3BCConfig
     presets = PRESETS

@@ -4,11 +4,12 @@ classifier guidance (on noisy actions a_t at time t).
 CTRL's optimum is p_pre(a|s) p(y|s,a) only as far as the classifier's probabilities are right, not
 merely its ranking, so every classifier is calibrated on held-out data by temperature scaling
 (Guo et al. 2017) and its expected calibration error is measured on data used for neither the fit
-nor the temperature.
+nor the temperature that scores it (cross-fitted halves of the holdout; T = 1 where that does not help).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -135,38 +136,49 @@ def _eval_inputs(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, s
 
 
 @torch.no_grad()
-def calibrate(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, labels: torch.Tensor,
-              temperature_rows: torch.Tensor, measure_rows: torch.Tensor, generator: torch.Generator,
-              schedule: VPSchedule | None = None) -> dict[str, float]:
-    """Fit the temperature on `temperature_rows` (NLL, a 1-D convex problem in 1/T) and measure NLL
-    and ECE before and after on `measure_rows`. A noisy classifier is calibrated over random t."""
-    rows = torch.cat([temperature_rows, measure_rows])  # only the held-out rows are scored
-    a, t = _eval_inputs(clf, states[rows], actions[rows], schedule, generator)
-    raw = clf.logits(states[rows], a, t, calibrated=False)
-    labels = labels[rows]
-    temperature_rows = torch.arange(len(temperature_rows), device=raw.device)
-    measure_rows = torch.arange(len(temperature_rows), len(rows), device=raw.device)
-    fit, y_fit = raw[temperature_rows], labels[temperature_rows]
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """log(1/T) minimising the NLL of logits / T (a 1-D convex problem in 1/T)."""
     log_inv = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([log_inv], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         with torch.enable_grad():
-            loss = F.cross_entropy(fit * log_inv.exp(), y_fit)
+            loss = F.cross_entropy(logits * log_inv.exp(), labels)
             loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    clf.log_temperature.fill_(-float(log_inv.detach()))
-    held, y_held = raw[measure_rows], labels[measure_rows]
-    scaled = held / clf.log_temperature.exp()
-    return {"temperature": float(clf.log_temperature.exp()),
-            "nll_raw": float(F.cross_entropy(held, y_held)), "nll": float(F.cross_entropy(scaled, y_held)),
-            "ece_raw": expected_calibration_error(held.softmax(-1), y_held),
-            "ece": expected_calibration_error(scaled.softmax(-1), y_held),
-            "accuracy": float((held.argmax(-1) == y_held).float().mean()), "measured_on": int(measure_rows.numel())}
+    return float(log_inv.detach())
+
+
+def calibrate(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, labels: torch.Tensor,
+              temperature_rows: torch.Tensor, measure_rows: torch.Tensor, generator: torch.Generator,
+              schedule: VPSchedule | None = None) -> dict[str, float]:
+    """Temperature scaling by two-fold cross-fitting over the whole holdout: each half's temperature is
+    scored on the other half. When that cross-validated NLL beats the raw classifier's, T is fitted on the
+    whole holdout; otherwise T = 1 (a temperature fitted on a few hundred points can be worse than none,
+    and a wrong T acts like a wrong beta). NLL and ECE are the cross-fitted ones, so no point is scored
+    by a temperature it helped fit; `temperature_rule` says which was kept. A noisy classifier is
+    calibrated over random t."""
+    rows = torch.cat([temperature_rows, measure_rows])  # only the held-out rows are scored
+    a, t = _eval_inputs(clf, states[rows], actions[rows], schedule, generator)
+    raw = clf.logits(states[rows], a, t, calibrated=False).detach()
+    y = labels[rows]
+    first = torch.arange(len(temperature_rows), device=raw.device)
+    second = torch.arange(len(temperature_rows), len(rows), device=raw.device)
+    crossed = raw.clone()
+    crossed[second] = raw[second] * math.exp(fit_temperature(raw[first], y[first]))
+    crossed[first] = raw[first] * math.exp(fit_temperature(raw[second], y[second]))
+    nll_raw, nll_crossed = float(F.cross_entropy(raw, y)), float(F.cross_entropy(crossed, y))
+    fitted = nll_crossed < nll_raw
+    clf.log_temperature.fill_(-fit_temperature(raw, y) if fitted else 0.0)
+    ece_raw = expected_calibration_error(raw.softmax(-1), y)
+    return {"temperature": float(clf.log_temperature.exp()), "temperature_rule": "fitted" if fitted else "T = 1",
+            "nll_raw": nll_raw, "nll": nll_crossed if fitted else nll_raw,
+            "ece_raw": ece_raw, "ece": expected_calibration_error(crossed.softmax(-1), y) if fitted else ece_raw,
+            "accuracy": float((raw.argmax(-1) == y).float().mean()), "measured_on": int(rows.numel())}
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:

@@ -1,0 +1,107 @@
+"""Mutation checks: does the suite see the wiring? Each mutant is one small edit that breaks an algorithm's
+bookkeeping while everything still runs; the named tests must fail on it.
+
+    python -m tests.mutants [NAME ...]      # every mutant, or those named; exit 1 if any survives
+
+Each mutant is applied to a copy of the tracked tree in a temporary folder (the checkout is never edited),
+and its tests run there with pytest -x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    why: str
+
+
+MUTANTS = (
+    Mutant("ddpo-no-later-kl", "policies/algorithms/finetune.py",
+           "return beta * rewards[None] - later", "return beta * rewards[None] - 0 * later",
+           ("tests/test_finetune.py",), "returns-to-go ignore the later steps' KLs"),
+    Mutant("ddpo-own-kl", "policies/algorithms/finetune.py",
+           "later = traj.kl.flip(0).cumsum(0).flip(0) - traj.kl", "later = traj.kl.flip(0).cumsum(0).flip(0)",
+           ("tests/test_finetune.py",), "a step's own KL is counted in its return"),
+    Mutant("ddpo-group-mean", "policies/algorithms/finetune.py",
+           "* (group / (group - 1))", "* 1.0",
+           ("tests/test_finetune.py",), "the group mean includes the chain itself (beta acts as beta (1 - 1/G))"),
+    Mutant("ppo-max", "policies/algorithms/ddpo.py",
+           "pg = -torch.minimum(", "pg = -torch.maximum(",
+           ("tests/test_finetune.py",), "PPO's pessimistic min replaced by max"),
+    Mutant("ctrl-kl-no-path-gradient", "policies/algorithms/finetune.py",
+           "kls.append(step_kl(mean, self.means(self.pretrained, x, k, states), stds[k]))",
+           "kls.append(step_kl(self.means(self.model, x.detach(), k, states), "
+           "self.means(self.pretrained, x.detach(), k, states), stds[k]))",
+           ("tests/test_ctrl.py",), "CTRL's KL without its gradient through x_k"),
+)
+
+
+def tracked_copy(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for name in files:
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+def passes(tree: Path, tests: tuple[str, ...]) -> bool:
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                            cwd=tree, capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def check(mutant: Mutant) -> bool:
+    """True when the mutant is killed (its tests fail)."""
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
+        tree = Path(tmp)
+        tracked_copy(tree)
+        target = tree / mutant.path
+        text = target.read_text()
+        if text.count(mutant.old) != 1:
+            raise SystemExit(f"mutant {mutant.name}: {mutant.old!r} is not found exactly once in {mutant.path}; "
+                             "update tests/mutants.py to the code")
+        target.write_text(text.replace(mutant.old, mutant.new))
+        return not passes(tree, mutant.tests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"mutants to check (default all: {', '.join(m.name for m in MUTANTS)})")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in MUTANTS}
+    if unknown:
+        raise SystemExit(f"unknown mutant(s) {', '.join(sorted(unknown))}; known: {', '.join(m.name for m in MUTANTS)}")
+    tests = tuple(sorted({t for m in chosen for t in m.tests}))
+    with tempfile.TemporaryDirectory(prefix="mutant-none-") as tmp:  # a mutant is only killed by tests that pass
+        tracked_copy(Path(tmp))
+        if not passes(Path(tmp), tests):
+            raise SystemExit(f"the unmutated tree fails {' '.join(tests)}: fix that first (pytest {' '.join(tests)})")
+    print(f"unmutated: {' '.join(tests)} pass", flush=True)
+    survived = []
+    for mutant in chosen:
+        killed = check(mutant)
+        print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.name}: {mutant.why}", flush=True)
+        survived += [] if killed else [mutant.name]
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
