@@ -319,6 +319,10 @@ def _command(args) -> str:
     return "diffbench " + " ".join(shlex.quote(a) for a in args.argv)
 
 
+def _from_rows(args) -> Path | None:
+    return Path(args.from_rows) if getattr(args, "from_rows", None) else None
+
+
 def cmd_toy_exactness(args) -> int:
     from bench.studies.exactness import BUDGETS, headline, run
 
@@ -337,7 +341,8 @@ def cmd_toy_finetune(args) -> int:
     if args.budget not in FINETUNE_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(FINETUNE_BUDGETS)}")
     summary = run(_tasks(args.tasks), _numbers(args.betas, float, "--betas"), _numbers(args.seeds, int, "--seeds"),
-                  args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers)
+                  args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers,
+                  from_rows=_from_rows(args))
     print(Path(args.out).read_text().splitlines()[-1])
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
@@ -349,8 +354,9 @@ def cmd_toy_dxmi(args) -> int:
     if args.budget not in DXMI_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(DXMI_BUDGETS)}")
     summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), args.budget, Path(args.out), _command(args),
-                  workers=args.workers, finetune_csv=Path(args.finetune), speed_repeats=args.speed_repeats)
-    print("\n".join(line for line in Path(args.out).read_text().splitlines() if line.startswith("DxMI closer")))
+                  workers=args.workers, finetune_csv=Path(args.finetune), speed_repeats=args.speed_repeats,
+                  from_rows=_from_rows(args))
+    print("\n".join(line for line in Path(args.out).read_text().splitlines() if line.startswith(("DxMI against", "- DxD"))))
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
 
@@ -364,7 +370,8 @@ def cmd_toy_ctrl(args) -> int:
     if min(sizes) < 10:
         raise ConfigError(f"--sizes are labelled points per control; each must be >= 10, got {min(sizes)}")
     summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), sizes, args.budget, Path(args.out),
-                  _command(args), workers=args.workers, redo=tuple(m for m in args.redo.split(",") if m))
+                  _command(args), workers=args.workers, redo=tuple(m for m in args.redo.split(",") if m),
+                  from_rows=_from_rows(args))
     print(Path(args.out).read_text().splitlines()[-1])
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
@@ -660,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
         study.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
         study.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
         study.add_argument("--out", default=f"results/{name}.md")
+        if name == "finetune":
+            study.add_argument("--from-rows", help="write the report again from an earlier run's rows (its CSV, e.g. "
+                               "results/finetune.csv), running nothing; the report names the code that made them")
         study.set_defaults(func=func)
 
     ct = tsub.add_parser("ctrl", help="CTRL beside classifier and classifier-free guidance against exact conditionals")
@@ -671,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--out", default="results/ctrl.md")
     ct.add_argument("--redo", default="", help="methods (cfg) whose rows in the partial file made at another code "
                     "version are made again at this one, keeping the other rows (after a fix to that method)")
+    ct.add_argument("--from-rows", help="write the report again from an earlier run's rows (results/ctrl.csv), "
+                    "running nothing; the report names the code that made them")
     ct.set_defaults(func=cmd_toy_ctrl)
 
     dx = tsub.add_parser("dxmi", help="DxMI: few-step imitation, the beta Q tilt and the EBM's anomaly AUROC against "
@@ -683,6 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--out", default="results/dxmi.md")
     dx.add_argument("--speed-repeats", type=int, default=10,
                     help="claim 4: timing repeats of the acting-speed measurement made after the jobs (0: skip it)")
+    dx.add_argument("--from-rows", help="write the report again from an earlier run's rows (results/dxmi.csv), "
+                    "running no job (the speed of claim 4 is measured again); the report names the code that made them")
     dx.set_defaults(func=cmd_toy_dxmi)
 
     def executor_args(sp, results: str = "runs", workers: int = 1):

@@ -296,3 +296,10 @@ def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path)
     text = out.read_text()
     assert "**sde/quadratic**" in text and "| moons | 3 |" in text and "**Headline**" in text
     assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()
+    assert "What was chosen with the targets in hand" in text and "queries of the exact Q" in text
+    # the report again from the rows alone: nothing trained, the same verdicts
+    again = tmp_path / "again.md"
+    run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=out.with_suffix(".csv"))
+    assert again.read_text().splitlines()[-1] == text.splitlines()[-1]
+    with pytest.raises(ConfigError, match="no such file"):
+        run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=tmp_path / "missing.csv")

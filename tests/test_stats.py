@@ -87,3 +87,28 @@ def test_a_stack_of_replicates_gives_each_replicate_its_own_statistic():
     assert np.allclose(stats.probability_of_improvement(stack, other),
                        [stats.probability_of_improvement(a, b) for a, b in zip(stack, other)])
     assert np.allclose(stats.performance_profile(stack, [30, 50]), [stats.performance_profile(m, [30, 50]) for m in stack])
+
+
+# ---------------------------------------------------------------- paired per-seed verdicts of the toy studies
+
+def test_paired_differences_and_ratios_decide_a_cell_by_their_interval():
+    import math
+
+    import pandas as pd
+
+    from bench.studies.paired import closer, paired, tally, within
+
+    a = pd.DataFrame({"seed": [0, 1, 2, 3], "swd": [1.0, 2.0, 3.0, 9.0]})
+    b = pd.DataFrame({"seed": [0, 1, 2], "swd": [2.0, 4.0, 6.0]})  # seed 3 is not shared: left out
+    d = paired(a, b, "swd")
+    half = 4.303 * 1.0 / math.sqrt(3)  # differences -1, -2, -3: std 1, t(0.975, 2)
+    assert d.seeds == 3 and d.mean == pytest.approx(-2.0) and d.high == pytest.approx(-2.0 + half)
+    assert closer(d) == "tie"  # -2 + 2.48 > 0: three seeds cannot exclude zero here
+    r = paired(a, b, "swd", ratio=True)  # every ratio 0.5: a zero-width interval
+    assert r.mean == pytest.approx(0.5) and r.low == pytest.approx(0.5) and within(r, 0.6) == "yes"
+    assert within(r, 0.4) == "no" and within(r, 0.5) == "yes"
+    tight = paired(pd.DataFrame({"seed": range(5), "swd": [1.0, 1.1, 0.9, 1.0, 1.05]}),
+                   pd.DataFrame({"seed": range(5), "swd": [2.0, 2.0, 2.0, 2.1, 2.0]}), "swd")
+    assert closer(tight) == "a" and closer(paired(b, a, "swd")) == "tie"
+    assert closer(paired(a.head(1), b.head(1), "swd")) is None  # one seed: no interval, no verdict
+    assert tally(["a", "tie", None, "a"], {"a": "wins", "b": "losses", "tie": "ties"}) == "2 wins, 0 losses, 1 ties"

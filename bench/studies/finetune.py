@@ -26,7 +26,8 @@ import torch
 
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
                                      fit_toy_behaviour, stream, theta_tilt, toy_support)
-from bench.studies.resumable import run_resumable
+from bench.studies.paired import paired, tally, within
+from bench.studies.resumable import read_rows, run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, sample_target, sliced_wasserstein
 from policies.algorithms.ddpo import DDPOConfig, train_ddpo
@@ -48,6 +49,7 @@ class FinetuneBudget:
     minibatches: int = 4
     inner_epochs: int = 1
     lr: float = 3e-3
+    adv_clip: float = 10.0  # DDPOConfig's default when the committed rows were made (now the official 5)
 
 
 FINETUNE_BUDGETS = {
@@ -64,7 +66,8 @@ def toy_reward(task: str):
 def ddpo_config(budget: FinetuneBudget, beta: float, seed: int) -> DDPOConfig:
     return DDPOConfig(chain=budget.chain, chain_steps=budget.chain_steps, beta=beta, estimator=budget.estimator,
                       iterations=budget.iterations, states_per_iteration=1, samples_per_state=budget.chains,
-                      minibatches=budget.minibatches, inner_epochs=budget.inner_epochs, lr=budget.lr, seed=seed)
+                      minibatches=budget.minibatches, inner_epochs=budget.inner_epochs, lr=budget.lr,
+                      adv_clip=budget.adv_clip, seed=seed)
 
 
 def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, progress: bool = False) -> list[dict]:
@@ -154,13 +157,6 @@ def _cell(r: pd.Series | None, col: str) -> str:
     return f"{r[f'{col}_mean']:.3f} ± {r[f'{col}_std']:.3f}"
 
 
-def _ratio(ddpo: pd.Series | None, cep: pd.Series | None, col: str) -> tuple[str, bool | None]:
-    if ddpo is None or cep is None:
-        return "–", None
-    ratio = ddpo[f"{col}_mean"] / cep[f"{col}_mean"]
-    return f"{ratio:.2f}", bool(ratio <= RATIO_GOAL)
-
-
 def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: FinetuneBudget,
                  seconds: float, version: str, floor: pd.DataFrame | None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,45 +198,74 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
                      f"{_cell(r, 'swd_behaviour')} |")
     lines += ["", "## Fine-tuned (DDPO) and guided (CEP) samples", "",
               "`own target`: CEP to the tilt of μθ, DDPO to the tilt of its chain (`start`: the chain before fine-tuning, "
-              "to the same target).", "",
+              "to the same target). DDPO/CEP: the geometric mean over seeds of each seed's ratio, with its 95% "
+              f"t-interval (paired: both methods share each seed's μθ and targets). Within {RATIO_GOAL}×: *yes* when the "
+              f"interval lies at or below {RATIO_GOAL}, *no* when above, *tie* when it covers {RATIO_GOAL}.", "",
               "| task | β | own target: CEP | DDPO (start) | DDPO/CEP | tilt of μθ: CEP | DDPO | DDPO/CEP | tilt of μ: CEP | "
               f"DDPO | DDPO/CEP | within {RATIO_GOAL}× (own / μθ / μ) | SWD floor | s per run: CEP / DDPO |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
-    misses: dict[str, list[str]] = {"own": [], "theta": [], "mu": []}
+    verdicts: dict[str, dict[tuple[str, float], str | None]] = {"own": {}, "theta": {}, "mu": {}}
     for (task, beta), grp in summary[summary.method != "chain"].groupby(["task", "beta"], sort=False):
         r = {row["method"]: row for _, row in grp.iterrows()}
         cep, ddpo = r.get("cep"), r.get("ddpo")
-        own = (ddpo["swd_chain_mean"] / cep["swd_theta_mean"]) if cep is not None and ddpo is not None else math.nan
-        own_ok = bool(own <= RATIO_GOAL) if not math.isnan(own) else None
-        th, th_ok = _ratio(ddpo, cep, "swd_theta")
-        mu, mu_ok = _ratio(ddpo, cep, "swd_mu")
-        for name, ok in (("own", own_ok), ("theta", th_ok), ("mu", mu_ok)):
-            if ok is False:
-                misses[name].append(f"{task} β={beta:g}")
-        verdict = " / ".join("yes" if ok else "no" if ok is False else "–" for ok in (own_ok, th_ok, mu_ok))
+        at = raw[(raw.task == task) & (raw.beta == beta)]
+        runs = {m: at[at.method == m] for m in ("cep", "ddpo")}
+        ratios = {"own": paired(runs["ddpo"], runs["cep"], "swd_chain", ratio=True, col_b="swd_theta"),
+                  "theta": paired(runs["ddpo"], runs["cep"], "swd_theta", ratio=True),
+                  "mu": paired(runs["ddpo"], runs["cep"], "swd_mu", ratio=True)}
+        for key, ratio in ratios.items():
+            verdicts[key][(task, beta)] = within(ratio, RATIO_GOAL)
+        verdict = " / ".join(verdicts[key][(task, beta)] or "–" for key in ratios)
         start = f" ({ddpo['swd_chain_start_mean']:.3f})" if ddpo is not None else ""
         seconds = " / ".join(f"{r['seconds_mean']:.0f}" if r is not None else "–" for r in (cep, ddpo))
-        lines.append(f"| {task} | {beta:g} | {_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_chain')}{start} | {own:.2f} | "
-                     f"{_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_theta')} | {th} | {_cell(cep, 'swd_mu')} | "
-                     f"{_cell(ddpo, 'swd_mu')} | {mu} | {verdict} | {floors.get((task, beta), math.nan):.3f} | {seconds} |")
-    lines += ["", headline(summary, misses)]
+        lines.append(f"| {task} | {beta:g} | {_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_chain')}{start} | "
+                     f"{ratios['own'].text()} | {_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_theta')} | "
+                     f"{ratios['theta'].text()} | {_cell(cep, 'swd_mu')} | {_cell(ddpo, 'swd_mu')} | "
+                     f"{ratios['mu'].text()} | {verdict} | {floors.get((task, beta), math.nan):.3f} | {seconds} |")
+    lines += ["", *disclosures(summary, raw, budget), "", headline(verdicts)]
     out.write_text("\n".join(lines) + "\n")
 
 
-def headline(summary: pd.DataFrame, misses: dict[str, list[str]]) -> str:
-    cells = summary[summary.method == "ddpo"].groupby(["task", "beta"]).ngroups
-    at3 = {k: [m for m in v if m.endswith("β=3")] for k, v in misses.items()}
-    parts = [f"{name}: DDPO within {RATIO_GOAL}× of CEP in {cells - len(misses[key])} of {cells} task×β cells"
-             + (f" (misses at β = 3: {', '.join(m[:-4] for m in at3[key])})" if at3[key] else "")
-             for key, name in (("own", "against each one's own target"), ("theta", "against the tilt of μθ"),
-                               ("mu", "against the tilt of μ"))]
-    return "**Headline** (SWD, ratio of means over seeds): " + "; ".join(parts) + "."
+def disclosures(summary: pd.DataFrame, raw: pd.DataFrame, budget: FinetuneBudget) -> list[str]:
+    """What was chosen with the targets in hand, what each method cost, and what the rows predate."""
+    b = budget.behaviour
+    seconds = {m: float(raw.loc[raw.method == m, "seconds"].mean()) for m in ("cep", "ddpo")}
+    return [
+        "## What was chosen with the targets in hand, and what each method cost", "",
+        f"- DDPO's chain ({budget.chain}/{budget.grid}, {budget.chain_steps} steps) was chosen from the first table, "
+        "made on these same seeds against μθ; its learning rate and iterations were not tuned against the tilts. "
+        "CEP's settings are results/exactness.md's, chosen there by CEP's own loss.",
+        f"- Cost per (task, β, seed): DDPO {seconds['ddpo']:.0f} s and {budget.iterations * budget.chains:,} queries of "
+        f"the exact Q on its own samples ({budget.iterations} iterations × {budget.chains} chains); CEP "
+        f"{seconds['cep']:.0f} s and {b.groups * b.m:,} queries of Q on μθ's support samples ({b.groups} groups × "
+        f"M = {b.m}). Both on one core.",
+        "- The exact Q on DDPO's own samples is an oracle an offline method does not have: there the reward is a Q₀ "
+        "learned from the data, which DDPO can exploit off the data's support; these rows do not measure that.",
+        "- DDPO's rows predate two changes to DDPO (the rows' code versions are above): the leave-one-out group "
+        f"baseline (here one state with G = {budget.chains} chains, so the old baseline shrank the reward's "
+        f"gradient by 1/{budget.chains} only) and the importance weight of the score estimator (this study runs "
+        f"`{budget.estimator}`). The study sets adv_clip {budget.adv_clip:g}, the value these rows were made with.",
+    ]
+
+
+def headline(verdicts: dict[str, dict[tuple[str, float], str | None]]) -> str:
+    names = {"yes": "within", "no": "beyond", "tie": "undecided (the interval covers the goal)"}
+    parts = []
+    for key, name in (("own", "against each one's own target"), ("theta", "against the tilt of μθ"),
+                      ("mu", "against the tilt of μ")):
+        cells = verdicts[key]
+        misses = [task for (task, beta), v in cells.items() if beta == 3 and v != "yes"]
+        parts.append(f"{name}: {tally(list(cells.values()), names)} of {len(cells)} task×β cells"
+                     + (f" (not within at β = 3: {', '.join(misses)})" if misses else ""))
+    return (f"**Headline** (SWD, DDPO/CEP per seed, within {RATIO_GOAL}× when the 95% interval of the paired ratio "
+            "lies at or below it): " + "; ".join(parts) + ".")
 
 
 def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str, out: Path, command: str,
-        floor_csv: Path | None, workers: int = 1) -> pd.DataFrame:
+        floor_csv: Path | None, workers: int = 1, from_rows: Path | None = None) -> pd.DataFrame:
     """(task, seed) jobs, in `workers` single-threaded processes when > 1; resumable
-    (`bench.studies.resumable`): an interrupted run started again redoes only the jobs left."""
+    (`bench.studies.resumable`): an interrupted run started again redoes only the jobs left. `from_rows`: the
+    report again from an earlier run's rows, nothing run."""
     version, start = code_version(), time.perf_counter()
     budget = FINETUNE_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,8 +277,12 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
 
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds]
     label = budget_label(budget_name, budget)
-    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, label, workers, reuse)
+    if from_rows is not None:
+        rows = read_rows(from_rows, tasks, seeds)
+    else:
+        rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, label, workers, reuse)
     raw = pd.DataFrame(rows)
+    raw = raw[raw.beta.isin(betas) | (raw.method == "chain")]
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
     floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None

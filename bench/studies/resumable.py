@@ -10,6 +10,7 @@ from typing import Callable
 import pandas as pd
 
 from bench.harness.provenance import code_version
+from policies.errors import ConfigError
 from bench.studies.exactness import run_jobs
 
 Key = tuple[str, int]
@@ -56,3 +57,22 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
     if done:
         print(f"{len(done)} (task, seed) jobs came from an earlier invocation ({partial.name})", flush=True)
     return rows, len(done)
+
+
+def read_rows(path: Path, tasks: list[str], seeds: list[int]) -> list[dict]:
+    """The rows of an earlier study (its committed CSV) for these tasks and seeds, to write its report again
+    without running anything (e.g. after a change to the report alone); each row keeps the code version
+    that made it, which the report lists."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--from-rows {path}: no such file; give the CSV a study wrote beside its report "
+                          "(e.g. results/finetune.csv)")
+    rows = pd.read_csv(path)
+    missing = {"task", "seed", "code"} - set(rows.columns)
+    if missing:
+        raise ConfigError(f"--from-rows {path}: not a study's rows (no {', '.join(sorted(missing))} column)")
+    rows = rows[rows.task.isin(tasks) & rows.seed.isin(seeds)]
+    if rows.empty:
+        raise ConfigError(f"--from-rows {path}: no rows for tasks {', '.join(tasks)} and seeds "
+                          f"{', '.join(map(str, seeds))}")
+    return rows.to_dict("records")
