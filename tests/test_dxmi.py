@@ -243,6 +243,36 @@ def test_dxmi_runs_end_to_end_and_acts_with_t_steps(umaze, tmp_path):
     check_acting(algo, umaze, tmp_path)
 
 
+def test_the_imitation_tilt_runs_end_to_end_on_resampled_support_actions(umaze, tmp_path):
+    """tilt = imitation: DxMI's own EBM, value and sampler updates, from pi_0, on support actions resampled by
+    exp(beta Q_0); the support is kept for it (and only for it), and the run keeps the kl tilt's run id when
+    the choice is left at its default."""
+    algo = DxMI.for_dataset(umaze, tiny(tilt="imitation"))
+    record = algo.fit(umaze, tmp_path)
+    fine = record["stages"]["finetune"]
+    assert fine["gradient_steps"] == 5 * (1 + 2 * 4)  # one EBM step, T value and T sampler steps per iteration
+    assert fine["support_q_evaluations"] == len(umaze.transitions) * algo.config.support_m
+    assert not algo._support  # released once read
+    check_acting(algo, umaze, tmp_path)
+    assert "tilt" not in tiny().identity() and tiny(tilt="imitation").identity()["tilt"] == "imitation"
+    with pytest.raises(ConfigError, match="unknown tilt"):
+        tiny(tilt="guided")
+
+
+def test_tilted_support_draws_follow_the_self_normalised_tilt():
+    """Support actions x_j with Q = x: each state's draws have the softmax(beta x_j) weights of its own actions."""
+    from policies.algorithms.dxmi import tilted_support
+
+    g = torch.Generator().manual_seed(0)
+    support = torch.tensor([[[0.0], [1.0], [2.0]], [[5.0], [5.0], [-5.0]]])
+    draw = tilted_support(support, support[..., 0], beta=1.0, generator=g)
+    rows = torch.tensor([0] * 60_000 + [1] * 60_000)
+    drawn = draw(rows)[:, 0]
+    first = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
+    assert float(drawn[:60_000].mean()) == pytest.approx(float((first * torch.tensor([0.0, 1.0, 2.0])).sum()), abs=0.01)
+    assert float((drawn[60_000:] == -5.0).float().mean()) < 1e-3  # exp(-5) / (2 exp(5)): almost never
+
+
 def test_beta_zero_keeps_the_imitation_sampler(umaze, tmp_path):
     algo = DxMI.for_dataset(umaze, tiny(beta=0.0))
     record = algo.fit(umaze, tmp_path)

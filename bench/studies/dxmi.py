@@ -30,10 +30,11 @@ import torch
 from bench.harness.provenance import budget_label, code_version, made_by
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
                                      stream, theta_tilt, toy_support)
-from bench.studies.paired import closer, paired, tally
+from bench.studies.paired import closer, paired, tally, within
 from bench.studies.resumable import read_rows, run_resumable
 from envs.toy import TASKS, sample_target, sliced_wasserstein
-from policies.algorithms.dxmi import DxMIConfig, DxMISampler, kl_cost, train_dxdp, train_imitation, value_energy
+from policies.algorithms.dxmi import (DxMIConfig, DxMISampler, kl_cost, tilted_support, train_dxdp, train_imitation,
+                                     value_energy)
 from policies.core.networks import EnergyNet
 from policies.core.samplers import SamplerSpec
 
@@ -64,6 +65,7 @@ class DxmiBudget:
     energy_reg: float = 1.0
     anomaly_noise: float = 0.5
     tilt_batch: int = 200_000  # draws per rejection round of the tilt targets (exactness's, for the same targets)
+    tilts: tuple[str, ...] = ("kl", "imitation")  # the tilt stages compared ("dxmi" rows: kl)
 
 
 DXMI_BUDGETS = {
@@ -151,14 +153,25 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
 
     rows = [base | {"method": "dxmi start (imitation)"} | distances(sampler.sample(none, _torch_gen(seed, task, "s0")))]
     cfg = dxmi_config(budget, budget.tilt_steps, seed)
-    tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
-    reference = copy.deepcopy(sampler).requires_grad_(False)
-    t0 = time.perf_counter()
-    record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(toy, beta),
-                        kl_cost(tuned, reference), cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
-    rows.append(base | {"method": "dxmi"} | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp", key)))
-                | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
+    if "kl" in budget.tilts:  # DxDP toward -beta Q with a KL to pi_0 per step
+        tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+        reference = copy.deepcopy(sampler).requires_grad_(False)
+        t0 = time.perf_counter()
+        record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(toy, beta),
+                            kl_cost(tuned, reference), cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
+        rows.append(base | {"method": "dxmi"} | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp", key)))
+                    | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
     support, support_q = toy_support(model, task, seed, b)
+    if "imitation" in budget.tilts:  # DxMI's own mechanism: imitate mu_theta's support samples resampled by exp(beta Q)
+        tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+        gen = _torch_gen(seed, task, "train", "dxmi imitation tilt", key)
+        t0 = time.perf_counter()
+        record = train_imitation(tuned, tuned_value, torch.zeros(len(support), 0),
+                                 tilted_support(support, support_q, beta, gen), cfg, gen, iterations=cfg.iterations,
+                                 name="imitation tilt (dxmi)")
+        drawn = tuned.sample(none, _torch_gen(seed, task, "sample", "dxmi imitation tilt", key))
+        rows.append(base | {"method": "dxmi (imitation tilt)"} | distances(drawn)
+                    | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
     data_q = torch.as_tensor(toy.q(x.double().numpy()), dtype=torch.float32)
     t0 = time.perf_counter()
     f, _, _ = _fit_energy("cep", b, model, x, torch.zeros(b.data, 0), support, support_q, data_q, beta, seed, task, key)
@@ -221,17 +234,26 @@ def _both(verdicts: list[str | None]) -> str | None:
     return "a" if all(v == "a" for v in verdicts) else "b" if any(v == "b" for v in verdicts) else "tie"
 
 
+TILT_GOAL = 1.5  # DxMI at T = 4 within this factor of CEP's distance to the tilt of mu_theta
+
+
 def tilt_verdicts(raw: pd.DataFrame, tasks: list[str]) -> list[str]:
-    """The tilt's claims, each from paired per-seed differences in SWD with their 95% t-intervals."""
+    """The tilt's claims, each from paired per-seed differences (or ratios) in SWD with their 95% t-intervals."""
     tilt = raw[raw.part == "tilt"]
     names = {"a": "yes", "b": "no", "tie": "ties"}
-    claims = (("DxDP moves its sampler toward its own target (DxMI − its start, own target)", "dxmi",
-               "dxmi start (imitation)", "swd_own"),
-              ("DxDP moves its sampler toward the tilt of μ (DxMI − its start)", "dxmi", "dxmi start (imitation)", "swd_mu"),
-              ("DxMI at T = 4 ends closer to the tilt of μ than 15-step CEP (DxMI − CEP)", "dxmi", "cep (15 steps)",
-               "swd_mu"))
+    start, cep = "dxmi start (imitation)", "cep (15 steps)"
+    claims = (("DxDP (kl tilt) moves its sampler toward its own target (DxMI − its start, own target)", "dxmi", start,
+               "swd_own"),
+              ("DxDP (kl tilt) moves its sampler toward the tilt of μ (DxMI − its start)", "dxmi", start, "swd_mu"),
+              ("the imitation tilt moves its sampler toward the tilt of μθ (− its start)", "dxmi (imitation tilt)", start,
+               "swd_theta"),
+              ("the imitation tilt ends closer to the tilt of μ than the kl tilt", "dxmi (imitation tilt)", "dxmi",
+               "swd_mu"),
+              ("DxMI at T = 4 (kl tilt) ends closer to the tilt of μ than 15-step CEP (DxMI − CEP)", "dxmi", cep, "swd_mu"))
     lines = []
     for text, a, b, col in claims:
+        if not ((tilt.method == a).any() and (tilt.method == b).any()):
+            continue
         per_task = []
         for task in tasks:
             at = tilt[tilt.task == task]
@@ -239,8 +261,18 @@ def tilt_verdicts(raw: pd.DataFrame, tasks: list[str]) -> list[str]:
             per_task.append((task, d, closer(d)))
         lines.append(f"- {text}: {tally([v for _, _, v in per_task], names)} of {len(per_task)} tasks ("
                      + "; ".join(f"{task} {d.text()}" for task, d, _ in per_task) + ").")
-    return ["Paired over seeds (per-seed differences in SWD, 95% t-interval; *yes* when the interval is below zero):",
-            *lines]
+    for method in ("dxmi", "dxmi (imitation tilt)"):
+        if not (tilt.method == method).any():
+            continue
+        ratios = [(task, paired(tilt[(tilt.task == task) & (tilt.method == method)],
+                                tilt[(tilt.task == task) & (tilt.method == cep)], "swd_theta", ratio=True))
+                  for task in tasks]
+        verdicts = [within(r, TILT_GOAL) for _, r in ratios]
+        lines.append(f"- {method} within {TILT_GOAL}× of CEP's distance to the tilt of μθ (paired ratio): "
+                     f"{tally(verdicts, {'yes': 'yes', 'no': 'no', 'tie': 'undecided'})} of {len(ratios)} tasks ("
+                     + "; ".join(f"{task} {r.text()}" for task, r in ratios) + ").")
+    return ["Paired over seeds (per-seed differences in SWD, 95% t-interval; *yes* when the interval is below zero, "
+            f"or for a ratio at or below {TILT_GOAL}):", *lines]
 
 
 def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: DxmiBudget,
@@ -287,14 +319,18 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
               f"## 2. The βQ tilt at T = {budget.tilt_steps}, β = {budget.beta:g}", "",
               "This stage is this project's extension: the paper and the official code fine-tune DxMI toward no reward. "
               "DxDP from the imitation sampler π₀ with terminal cost −βQ (the task's exact Q) and each step's KL to π₀'s step as "
-              "running cost. Targets: the tilt of μ "
+              "running cost (`dxmi`, the kl tilt), or DxMI's own imitation (EBM, value and sampler from π₀'s) of "
+              "μθ's support samples resampled by exp(βQ), M per group, afresh each draw (`dxmi (imitation tilt)`). "
+              "Targets: the tilt of μ "
               "(end to end), of μθ (CEP's own target) and of DxMI's imitation sampler (DxMI's own target). DDPO: "
               "results/finetune.csv at the same β (same μθ and targets; its 10-step chain), where present.", "",
               "| task | method | NFE | SWD to tilt of μ | tilt of μθ | own target |", "|---|---|---:|---:|---:|---:|"]
     for task in tasks:
         for method, nfe in (("dxmi start (imitation)", budget.tilt_steps), ("dxmi", budget.tilt_steps),
-                            ("cep (15 steps)", 15)):
+                            ("dxmi (imitation tilt)", budget.tilt_steps), ("cep (15 steps)", 15)):
             r = get.get((task, "tilt", 15 if method.startswith("cep") else budget.tilt_steps, method))
+            if r is None and method == "dxmi (imitation tilt)":
+                continue
             lines.append(f"| {task} | {method} | {nfe} | {_cell(r, 'swd_mu')} | {_cell(r, 'swd_theta')} | "
                          f"{_cell(r, 'swd_own')} |")
         if task in ddpo.index:

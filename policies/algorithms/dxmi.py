@@ -51,7 +51,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -66,6 +66,8 @@ from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_
 from policies.errors import ConfigError
 
 REFERENCES = ("forward", "velocity")
+TILTS = ("kl", "imitation")
+Actions = Callable[[torch.Tensor], torch.Tensor]  # dataset row indices -> actions drawn for those rows
 Terminal = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (states, actions) -> (N,) terminal cost
 
 
@@ -83,7 +85,9 @@ class DxMIConfig(FinetuneConfig):
     value_layers: int = 4
     # stage "imitation": EBM, value and sampler together
     imitation_iterations: int = 20_000
-    # stage "finetune" (beta > 0): DxDP from the imitation sampler toward -beta Q, KL to it per step
+    # stage "finetune" (beta > 0), from the imitation sampler pi_0 and its EBM/value: "kl", DxDP toward -beta Q with a KL
+    # to pi_0 per step; "imitation", DxMI's own imitation of actions resampled by exp(beta Q) from the support actions
+    tilt: str = "kl"
     iterations: int = 5_000
     batch: int = 256  # dataset pairs (and chains) per iteration
     # the sampler's network: its first steps multiply eps by ~10 (x_0 is predicted from t = 1), so small moves of
@@ -94,8 +98,12 @@ class DxMIConfig(FinetuneConfig):
     value_lr: float = 1e-4  # value and energy (one network)
     max_grad_norm: float = 0.1  # the sampler's (the official value)
 
+    LATER: ClassVar[dict[str, Any]] = {**FinetuneConfig.LATER, "tilt": "kl"}  # runs from before the choice keep their ids
+
     def __post_init__(self) -> None:
         self.check_finetune("dxmi")
+        if self.tilt not in TILTS:
+            raise ConfigError(f"dxmi: unknown tilt {self.tilt!r}; choose one of {', '.join(TILTS)}")
         cfg_tools.check_bounds(self, "dxmi", at_least_one=("value_hidden", "value_layers", "batch"),
                                non_negative=("imitation_iterations", "iterations"),
                                positive=("lr", "sigma_lr", "value_lr", "max_grad_norm"),
@@ -279,27 +287,44 @@ def value_energy(value: nn.Module, sampler: DxMISampler) -> Terminal:
     return lambda states, actions: value(actions, t_end, states)
 
 
-def train_imitation(sampler: DxMISampler, value: nn.Module, states: torch.Tensor, actions: torch.Tensor,
+def train_imitation(sampler: DxMISampler, value: nn.Module, states: torch.Tensor, actions: torch.Tensor | Actions,
                     cfg: DxMIConfig, generator: torch.Generator, workdir: Path | None = None,
-                    hooks: TrainHooks | None = None, progress: bool = False, fingerprint: Any = None) -> dict[str, Any]:
-    """DxMI (Algorithm 1): EBM, value and sampler in turn; the loss logged is the EBM's."""
+                    hooks: TrainHooks | None = None, progress: bool = False, fingerprint: Any = None,
+                    iterations: int | None = None, name: str = "imitation (dxmi)") -> dict[str, Any]:
+    """DxMI (Algorithm 1): EBM, value and sampler in turn; the loss logged is the EBM's. `actions`: the data's
+    actions per state row, or a draw of them for given rows (the imitation tilt's resampled support actions)."""
     energy = value_energy(value, sampler)
     dp = DxDP(sampler, value, energy, entropy_cost(sampler, cfg.tau1, cfg.tau2), cfg, generator)
     n, last = states.shape[0], {}
+    draw = actions if callable(actions) else (lambda rows: actions[rows])
+    iterations = cfg.imitation_iterations if iterations is None else iterations
 
     def step(_: int) -> torch.Tensor:
         i = torch.randint(n, (cfg.batch,), device=states.device, generator=generator)
         s = states[i]
         xs = sampler.trajectory(s, generator)
         sampler.track_velocity(xs, cfg.velocity_ema)
-        loss = optimiser_step(dp.value_opt, ebm_loss(energy(s, actions[i]), energy(s, xs[-1]), cfg.energy_reg))
+        loss = optimiser_step(dp.value_opt, ebm_loss(energy(s, draw(i)), energy(s, xs[-1]), cfg.energy_reg))
         last["value"] = dp.update_value(xs, s)
         last["sampler"] = dp.update_sampler(xs, s)
         return loss
 
-    record = run_steps(step, cfg.imitation_iterations, "imitation (dxmi)", progress=progress, workdir=workdir,
-                       hooks=hooks, fingerprint=fingerprint, state=dp.state())
-    return record | _dp_record(sampler, cfg.imitation_iterations, cfg, last, energy_steps=1)
+    record = run_steps(step, iterations, name, progress=progress, workdir=workdir, hooks=hooks,
+                       fingerprint=fingerprint, state=dp.state())
+    return record | _dp_record(sampler, iterations, cfg, last, energy_steps=1)
+
+
+def tilted_support(support: torch.Tensor, q: torch.Tensor, beta: float, generator: torch.Generator) -> Actions:
+    """Per state row, one of its M support actions (M samples of mu_theta) drawn with probability
+    softmax(beta Q) over them, afresh at every draw: self-normalised importance resampling of the tilt
+    mu_theta exp(beta Q), which the imitation then learns as it learns the data (support (N, M, A), q (N, M))."""
+    weights = torch.softmax(beta * q, -1)
+
+    def draw(rows: torch.Tensor) -> torch.Tensor:
+        j = torch.multinomial(weights[rows], 1, generator=generator)[:, 0]
+        return support[rows, j]
+
+    return draw
 
 
 def train_dxdp(sampler: DxMISampler, value: nn.Module, states: torch.Tensor, terminal: Terminal, cost: StepCost,
@@ -361,7 +386,8 @@ class DxMI(FinetuneAlgorithm):
     config_cls = DxMIConfig
     presets = PRESETS
     stages = (*PRETRAIN_STAGES, "imitation", "finetune")
-    stage_fields = finetune_stage_fields(("iterations",), before={**PRETRAIN_FIELDS, "imitation": IMITATION_FIELDS})
+    stage_fields = finetune_stage_fields(("tilt", "iterations"), before={**PRETRAIN_FIELDS,
+                                                                           "imitation": IMITATION_FIELDS})
 
     def build(self, observation_dim: int, action_dim: int) -> None:
         super().build(observation_dim, action_dim)
@@ -392,9 +418,24 @@ class DxMI(FinetuneAlgorithm):
             policy.load_trained_state(self.sampler.trained_state())
         return policy
 
+    def keeps_support(self) -> bool:
+        return self.config.tilt == "imitation"
+
     def finetune(self, policy: FinetunedPolicy, states: torch.Tensor, reward: RewardFn, generator: torch.Generator,
                  workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
         cfg = self.config
+        if cfg.tilt == "imitation":  # DxMI's own mechanism, from pi_0 and its EBM/value, on exp(beta Q)-resampled data
+            support = self._support["support"][: states.shape[0]]  # the dataset states' rows come first
+            with torch.no_grad():
+                q = torch.cat([reward(s[:, None].expand(-1, support.shape[1], -1).reshape(-1, s.shape[-1]),
+                                      a.reshape(-1, a.shape[-1])).reshape(a.shape[:2])
+                               for s, a in zip(states.split(4096), support.split(4096))])
+            record = train_imitation(policy, copy.deepcopy(self.value), states,
+                                     tilted_support(support, q, cfg.beta, generator), cfg, generator, workdir, hooks,
+                                     progress, fingerprint=self.fingerprint("finetune"), iterations=cfg.iterations,
+                                     name="finetune (dxmi imitation tilt)")
+            self._support = {}
+            return record | {"support_q_evaluations": int(q.numel())}
         reference = copy.deepcopy(policy).requires_grad_(False)  # pi_0, the imitation sampler
         terminal = lambda s, a: -cfg.beta * reward(s, a)  # noqa: E731
         # the value starts from the imitation's (a warm start of its features; its targets are new)

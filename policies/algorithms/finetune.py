@@ -340,7 +340,12 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
                          progress: bool) -> None:
         """Every stage before `finetune` (here: behaviour, support, critic); `t`: the transitions on the device."""
         self.fit_pretrained(t, workdir, hooks, progress)
-        self._support = {}  # only the critic needed them
+        if not self.keeps_support():
+            self._support = {}  # only the critic needed them
+
+    def keeps_support(self) -> bool:
+        """Whether the fine-tuning stage reads the support actions too (DxMI's imitation tilt)."""
+        return False
 
     def reward(self) -> RewardFn:
         """Q_0 (the critic's target net, min of the twins) of the action clipped to the bounds, as acted."""
