@@ -29,7 +29,7 @@ import torch
 
 from bench.harness.provenance import budget_label, code_version, made_by
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
-                                     stream, theta_tilt, toy_support)
+                                     fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import closer, paired, tally, within
 from bench.studies.resumable import read_rows, run_resumable
 from envs.toy import TASKS, sample_target, sliced_wasserstein
@@ -66,12 +66,13 @@ class DxmiBudget:
     anomaly_noise: float = 0.5
     tilt_batch: int = 200_000  # draws per rejection round of the tilt targets (exactness's, for the same targets)
     tilts: tuple[str, ...] = ("kl", "imitation")  # the tilt stages compared ("dxmi" rows: kl)
+    q0_steps: int = 5_000  # > 0: both tilts also toward a Q_0 fitted on the data alone (`fit_toy_q`)
 
 
 DXMI_BUDGETS = {
     "default": DxmiBudget(),
     "test": DxmiBudget(behaviour=BUDGETS["test"], steps=(4,), imitation_iterations=60, tilt_iterations=30,
-                       batch=128, value_hidden=64, value_layers=2, tilt_batch=20_000),
+                       batch=128, value_hidden=64, value_layers=2, tilt_batch=20_000, q0_steps=200),
 }
 
 
@@ -172,6 +173,30 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
         drawn = tuned.sample(none, _torch_gen(seed, task, "sample", "dxmi imitation tilt", key))
         rows.append(base | {"method": "dxmi (imitation tilt)"} | distances(drawn)
                     | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
+    if budget.q0_steps:  # the offline case: both tilts toward a Q_0 fitted on the data alone, against the same targets
+        q0 = fit_toy_q(x, task, seed, budget.q0_steps)
+        with torch.no_grad():
+            support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
+        if "kl" in budget.tilts:
+            tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+            reference = copy.deepcopy(sampler).requires_grad_(False)
+            t0 = time.perf_counter()
+            record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0),
+                                lambda s, a: -beta * q0(torch.zeros(len(a), 0), a), kl_cost(tuned, reference), cfg,
+                                _torch_gen(seed, task, "train", "dxdp q0", key), surrogate=True)
+            rows.append(base | {"method": "dxmi (Q₀)"}
+                        | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp q0", key)))
+                        | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
+        if "imitation" in budget.tilts:
+            tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+            gen = _torch_gen(seed, task, "train", "dxmi imitation tilt q0", key)
+            t0 = time.perf_counter()
+            record = train_imitation(tuned, tuned_value, torch.zeros(len(support), 0),
+                                     tilted_support(support, support_q0, beta, gen), cfg, gen, iterations=cfg.iterations,
+                                     name="imitation tilt (dxmi, Q_0)")
+            rows.append(base | {"method": "dxmi (imitation tilt, Q₀)"}
+                        | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxmi imitation tilt q0", key)))
+                        | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
     data_q = torch.as_tensor(toy.q(x.double().numpy()), dtype=torch.float32)
     t0 = time.perf_counter()
     f, _, _ = _fit_energy("cep", b, model, x, torch.zeros(b.data, 0), support, support_q, data_q, beta, seed, task, key)
@@ -249,7 +274,11 @@ def tilt_verdicts(raw: pd.DataFrame, tasks: list[str]) -> list[str]:
                "swd_theta"),
               ("the imitation tilt ends closer to the tilt of μ than the kl tilt", "dxmi (imitation tilt)", "dxmi",
                "swd_mu"),
-              ("DxMI at T = 4 (kl tilt) ends closer to the tilt of μ than 15-step CEP (DxMI − CEP)", "dxmi", cep, "swd_mu"))
+              ("DxMI at T = 4 (kl tilt) ends closer to the tilt of μ than 15-step CEP (DxMI − CEP)", "dxmi", cep, "swd_mu"),
+              ("the kl tilt toward Q₀ ends closer to the tilt of μθ than toward the exact Q (a *no* is the cost of "
+               "learning Q₀)", "dxmi (Q₀)", "dxmi", "swd_theta"),
+              ("the imitation tilt toward Q₀ ends closer to the tilt of μθ than toward the exact Q",
+               "dxmi (imitation tilt, Q₀)", "dxmi (imitation tilt)", "swd_theta"))
     lines = []
     for text, a, b, col in claims:
         if not ((tilt.method == a).any() and (tilt.method == b).any()):
@@ -321,16 +350,19 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
               "DxDP from the imitation sampler π₀ with terminal cost −βQ (the task's exact Q) and each step's KL to π₀'s step as "
               "running cost (`dxmi`, the kl tilt), or DxMI's own imitation (EBM, value and sampler from π₀'s) of "
               "μθ's support samples resampled by exp(βQ), M per group, afresh each draw (`dxmi (imitation tilt)`). "
+              "`(Q₀)`: the same toward a Q₀ fitted on the data's rewards alone (the offline case), against the same "
+              "exact targets. "
               "Targets: the tilt of μ "
               "(end to end), of μθ (CEP's own target) and of DxMI's imitation sampler (DxMI's own target). DDPO: "
               "results/finetune.csv at the same β (same μθ and targets; its 10-step chain), where present.", "",
               "| task | method | NFE | SWD to tilt of μ | tilt of μθ | own target |", "|---|---|---:|---:|---:|---:|"]
     for task in tasks:
         for method, nfe in (("dxmi start (imitation)", budget.tilt_steps), ("dxmi", budget.tilt_steps),
-                            ("dxmi (imitation tilt)", budget.tilt_steps), ("cep (15 steps)", 15)):
+                            ("dxmi (imitation tilt)", budget.tilt_steps), ("dxmi (Q₀)", budget.tilt_steps),
+                            ("dxmi (imitation tilt, Q₀)", budget.tilt_steps), ("cep (15 steps)", 15)):
             r = get.get((task, "tilt", 15 if method.startswith("cep") else budget.tilt_steps, method))
-            if r is None and method == "dxmi (imitation tilt)":
-                continue
+            if r is None and method not in ("dxmi", "dxmi start (imitation)", "cep (15 steps)"):
+                continue  # rows made before the study ran that variant
             lines.append(f"| {task} | {method} | {nfe} | {_cell(r, 'swd_mu')} | {_cell(r, 'swd_theta')} | "
                          f"{_cell(r, 'swd_own')} |")
         if task in ddpo.index:

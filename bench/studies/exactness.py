@@ -34,10 +34,10 @@ import torch
 from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, mmd_rbf, sample_target, sliced_wasserstein, tilt
 from policies.core.diffusion import DiffusionModel, fit_behaviour
-from policies.core.networks import EnergyNet
+from policies.core.networks import EnergyNet, TwinQ
 from policies.algorithms.qgpo import generate_support, train_energy
 from policies.core.samplers import SamplerSpec
-from policies.core.training import make_generator
+from policies.core.training import make_generator, optimiser_step
 
 METHODS = ("cep", "mse")
 T_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}  # t(0.975, n-1)
@@ -114,6 +114,24 @@ def _fit_toy_behaviour(task: str, seed: int, budget: ExactnessBudget, progress: 
                       lr=budget.behaviour_lr / 10, generator=gen, progress=progress)
     model.eval()
     return x, model
+
+
+def fit_toy_q(x: torch.Tensor, task: str, seed: int, steps: int, hidden: int = 256, layers: int = 2,
+              batch: int = 1024, lr: float = 1e-3) -> TwinQ:
+    """Q_0 learned from the toy's data alone. A bandit's reward is Q of the data's action, so its Q-learning
+    is a regression onto them (what QGPO's critic reduces to at one step). Off the data's support it
+    extrapolates: what a fine-tuning method may exploit, and guidance within the support should not."""
+    targets = torch.as_tensor(TASKS[task].q(x.double().numpy()), dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream(seed, task, "init", "q0"))
+        net = TwinQ(2, 0, hidden, layers)
+    gen = _torch_gen(seed, task, "train", "q0")
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    none = torch.zeros(batch, 0)
+    for _ in range(steps):
+        i = torch.randint(len(x), (batch,), generator=gen)
+        optimiser_step(opt, net.regression_loss(none, x[i], targets[i]))
+    return net.requires_grad_(False).eval()
 
 
 def toy_support(model: DiffusionModel, task: str, seed: int, budget: ExactnessBudget) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
-                                     fit_toy_behaviour, stream, theta_tilt, toy_support)
+                                     fit_toy_behaviour, fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import paired, tally, within
 from bench.studies.resumable import read_rows, run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
@@ -50,11 +50,14 @@ class FinetuneBudget:
     inner_epochs: int = 1
     lr: float = 3e-3
     adv_clip: float = 10.0  # DDPOConfig's default when the committed rows were made (now the official 5)
+    # "learned": CEP and DDPO also with a Q_0 regressed on the data's rewards alone (`fit_toy_q`), the offline case
+    rewards: tuple[str, ...] = ("exact", "learned")
+    q0_steps: int = 5_000
 
 
 FINETUNE_BUDGETS = {
     "default": FinetuneBudget(),
-    "test": FinetuneBudget(behaviour=BUDGETS["test"], iterations=60, chains=256, minibatches=2, lr=1e-2),
+    "test": FinetuneBudget(behaviour=BUDGETS["test"], iterations=60, chains=256, minibatches=2, lr=1e-2, q0_steps=200),
 }
 
 
@@ -103,6 +106,18 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
     def chain_batch(k: int) -> torch.Tensor:
         return pretrained.sample(torch.zeros(k, 0), chain_gen)
 
+    q0 = fit_toy_q(x, task, seed, budget.q0_steps) if "learned" in budget.rewards else None
+    exact_q = toy_reward(task)
+
+    def q_means(samples: torch.Tensor) -> dict:
+        """The exact Q of a method's samples and the learned Q_0's view of them: the gap is exploitation."""
+        a = torch.as_tensor(samples, dtype=torch.float32)
+        out = {"q_exact": float(exact_q(None, a).mean())}
+        if q0 is not None:
+            with torch.no_grad():
+                out["q_learned"] = float(q0(torch.zeros(len(a), 0), a).mean())
+        return out
+
     for beta in betas:
         key = f"beta={beta:g}"
         target_mu, _ = sample_target(toy, beta, b.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
@@ -113,7 +128,7 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
         cep = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
                            _torch_gen(seed, task, "sample", "cep", key)).x[:, 0]
         rows.append(base | _row(beta, "cep", cep, target_theta, target_mu, target_chain, seed)
-                    | {"final_loss": loss, "seconds": time.perf_counter() - t0})
+                    | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep))
         t0 = time.perf_counter()
         policy = FinetunedPolicy(model, chain)
         record = train_ddpo(policy, torch.zeros(1, 0), toy_reward(task), ddpo_config(budget, beta, seed),
@@ -122,7 +137,25 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
         rows.append(base | _row(beta, "ddpo", tuned, target_theta, target_mu, target_chain, seed)
                     | {"swd_chain_start": sliced_wasserstein(on_chain, target_chain, seed=seed),
                        "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"],
-                       "samples": record["samples"], "seconds": time.perf_counter() - t0})
+                       "samples": record["samples"], "seconds": time.perf_counter() - t0} | q_means(tuned))
+        if q0 is not None:  # the same two methods with the learned Q_0 as their reward, against the same targets
+            with torch.no_grad():
+                support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
+            t0 = time.perf_counter()
+            energy, loss, _ = _fit_energy("cep", b, model, x, none, support, support_q0, None, beta, seed, task,
+                                          key + " q0")
+            cep0 = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
+                                _torch_gen(seed, task, "sample", "cep q0", key)).x[:, 0]
+            rows.append(base | _row(beta, "cep (Q₀)", cep0, target_theta, target_mu, target_chain, seed)
+                        | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep0))
+            t0 = time.perf_counter()
+            policy = FinetunedPolicy(model, chain)
+            learned = lambda s, a: q0(torch.zeros(len(a), 0), a.detach())  # noqa: E731
+            record = train_ddpo(policy, torch.zeros(1, 0), learned, ddpo_config(budget, beta, seed),
+                                _torch_gen(seed, task, "train", "ddpo q0", key), progress=progress)
+            tuned0 = policy.sample(torch.zeros(b.n_eval, 0), _torch_gen(seed, task, "sample", "ddpo q0", key))
+            rows.append(base | _row(beta, "ddpo (Q₀)", tuned0, target_theta, target_mu, target_chain, seed)
+                        | {"final_loss": record["final_loss"], "seconds": time.perf_counter() - t0} | q_means(tuned0))
     rows[0]["job_seconds"] = time.perf_counter() - began  # the whole job: behaviour, targets, both methods
     return rows
 
@@ -142,7 +175,7 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
     for (task, beta, method, chain), g in raw.groupby(["task", "beta", "method", "chain"], sort=False):
         row = {"task": task, "beta": beta, "method": method, "chain": chain, "seeds": g["seed"].nunique()}
         for col in ("swd_theta", "swd_mu", "swd_chain", "swd_chain_start", "mmd_theta", "swd_behaviour", "final_loss",
-                    "seconds"):
+                    "seconds", "q_exact", "q_learned"):
             if col in g and g[col].notna().any():
                 mean, low, high = _interval(g[col])
                 row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if len(g) > 1 else math.nan,
@@ -205,7 +238,7 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
               f"DDPO | DDPO/CEP | within {RATIO_GOAL}× (own / μθ / μ) | SWD floor | s per run: CEP / DDPO |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     verdicts: dict[str, dict[tuple[str, float], str | None]] = {"own": {}, "theta": {}, "mu": {}}
-    for (task, beta), grp in summary[summary.method != "chain"].groupby(["task", "beta"], sort=False):
+    for (task, beta), grp in summary[summary.method.isin(["cep", "ddpo"])].groupby(["task", "beta"], sort=False):
         r = {row["method"]: row for _, row in grp.iterrows()}
         cep, ddpo = r.get("cep"), r.get("ddpo")
         at = raw[(raw.task == task) & (raw.beta == beta)]
@@ -222,8 +255,33 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
                      f"{ratios['own'].text()} | {_cell(cep, 'swd_theta')} | {_cell(ddpo, 'swd_theta')} | "
                      f"{ratios['theta'].text()} | {_cell(cep, 'swd_mu')} | {_cell(ddpo, 'swd_mu')} | "
                      f"{ratios['mu'].text()} | {verdict} | {floors.get((task, beta), math.nan):.3f} | {seconds} |")
+    lines += learned_section(summary, raw)
     lines += ["", *disclosures(summary, raw, budget), "", headline(verdicts)]
     out.write_text("\n".join(lines) + "\n")
+
+
+def learned_section(summary: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
+    """CEP and DDPO with Q_0 learned from the data as their reward: distances to the same exact tilts, and the
+    exact Q of their samples against Q_0's view of them (a method that exploits Q_0 off the data shows a gap)."""
+    if not (raw.method == "ddpo (Q₀)").any():
+        return []
+    lines = ["", "## With a Q₀ learned from the data (the offline case)", "",
+             "Q₀ regresses the data's rewards (the exact Q of the behaviour samples) and nothing else; CEP's energy is "
+             "trained on Q₀ of μθ's support samples, DDPO fine-tunes on Q₀ of its own samples. Targets as above (exact). "
+             "`Q exact / Q₀`: the mean exact Q of a method's samples and Q₀'s mean over them. DDPO − CEP: the paired "
+             "per-seed difference in SWD to the tilt of μθ.", "",
+             "| task | β | CEP (Q₀): SWD tilt of μθ | DDPO (Q₀) | DDPO − CEP | CEP (Q₀): Q exact / Q₀ | "
+             "DDPO (Q₀): Q exact / Q₀ | DDPO (exact Q): SWD tilt of μθ |", "|---|---:|---:|---:|---|---|---|---:|"]
+    for (task, beta), grp in summary[summary.method.isin(["cep (Q₀)", "ddpo (Q₀)", "ddpo"])].groupby(
+            ["task", "beta"], sort=False):
+        r = {row["method"]: row for _, row in grp.iterrows()}
+        at = raw[(raw.task == task) & (raw.beta == beta)]
+        diff = paired(at[at.method == "ddpo (Q₀)"], at[at.method == "cep (Q₀)"], "swd_theta")
+        q = lambda m: f"{_cell(r.get(m), 'q_exact')} / {_cell(r.get(m), 'q_learned')}"  # noqa: E731
+        lines.append(f"| {task} | {beta:g} | {_cell(r.get('cep (Q₀)'), 'swd_theta')} | "
+                     f"{_cell(r.get('ddpo (Q₀)'), 'swd_theta')} | {diff.text()} | {q('cep (Q₀)')} | {q('ddpo (Q₀)')} | "
+                     f"{_cell(r.get('ddpo'), 'swd_theta')} |")
+    return lines
 
 
 def disclosures(summary: pd.DataFrame, raw: pd.DataFrame, budget: FinetuneBudget) -> list[str]:
@@ -240,7 +298,10 @@ def disclosures(summary: pd.DataFrame, raw: pd.DataFrame, budget: FinetuneBudget
         f"{seconds['cep']:.0f} s and {b.groups * b.m:,} queries of Q on μθ's support samples ({b.groups} groups × "
         f"M = {b.m}). Both on one core.",
         "- The exact Q on DDPO's own samples is an oracle an offline method does not have: there the reward is a Q₀ "
-        "learned from the data, which DDPO can exploit off the data's support; these rows do not measure that.",
+        "learned from the data, which DDPO can exploit off the data's support. "
+        + ("The section above measures that with a Q₀ fitted on the data alone."
+           if (raw.method == "ddpo (Q₀)").any() else
+           "These rows do not measure that (rows made before the study fitted a Q₀; run it again to add them)."),
         "- DDPO's rows predate two changes to DDPO (the rows' code versions are above): the leave-one-out group "
         f"baseline (here one state with G = {budget.chains} chains, so the old baseline shrank the reward's "
         f"gradient by 1/{budget.chains} only) and the importance weight of the score estimator (this study runs "
