@@ -149,16 +149,22 @@ def test_the_pathwise_kl_gradient_flows_through_the_visited_states(truncate):
 
 # ---------------------------------------------------------------- the classifier
 
-def test_temperature_scaling_recovers_a_known_overconfidence():
-    """True p(y=1|x) = sigmoid(2x); a classifier with logits 3x too large is calibrated back to T = 3."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(40_000, 1, generator=g)
-    y = (torch.rand(40_000, generator=g) < torch.sigmoid(2 * x[:, 0])).long()
+def sigmoid_labels_and_classifier(n: int, gain: float, seed: int):
+    """x ~ N(0, 1) labelled with p(y=1|x) = sigmoid(2x), and a classifier whose logit is gain * x."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=g)
+    y = (torch.rand(n, generator=g) < torch.sigmoid(2 * x[:, 0])).long()
     clf = Classifier(0, 1, 2, hidden=4, layers=1)
     clf.body = nn.Linear(1, 2)
     with torch.no_grad():
-        clf.body.weight.copy_(torch.tensor([[0.0], [6.0]]))
+        clf.body.weight.copy_(torch.tensor([[0.0], [gain]]))
         clf.body.bias.zero_()
+    return x, y, clf, g
+
+
+def test_temperature_scaling_recovers_a_known_overconfidence():
+    """True p(y=1|x) = sigmoid(2x); a classifier with logits 3x too large is calibrated back to T = 3."""
+    x, y, clf, g = sigmoid_labels_and_classifier(40_000, 6.0, 0)
     _, temp, measure = split(40_000, 0.5, g)
     result = calibrate(clf, torch.zeros(40_000, 0), x, y, temp, measure, g)
     assert result["temperature"] == pytest.approx(3.0, rel=0.05)
@@ -172,14 +178,7 @@ def test_a_temperature_that_does_not_help_on_held_out_points_is_not_kept():
     worse in cross-fitted NLL than none, and where T = 1 is kept the reported ECE is the raw one."""
     rules = []
     for seed in range(12):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(200, 1, generator=g)
-        y = (torch.rand(200, generator=g) < torch.sigmoid(2 * x[:, 0])).long()
-        clf = Classifier(0, 1, 2, hidden=4, layers=1)
-        clf.body = nn.Linear(1, 2)
-        with torch.no_grad():
-            clf.body.weight.copy_(torch.tensor([[0.0], [2.0]]))
-            clf.body.bias.zero_()
+        x, y, clf, g = sigmoid_labels_and_classifier(200, 2.0, seed)
         _, temp, measure = split(200, 0.99, g)
         result = calibrate(clf, torch.zeros(200, 0), x, y, temp, measure, g)
         assert result["nll"] <= result["nll_raw"] and result["measured_on"] == len(temp) + len(measure)

@@ -154,48 +154,32 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
 
     rows = [base | {"method": "dxmi start (imitation)"} | distances(sampler.sample(none, _torch_gen(seed, task, "s0")))]
     cfg = dxmi_config(budget, budget.tilt_steps, seed)
-    if "kl" in budget.tilts:  # DxDP toward -beta Q with a KL to pi_0 per step
-        tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
-        reference = copy.deepcopy(sampler).requires_grad_(False)
-        t0 = time.perf_counter()
-        record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), _exact_terminal(toy, beta),
-                            kl_cost(tuned, reference), cfg, _torch_gen(seed, task, "train", "dxdp", key), surrogate=True)
-        rows.append(base | {"method": "dxmi"} | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp", key)))
-                    | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
     support, support_q = toy_support(model, task, seed, b)
-    if "imitation" in budget.tilts:  # DxMI's own mechanism: imitate mu_theta's support samples resampled by exp(beta Q)
-        tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
-        gen = _torch_gen(seed, task, "train", "dxmi imitation tilt", key)
-        t0 = time.perf_counter()
-        record = train_imitation(tuned, tuned_value, torch.zeros(len(support), 0),
-                                 tilted_support(support, support_q, beta, gen), cfg, gen, iterations=cfg.iterations,
-                                 name="imitation tilt (dxmi)")
-        drawn = tuned.sample(none, _torch_gen(seed, task, "sample", "dxmi imitation tilt", key))
-        rows.append(base | {"method": "dxmi (imitation tilt)"} | distances(drawn)
-                    | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
+    rewards = [("", "", _exact_terminal(toy, beta), support_q)]  # (label, stream tag, terminal cost, Q of the support)
     if budget.q0_steps:  # the offline case: both tilts toward a Q_0 fitted on the data alone, against the same targets
         q0 = fit_toy_q(x, task, seed, budget.q0_steps)
         with torch.no_grad():
             support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
-        if "kl" in budget.tilts:
-            tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+        rewards.append(("Q₀", " q0", lambda s, a: -beta * q0(torch.zeros(len(a), 0), a), support_q0))
+    for label, tag, terminal, q_support in rewards:
+        tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
+        t0 = time.perf_counter()
+        if "kl" in budget.tilts:  # DxDP toward -beta Q with a KL to pi_0 per step
             reference = copy.deepcopy(sampler).requires_grad_(False)
-            t0 = time.perf_counter()
-            record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0),
-                                lambda s, a: -beta * q0(torch.zeros(len(a), 0), a), kl_cost(tuned, reference), cfg,
-                                _torch_gen(seed, task, "train", "dxdp q0", key), surrogate=True)
-            rows.append(base | {"method": "dxmi (Q₀)"}
-                        | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp q0", key)))
+            record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), terminal, kl_cost(tuned, reference), cfg,
+                                _torch_gen(seed, task, "train", "dxdp" + tag, key), surrogate=True)
+            drawn = tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp" + tag, key))
+            rows.append(base | {"method": f"dxmi ({label})" if label else "dxmi"} | distances(drawn)
                         | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
-        if "imitation" in budget.tilts:
+        if "imitation" in budget.tilts:  # DxMI's own mechanism: imitate mu_theta's support resampled by exp(beta Q)
             tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
-            gen = _torch_gen(seed, task, "train", "dxmi imitation tilt q0", key)
+            gen = _torch_gen(seed, task, "train", "dxmi imitation tilt" + tag, key)
             t0 = time.perf_counter()
             record = train_imitation(tuned, tuned_value, torch.zeros(len(support), 0),
-                                     tilted_support(support, support_q0, beta, gen), cfg, gen, iterations=cfg.iterations,
-                                     name="imitation tilt (dxmi, Q_0)")
-            rows.append(base | {"method": "dxmi (imitation tilt, Q₀)"}
-                        | distances(tuned.sample(none, _torch_gen(seed, task, "sample", "dxmi imitation tilt q0", key)))
+                                     tilted_support(support, q_support, beta, gen), cfg, gen, iterations=cfg.iterations,
+                                     name="imitation tilt (dxmi)")
+            drawn = tuned.sample(none, _torch_gen(seed, task, "sample", "dxmi imitation tilt" + tag, key))
+            rows.append(base | {"method": "dxmi (imitation tilt" + (f", {label})" if label else ")")} | distances(drawn)
                         | {"seconds": time.perf_counter() - t0, "final_loss": record["final_loss"]})
     data_q = torch.as_tensor(toy.q(x.double().numpy()), dtype=torch.float32)
     t0 = time.perf_counter()

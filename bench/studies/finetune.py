@@ -123,39 +123,28 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
         target_mu, _ = sample_target(toy, beta, b.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
         target_theta, _ = theta_tilt(mu_theta_batch, task, beta, seed, b)
         target_chain, _ = theta_tilt(chain_batch, task, beta, seed, b, purpose="tilt-chain")
-        t0 = time.perf_counter()
-        energy, loss, _ = _fit_energy("cep", b, model, x, none, support, support_q, None, beta, seed, task, key)
-        cep = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
-                           _torch_gen(seed, task, "sample", "cep", key)).x[:, 0]
-        rows.append(base | _row(beta, "cep", cep, target_theta, target_mu, target_chain, seed)
-                    | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep))
-        t0 = time.perf_counter()
-        policy = FinetunedPolicy(model, chain)
-        record = train_ddpo(policy, torch.zeros(1, 0), toy_reward(task), ddpo_config(budget, beta, seed),
-                            _torch_gen(seed, task, "train", "ddpo", key), progress=progress)
-        tuned = policy.sample(torch.zeros(b.n_eval, 0), _torch_gen(seed, task, "sample", "ddpo", key))
-        rows.append(base | _row(beta, "ddpo", tuned, target_theta, target_mu, target_chain, seed)
-                    | {"swd_chain_start": sliced_wasserstein(on_chain, target_chain, seed=seed),
-                       "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"],
-                       "samples": record["samples"], "seconds": time.perf_counter() - t0} | q_means(tuned))
+        rewards = [("", "", support_q, toy_reward(task))]  # (label, stream tag, Q of CEP's support, DDPO's reward)
         if q0 is not None:  # the same two methods with the learned Q_0 as their reward, against the same targets
             with torch.no_grad():
                 support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
+            rewards.append((" (Q₀)", " q0", support_q0, lambda s, a: q0(torch.zeros(len(a), 0), a.detach())))
+        for label, tag, q_support, reward in rewards:
             t0 = time.perf_counter()
-            energy, loss, _ = _fit_energy("cep", b, model, x, none, support, support_q0, None, beta, seed, task,
-                                          key + " q0")
-            cep0 = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
-                                _torch_gen(seed, task, "sample", "cep q0", key)).x[:, 0]
-            rows.append(base | _row(beta, "cep (Q₀)", cep0, target_theta, target_mu, target_chain, seed)
-                        | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep0))
+            energy, loss, _ = _fit_energy("cep", b, model, x, none, support, q_support, None, beta, seed, task,
+                                          key + tag)
+            cep = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
+                               _torch_gen(seed, task, "sample", "cep" + tag, key)).x[:, 0]
+            rows.append(base | _row(beta, "cep" + label, cep, target_theta, target_mu, target_chain, seed)
+                        | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep))
             t0 = time.perf_counter()
             policy = FinetunedPolicy(model, chain)
-            learned = lambda s, a: q0(torch.zeros(len(a), 0), a.detach())  # noqa: E731
-            record = train_ddpo(policy, torch.zeros(1, 0), learned, ddpo_config(budget, beta, seed),
-                                _torch_gen(seed, task, "train", "ddpo q0", key), progress=progress)
-            tuned0 = policy.sample(torch.zeros(b.n_eval, 0), _torch_gen(seed, task, "sample", "ddpo q0", key))
-            rows.append(base | _row(beta, "ddpo (Q₀)", tuned0, target_theta, target_mu, target_chain, seed)
-                        | {"final_loss": record["final_loss"], "seconds": time.perf_counter() - t0} | q_means(tuned0))
+            record = train_ddpo(policy, torch.zeros(1, 0), reward, ddpo_config(budget, beta, seed),
+                                _torch_gen(seed, task, "train", "ddpo" + tag, key), progress=progress)
+            tuned = policy.sample(torch.zeros(b.n_eval, 0), _torch_gen(seed, task, "sample", "ddpo" + tag, key))
+            rows.append(base | _row(beta, "ddpo" + label, tuned, target_theta, target_mu, target_chain, seed)
+                        | {"swd_chain_start": sliced_wasserstein(on_chain, target_chain, seed=seed),
+                           "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"],
+                           "samples": record["samples"], "seconds": time.perf_counter() - t0} | q_means(tuned))
     rows[0]["job_seconds"] = time.perf_counter() - began  # the whole job: behaviour, targets, both methods
     return rows
 
