@@ -52,14 +52,24 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffbench")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "(not installed)"
+
+
 def cmd_algorithms(args) -> int:
-    rows = [{"name": n, "presets": list(registry.get(n).presets), "description": registry.get(n).description}
-            for n in registry.available()]
+    rows = [{"name": n, "presets": list(cls.presets), "stages": list(getattr(cls, "stages", ())),
+             "description": cls.description} for n in registry.available() for cls in (registry.get(n),)]
     if args.json:
         _print_json(rows)
         return 0
     for r in rows:
-        print(f"{r['name']:13s} {r['description']}\n{'':13s} presets: {', '.join(r['presets'])}")
+        print(f"{r['name']:13s} {r['description']}\n{'':13s} presets: {', '.join(r['presets'])}; "
+              f"stages: {', '.join(r['stages'])}")
     return 0
 
 
@@ -546,7 +556,8 @@ def cmd_leaderboard(args) -> int:
     report = _built_report(args, "rank")
     if report is None:
         return 1
-    return _wrote(write_leaderboard(report, Path(args.out), args.metric, _command(args)))
+    out = Path(args.out) if args.out else Path(args.results) / "LEADERBOARD.md"
+    return _wrote(write_leaderboard(report, out, args.metric, _command(args)))
 
 
 def cmd_compare(args) -> int:
@@ -574,6 +585,7 @@ def _existing_store(results: str) -> ResultsStore:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffbench", description="Offline-RL benchmark suite for diffusion policies.")
+    p.add_argument("--version", action="version", version=f"diffbench {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     alg = sub.add_parser("algorithms", help="the registered algorithms (built-in and plug-ins), their presets and what each is")
@@ -814,7 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="rank entries by an aggregate metric into LEADERBOARD.md and .html")
     store_args(lb)
-    lb.add_argument("--out", default="results/LEADERBOARD.md")
+    lb.add_argument("--out", help="where LEADERBOARD.md (and .html) go (default RESULTS/LEADERBOARD.md, beside the store; "
+                    "the committed results/LEADERBOARD.md changes only when named here)")
     lb.add_argument("--metric", default="IQM", help="IQM, mean, median or optimality gap")
     lb.set_defaults(func=cmd_leaderboard)
 

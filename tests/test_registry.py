@@ -58,6 +58,7 @@ def test_every_builtin_says_what_it_is_and_the_listing_shows_it(capsys):
     assert main(["algorithms", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) >= {"qgpo", "ddpo", "ctrl", "dxmi", "bc", "td3bc", "iql", "diffusion_ql", "idql", "sfbc"}
-    assert all(r["description"] and "cpu" in r["presets"] for r in rows.values()), rows
+    assert all(r["description"] and "cpu" in r["presets"] and r["stages"] for r in rows.values()), rows
+    assert rows["qgpo"]["stages"] == ["behaviour", "support", "critic", "energy"]
     assert "not the published" in rows["ddpo"]["description"]
     assert "this project's extension" in rows["dxmi"]["description"]

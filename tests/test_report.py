@@ -1,5 +1,7 @@
 """Reports, the leaderboard and compare, from a store filled with runs whose scores are known."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -125,6 +127,12 @@ def test_leaderboard_ranks_by_the_chosen_metric_and_compare_pairs_datasets(capsy
     board = out.read_text()
     assert board.index("qgpo[cpu] s=1") < board.index("bc[cpu]") and "do not edit by hand" in board
     assert out.with_suffix(".html").exists()
+    # without --out it writes beside the store, never over the committed results/LEADERBOARD.md
+    committed = Path("results/LEADERBOARD.md")
+    before = committed.read_bytes() if committed.exists() else None
+    assert main(["leaderboard", "--results", str(store.path.parent)]) == 0
+    assert (store.path.parent / "LEADERBOARD.md").exists()
+    assert (committed.read_bytes() if committed.exists() else None) == before
     table = compare(report, "bc", "qgpo[cpu] s=1").set_index("dataset")
     assert table.loc[D4RL, "A − B"] == "-30.0" and table.loc[GEN, "A score"] == "20.0 ± 10.0 (3)"
     capsys.readouterr()
