@@ -701,7 +701,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "exact samples")
     dx.add_argument("--tasks", default=",".join(TASKS))
     dx.add_argument("--seeds", default="0,1,2,3,4")
-    dx.add_argument("--budget", default="default", help="training budget preset: default or test")
+    dx.add_argument("--budget", default="default", help="training budget preset: default, imitation-tilt (that tilt "
+                    "alone, T = 4) or test")
     dx.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
     dx.add_argument("--finetune", default="results/finetune.csv", help="DDPO's rows to show beside (same targets)")
     dx.add_argument("--out", default="results/dxmi.md")

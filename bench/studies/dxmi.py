@@ -71,6 +71,8 @@ class DxmiBudget:
 
 DXMI_BUDGETS = {
     "default": DxmiBudget(),
+    # the imitation tilt alone, beside the default budget's rows (same mu_theta, pi_0 and targets per seed)
+    "imitation-tilt": DxmiBudget(steps=(4,), tilts=("imitation",), q0_steps=0),
     "test": DxmiBudget(behaviour=BUDGETS["test"], steps=(4,), imitation_iterations=60, tilt_iterations=30,
                        batch=128, value_hidden=64, value_layers=2, tilt_batch=20_000, q0_steps=200),
 }
