@@ -333,8 +333,11 @@ def test_the_toy_study_runs_every_part_and_writes_one_report(tmp_path):
     get = summary.set_index(["part", "method"])
     # at this budget (60 iterations) the IRL game has not converged: the check is the EBM's ranking, not the sampler's
     assert get.loc[("anomaly", "uniform on the box"), "auroc_mean"] > 0.6  # off-support points get higher energy
-    for part, method in (("imitation", "dxmi"), ("imitation", "ddim"), ("tilt", "dxmi"), ("tilt", "cep (15 steps)")):
+    for part, method in (("imitation", "dxmi"), ("imitation", "ddim"), ("tilt", "dxmi"), ("tilt", "cep (15 steps)"),
+                         ("tilt", "dxmi (imitation tilt)"), ("tilt", "dxmi (Q₀)"), ("tilt", "dxmi (imitation tilt, Q₀)")):
         assert math.isfinite(get.loc[(part, method), "swd_mu_mean"]), (part, method)
+        if part == "tilt":  # 8gaussians: how each tilt splits its mass among the modes
+            assert 0 <= get.loc[(part, method), "mode_tv_theta_mean"] <= 1, method
     text = out.read_text()
     assert "## 1. Few-step imitation" in text and "## 3. The EBM as an anomaly score" in text
     assert "| dxmi: T = 4 | 4 |" in text and "## 4. Speed" in text

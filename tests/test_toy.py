@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from envs import DatasetError
-from envs.toy import TASKS, get_task, mmd_rbf, noise_floor, sample_target, sliced_wasserstein
+from envs.toy import TASKS, get_task, mmd_rbf, mode_masses, noise_floor, sample_target, sliced_wasserstein
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -28,6 +28,21 @@ def test_rejection_sampler_hits_the_exact_tilted_mass(beta):
     frac = task.q(x).mean()
     assert abs(frac - p) < 4 * np.sqrt(p * (1 - p) / n)
     assert rate == pytest.approx((1 + np.exp(-beta)) / 2, abs=0.01)  # E[exp(beta (Q - 1))]
+
+
+@pytest.mark.parametrize("beta", [0.0, 3.0, 10.0])
+def test_8gaussians_tilt_weighs_its_modes_by_their_q(beta):
+    """Q is the mode's index / 7 and each mode holds 1/8 of mu by symmetry, so the tilt's mode masses are exactly
+    softmax(beta i / 7): the ground truth that `mode_masses` reads a sampler's split of its mass against."""
+    task = TASKS["8gaussians"]
+    n = 40_000
+    x, _ = sample_target(task, beta, n, np.random.default_rng(0))
+    exact = np.exp(beta * np.arange(8) / 7)
+    exact /= exact.sum()
+    got = mode_masses(task, x)
+    assert got.shape == (8,) and got.sum() == pytest.approx(1.0)
+    assert np.abs(got - exact).max() < 4 * np.sqrt(exact.max() / n)
+    assert mode_masses(TASKS["moons"], x) is None  # a task without separate modes
 
 
 def test_rejection_sampler_agrees_with_importance_weighting():

@@ -32,7 +32,7 @@ from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energ
                                      fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import closer, paired, tally, within
 from bench.studies.resumable import read_rows, run_resumable
-from envs.toy import TASKS, sample_target, sliced_wasserstein
+from envs.toy import TASKS, mode_masses, sample_target, sliced_wasserstein
 from policies.algorithms.dxmi import (DxMIConfig, DxMISampler, kl_cost, tilted_support, train_dxdp, train_imitation,
                                      value_energy)
 from policies.core.networks import EnergyNet
@@ -149,10 +149,15 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
     target_own, _ = theta_tilt(lambda k: sampler.sample(torch.zeros(k, 0), own_gen), task, beta, seed, b, "dxmi tilt",
                                batch=budget.tilt_batch)
 
+    theta_masses = mode_masses(toy, target_theta)
+
     def distances(drawn: torch.Tensor) -> dict:
-        return {"swd_mu": sliced_wasserstein(drawn, target_mu, seed=seed),
-                "swd_theta": sliced_wasserstein(drawn, target_theta, seed=seed),
-                "swd_own": sliced_wasserstein(drawn, target_own, seed=seed)}
+        out = {"swd_mu": sliced_wasserstein(drawn, target_mu, seed=seed),
+               "swd_theta": sliced_wasserstein(drawn, target_theta, seed=seed),
+               "swd_own": sliced_wasserstein(drawn, target_own, seed=seed)}
+        if theta_masses is not None:  # how the mass is split among the modes, against the tilt of mu_theta's split
+            out["mode_tv_theta"] = float(0.5 * np.abs(mode_masses(toy, drawn.numpy()) - theta_masses).sum())
+        return out
 
     rows = [base | {"method": "dxmi start (imitation)"} | distances(sampler.sample(none, _torch_gen(seed, task, "s0")))]
     cfg = dxmi_config(budget, budget.tilt_steps, seed)
@@ -219,7 +224,7 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, part, steps, method), g in raw.groupby(["task", "part", "steps", "method"], sort=False):
         row = {"task": task, "part": part, "steps": steps, "method": method, "seeds": g["seed"].nunique()}
-        for col in ("swd_mu", "swd_theta", "swd_own", "swd_floor", "auroc", "seconds"):
+        for col in ("swd_mu", "swd_theta", "swd_own", "swd_floor", "auroc", "seconds", "mode_tv_theta"):
             if col in g and g[col].notna().any():
                 mean, low, high = _interval(g[col])
                 row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if g[col].notna().sum() > 1
@@ -341,7 +346,9 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
               "Targets: the tilt of μ "
               "(end to end), of μθ (CEP's own target) and of DxMI's imitation sampler (DxMI's own target). DDPO: "
               "results/finetune.csv at the same β (same μθ and targets; its 10-step chain), where present.", "",
-              "| task | method | NFE | SWD to tilt of μ | tilt of μθ | own target |", "|---|---|---:|---:|---:|---:|"]
+              "`modes`: on 8gaussians, the total-variation distance between the method's split of its mass among the 8 "
+              "modes and the tilt of μθ's (a sampler can be near in SWD and weigh its modes wrongly).", "",
+              "| task | method | NFE | SWD to tilt of μ | tilt of μθ | own target | modes |", "|---|---|---:|---:|---:|---:|---:|"]
     for task in tasks:
         for method, nfe in (("dxmi start (imitation)", budget.tilt_steps), ("dxmi", budget.tilt_steps),
                             ("dxmi (imitation tilt)", budget.tilt_steps), ("dxmi (Q₀)", budget.tilt_steps),
@@ -350,12 +357,12 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
             if r is None and method not in ("dxmi", "dxmi start (imitation)", "cep (15 steps)"):
                 continue  # rows made before the study ran that variant
             lines.append(f"| {task} | {method} | {nfe} | {_cell(r, 'swd_mu')} | {_cell(r, 'swd_theta')} | "
-                         f"{_cell(r, 'swd_own')} |")
+                         f"{_cell(r, 'swd_own')} | {_cell(r, 'mode_tv_theta')} |")
         if task in ddpo.index:
             d = ddpo.loc[task]
             pm = lambda col: f"{d[col]:.3f}" + ("" if pd.isna(d[f"{col}_std"]) else f" ± {d[f'{col}_std']:.3f}")  # noqa: E731
             lines.append(f"| {task} | ddpo (results/finetune.csv, {int(d['seeds'])} seeds) | 10 | {pm('swd_mu')} | "
-                         f"{pm('swd_theta')} | – |")
+                         f"{pm('swd_theta')} | – | – |")
     lines += ["", *tilt_verdicts(raw, tasks)]
     lines += ["", f"## 3. The EBM as an anomaly score (T = {budget.tilt_steps} imitation EBM)", "",
               "AUROC of the energy separating fresh behaviour samples (normal) from off-support points (anomalous); "

@@ -25,6 +25,17 @@ class ToyTask:
     name: str
     sample: Callable[[int, np.random.Generator], np.ndarray]  # (n, 2) behaviour samples
     q: Callable[[np.ndarray], np.ndarray]  # (n, 2) -> (n,) in [0, 1]
+    # a task made of separate modes: (n, 2) -> each point's mode (the cell of the nearest centre); None otherwise
+    modes: Callable[[np.ndarray], np.ndarray] | None = None
+    n_modes: int = 0
+
+
+def mode_masses(task: ToyTask, x: np.ndarray) -> np.ndarray | None:
+    """The share of the points in each of the task's modes (None for a task without modes). A sampler can be
+    near a tilted target in SWD and still weigh its modes wrongly; this says how the mass is split."""
+    if task.modes is None:
+        return None
+    return np.bincount(task.modes(np.asarray(x, dtype=np.float64)), minlength=task.n_modes) / len(x)
 
 
 def _8gaussians(n, rng):
@@ -32,10 +43,13 @@ def _8gaussians(n, rng):
     return _8G_CENTERS[idx] + rng.normal(scale=0.5 / 1.414, size=(n, 2))
 
 
+def _8gaussians_modes(x):
+    return ((x[:, None, :] - _8G_CENTERS[None]) ** 2).sum(-1).argmin(1)
+
+
 def _8gaussians_q(x):
     # the nearest centre's index / 7 (the original labelled points by their component)
-    d = ((x[:, None, :] - _8G_CENTERS[None]) ** 2).sum(-1)
-    return d.argmin(1) / 7.0
+    return _8gaussians_modes(x) / 7.0
 
 
 def _swissroll(n, rng):
@@ -113,7 +127,7 @@ def _2spirals_q(x):
 TASKS: dict[str, ToyTask] = {
     t.name: t
     for t in (
-        ToyTask("8gaussians", _8gaussians, _8gaussians_q),
+        ToyTask("8gaussians", _8gaussians, _8gaussians_q, _8gaussians_modes, 8),
         ToyTask("swissroll", _swissroll, _swissroll_q),
         ToyTask("moons", _moons, _moons_q),
         ToyTask("rings", _rings, _rings_q),
