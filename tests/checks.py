@@ -96,3 +96,18 @@ def check_selection(algo: Any, dataset: Any, score: Any, behaviour: Any, critic:
         assert distance < 2 * floor, (distance, floor)
     finally:
         algo.config = base
+
+
+def first_action_bandit(dataset: Any, n: int = 2048, seed: int = 0) -> Any:
+    """`dataset`'s spaces with a one-step task whose better actions are known: one state (zeros), actions uniform
+    in the box, reward = the action's first coordinate, every step terminal (so Q_0 is that coordinate)."""
+    import dataclasses
+
+    from envs.transitions import Transitions
+
+    obs_dim, act_dim = dataset.transitions.obs_dim, dataset.transitions.action_dim
+    actions = np.random.default_rng(seed).uniform(-1, 1, (n, act_dim))
+    obs = np.zeros((n, obs_dim))
+    t = Transitions.from_arrays(observations=obs, actions=actions, rewards=actions[:, 0], next_observations=obs,
+                                terminals=np.ones(n), timeouts=np.zeros(n), episode_starts=np.arange(n + 1))
+    return dataclasses.replace(dataset, transitions=t)

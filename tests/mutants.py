@@ -48,6 +48,28 @@ MUTANTS = (
            "kls.append(step_kl(self.means(self.model, x.detach(), k, states), "
            "self.means(self.pretrained, x.detach(), k, states), stds[k]))",
            ("tests/test_ctrl.py",), "CTRL's KL without its gradient through x_k"),
+    # issue 36: the offline wiring of the fine-tuning methods and baselines
+    Mutant("finetune-reward-negated", "policies/algorithms/finetune.py",
+           "return lambda s, a: q(s, torch.clamp(a, low, high))", "return lambda s, a: -q(s, torch.clamp(a, low, high))",
+           ("tests/test_finetune.py", "tests/test_dxmi.py", "tests/test_contract.py"),
+           "DDPO's and DxMI's reward Q_0 negated"),
+    Mutant("dxmi-terminal-sign", "policies/algorithms/dxmi.py",
+           "terminal = lambda s, a: -cfg.beta * reward(s, a)", "terminal = lambda s, a: cfg.beta * reward(s, a)",
+           ("tests/test_dxmi.py",), "DxMI's terminal cost +beta Q_0 (the tilt away from Q_0)"),
+    Mutant("ctrl-acting-label", "policies/algorithms/ctrl.py",
+           "len(self.classes)), self.config.act_label, device",
+           "len(self.classes)), 1 - self.config.act_label, device",
+           ("tests/test_ctrl.py",), "CTRL acts on the other label than the one asked"),
+    Mutant("td3bc-no-terminals", "policies/algorithms/td3bc.py",
+           "y = r + cfg.gamma * (1 - d) * critic_t(s2, a2)", "y = r + cfg.gamma * critic_t(s2, a2)",
+           ("tests/test_td3bc.py", "tests/test_critics.py"), "TD3+BC bootstraps through terminals"),
+    Mutant("iql-acts-unnormalised", "policies/algorithms/iql.py",
+           "self.actor.mean(self.critic.norm(self.observations(observations)))",
+           "self.actor.mean(self.observations(observations))",
+           ("tests/test_iql.py",), "IQL acts on unnormalised states (trained on normalised ones)"),
+    Mutant("iql-weight-sign", "policies/algorithms/iql.py",
+           "weights = torch.exp(cfg.temperature * adv)", "weights = torch.exp(-cfg.temperature * adv)",
+           ("tests/test_iql.py",), "IQL's advantage weight exp(-beta adv)"),
 )
 
 

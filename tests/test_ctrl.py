@@ -213,6 +213,15 @@ def tiny(**overrides):
     return registry.make_config("ctrl", "tiny", {"device": "cpu", **overrides})
 
 
+@pytest.mark.parametrize("label", [0, 1])
+def test_ctrl_acts_on_the_label_it_was_asked_to_reach(umaze, label):
+    """Acting conditions the chain on [s, act_label]: the label asked for, the observation unchanged."""
+    algo = CTRL.for_dataset(umaze, tiny(act_label=label))
+    obs = torch.as_tensor(umaze.transitions.observations[:5])
+    states = algo.policy_states(obs)
+    assert torch.all(states[:, -1] == label) and torch.equal(states[:, :-1], obs)
+
+
 def test_ctrl_runs_end_to_end_acts_on_the_high_return_label_and_reloads(umaze, tmp_path):
     algo = CTRL.for_dataset(umaze, tiny())
     record = algo.fit(umaze, tmp_path)

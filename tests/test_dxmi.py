@@ -15,7 +15,7 @@ from policies.core.schedule import VPSchedule
 from policies.core.training import DivergedError, TrainHooks
 from policies.errors import ConfigError
 
-from .checks import check_acting, cut_and_resume, same_checkpoints
+from .checks import check_acting, cut_and_resume, first_action_bandit, same_checkpoints
 
 
 def tiny(**overrides):
@@ -271,6 +271,20 @@ def test_tilted_support_draws_follow_the_self_normalised_tilt():
     first = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
     assert float(drawn[:60_000].mean()) == pytest.approx(float((first * torch.tensor([0.0, 1.0, 2.0])).sum()), abs=0.01)
     assert float((drawn[60_000:] == -5.0).float().mean()) < 1e-3  # exp(-5) / (2 exp(5)): almost never
+
+
+@pytest.mark.parametrize("tilt,margin", [("kl", 0.15), ("imitation", 0.5)])
+def test_the_tilt_moves_the_actions_toward_higher_q0(umaze, tilt, margin):
+    """Reward = the first action coordinate (Q_0 learns it): both tilts move the imitation sampler's actions toward
+    +1 (kl +0.27, imitation +1.0 over pi_0's -0.25 when written); a terminal cost of +beta Q_0 moves them away."""
+    data = first_action_bandit(umaze)
+    algo = DxMI.for_dataset(data, tiny(behaviour_steps=300, q_steps=500, imitation_iterations=0, iterations=300,
+                                       lr=1e-5, beta=10.0, tilt=tilt))
+    algo.fit(data)
+    states = torch.zeros(1024, data.transitions.obs_dim)
+    before = algo.sampler.sample(states, torch.Generator().manual_seed(0))[:, 0].clamp(-1, 1).mean()
+    after = algo.act(states.numpy())[:, 0].mean()
+    assert after > before + margin, (before, after)
 
 
 def test_beta_zero_keeps_the_imitation_sampler(umaze, tmp_path):

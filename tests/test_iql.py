@@ -57,6 +57,34 @@ def test_at_expectile_one_half_the_value_is_sarsas_of_the_behaviour_policy():
         assert (greedy.value(torch.eye(2)).numpy() > learned + 0.2).all()
 
 
+def offset_bandit(n: int = 4096, seed: int = 0, offset: float = 100.0) -> OfflineDataset:
+    """Two states far from the origin (one-hot + `offset`); a ~ U[-1, 1]; r = a in state 1 and -a in state 0; every
+    step ends the episode. The better action is +1 in state 1 and -1 in state 0; behaviour cloning gives 0 in both."""
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 2, n)
+    a = rng.uniform(-1, 1, n)
+    obs = np.eye(2)[s] + offset
+    t = Transitions.from_arrays(observations=obs, actions=a[:, None], rewards=np.where(s == 1, a, -a),
+                                next_observations=obs, terminals=np.ones(n), timeouts=np.zeros(n),
+                                episode_starts=np.arange(n + 1))
+    box = spaces.Box(offset, offset + 1.0, (2,))
+    return OfflineDataset(id="offset-bandit", source="minari", location="", transitions=t, observation_space=box,
+                          action_space=spaces.Box(-1.0, 1.0, (1,)), raw_observation_space=box, observation_layout=(),
+                          ref_min_score=None, ref_max_score=None, eval_env_spec=None)
+
+
+def test_the_actor_moves_toward_the_higher_advantage_action_on_the_states_it_was_trained_on():
+    """exp(beta adv) weighs each state's better actions up, so the policy leaves behaviour cloning's 0 toward -1 in
+    state 0 and +1 in state 1 (with exp(-beta adv) it would go the other way); and it acts on states normalised as
+    in training (raw, they sit 100 away from anything the actor saw, and the two states' actions are not told apart)."""
+    ds = offset_bandit()
+    algo = IQL.for_dataset(ds, tiny(hidden=64, critic_steps=1500, actor_steps=1500, batch=256, critic_lr=1e-3,
+                                    actor_lr=1e-3, target_tau=0.05))
+    algo.fit(ds)
+    actions = algo.act(np.eye(2) + 100.0)[:, 0]
+    assert actions[0] < -0.3 and actions[1] > 0.3, actions
+
+
 def test_the_expectile_loss_weighs_each_side():
     u = torch.tensor([-2.0, 1.0])
     assert float(expectile_loss(u, 0.5)) == pytest.approx((0.5 * 4 + 0.5 * 1) / 2)
