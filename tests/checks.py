@@ -111,3 +111,24 @@ def first_action_bandit(dataset: Any, n: int = 2048, seed: int = 0) -> Any:
     t = Transitions.from_arrays(observations=obs, actions=actions, rewards=actions[:, 0], next_observations=obs,
                                 terminals=np.ones(n), timeouts=np.zeros(n), episode_starts=np.arange(n + 1))
     return dataclasses.replace(dataset, transitions=t)
+
+
+def offset_bandit(n: int = 4096, seed: int = 0, offset: float = 100.0) -> Any:
+    """Two states far from the origin (one-hot + `offset`); a ~ U[-1, 1]; r = a in state 1 and -a in state 0; every
+    step ends the episode. The better action is +1 in state 1 and -1 in state 0; behaviour cloning gives 0 in both."""
+    from gymnasium import spaces
+
+    from envs.dataset import OfflineDataset
+    from envs.transitions import Transitions
+
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 2, n)
+    a = rng.uniform(-1, 1, n)
+    obs = np.eye(2)[s] + offset
+    t = Transitions.from_arrays(observations=obs, actions=a[:, None], rewards=np.where(s == 1, a, -a),
+                                next_observations=obs, terminals=np.ones(n), timeouts=np.zeros(n),
+                                episode_starts=np.arange(n + 1))
+    box = spaces.Box(offset, offset + 1.0, (2,))
+    return OfflineDataset(id="offset-bandit", source="minari", location="", transitions=t, observation_space=box,
+                          action_space=spaces.Box(-1.0, 1.0, (1,)), raw_observation_space=box, observation_layout=(),
+                          ref_min_score=None, ref_max_score=None, eval_env_spec=None)

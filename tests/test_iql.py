@@ -14,7 +14,7 @@ from policies import registry
 from policies.algorithms.iql import IQL, expectile_loss
 from policies.errors import ConfigError
 
-from .checks import check_acting
+from .checks import check_acting, offset_bandit
 
 GAMMA, BONUS = 0.5, np.array([0.0, 1.0])
 
@@ -55,22 +55,6 @@ def test_at_expectile_one_half_the_value_is_sarsas_of_the_behaviour_policy():
     greedy.fit(ds)
     with torch.no_grad():
         assert (greedy.value(torch.eye(2)).numpy() > learned + 0.2).all()
-
-
-def offset_bandit(n: int = 4096, seed: int = 0, offset: float = 100.0) -> OfflineDataset:
-    """Two states far from the origin (one-hot + `offset`); a ~ U[-1, 1]; r = a in state 1 and -a in state 0; every
-    step ends the episode. The better action is +1 in state 1 and -1 in state 0; behaviour cloning gives 0 in both."""
-    rng = np.random.default_rng(seed)
-    s = rng.integers(0, 2, n)
-    a = rng.uniform(-1, 1, n)
-    obs = np.eye(2)[s] + offset
-    t = Transitions.from_arrays(observations=obs, actions=a[:, None], rewards=np.where(s == 1, a, -a),
-                                next_observations=obs, terminals=np.ones(n), timeouts=np.zeros(n),
-                                episode_starts=np.arange(n + 1))
-    box = spaces.Box(offset, offset + 1.0, (2,))
-    return OfflineDataset(id="offset-bandit", source="minari", location="", transitions=t, observation_space=box,
-                          action_space=spaces.Box(-1.0, 1.0, (1,)), raw_observation_space=box, observation_layout=(),
-                          ref_min_score=None, ref_max_score=None, eval_env_spec=None)
 
 
 def test_the_actor_moves_toward_the_higher_advantage_action_on_the_states_it_was_trained_on():
