@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from typing import Sequence
 import torch
 
 from envs import catalog
+from envs.dataset import TRUST_ENV_VARIABLE
 from envs.errors import DatasetError
 from envs.toy import TASKS
 from bench.studies.quick import ALGORITHMS as QUICK_ALGORITHMS, DATASET as QUICK_DATASET, \
@@ -718,7 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--workers", type=int, default=workers, help="local: runs at once, each on its share of the cores")
         sp.add_argument("--address", help="ray: cluster address (auto, HOST:PORT); default starts a local Ray")
         sp.add_argument("--device", help="override every run's device (cpu, cuda)")
-        sp.add_argument("--no-progress", action="store_true")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+        sp.add_argument("--trust-env", action="store_true",
+                        help="make a dataset's evaluation env even when its entry point is code from outside Gymnasium, "
+                             "Gymnasium-Robotics, OGBench and diffbench (making it imports and runs that code)")
 
     bud = sub.add_parser("budgets", help="each algorithm at several training budgets with its learning curve, seeds "
                                          "apart: where its score stops moving and what a run costs")
@@ -879,6 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     args.argv = argv
+    if getattr(args, "trust_env", False):  # read where envs are made, in this process and the workers it starts
+        os.environ[TRUST_ENV_VARIABLE] = "1"
     try:
         return args.func(args)
     except (DatasetError, ConfigError, CheckpointError) as exc:

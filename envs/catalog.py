@@ -21,7 +21,7 @@ from envs import d4rl_hdf5, families, minari_source, minari_writer, pointmaze
 from envs.locomotion import recipes as locomotion
 from envs.ogbench import play as ogbench_play, singletask
 from envs.checksum import episodes_checksum
-from envs.dataset import OfflineDataset
+from envs.dataset import OfflineDataset, env_entry_point_is_trusted
 from envs.errors import DatasetError
 from envs.scores import d4rl_reference_table
 from envs.transitions import REWARD_TRANSFORMS, Episode
@@ -211,16 +211,7 @@ def list_datasets() -> list[dict[str, Any]]:
     return rows
 
 
-# their entry points ship with diffbench's dependencies
-TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "ogbench", "envs")
 ENV_CHECKS = ("trusted", "always", "never")
-
-
-def env_entry_point_is_trusted(entry_point: Any) -> bool:
-    """Whether making an env runs only code diffbench installs (Gymnasium, Gymnasium-Robotics, diffbench)."""
-    if not isinstance(entry_point, str):
-        return False
-    return entry_point.split(":")[0].split(".")[0] in TRUSTED_ENV_PACKAGES
 
 
 def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted") -> dict[str, Any]:
@@ -248,7 +239,7 @@ def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted")
                               "and making the env would import and run it; pass --make-env to do so")
     else:
         try:
-            env = ds.make_env()
+            env = ds.make_env(trust=make_env == "always")
             obs, _ = env.reset(seed=0)
             env.close()
             checks["eval_env"] = "ok" if obs.shape == (ds.transitions.obs_dim,) else f"observes {obs.shape}, data {ds.transitions.obs_dim}"

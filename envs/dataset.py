@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -65,17 +66,20 @@ class OfflineDataset:
         return (float(self.normalized_score(returns).mean()),
                 f"the mean normalised return of the data's {len(returns)} episodes")
 
-    def make_env(self, **kwargs: Any) -> gym.Env:
-        """The evaluation env, emitting observations flattened exactly like the dataset's."""
-        env = _make(self, lambda spec: gym.make(spec, **kwargs))
+    def make_env(self, trust: bool = False, **kwargs: Any) -> gym.Env:
+        """The evaluation env, emitting observations flattened exactly like the dataset's. `trust`: make it even
+        when its entry point is code from outside the packages diffbench installs (`env_entry_point_is_trusted`)."""
+        env = _make(self, lambda spec: gym.make(spec, **kwargs), trust)
         return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, spaces.Dict) else env
 
-    def make_vector_env(self, num_envs: int, mode: Literal["sync", "async"] = "sync") -> gym.vector.VectorEnv:
+    def make_vector_env(self, num_envs: int, mode: Literal["sync", "async"] = "sync", trust: bool = False
+                        ) -> gym.vector.VectorEnv:
         """`num_envs` copies of the evaluation env for batched evaluation (one policy call per step)."""
         if num_envs < 1:
             raise DatasetError(f"num_envs must be at least 1, got {num_envs}")
         wrappers = [gym.wrappers.FlattenObservation] if isinstance(self.raw_observation_space, spaces.Dict) else None
-        return _make(self, lambda spec: gym.make_vec(spec, num_envs=num_envs, vectorization_mode=mode, wrappers=wrappers))
+        return _make(self, lambda spec: gym.make_vec(spec, num_envs=num_envs, vectorization_mode=mode, wrappers=wrappers),
+                     trust)
 
     def summary(self) -> dict[str, Any]:
         t = self.transitions
@@ -109,7 +113,19 @@ class OfflineDataset:
         return out
 
 
-def _make(dataset: OfflineDataset, build):
+# their entry points ship with diffbench's dependencies
+TRUSTED_ENV_PACKAGES = ("gymnasium", "gymnasium_robotics", "ogbench", "envs")
+TRUST_ENV_VARIABLE = "DIFFBENCH_TRUST_ENV"  # "1": make any dataset's env (what `--trust-env` sets)
+
+
+def env_entry_point_is_trusted(entry_point: Any) -> bool:
+    """Whether making an env runs only code diffbench installs (Gymnasium, Gymnasium-Robotics, OGBench, diffbench)."""
+    if not isinstance(entry_point, str):
+        return False
+    return entry_point.split(":")[0].split(".")[0] in TRUSTED_ENV_PACKAGES
+
+
+def _make(dataset: OfflineDataset, build, trust: bool = False):
     quiet_mujoco_warnings()
     if dataset.eval_env_spec is None:
         raise DatasetError(
@@ -117,6 +133,12 @@ def _make(dataset: OfflineDataset, build):
             + (f" ({dataset.eval_env_note})" if dataset.eval_env_note else "")
         )
     spec = dataset.eval_env_spec
+    # making the env imports and runs the module its spec names: a dataset from elsewhere could run any code
+    if not (trust or os.environ.get(TRUST_ENV_VARIABLE) == "1" or env_entry_point_is_trusted(spec.entry_point)):
+        raise DatasetError(
+            f"{dataset.id}: its evaluation environment's entry point {spec.entry_point!r} is code from outside "
+            f"Gymnasium, Gymnasium-Robotics, OGBench and diffbench, and making the env would import and run it; "
+            f"if you trust this dataset, pass --trust-env (or set {TRUST_ENV_VARIABLE}=1)")
     try:
         return build(spec)
     except Exception as exc:  # any failure to import or construct the env is the same problem to the user

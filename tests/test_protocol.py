@@ -337,6 +337,32 @@ def test_verify_makes_only_trusted_envs_unless_told(capsys, tiny_pointmaze, tmp_
     assert code == 1 and "cannot recover its environment" in out
 
 
+def test_run_makes_no_untrusted_env_unless_told(capsys, tiny_pointmaze, tmp_path, monkeypatch):
+    """`run` and `sweep` make the evaluation env before training: one whose entry point is code from outside the
+    trusted packages is one error, exit 2, nothing trained; --trust-env makes it (here it then fails to build)."""
+    import dataclasses
+
+    from envs import catalog as cat
+    from envs.dataset import TRUST_ENV_VARIABLE
+
+    real = cat.load_dataset
+
+    def foreign(name, **kwargs):
+        ds = real(name, **kwargs)
+        return dataclasses.replace(ds, eval_env_spec=dataclasses.replace(ds.eval_env_spec,
+                                                                          entry_point="collections:OrderedDict"))
+
+    monkeypatch.setattr(cat, "load_dataset", foreign)
+    monkeypatch.delenv(TRUST_ENV_VARIABLE, raising=False)
+    argv = ("run", "bc", TINY_ID, "--preset", "tiny", "--results", tmp_path, "--no-progress")
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and "entry point 'collections:OrderedDict' is code from outside" in err and "--trust-env" in err
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.glob("bc/*/*/*.pt"))
+    code, out, err = run(capsys, *argv, "--trust-env")
+    assert code == 2 and "cannot recover its environment" in err
+    monkeypatch.delenv(TRUST_ENV_VARIABLE, raising=False)
+
+
 def test_perf_against_the_official_code_needs_a_real_checkout(capsys, tmp_path):
     """Reference figures come only from the official code timed in the same run; a wrong path is one error."""
     code, _, err = run(capsys, "perf", "qgpo", "--official", tmp_path, "--out", "")
