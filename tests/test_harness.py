@@ -346,3 +346,14 @@ def test_every_committed_sweep_spec_names_registered_algorithms_and_known_datase
         base = task[0] if task else run.dataset
         assert base in catalog.known_ids(), f"{spec.name}: {run.dataset} is not in the catalog"
         registry.make_config(run.algorithm, run.preset, run.overrides)
+
+
+def test_a_policy_that_emits_non_finite_actions_is_never_scored(umaze):
+    """A NaN or inf action stops the evaluation with one error (the run fails), never a score of whatever the
+    simulator makes of it (a guidance scale of 1e308 used to be recorded as a finished run scoring 0.0)."""
+    from bench.harness.evaluation import NonFiniteActions, _rollout
+
+    dim = umaze.transitions.action_dim
+    for bad in (np.nan, np.inf):
+        with pytest.raises(NonFiniteActions, match="non-finite actions at step 1"):
+            _rollout(lambda obs: np.full((len(obs), dim), bad), umaze, [0, 1], max_steps=5)

@@ -99,6 +99,10 @@ def evaluate_scales(policy: Algorithm, dataset: OfflineDataset, scales: list[flo
                            seed, max_steps)
 
 
+class NonFiniteActions(RuntimeError):
+    """A policy's action held NaN or inf: the run is not scored."""
+
+
 @dataclass
 class _Rollout:
     returns: np.ndarray
@@ -125,6 +129,10 @@ def _rollout(act, dataset: OfflineDataset, seeds: list[int], max_steps: int | No
             actions = act(obs)
             policy_seconds += time.perf_counter() - t0
             calls += 1
+            if not np.isfinite(actions).all():  # never scored: a simulator would reject them or score them as anything
+                raise NonFiniteActions(f"the policy emitted non-finite actions at step {calls} of its evaluation "
+                                       f"({int((~np.isfinite(actions)).any(-1).sum())} of {n} envs); the run fails "
+                                       "rather than being scored (check its config, e.g. a huge guidance scale)")
             obs, reward, terminated, truncated, info = env.step(actions)
             live = ~done
             returns[live] += reward[live]
