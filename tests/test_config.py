@@ -61,6 +61,18 @@ def test_assignments_and_yaml_errors(tmp_path):
         cfg.load_yaml(bad)
     with pytest.raises(ConfigError, match="cannot read .*missing.yaml"):
         cfg.load_yaml(tmp_path / "missing.yaml")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("seeds: [0]\nalgorithms: [qgpo]\nseeds: [1, 2]\n")  # plain YAML would keep [1, 2] silently
+    with pytest.raises(ConfigError, match=r"twice.yaml is not valid YAML at line 3, column 1: the key 'seeds' is given twice"):
+        cfg.load_yaml(twice)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("algorithms: [qgpo]  # café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin.yaml is not UTF-8 text"):
+        cfg.load_yaml(latin)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("a: {b: 1, c: [1, 2]}\nd: !!python/name:os.system ''\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):  # no tag that builds a Python object
+        cfg.load_yaml(ok)
 
 
 def test_dict_round_trip_and_hash_are_stable():
