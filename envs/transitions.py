@@ -184,7 +184,14 @@ def _check_episode(ep: Episode, where: str) -> None:
                 f"(observations carry one more entry than actions: the final state)"
             )
     for name in ("terminations", "truncations"):
-        flags = np.asarray(getattr(ep, name), dtype=bool)
+        raw = np.asarray(getattr(ep, name))
+        if raw.dtype != bool and not np.isin(raw, (0, 1)).all():
+            value = raw[~np.isin(raw, (0, 1))].flat[0].item()
+            raise DatasetError(
+                f"{where}: {name} holds {value!r}, not a flag: each entry must be 0 or 1 (true or false); "
+                f"the file's episode boundaries are corrupt or were written with another meaning"
+            )
+        flags = raw.astype(bool)
         if t > 1 and flags[:-1].any():
             step = int(np.flatnonzero(flags[:-1])[0])
             raise DatasetError(

@@ -122,8 +122,10 @@ def test_unrecoverable_env_is_a_clear_error(dataset_copy):
     meta["eval_env_spec"] = json.dumps(spec)
     meta_path.write_text(json.dumps(meta))
     ds = load_dataset(str(dataset_copy))  # the data itself still loads
+    with pytest.raises(DatasetError, match=rf"{TINY_ID}: its evaluation environment's entry point .*no_such_package"):
+        ds.make_env()  # code from elsewhere is not imported unless trusted
     with pytest.raises(DatasetError, match=rf"{TINY_ID}: cannot recover its environment .*no_such_package"):
-        ds.make_env()
+        ds.make_env(trust=True)
     assert "not checked: its entry point 'no_such_package.envs:Missing'" in verify(str(dataset_copy))["eval_env"]
     assert "cannot recover" in verify(str(dataset_copy), make_env="always")["eval_env"]
 

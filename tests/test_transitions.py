@@ -51,6 +51,18 @@ def test_termination_before_the_end_is_corrupt():
         Transitions.from_episodes([ep])
 
 
+@pytest.mark.parametrize("value", [2.0, 0.5, -1])
+def test_a_flag_that_is_not_0_or_1_is_corrupt(value):
+    ep = episode(4, 0.0, True)
+    flags = ep.terminations.astype(np.float64)
+    flags[-1] = value  # at the episode's end, so only the value is wrong
+    ep = Episode(ep.observations, ep.actions, ep.rewards, flags, ep.truncations)
+    with pytest.raises(DatasetError, match=f"mydata, episode 0: terminations holds {value!r}, not a flag"):
+        Transitions.from_episodes([ep], source="mydata")
+    ep = Episode(ep.observations, ep.actions, ep.rewards, np.r_[0.0, 0.0, 0.0, 1.0], ep.truncations)
+    assert Transitions.from_episodes([ep]).terminals.tolist() == [0, 0, 0, 1]  # 0/1 floats are flags
+
+
 def test_reward_transforms():
     tr = Transitions.from_episodes([episode(2, 0.0, True, reward=1.0), episode(3, 0.0, True, reward=3.0)])
     # returns 2 and 9: locomotion scaling multiplies by 1000 / 7
