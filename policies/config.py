@@ -42,6 +42,9 @@ class Config:
         return from_dict(cls, data)
 
 
+MAX_SEED = 2**63 - 1
+
+
 def check_bounds(config: Any, algorithm: str, at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
                  positive: tuple[str, ...] = (), finite_non_negative: tuple[str, ...] = (),
                  unit_interval: tuple[str, ...] = ()) -> None:
@@ -56,6 +59,9 @@ def check_bounds(config: Any, algorithm: str, at_least_one: tuple[str, ...] = ()
         for name in names:
             if bad(getattr(config, name)):
                 raise ConfigError(f"{algorithm}: {name} must be {bound}, got {getattr(config, name)}")
+    if hasattr(config, "seed") and config.seed > MAX_SEED:  # the results store keeps it as a 64-bit integer
+        raise ConfigError(f"{algorithm}: seed must be at most 2**63 - 1 = {MAX_SEED} (the results store's integer), "
+                          f"got {config.seed}")
 
 
 def fields_of(cls: type) -> dict[str, Any]:

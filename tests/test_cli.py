@@ -90,6 +90,7 @@ def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_poin
     (["quick", "--dataset", "nobody/nothing-v0"], "dataset 'nobody/nothing-v0' is not on disk"),
     (["quick", "--algorithms", "qgpo,ddpm"], "unknown algorithm 'ddpm'"),
     (["quick", "--selection-episodes", "0"], "selection_episodes must be an integer >= 1"),
+    (["run", "bc", TINY_ID, "--seed", str(2**63)], "seed must be at most 2**63 - 1"),  # before training, not at the store
 ])
 def test_bad_settings_are_one_line_errors(capsys, tiny_pointmaze, tmp_path, argv, message):
     code, out, err = run(capsys, *argv, "--results", str(tmp_path))
