@@ -84,6 +84,22 @@ def test_a_corrupt_store_is_one_clear_error(tmp_path):
     assert (tmp_path / "results.sqlite").read_bytes().startswith(b"not a database")  # left as it was
 
 
+def test_a_store_with_a_damaged_page_is_one_clear_error_when_opened(tmp_path):
+    """Header intact, a page in the middle overwritten: opening the store says so, before any training or export
+    (it used to surface as a traceback mid-report, or after a whole run's training, at the store write)."""
+    store = ResultsStore(tmp_path)
+    for i in range(40):
+        store.record(result(f"run{i}", episodes=50))
+    path = tmp_path / "results.sqlite"
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[3 * page: 5 * page] = b"\xff" * (2 * page)
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="is damaged .*quick_check.*use a new --results directory"):
+        ResultsStore(tmp_path)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_writes_every_table(tmp_path, fmt):
     store = ResultsStore(tmp_path)

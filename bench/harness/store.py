@@ -143,6 +143,7 @@ class ResultsStore:
         if not self.path.exists():
             self.check_writable()
         with closing(self._connect()) as con:
+            self._check_integrity(con)
             version = con.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"results store {self.path} has schema version {version}, newer than this diffbench "
@@ -159,6 +160,18 @@ class ResultsStore:
                         if column.split()[0] not in have:
                             con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_integrity(self, con: sqlite3.Connection) -> None:
+        """A damaged page (its header intact) would otherwise surface as a traceback mid-report, a partial export,
+        or a run that trains fully and then cannot be recorded: checked once, when the store is opened."""
+        try:
+            problems = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise StoreError(f"results store {self.path} is damaged (sqlite quick_check: {'; '.join(problems)}); "
+                             f"move it away and use a new --results directory (the run directories beside it keep "
+                             f"their checkpoints and logs)")
 
     def check_writable(self) -> None:
         """Fail now, before any run, if results cannot be written here (a read-only directory or file)."""
