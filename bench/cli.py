@@ -802,7 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="algorithms x datasets x seeds x grid from a YAML spec; skips finished runs")
     sw.add_argument("spec", help="sweep YAML (see bench/harness/sweep.py)")
     sw.add_argument("--rerun", default="", help="algorithms (comma-separated) whose finished runs are made again, "
-                                                "e.g. after a fix: their run directories are deleted, shared stages kept")
+                                                "e.g. after a fix: their old files are set aside until each new run "
+                                                "finishes (back if it fails or is cut), shared stages kept")
     executor_args(sw)
     sw.set_defaults(func=cmd_sweep)
 

@@ -17,7 +17,7 @@ import torch
 from bench.cli import main
 from bench.harness.executors import run_all
 from bench.harness.runner import RunSpec
-from bench.harness.store import ResultsStore
+from bench.harness.store import ResultsStore, RunResult
 from bench.reports.render import tables
 from bench.reports.report import build
 from bench.reports.sharing import shared_stage_savings
@@ -81,6 +81,43 @@ def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_po
     assert store.table("runs").started.iloc[0] == remade["finished"][0].started > run.started
     with pytest.raises(ConfigError, match="--rerun names algorithms these runs do not have: ddpo; they have: qgpo"):
         run_all([s], tmp_path, rerun=["ddpo"])
+
+
+def test_a_rerun_cut_or_failed_loses_nothing(tiny_pointmaze, tmp_path, monkeypatch):
+    """--rerun sets a run's old files aside and deletes them only when the new attempt finishes: cut before that
+    (here, the executor dies at once) a plain sweep puts them back beside the store's finished row; a new attempt
+    that fails brings them back too and the old row stays; one that finishes replaces both."""
+    from bench.harness import executors
+
+    s = RunSpec(algorithm="bc", dataset=TINY_ID, preset="tiny", overrides={"device": "cpu"}, episodes=2)
+    assert run_all([s], tmp_path)["finished"]
+    directory = s.directory(tmp_path)
+    marker = directory / "old.txt"
+    marker.write_text("the first run's files")
+    row = ResultsStore(tmp_path).table("runs").iloc[0]
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt  # the sweep killed after it set the old files aside
+        yield
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(executors, "_local", cut)
+        run_all([s], tmp_path, rerun=["bc"])
+    assert not marker.exists() and executors.superseded(directory).exists()
+    assert run_all([s], tmp_path)["skipped"] and marker.read_text() == "the first run's files"
+
+    def failing(specs, results, workers, device):
+        for spec in specs:
+            yield RunResult(run_id=spec.run_id(), algorithm=spec.algorithm, dataset=spec.dataset, seed=spec.seed,
+                            preset=spec.preset, config={}, status="failed", error="boom", started=1.0, finished=2.0)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(executors, "_local", failing)
+        out = run_all([s], tmp_path, rerun=["bc"])
+    assert len(out["failed"]) == 1 and marker.exists() and not executors.superseded(directory).exists()
+    assert ResultsStore(tmp_path).table("runs").iloc[0].started == row.started  # the old row stays
+    assert run_all([s], tmp_path, rerun=["bc"])["finished"]
+    assert not marker.exists() and not executors.superseded(directory).exists()
 
 
 def _tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:

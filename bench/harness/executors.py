@@ -85,15 +85,38 @@ def crashed(spec: RunSpec) -> RunResult:
                      error="the worker process died:\n" + traceback.format_exc())
 
 
+def superseded(directory: Path) -> Path:
+    """Where a rerun keeps a run's old files until its new attempt finishes."""
+    return directory.with_name(directory.name + ".superseded")
+
+
+def set_aside(directory: Path) -> None:
+    """Move a run's files aside for a rerun. A rerun cut earlier already set them aside: its new attempt's
+    partial files, made by the same code, resume."""
+    aside = superseded(directory)
+    if not aside.exists() and directory.exists():
+        directory.rename(aside)
+
+
+def restore_superseded(directory: Path) -> None:
+    """Put a run's old files back where a rerun set them aside (its new attempt failed or was cut)."""
+    aside = superseded(directory)
+    if aside.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        aside.rename(directory)
+
+
 def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local", workers: int = 1,
             address: str | None = None, device: str | None = None, progress: bool = False,
             on_result: Callable[[RunResult], None] | None = None, rerun: Collection[str] = ()) -> dict[str, list]:
     """Run every spec not already finished in `results`' store; returns {"skipped", "finished", "failed"}.
 
     `rerun`: algorithms whose finished runs are made again from their first own stage (after a fix to
-    the code: a run's identity is its config and protocol, not the code version). Their run directories
-    are deleted first; stages shared across algorithms are kept and restored. The store's row is
-    replaced when the new run finishes."""
+    the code: a run's identity is its config and protocol, not the code version). Stages shared across
+    algorithms are kept and restored. A rerun's old directory is moved aside (`<dir>.superseded`) and
+    deleted only once the new attempt finishes and its row replaces the old one; if the new attempt fails,
+    or the sweep is cut and run again without --rerun, the old files come back. Nothing is lost at any
+    moment: the store's row says finished exactly while finished files are in place or set aside."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
@@ -109,15 +132,26 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     done = lambda rid, spec: status.get(rid) == "finished" and spec.algorithm not in rerun  # noqa: E731
     skipped = [spec for rid, spec in unique if done(rid, spec)]
     todo = [spec for rid, spec in unique if not done(rid, spec)]
+    for _, spec in unique:  # a rerun cut before it finished, not asked for again: its old files come back
+        if spec.algorithm not in rerun:
+            restore_superseded(spec.directory(results))
     for spec in todo:
         if spec.algorithm in rerun:
-            shutil.rmtree(spec.directory(results), ignore_errors=True)
+            set_aside(spec.directory(results))
     outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": []}
     stream = _local(todo, results, workers, device) if executor == "local" else _ray(todo, results, workers, device, address)
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
     by_id = dict(unique)
     for result in stream:
-        if not store.record(result):  # it failed here, but another driver finished it: its row stays
+        recorded = store.record(result)
+        directory = by_id[result.run_id].directory(results)
+        if recorded and result.status == "finished":
+            shutil.rmtree(superseded(directory), ignore_errors=True)  # the new attempt replaced the old one
+        else:
+            restore_superseded(directory)  # a failed rerun: the old files (and the store's old row) stay
+        if not recorded and by_id[result.run_id].algorithm in rerun:  # its new attempt failed; the old row stays
+            outcome["failed"].append(result)
+        elif not recorded:  # it failed here, but another driver finished it: its row stays
             outcome["skipped"].append(by_id[result.run_id])
         else:
             outcome[result.status].append(result)
