@@ -9,3 +9,7 @@ class ConfigError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that belongs to another algorithm, dataset shape or config."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint file that cannot be read back: truncated, overwritten, or not a torch file."""

@@ -296,6 +296,26 @@ def test_qgpo_and_ddpo_share_the_behaviour_and_critic_stages(umaze, tmp_path):
     assert third["resumed"] == []
 
 
+def test_a_damaged_shared_stage_is_quarantined_and_trained_again(umaze, tmp_path):
+    """A run's checkpoint is a hard link to the shared stage: truncating one damages both. The next run to want the
+    stage finds its digest changed, moves it aside (kept for inspection) and trains the stage again, which comes
+    out as the first training did."""
+    shared = tmp_path / "shared"
+    hooks = TrainHooks(shared_stages=shared)
+    qgpo = registry.get("qgpo").for_dataset(umaze, registry.make_config("qgpo", "tiny", {"device": "cpu"}))
+    qgpo.fit(umaze, tmp_path / "qgpo", hooks=hooks)
+    store = next(shared.glob("behaviour-*.pt"))
+    assert store.with_suffix(".sha256").is_file()
+    good = torch.load(store, weights_only=True)["behaviour"]
+    with open(tmp_path / "qgpo" / "behaviour.pt", "r+b") as linked:  # the run's copy, cut short
+        linked.truncate(store.stat().st_size // 2)
+    ddpo = DDPO.for_dataset(umaze, tiny())
+    record = ddpo.fit(umaze, tmp_path / "ddpo", hooks=hooks)
+    assert "behaviour" not in record["resumed"] and len(list(shared.glob("behaviour-*.damaged-*.pt"))) == 1
+    again = torch.load(store, weights_only=True)["behaviour"]
+    assert all(torch.equal(good[k], again[k]) for k in good)  # trained again, bit for bit the first training
+
+
 def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path):
     from bench.studies.finetune import run
 

@@ -19,15 +19,16 @@ import json
 from abc import abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 
 from envs.dataset import OfflineDataset
 from policies.base import Algorithm
-from policies.core.checkpoint import file_lock, load_checkpoint, publish, save_checkpoint
-from policies.errors import CheckpointError, ConfigError
+from policies.core.checkpoint import (digest_path, file_digest, file_lock, intact, load_checkpoint, publish, quarantine,
+                                      save_checkpoint)
+from policies.errors import CheckpointError, ConfigError, CorruptCheckpoint
 from policies.core.training import TrainHooks, finish_stage, make_generator, resolve_device
 
 SHARED = "shared"  # the owner recorded in checkpoints of stages any algorithm may restore
@@ -177,8 +178,16 @@ class StagedAlgorithm(Algorithm):
         log = hooks.log if hooks is not None and hooks.log else None
         with file_lock(store.with_suffix(".lock"), (lambda: log(f"{name}: another run is training it; waiting"))
                        if log else None):
-            if store.exists():
-                self._restore_from(store, name, f"delete {store} to train it again")
+            restored = False
+            if store.exists() and intact(store) is False:
+                self._quarantine(store, name, log)
+            elif store.exists():
+                try:
+                    self._restore_from(store, name, f"delete {store} to train it again")
+                    restored = True
+                except CorruptCheckpoint:
+                    self._quarantine(store, name, log)
+            if restored:
                 publish(store, Path(workdir) / f"{name}.pt")
                 self.restored[name] = "shared"
                 if log:
@@ -189,6 +198,15 @@ class StagedAlgorithm(Algorithm):
             mine = Path(workdir) / f"{name}.pt"
             if mine.exists():
                 publish(mine, store)
+                digest_path(store).write_text(file_digest(store))
+
+    @staticmethod
+    def _quarantine(store: Path, name: str, log: Callable[[str], None] | None) -> None:
+        """A shared stage that no longer has its recorded digest, or cannot be read, is moved aside (every run
+        linked to it would restore the damage) and the stage is trained again here."""
+        aside = quarantine(store)
+        if log:
+            log(f"{name}: the shared stage {store.name} is damaged; moved to {aside.name}, training it again")
 
     @classmethod
     def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "StagedAlgorithm":

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from policies.errors import CheckpointError
+from policies.errors import CheckpointError, CorruptCheckpoint
 
 FORMAT = 1
 
@@ -69,6 +69,39 @@ def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def digest_path(path: Path) -> Path:
+    return Path(path).with_suffix(".sha256")
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def intact(path: Path) -> bool | None:
+    """Whether a shared stage's file still has the digest recorded when it was published (None: none recorded,
+    a store from before digests). A run's copy is a hard link to it, so damage to either shows here."""
+    recorded = digest_path(path)
+    if not recorded.is_file():
+        return None
+    return file_digest(path) == recorded.read_text().strip()
+
+
+def quarantine(path: Path) -> Path:
+    """Move a damaged shared stage (and its digest) out of the way, kept for inspection; returns where."""
+    import time
+
+    aside = Path(path).with_name(f"{Path(path).stem}.damaged-{int(time.time())}{Path(path).suffix}")
+    Path(path).rename(aside)
+    digest_path(path).unlink(missing_ok=True)
+    return aside
+
+
 def publish(src: Path, dst: Path) -> None:
     """Put a copy of `src` at `dst` atomically (a hard link where the filesystem allows one)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +126,8 @@ def load_checkpoint(path: Path, *, algorithm: str | tuple[str, ...], stage: str,
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or holding objects we refuse to unpickle
         first = next(iter(str(exc).strip().splitlines()), "")  # torch's unpickling errors run to several lines
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first.rstrip('.')}. "
-                              "It is corrupt or not a diffbench checkpoint; delete it and re-run the stage") from exc
+        raise CorruptCheckpoint(f"cannot read checkpoint {path}: {type(exc).__name__}: {first.rstrip('.')}. "
+                                "It is corrupt or not a diffbench checkpoint; delete it and re-run the stage") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a diffbench checkpoint (format {FORMAT})")
     owners = (algorithm,) if isinstance(algorithm, str) else algorithm
