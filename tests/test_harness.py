@@ -394,3 +394,17 @@ def test_a_policy_that_emits_non_finite_actions_is_never_scored(umaze):
     for bad in (np.nan, np.inf):
         with pytest.raises(NonFiniteActions, match="non-finite actions at step 1"):
             _rollout(lambda obs: np.full((len(obs), dim), bad), umaze, [0, 1], max_steps=5)
+
+
+def test_a_dataset_path_longer_than_a_folder_name_still_names_its_run_directory():
+    """Run directories are named by the dataset's id flattened; a deep path is cut to fit the file system's
+    255-byte names, with a digest of the whole so two long paths stay apart. Short ids keep their names."""
+    from bench.harness.runner import dataset_slug
+
+    deep = "/data/" + "/".join(["a-very-long-folder-name-" + str(i) for i in range(12)]) + "/hopper_medium-v2.hdf5"
+    other = deep.replace("name-3", "name-x")
+    assert len(dataset_slug(deep).encode()) <= 120 and dataset_slug(deep) != dataset_slug(other)
+    assert dataset_slug(deep).endswith(dataset_slug(deep)[-12:]) and "hopper_medium-v2.hdf5" in dataset_slug(deep)
+    assert dataset_slug(TINY_ID) == TINY_ID.replace("/", "_")
+    s = RunSpec(algorithm="bc", dataset=deep, preset="tiny")
+    assert all(len(part.encode()) <= 255 for part in s.directory(Path("/r")).parts)

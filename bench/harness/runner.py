@@ -10,6 +10,7 @@ record, and turns any failure into a failed result carrying its traceback.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -160,17 +161,28 @@ class RunSpec:
                                      self.config().identity(), self.protocol())
 
     def directory(self, results: Path) -> Path:
-        slug = self.dataset.replace("/", "_").replace(":", "_")
-        return Path(results) / self.algorithm / slug / f"seed{self.seed}-{self.run_id()}"
+        return Path(results) / self.algorithm / dataset_slug(self.dataset) / f"seed{self.seed}-{self.run_id()}"
 
     def shared_directory(self, results: Path) -> Path:
         """Where stages shared across algorithms live for this dataset (its content) and reward transform."""
-        slug = self.dataset.replace("/", "_").replace(":", "_")
-        return Path(results) / SHARED_DIR / slug / f"{catalog.fingerprint(self.dataset)}-{self.transform()}"
+        return (Path(results) / SHARED_DIR / dataset_slug(self.dataset)
+                / f"{catalog.fingerprint(self.dataset)}-{self.transform()}")
 
     def label(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in sorted(self.overrides.items()))
         return f"{self.algorithm} {self.dataset} seed {self.seed} ({self.preset}{extra})"
+
+
+SLUG_MAX = 120  # a folder name; file systems allow 255 bytes
+
+
+def dataset_slug(dataset: str) -> str:
+    """A dataset id (or path) as one folder name: slashes flattened; a long one (a deep path) cut, with a
+    digest of the whole, so it fits the file system's limit and stays unique."""
+    slug = dataset.replace("/", "_").replace(":", "_")
+    if len(slug.encode()) <= SLUG_MAX:
+        return slug
+    return f"{slug.encode()[-80:].decode(errors='ignore').lstrip('_')}-{hashlib.sha256(dataset.encode()).hexdigest()[:12]}"
 
 
 def unique_scales(scales: Any) -> tuple[float, ...]:
