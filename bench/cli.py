@@ -529,6 +529,20 @@ def _wrote(paths: list[Path]) -> int:
     return 0
 
 
+def _writable(directory: Path, option: str = "--out") -> Path:
+    """Fail before any work if `directory` cannot be made or written (read-only, or under a file)."""
+    from policies.core.checkpoint import unique_temporary
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = unique_temporary(directory / "probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {directory}: {exc.strerror or exc}; choose a writable {option}") from None
+    return directory
+
+
 def _built_report(args, doing: str):
     """The report of `--results`' store, or None after saying there is nothing to `doing`."""
     from bench.reports.report import build
@@ -549,7 +563,8 @@ def cmd_report(args) -> int:
     report = _built_report(args, "report")
     if report is None:
         return 1
-    return _wrote(render.write(report, Path(args.out or Path(args.results) / "report"), formats, command=_command(args)))
+    out = _writable(Path(args.out or Path(args.results) / "report"))
+    return _wrote(render.write(report, out, formats, command=_command(args)))
 
 
 def cmd_leaderboard(args) -> int:
@@ -559,6 +574,7 @@ def cmd_leaderboard(args) -> int:
     if report is None:
         return 1
     out = Path(args.out) if args.out else Path(args.results) / "LEADERBOARD.md"
+    _writable(out.parent)
     return _wrote(write_leaderboard(report, out, args.metric, _command(args)))
 
 

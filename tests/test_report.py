@@ -150,6 +150,15 @@ def test_an_empty_or_missing_store_says_so_without_a_traceback(capsys, tmp_path)
     assert "no results store in" in capsys.readouterr().err
 
 
+def test_a_report_or_leaderboard_that_cannot_be_written_is_one_clear_error(capsys, store, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for argv in (["report", "--out", str(blocker / "report")], ["leaderboard", "--out", str(blocker / "LB.md")]):
+        assert main([*argv, "--results", str(store.path.parent)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write to {blocker}" in err and "choose a writable --out" in err and "Traceback" not in err
+
+
 def test_a_bad_reference_table_is_one_clear_error(capsys, store, tmp_path):
     d = tmp_path / "badref"
     d.mkdir()
