@@ -103,11 +103,24 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                     f"{', '.join(REQUIRED_KEYS)} (and optionally next_observations). Found: {', '.join(sorted(f.keys()))}"
                 )
             keys = list(REQUIRED_KEYS) + (["next_observations"] if "next_observations" in f else [])
+            for k in keys:
+                if not isinstance(f[k], h5py.Dataset):
+                    raise DatasetError(f"{path}: {k} is an HDF5 {type(f[k]).__name__.lower()}, not an array; a D4RL file "
+                                       f"stores each of {', '.join(REQUIRED_KEYS)} as one array (nested "
+                                       "observations are a Minari dataset's, load it through Minari)")
             arrays = {k: np.asarray(f[k][()]) for k in keys}
     except DatasetError:
         raise
     except OSError as exc:
         raise DatasetError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    for key, arr in arrays.items():
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise DatasetError(f"{path}: {key} holds {arr.dtype} values, not numbers; the file is not a D4RL dataset")
+    for key in ("rewards", "terminals", "timeouts"):  # one value per step: (N,) or (N, 1)
+        if arrays[key].ndim == 2 and arrays[key].shape[1] == 1:
+            arrays[key] = arrays[key][:, 0]
+        if arrays[key].ndim != 1:
+            raise DatasetError(f"{path}: {key} has shape {arrays[key].shape}; expected one value per step, (N,)")
     if arrays["actions"].ndim == 1:  # one action dimension stored flat, as Minari's path accepts too
         arrays["actions"] = arrays["actions"][:, None]
     for key in ("observations", "actions", "next_observations"):

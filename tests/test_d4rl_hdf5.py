@@ -70,6 +70,25 @@ def test_mismatched_lengths(tmp_path):
         load_dataset(str(path))
 
 
+@pytest.mark.parametrize("override,message", [
+    ({"rewards": np.zeros((50, 2))}, r"rewards has shape \(50, 2\); expected one value per step"),
+    ({"rewards": np.array([b"x"] * 50)}, r"rewards holds \|S1 values, not numbers"),
+])
+def test_rewards_that_are_not_one_number_per_step(tmp_path, override, message):
+    path = write_h5(tmp_path / "x.hdf5", **override)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(str(path))
+    assert len(load_dataset(str(write_h5(tmp_path / "y.hdf5", rewards=np.zeros((50, 1))))).transitions) > 0  # (N, 1) is fine
+
+
+def test_observations_stored_as_a_group(tmp_path):
+    path = write_h5(tmp_path / "x.hdf5", drop=("observations",))
+    with h5py.File(path, "a") as f:
+        f.create_group("observations").create_dataset("position", data=np.zeros((50, 3)))
+    with pytest.raises(DatasetError, match="observations is an HDF5 group, not an array"):
+        load_dataset(str(path))
+
+
 @pytest.mark.parametrize("key", ["observations", "rewards"])
 def test_nan_or_inf(tmp_path, key):
     path = write_h5(tmp_path / "x.hdf5")
