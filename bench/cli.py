@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -907,6 +908,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (DatasetError, ConfigError, CheckpointError) as exc:
         print(f"diffbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused a path: too long a name, no space, not permitted
+        if exc.errno is None:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        hint = ("; a folder or file name may be at most 255 bytes, use a shorter one" if exc.errno == errno.ENAMETOOLONG
+                else "")
+        print(f"diffbench: error: {exc.strerror}{where}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffbench: interrupted; finished work is kept, run the same command again to go on", file=sys.stderr)

@@ -91,7 +91,13 @@ def test_quick_compares_guided_with_the_s0_ablation_over_seeds(capsys, tiny_poin
     (["quick", "--algorithms", "qgpo,ddpm"], "unknown algorithm 'ddpm'"),
     (["quick", "--selection-episodes", "0"], "selection_episodes must be an integer >= 1"),
     (["run", "bc", TINY_ID, "--seed", str(2**63)], "seed must be at most 2**63 - 1"),  # before training, not at the store
+    (["run", "bc", "diffbench/pointmaze/" + "a" * 300], "File name too long"),
 ])
 def test_bad_settings_are_one_line_errors(capsys, tiny_pointmaze, tmp_path, argv, message):
     code, out, err = run(capsys, *argv, "--results", str(tmp_path))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_path_the_file_system_refuses_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "datasets", "info", str(tmp_path / ("a" * 300) / "x.hdf5"))
+    assert code == 2 and "a folder or file name may be at most 255 bytes" in err and len(err.strip().splitlines()) == 1
