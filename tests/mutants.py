@@ -83,14 +83,21 @@ def tracked_copy(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
-def passes(tree: Path, tests: tuple[str, ...]) -> bool:
-    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+def failures(tree: Path, tests: tuple[str, ...]) -> list[str] | None:
+    """None when the tests pass, else the failing tests pytest -x names (the first failure)."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf", *tests],
                             cwd=tree, capture_output=True, text=True)
-    return result.returncode == 0
+    if result.returncode == 0:
+        return None
+    return [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAILED ")] or ["(no test named)"]
 
 
-def check(mutant: Mutant) -> bool:
-    """True when the mutant is killed (its tests fail)."""
+def passes(tree: Path, tests: tuple[str, ...]) -> bool:
+    return failures(tree, tests) is None
+
+
+def check(mutant: Mutant) -> list[str] | None:
+    """The tests that fail on the mutant (it is killed), or None (it survived)."""
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         tree = Path(tmp)
         tracked_copy(tree)
@@ -100,7 +107,7 @@ def check(mutant: Mutant) -> bool:
             raise SystemExit(f"mutant {mutant.name}: {mutant.old!r} is not found exactly once in {mutant.path}; "
                              "update tests/mutants.py to the code")
         target.write_text(text.replace(mutant.old, mutant.new))
-        return not passes(tree, mutant.tests)
+        return failures(tree, mutant.tests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"unmutated: {' '.join(tests)} pass", flush=True)
     survived = []
     for mutant in chosen:
-        killed = check(mutant)
-        print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.name}: {mutant.why}", flush=True)
-        survived += [] if killed else [mutant.name]
+        failed = check(mutant)
+        print(f"{'killed  ' if failed else 'SURVIVED'} {mutant.name}: {mutant.why}"
+              + (f" (by {', '.join(failed)})" if failed else ""), flush=True)
+        survived += [] if failed else [mutant.name]
     return 1 if survived else 0
 
 
