@@ -296,8 +296,8 @@ def tilt_verdicts(raw: pd.DataFrame, tasks: list[str]) -> list[str]:
 
 
 def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: DxmiBudget,
-                 seconds: float, version: str, ddpo: pd.DataFrame, rates: dict[str, dict[int, float]] | None = None
-                 ) -> None:
+                 seconds: float, version: str, ddpo: pd.DataFrame, rates: dict[str, dict[int, float]] | None = None,
+                 from_rows: bool = False) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
     seeds = int(summary["seeds"].max())
@@ -374,7 +374,9 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
 
         ref = rates[SPEED_ROWS[0]]
         lines += ["", "## 4. Speed: actions per second against QGPO's guided sampler", "",
-                  "Measured by this command after the jobs above (`bench.studies.perf_samplers`, official network sizes, "
+                  "Measured by the command that wrote this page, " + ("from the rows of earlier runs" if from_rows else
+                                                                     "after the jobs above")
+                  + " (`bench.studies.perf_samplers`, official network sizes, "
                   "HalfCheetah shapes, float32, CPU, medians after warm-up); ratios within this one measurement.", "",
                   "| sampler | NFE per action | " + " | ".join(f"actions/s, batch {b}" for b in BATCHES) + " | "
                   + " | ".join(f"vs QGPO, batch {b}" for b in BATCHES) + " |", "|---|---:|" + "---:|" * (2 * len(BATCHES))]
@@ -415,6 +417,7 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
     ddpo = ddpo_rows(finetune_csv, budget.beta, tasks, seeds) if finetune_csv is not None else pd.DataFrame()
     # claim 4, measured here once the jobs are done (a quiet machine), not read from another run
     rates = acting_speed(speed_repeats) if speed_repeats else {}
-    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, ddpo, rates)
+    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, ddpo, rates,
+                 from_rows=from_rows is not None)
     out.with_suffix(".partial.csv").unlink(missing_ok=True)
     return summary
