@@ -51,7 +51,7 @@ def test_termination_before_the_end_is_corrupt():
         Transitions.from_episodes([ep])
 
 
-@pytest.mark.parametrize("value", [2.0, 0.5, -1])
+@pytest.mark.parametrize("value", [2.0, 0.5, -1.0])
 def test_a_flag_that_is_not_0_or_1_is_corrupt(value):
     ep = episode(4, 0.0, True)
     flags = ep.terminations.astype(np.float64)
