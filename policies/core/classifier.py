@@ -135,7 +135,6 @@ def _eval_inputs(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, s
     return schedule.diffuse(actions, t, torch.randn(actions.shape, device=actions.device, generator=generator)), t
 
 
-@torch.no_grad()
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """log(1/T) minimising the NLL of logits / T (a 1-D convex problem in 1/T)."""
     log_inv = torch.zeros((), requires_grad=True)
@@ -153,6 +152,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_inv.detach())
 
 
+@torch.no_grad()
 def calibrate(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, labels: torch.Tensor,
               temperature_rows: torch.Tensor, measure_rows: torch.Tensor, generator: torch.Generator,
               schedule: VPSchedule | None = None) -> dict[str, float]:
@@ -164,7 +164,7 @@ def calibrate(clf: Classifier, states: torch.Tensor, actions: torch.Tensor, labe
     calibrated over random t."""
     rows = torch.cat([temperature_rows, measure_rows])  # only the held-out rows are scored
     a, t = _eval_inputs(clf, states[rows], actions[rows], schedule, generator)
-    raw = clf.logits(states[rows], a, t, calibrated=False).detach()
+    raw = clf.logits(states[rows], a, t, calibrated=False)
     y = labels[rows]
     first = torch.arange(len(temperature_rows), device=raw.device)
     second = torch.arange(len(temperature_rows), len(rows), device=raw.device)
