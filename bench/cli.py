@@ -532,13 +532,11 @@ def _wrote(paths: list[Path]) -> int:
 
 def _writable(directory: Path, option: str = "--out") -> Path:
     """Fail before any work if `directory` cannot be made or written (read-only, or under a file)."""
-    from policies.core.checkpoint import unique_temporary
+    from policies.core.checkpoint import probe_write
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = unique_temporary(directory / "probe")
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_write(directory / "probe")
     except OSError as exc:
         raise ConfigError(f"cannot write to {directory}: {exc.strerror or exc}; choose a writable {option}") from None
     return directory

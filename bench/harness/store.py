@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from policies.core.checkpoint import unique_temporary
+from policies.core.checkpoint import probe_write
 from policies.errors import ConfigError
 
 SCHEMA_VERSION = 5  # 2: runs.selected_guidance_scale; 3: runs.shared_stages; 4: runs.diagnostics;
@@ -175,10 +175,8 @@ class ResultsStore:
 
     def check_writable(self) -> None:
         """Fail now, before any run, if results cannot be written here (a read-only directory or file)."""
-        probe = unique_temporary(self.path)
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            probe_write(self.path)
             if self.path.exists():
                 with open(self.path, "r+b"):
                     pass

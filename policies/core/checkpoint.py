@@ -8,7 +8,9 @@ deep inside a network.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,14 @@ def unique_temporary(path: Path) -> Path:
     """A temporary name beside `path` of this process's own: two drivers on one results directory never
     write the same temporary file."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def probe_write(path: Path) -> None:
+    """Write and delete an empty file beside `path`: raises the OSError a later write there would (read-only,
+    under a file, a name too long), before any work is spent."""
+    probe = unique_temporary(Path(path))
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def atomic_save(path: Path, obj: Any) -> None:
@@ -74,8 +84,6 @@ def digest_path(path: Path) -> Path:
 
 
 def file_digest(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -94,8 +102,6 @@ def intact(path: Path) -> bool | None:
 
 def quarantine(path: Path) -> Path:
     """Move a damaged shared stage (and its digest) out of the way, kept for inspection; returns where."""
-    import time
-
     aside = Path(path).with_name(f"{Path(path).stem}.damaged-{int(time.time())}{Path(path).suffix}")
     Path(path).rename(aside)
     digest_path(path).unlink(missing_ok=True)
