@@ -34,7 +34,7 @@ import torch
 from bench.harness.provenance import budget_label, code_version, made_by
 from bench.studies.exactness import BUDGETS, ExactnessBudget, _cell, _interval, _torch_gen, fit_toy_behaviour, stream
 from bench.studies.paired import closer, paired, tally
-from bench.studies.resumable import read_rows, run_resumable
+from bench.studies.resumable import run_resumable
 from envs.toy import CONTROLS, TASKS, likelihood, reject, sliced_wasserstein
 from policies.core.classifier import Classifier, ClassifierGuidance, calibrate, split, train_classifier
 from policies.core.conditioning import ConditionalDiffusion, LabelBlind, fit_conditional, with_labels
@@ -358,10 +358,8 @@ def run(tasks: list[str], seeds: list[int], sizes: list[int], budget_name: str, 
 
     jobs = [(task, seed, sizes, budget) for task in tasks for seed in seeds]
     label = budget_label(budget_name, budget)
-    if from_rows is not None:  # the report again from an earlier run's rows, nothing run
-        rows = read_rows(from_rows, tasks, seeds)
-    else:
-        rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, reuse, remainder)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, reuse, remainder,
+                            from_rows=from_rows)
     raw = pd.DataFrame(rows)
     raw = raw[raw.n_labels.isin([0, *sizes])]
     order = {task: i for i, task in enumerate(tasks)}

@@ -31,7 +31,7 @@ from bench.harness.provenance import budget_label, code_version, made_by
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energy, _interval, _torch_gen, fit_toy_behaviour,
                                      fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import closer, paired, tally, within
-from bench.studies.resumable import read_rows, run_resumable
+from bench.studies.resumable import run_resumable
 from envs.toy import TASKS, mode_masses, sample_target, sliced_wasserstein
 from policies.algorithms.dxmi import (DxMIConfig, DxMISampler, kl_cost, tilted_support, train_dxdp, train_imitation,
                                      value_energy)
@@ -169,10 +169,10 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
             support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
         rewards.append(("Q₀", " q0", lambda s, a: -beta * q0(torch.zeros(len(a), 0), a), support_q0))
     for label, tag, terminal, q_support in rewards:
-        tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
-        t0 = time.perf_counter()
         if "kl" in budget.tilts:  # DxDP toward -beta Q with a KL to pi_0 per step
+            tuned, tuned_value = copy.deepcopy(sampler), copy.deepcopy(value).requires_grad_(True)
             reference = copy.deepcopy(sampler).requires_grad_(False)
+            t0 = time.perf_counter()
             record = train_dxdp(tuned, tuned_value, torch.zeros(len(x), 0), terminal, kl_cost(tuned, reference), cfg,
                                 _torch_gen(seed, task, "train", "dxdp" + tag, key), surrogate=True)
             drawn = tuned.sample(none, _torch_gen(seed, task, "sample", "dxdp" + tag, key))
@@ -406,10 +406,8 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
     out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(task, seed, budget) for seed in seeds for task in tasks]  # seed-major: a cut run covers every task
     label = budget_label(budget_name, budget)
-    if from_rows is not None:
-        rows = read_rows(from_rows, tasks, seeds)
-    else:
-        rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, lambda g: g)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[1]), out, label, workers, lambda g: g,
+                            from_rows=from_rows)
     raw = pd.DataFrame(rows)
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")

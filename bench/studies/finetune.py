@@ -27,7 +27,7 @@ import torch
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
                                      fit_toy_behaviour, fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import paired, tally, within
-from bench.studies.resumable import read_rows, run_resumable
+from bench.studies.resumable import run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, sample_target, sliced_wasserstein
 from policies.algorithms.ddpo import DDPOConfig, train_ddpo
@@ -108,6 +108,11 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
 
     q0 = fit_toy_q(x, task, seed, budget.q0_steps) if "learned" in budget.rewards else None
     exact_q = toy_reward(task)
+    rewards = [("", "", support_q, exact_q)]  # (label, stream tag, Q of CEP's support, DDPO's reward)
+    if q0 is not None:  # the same two methods with the learned Q_0 as their reward, against the same targets
+        with torch.no_grad():
+            support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
+        rewards.append((" (Q₀)", " q0", support_q0, lambda s, a: q0(torch.zeros(len(a), 0), a.detach())))
 
     def q_means(samples: torch.Tensor) -> dict:
         """The exact Q of a method's samples and the learned Q_0's view of them: the gap is exploitation."""
@@ -123,11 +128,6 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
         target_mu, _ = sample_target(toy, beta, b.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
         target_theta, _ = theta_tilt(mu_theta_batch, task, beta, seed, b)
         target_chain, _ = theta_tilt(chain_batch, task, beta, seed, b, purpose="tilt-chain")
-        rewards = [("", "", support_q, toy_reward(task))]  # (label, stream tag, Q of CEP's support, DDPO's reward)
-        if q0 is not None:  # the same two methods with the learned Q_0 as their reward, against the same targets
-            with torch.no_grad():
-                support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
-            rewards.append((" (Q₀)", " q0", support_q0, lambda s, a: q0(torch.zeros(len(a), 0), a.detach())))
         for label, tag, q_support, reward in rewards:
             t0 = time.perf_counter()
             energy, loss, _ = _fit_energy("cep", b, model, x, none, support, q_support, None, beta, seed, task,
@@ -327,10 +327,8 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
 
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds]
     label = budget_label(budget_name, budget)
-    if from_rows is not None:
-        rows = read_rows(from_rows, tasks, seeds)
-    else:
-        rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, label, workers, reuse)
+    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, label, workers, reuse,
+                            from_rows=from_rows)
     raw = pd.DataFrame(rows)
     raw = raw[raw.beta.isin(betas) | (raw.method == "chain")]
     order = {task: i for i, task in enumerate(tasks)}

@@ -18,8 +18,10 @@ Key = tuple[str, int]
 
 def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callable[[tuple], Key], out: Path,
                   budget_name: str, workers: int, reuse: Callable[[pd.DataFrame], pd.DataFrame | None],
-                  remainder: Callable[[tuple, pd.DataFrame], tuple | None] | None = None) -> tuple[list[dict], int]:
+                  remainder: Callable[[tuple, pd.DataFrame], tuple | None] | None = None,
+                  from_rows: Path | None = None) -> tuple[list[dict], int]:
     """`fn(*job)` for each job not already finished; returns (all rows, jobs taken from the partial file).
+    `from_rows`: no job runs; the jobs' rows come from an earlier run's CSV (`read_rows`).
 
     `budget_name`: rows are reused only under the same one (`budget_label` names the values too).
     `reuse(rows of one earlier (task, seed))` gives the rows to keep, or None to run the job again (e.g.
@@ -30,6 +32,8 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
     version, start = code_version(), time.perf_counter()
     partial = out.with_suffix(".partial.csv")
     wanted = {key(job): job for job in jobs}
+    if from_rows is not None:
+        return read_rows(from_rows, set(wanted)), len(wanted)
     rows: list[dict] = []
     done: set[Key] = set()
     rest: list[tuple] = []
@@ -59,8 +63,8 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
     return rows, len(done)
 
 
-def read_rows(path: Path, tasks: list[str], seeds: list[int]) -> list[dict]:
-    """The rows of an earlier study (its committed CSV) for these tasks and seeds, to write its report again
+def read_rows(path: Path, keys: set[Key]) -> list[dict]:
+    """The rows of an earlier study (its committed CSV) for these (task, seed) jobs, to write its report again
     without running anything (e.g. after a change to the report alone); each row keeps the code version
     that made it, which the report lists."""
     path = Path(path)
@@ -71,8 +75,8 @@ def read_rows(path: Path, tasks: list[str], seeds: list[int]) -> list[dict]:
     missing = {"task", "seed", "code"} - set(rows.columns)
     if missing:
         raise ConfigError(f"--from-rows {path}: not a study's rows (no {', '.join(sorted(missing))} column)")
-    rows = rows[rows.task.isin(tasks) & rows.seed.isin(seeds)]
+    rows = rows[[(task, int(seed)) in keys for task, seed in zip(rows.task, rows.seed)]]
     if rows.empty:
-        raise ConfigError(f"--from-rows {path}: no rows for tasks {', '.join(tasks)} and seeds "
-                          f"{', '.join(map(str, seeds))}")
+        asked = ", ".join(f"{task} seed {seed}" for task, seed in sorted(keys))
+        raise ConfigError(f"--from-rows {path}: no rows for the jobs asked for ({asked})")
     return rows.to_dict("records")
