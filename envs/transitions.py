@@ -185,8 +185,9 @@ def _check_episode(ep: Episode, where: str) -> None:
             )
     for name in ("terminations", "truncations"):
         raw = np.asarray(getattr(ep, name))
-        if raw.dtype != bool and not np.isin(raw, (0, 1)).all():
-            value = raw[~np.isin(raw, (0, 1))].flat[0].item()
+        not_flags = ~np.isin(raw, (0, 1)) if raw.dtype != bool else None
+        if not_flags is not None and not_flags.any():
+            value = raw[not_flags].flat[0].item()
             raise DatasetError(
                 f"{where}: {name} holds {value!r}, not a flag: each entry must be 0 or 1 (true or false); "
                 f"the file's episode boundaries are corrupt or were written with another meaning"

@@ -426,10 +426,8 @@ class DxMI(FinetuneAlgorithm):
         cfg = self.config
         if cfg.tilt == "imitation":  # DxMI's own mechanism, from pi_0 and its EBM/value, on exp(beta Q)-resampled data
             support = self._support["support"][: states.shape[0]]  # the dataset states' rows come first
-            with torch.no_grad():
-                q = torch.cat([reward(s[:, None].expand(-1, support.shape[1], -1).reshape(-1, s.shape[-1]),
-                                      a.reshape(-1, a.shape[-1])).reshape(a.shape[:2])
-                               for s, a in zip(states.split(4096), support.split(4096))])
+            with torch.no_grad():  # Q_0 (a TwinQ) takes each state's M actions at once: (B, S) with (B, M, A)
+                q = torch.cat([reward(s, a) for s, a in zip(states.split(4096), support.split(4096))])
             record = train_imitation(policy, copy.deepcopy(self.value), states,
                                      tilted_support(support, q, cfg.beta, generator), cfg, generator, workdir, hooks,
                                      progress, fingerprint=self.fingerprint("finetune"), iterations=cfg.iterations,
