@@ -30,11 +30,20 @@ CONTINUING_FAMILIES = ("maze2d", "pointmaze")
 # envs alive at once in a batched evaluation, for families whose envs are heavy: an OGBench manipulation env
 # holds about 160 MB (measured here), so 3 scales x 100 episodes at once would need some 48 GB
 MAX_VECTOR_ENVS = {"ogbench-manipulation": 25}
+# every other family: a PointMaze env holds about 12 MiB, so an unbounded `--episodes 10000` would build some
+# 120 GB of envs after training; at most this many at once (no published protocol evaluates more episodes)
+DEFAULT_MAX_VECTOR_ENVS = 100
 
 
-def max_vector_envs(dataset: str) -> int | None:
-    """How many of the dataset's eval envs may run at once (None: no limit)."""
-    return MAX_VECTOR_ENVS.get(family(dataset))
+def max_vector_envs(dataset: str) -> int:
+    """How many of the dataset's eval envs may run at once; more episodes run in waves of that many."""
+    return MAX_VECTOR_ENVS.get(family(dataset), DEFAULT_MAX_VECTOR_ENVS)
+
+
+def waves_always(dataset: str) -> bool:
+    """Whether the family has a limit of its own (then it is part of every run's protocol, even where it does
+    not bind); the default limit is recorded only for runs it cuts into waves."""
+    return family(dataset) in MAX_VECTOR_ENVS
 
 
 def family(dataset: str) -> str:

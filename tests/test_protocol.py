@@ -414,3 +414,30 @@ def test_heavy_envs_run_in_waves_that_keep_each_episode_its_seed(tiny_pointmaze,
     assert [len(r.returns) for r in per_scale] == [5, 5]
     assert all(np.array_equal(r.returns, whole.returns) for r in per_scale)
     assert RunSpec("bc", TINY_ID).protocol()["eval_envs_at_once"] == 2  # part of the run's identity
+
+
+def test_no_evaluation_builds_more_envs_at_once_than_the_default_limit(tiny_pointmaze, monkeypatch):
+    """Families without a limit of their own get the default one (issue 36: 10,000 episodes built 10,000 envs
+    after training); it enters a run's identity only where it cuts the evaluation into waves."""
+    from bench.harness.evaluation import evaluate
+    from envs import families
+
+    ds = load_dataset(TINY_ID)
+    built = []
+    make = ds.make_vector_env
+    monkeypatch.setattr(type(ds), "make_vector_env", lambda self, n: built.append(n) or make(n))
+    monkeypatch.setattr(families, "DEFAULT_MAX_VECTOR_ENVS", 3)
+
+    class Still:
+        def act(self, obs):
+            return np.zeros((len(obs), 2), np.float32)
+
+        def seed(self, seed):
+            pass
+
+    result = evaluate(Still(), ds, episodes=7, seed=0, max_steps=3)
+    assert built == [3, 3, 1] and len(result.returns) == 7
+    assert "eval_envs_at_once" not in RunSpec("bc", TINY_ID, episodes=3, curve_episodes=3).protocol()  # no waves
+    assert RunSpec("bc", TINY_ID, episodes=4, curve_episodes=3).protocol()["eval_envs_at_once"] == 3
+    monkeypatch.setattr(families, "DEFAULT_MAX_VECTOR_ENVS", 100)
+    assert "eval_envs_at_once" not in RunSpec("bc", TINY_ID).protocol()  # maze's 100 episodes: ids kept

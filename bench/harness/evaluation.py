@@ -92,8 +92,7 @@ def evaluate_scales(policy: Algorithm, dataset: OfflineDataset, scales: list[flo
     `act` with K scales shares the noise across blocks), so the numbers are the same up to float rounding.
     Where K x N envs would be more than the family may run at once (`envs.families.max_vector_envs`), each
     scale is its own `evaluate`."""
-    limit = max_vector_envs(dataset.id)
-    if limit is not None and len(scales) * episodes > limit:
+    if len(scales) * episodes > max_vector_envs(dataset.id):
         return [evaluate(AtScale(policy, scale), dataset, episodes, seed, max_steps) for scale in scales]
     return evaluate_blocks(policy, lambda obs: policy.act(obs, guidance_scale=scales), dataset, len(scales), episodes,
                            seed, max_steps)
@@ -154,7 +153,7 @@ def evaluate_blocks(policy: Algorithm, act, dataset: OfflineDataset, blocks: int
     noise stream going on from wave to wave."""
     n = blocks * episodes
     seeds = [seed + i for _ in range(blocks) for i in range(episodes)]
-    wave = n if blocks > 1 else min(n, max_vector_envs(dataset.id) or n)
+    wave = n if blocks > 1 else min(n, max_vector_envs(dataset.id))
     policy.seed(seed)
     parts = [_rollout(act, dataset, seeds[j:j + wave], max_steps) for j in range(0, n, wave)]
     returns, lengths, success = (np.concatenate([getattr(p, k) for p in parts]) for k in ("returns", "lengths", "success"))
