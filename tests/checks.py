@@ -2,6 +2,7 @@
 checkpoint lost, as with SIGKILL) resumes to the bit, and acting is batched, in bounds, reproducible
 and the same after reloading."""
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,13 @@ def offset_bandit(n: int = 4096, seed: int = 0, offset: float = 100.0) -> Any:
     return OfflineDataset(id="offset-bandit", source="minari", location="", transitions=t, observation_space=box,
                           action_space=spaces.Box(-1.0, 1.0, (1,)), raw_observation_space=box, observation_layout=(),
                           ref_min_score=None, ref_max_score=None, eval_env_spec=None)
+
+
+def with_terminals(dataset: Any) -> Any:
+    """The dataset with every other episode ending by termination instead of its time limit, so that the
+    contract's runs train on both kinds of end (the generated mazes are continuing tasks: time limits only)."""
+    t = dataset.transitions
+    last = t.episode_starts[1:-1:2] - 1  # the last row of episodes 0, 2, 4, ...
+    terminals, timeouts = t.terminals.clone(), t.timeouts.clone()
+    terminals[last], timeouts[last] = 1.0, 0.0
+    return dataclasses.replace(dataset, transitions=dataclasses.replace(t, terminals=terminals, timeouts=timeouts))

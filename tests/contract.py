@@ -53,11 +53,20 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def fitted(name: str, dataset: Any, root: Path) -> dict:
-    """`name` fitted once into root/straight with the kill hooks' cadence, recording where on_eval is called."""
+    """`name` fitted once into root/straight with the kill hooks' cadence, recording where on_eval is called and
+    acting there as a learning curve's evaluation does (reseeded, on a batch): the run `again`, fitted without
+    any of that, must come out bit for bit the same (so curves stay out of a run's identity)."""
     cls, calls = registry.get(name), []
-    hooks = TrainHooks(checkpoint_every=CHECKPOINT_EVERY, eval_every=EVAL_EVERY,
-                       on_eval=lambda stage, step: calls.append((stage, step)))
     algo = cls.for_dataset(dataset, tiny(name))
+    obs = dataset.transitions.observations[:4].numpy()
+
+    def on_eval(stage: str, step: int) -> None:
+        calls.append((stage, step))
+        if stage in algo.curve_stages:
+            algo.seed(step)
+            algo.act(obs)
+
+    hooks = TrainHooks(checkpoint_every=CHECKPOINT_EVERY, eval_every=EVAL_EVERY, on_eval=on_eval)
     record = algo.fit(dataset, root / "straight", hooks=hooks)
     return {"name": name, "cls": cls, "root": root, "algo": algo, "record": record, "calls": calls}
 
