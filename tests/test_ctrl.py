@@ -273,8 +273,12 @@ def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_p
     out = tmp_path / "ctrl.md"
     summary = run(["8gaussians"], [0], [2000], "test", out, "diffbench toy ctrl --budget test", workers=1)
     own = summary.set_index(["case", "method"])["swd_own_mean"]
+    # The bound was set from runs of this test with CTRL's beta changed alone: SWD to the conditional over the
+    # pretrained chain's, y1 / y1,y2: 0.27 / 0.23 at beta = 1; 0.82 / 0.89 at beta = 0.5; 12 / 1.05 without the KL
+    # (beta -> inf). At beta = 2 (0.06 / 0.06) the labels' near-certain p(y|x) makes p p(y|x)^2 almost the same
+    # target, which no distance separates at this budget; the closed-form tests of tests/test_ctrl.py do.
     for case in ("y1", "y1,y2"):
-        assert own[(case, "ctrl")] < 0.5 * own[(case, "pretrained (chain)")], case
+        assert own[(case, "ctrl")] < 0.4 * own[(case, "pretrained (chain)")], case
     text = out.read_text()
     assert "Two controls composed" in text and "cfg w=3" in text and "**Headline**" in text
     assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()

@@ -73,7 +73,7 @@ DXMI_BUDGETS = {
     "default": DxmiBudget(),
     # the imitation tilt alone, beside the default budget's rows (same mu_theta, pi_0 and targets per seed)
     "imitation-tilt": DxmiBudget(steps=(4,), tilts=("imitation",), q0_steps=0),
-    "test": DxmiBudget(behaviour=BUDGETS["test"], steps=(4,), imitation_iterations=60, tilt_iterations=30,
+    "test": DxmiBudget(behaviour=BUDGETS["test"], steps=(4,), imitation_iterations=60, tilt_iterations=100,
                        batch=128, value_hidden=64, value_layers=2, tilt_batch=20_000, q0_steps=200),
 }
 
@@ -150,11 +150,13 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
                                batch=budget.tilt_batch)
 
     theta_masses = mode_masses(toy, target_theta)
+    mean_q = lambda a: float(toy.q(np.asarray(a, np.float64)).mean())  # noqa: E731
+    base["q_target"] = mean_q(target_own)  # the exact Q of the own target: above it, a tilt overshoots
 
     def distances(drawn: torch.Tensor) -> dict:
         out = {"swd_mu": sliced_wasserstein(drawn, target_mu, seed=seed),
                "swd_theta": sliced_wasserstein(drawn, target_theta, seed=seed),
-               "swd_own": sliced_wasserstein(drawn, target_own, seed=seed)}
+               "swd_own": sliced_wasserstein(drawn, target_own, seed=seed), "q_exact": mean_q(drawn)}
         if theta_masses is not None:  # how the mass is split among the modes, against the tilt of mu_theta's split
             out["mode_tv_theta"] = float(0.5 * np.abs(mode_masses(toy, drawn.numpy()) - theta_masses).sum())
         return out
@@ -192,7 +194,8 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
     t0 = time.perf_counter()
     f, _, _ = _fit_energy("cep", b, model, x, torch.zeros(b.data, 0), support, support_q, data_q, beta, seed, task, key)
     guided = model.sample(none, 1, SamplerSpec(), f, 1.0, _torch_gen(seed, task, "sample", "cep", key)).x[:, 0]
-    rows.append(base | {"method": "cep (15 steps)", "steps": 15} | distances(guided) | {"seconds": time.perf_counter() - t0})
+    rows.append(base | {"method": "cep (15 steps)", "steps": 15} | distances(guided) | {"seconds": time.perf_counter() - t0}
+                | {"q_target": mean_q(target_theta)})  # CEP's own target: the tilt of mu_theta
     return rows
 
 
@@ -224,7 +227,8 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, part, steps, method), g in raw.groupby(["task", "part", "steps", "method"], sort=False):
         row = {"task": task, "part": part, "steps": steps, "method": method, "seeds": g["seed"].nunique()}
-        for col in ("swd_mu", "swd_theta", "swd_own", "swd_floor", "auroc", "seconds", "mode_tv_theta"):
+        for col in ("swd_mu", "swd_theta", "swd_own", "swd_floor", "auroc", "seconds", "mode_tv_theta", "q_exact",
+                    "q_target"):
             if col in g and g[col].notna().any():
                 mean, low, high = _interval(g[col])
                 row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if g[col].notna().sum() > 1

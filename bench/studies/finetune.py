@@ -128,6 +128,9 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
         target_mu, _ = sample_target(toy, beta, b.n_eval, np.random.default_rng(stream(seed, task, "target", key)))
         target_theta, _ = theta_tilt(mu_theta_batch, task, beta, seed, b)
         target_chain, _ = theta_tilt(chain_batch, task, beta, seed, b, purpose="tilt-chain")
+        # the exact Q of each method's own target: a method above it over-tilts (too large a beta, a missing KL)
+        q_target = {k: float(toy.q(np.asarray(t, np.float64)).mean()) for k, t in (("theta", target_theta),
+                                                                                  ("chain", target_chain))}
         for label, tag, q_support, reward in rewards:
             t0 = time.perf_counter()
             energy, loss, _ = _fit_energy("cep", b, model, x, none, support, q_support, None, beta, seed, task,
@@ -135,7 +138,8 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
             cep = model.sample(torch.zeros(b.n_eval, 0), 1, SamplerSpec(), energy, 1.0,
                                _torch_gen(seed, task, "sample", "cep" + tag, key)).x[:, 0]
             rows.append(base | _row(beta, "cep" + label, cep, target_theta, target_mu, target_chain, seed)
-                        | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep))
+                        | {"final_loss": loss, "seconds": time.perf_counter() - t0} | q_means(cep)
+                        | {"q_target": q_target["theta"]})
             t0 = time.perf_counter()
             policy = FinetunedPolicy(model, chain)
             record = train_ddpo(policy, torch.zeros(1, 0), reward, ddpo_config(budget, beta, seed),
@@ -144,7 +148,8 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
             rows.append(base | _row(beta, "ddpo" + label, tuned, target_theta, target_mu, target_chain, seed)
                         | {"swd_chain_start": sliced_wasserstein(on_chain, target_chain, seed=seed),
                            "final_loss": record["final_loss"], "gradient_steps": record["gradient_steps"],
-                           "samples": record["samples"], "seconds": time.perf_counter() - t0} | q_means(tuned))
+                           "samples": record["samples"], "seconds": time.perf_counter() - t0} | q_means(tuned)
+                        | {"q_target": q_target["chain"]})
     rows[0]["job_seconds"] = time.perf_counter() - began  # the whole job: behaviour, targets, both methods
     return rows
 
@@ -164,7 +169,7 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
     for (task, beta, method, chain), g in raw.groupby(["task", "beta", "method", "chain"], sort=False):
         row = {"task": task, "beta": beta, "method": method, "chain": chain, "seeds": g["seed"].nunique()}
         for col in ("swd_theta", "swd_mu", "swd_chain", "swd_chain_start", "mmd_theta", "swd_behaviour", "final_loss",
-                    "seconds", "q_exact", "q_learned"):
+                    "seconds", "q_exact", "q_learned", "q_target"):
             if col in g and g[col].notna().any():
                 mean, low, high = _interval(g[col])
                 row |= {f"{col}_mean": mean, f"{col}_std": float(g[col].std(ddof=1)) if len(g) > 1 else math.nan,
