@@ -168,12 +168,36 @@ def cmd_verify(args) -> int:
     report = catalog.verify(args.id, action_tolerance=args.action_tolerance, make_env=mode)
     if report["eval_env"].startswith("not checked: its entry point"):
         print(f"diffbench: warning: {report['eval_env']}", file=sys.stderr)
+    if args.against is not None:
+        report["against"], matches = _against_store(args.id, report["fingerprint"], Path(args.against))
+        report["ok"] = report["ok"] and matches is not False
     if args.json:
         _print_json(report)
     else:
         for k, v in report.items():
             print(f"{k:22s} {v}")
     return 0 if report["ok"] else 1
+
+
+def _against_store(dataset: str, mine: str, results: Path) -> tuple[str, bool | None]:
+    """Whether the runs a results store holds on `dataset` trained on this copy's content (None: nothing to say)."""
+    runs = _existing_store(str(results)).table("runs")
+    runs = runs[(runs["dataset"] == dataset) & (runs["status"] == "finished")]
+    if runs.empty:
+        return f"no finished run on {dataset} in {results}", None
+    recorded = runs[runs["dataset_content"].notna()]
+    if recorded.empty:
+        return (f"none of the {len(runs)} run(s) in {results} recorded its dataset content (made before diffbench "
+                "recorded it)"), None
+    same = int((recorded["dataset_content"] == mine).sum())
+    other = recorded[recorded["dataset_content"] != mine]
+    if other.empty:
+        return f"same content as the {same} run(s) on it in {results} ({mine})", True
+    versions = sorted({json.loads(p).get("mujoco", "?") for p in other["packages"].dropna()})
+    kinds = ", ".join(sorted(other["dataset_content"].unique()))
+    return (f"{len(other)} run(s) in {results} trained on other content ({kinds}) than this copy ({mine}); "
+            f"{same} on this one. Those runs had mujoco {', '.join(versions)}: regenerate under the versions in their "
+            "dataset card to match them"), False
 
 
 def cmd_budgets(args) -> int:
@@ -642,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="make the env even when its entry point is code from outside Gymnasium and diffbench "
                                "(importing it runs that code)")
     env_mode.add_argument("--no-env", action="store_true", help="do not make the evaluation env at all")
+    ver.add_argument("--against", metavar="RESULTS", default=None,
+                     help="a results directory (e.g. results/leaderboard): say whether its runs on this dataset "
+                          "trained on the same content as this copy (exit 1 if any did not)")
     ver.set_defaults(func=cmd_verify)
 
     pol = sub.add_parser("policies", help="the SAC behaviour policies the locomotion datasets are rolled out from")

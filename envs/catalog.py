@@ -230,6 +230,7 @@ def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted")
         "structure": "ok",
         "checksum": checksum,
         "checksum_matches_card": None if expected is None else expected == checksum,
+        "fingerprint": fingerprint(name),  # the content identity runs record (and their run ids hash)
     }
     entry = ds.eval_env_spec.entry_point if ds.eval_env_spec is not None else None
     if make_env == "never":

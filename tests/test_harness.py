@@ -408,3 +408,16 @@ def test_a_dataset_path_longer_than_a_folder_name_still_names_its_run_directory(
     assert dataset_slug(TINY_ID) == TINY_ID.replace("/", "_")
     s = RunSpec(algorithm="bc", dataset=deep, preset="tiny")
     assert all(len(part.encode()) <= 255 for part in s.directory(Path("/r")).parts)
+
+
+
+def test_learning_curve_settings_do_not_enter_a_runs_identity():
+    """Issue 35: one algorithm became two leaderboard entries when only its curve settings differed. Curves leave
+    training bit for bit the same (the contract acts at each curve point of its runs and compares them with runs
+    that never evaluate: tests/contract.py `fitted`), so they stay out of the hash; the protocol still records them."""
+    plain = RunSpec("qgpo", TINY_ID, preset="tiny")
+    for curved in (RunSpec("qgpo", TINY_ID, preset="tiny", curve_points=2, curve_episodes=3),
+                   RunSpec("qgpo", TINY_ID, preset="tiny", eval_every=7), RunSpec("qgpo", TINY_ID, curve_points=0)):
+        assert curved.run_id() == (plain if curved.preset == "tiny" else RunSpec("qgpo", TINY_ID)).run_id()
+        assert curved.protocol() != (plain if curved.preset == "tiny" else RunSpec("qgpo", TINY_ID)).protocol()
+    assert RunSpec("qgpo", TINY_ID, preset="tiny", episodes=3).run_id() != plain.run_id()  # numbers: identity

@@ -118,10 +118,14 @@ def test_report_command_writes_every_format_with_embedded_figures(capsys, store,
 def test_leaderboard_ranks_by_the_chosen_metric_and_compare_pairs_datasets(capsys, store, tmp_path):
     report = build(store)
     iqm = ranking(report, "IQM")
-    top = {"qgpo[cpu] s=1", "qgpo[cpu] s=best on reported episodes"}  # the same scores
-    assert set(iqm["entry"].tolist()[:2]) == top and iqm["rank"].tolist() == [1, 2, 3, 4, 5]
+    # s=1 is every seed's best scale on the reported episodes: one row, not two; the held-out choice differs (seed 2)
+    top = "qgpo[cpu] s=1 (= s=best on reported episodes)"
+    assert iqm["entry"].tolist()[0] == top and len(iqm) == 4
+    # a rank is 1 + the entries whose interval lies wholly above: s=1 and the held-out choice overlap (=1), and both
+    # lie above s=0 and bc, which overlap each other (=3)
+    assert iqm["rank"].tolist() == ["=1", "=1", "=3", "=3"], iqm
     gap = ranking(report, "optimality gap")
-    assert set(gap["entry"].tolist()[:2]) == top  # smallest gap first
+    assert gap["entry"].tolist()[0] == top  # smallest gap first
     out = tmp_path / "LEADERBOARD.md"
     assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
     board = out.read_text()
@@ -229,6 +233,52 @@ def test_one_setting_across_families_is_one_entry_but_two_protocols_on_one_datas
     assert entries[GEN] == 2 and entries[D4RL] == 1
 
 
+def test_curve_settings_never_part_an_entry_and_a_remaining_tag_is_explained(tmp_path):
+    """Issue 35: one algorithm became `#8343db` and `#011d75` when only eval_every and the curve episodes differed."""
+    s = ResultsStore(tmp_path / "store")
+    for seed in range(3):
+        run = run_result("bc", GEN, seed)
+        run.config = {**run.config, "protocol": {"episodes": 3, "eval_every": 500 * (seed == 0),
+                                                 "curve_episodes": 10 if seed else 2, "curve_points": seed}}
+        s.record(run)
+    report = build(s)
+    assert set(report.per_dataset["entry"]) == {"bc[cpu]"} and not any("differ in" in n for n in report.notes)
+    for seed in range(3):  # another learning rate: two entries, and a note naming what parts them
+        run = run_result("bc", GEN, seed)
+        run.run_id, run.config = f"bc-lr-{seed}", {**run.config, "lr": 3e-4, "protocol": {"episodes": 3}}
+        s.record(run)
+    report = build(s)
+    assert report.per_dataset["entry"].nunique() == 2
+    note, = [n for n in report.notes if "differ in" in n]
+    assert note.startswith("bc[cpu] is 2 entries, one per config; they differ in lr (") and "lr 0.0003" in note
+    assert "lr 0.001" in note and "curve" not in note
+
+
+def test_runs_of_other_presets_or_protocols_are_never_ranked_or_compared_together(tmp_path):
+    """Issue 35: entries evaluated on 100 and on 50 episodes of one dataset were ranked side by side with a P(X > Y)."""
+    from bench.reports.leaderboard import boards, write_leaderboard
+
+    s = ResultsStore(tmp_path / "store")
+    for algo, episodes in (("bc", 100), ("qgpo", 50)):
+        for seed in range(3):
+            run = run_result(algo, GEN, seed)
+            run.config = {**run.config, "protocol": {"episodes": episodes, "eval_seed": 0, "reward_transform": "none"}}
+            s.record(run)
+    report = build(s)
+    imp = report.improvement  # bc and qgpo share GEN only under different protocols; qgpo's scales one protocol
+    assert not imp.empty and not (imp["x"].str.startswith("bc") | imp["y"].str.startswith("bc")).any()
+    note, = [n for n in report.notes if n.startswith("not compared")]
+    assert "episodes 100 vs 50" in note
+    titles = [title for title, _, entries in boards(report) if entries]
+    assert len(titles) == 2 and any("episodes 50" in t for t in titles) and any("episodes 100" in t for t in titles)
+    write_leaderboard(report, tmp_path / "LEADERBOARD.md", "IQM", "test")
+    board = (tmp_path / "LEADERBOARD.md").read_text()
+    first, second = board.split("## Per dataset")[0].split("## Ranked by IQM")[1:3]
+    assert ("bc[cpu]" in first) != ("bc[cpu]" in second) and ("qgpo[cpu]" in first) != ("qgpo[cpu]" in second)
+    table = compare(report, "bc", "qgpo")
+    assert (table["protocol"].str.startswith("NOT THE SAME: episodes 100 vs 50")).all()
+
+
 def test_the_family_protocol_keys_are_keys_of_the_run_protocol():
     """The report's entries ignore these keys across families: they must be the ones `RunSpec` writes."""
     from bench.harness.runner import FAMILY_PROTOCOL, RunSpec
@@ -288,3 +338,33 @@ def test_curves_end_at_the_final_evaluation_and_say_whether_they_flattened(tmp_p
     assert f"| {GEN} | behaviour data (reference) | 44.5 |  |  | reference: the collector on the eval env |" in text
     assert "| diffbench/pointmaze/umaze-v0 | iql[cpu] | policy | 40 | 30.0 | 40.0 | 10.0 | 4.0 | no |" in text
     assert (tmp_path / "out" / "curves.png").exists()
+
+
+def test_two_generations_of_one_dataset_id_are_two_datasets_in_the_report(tmp_path, monkeypatch, capsys):
+    """Issue 35: UMaze regenerated under another mujoco held other bytes and its runs were ranked as the same dataset.
+    Two generations (here: another collection seed, the card recording another simulator version) are kept apart,
+    and `datasets verify --against` says which the local copy is."""
+    from envs import catalog, pointmaze
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    name, results = "diffbench/pointmaze/umaze-small-v0", tmp_path / "results"
+    run = ["run", "bc", name, "--preset", "tiny", "device=cpu", "--episodes", "2", "--results", str(results),
+           "--no-progress"]
+    catalog.generate(name, steps=400, seed=0, ref_episodes=2, progress=False)
+    first = catalog.fingerprint(name)
+    assert main(run) == 0
+    assert main(["datasets", "verify", name, "--no-env", "--against", str(results)]) == 0
+    assert "same content as the 1 run" in capsys.readouterr().out
+    real = pointmaze.md.version
+    monkeypatch.setattr(pointmaze.md, "version", lambda p: "0.0-other" if p == "mujoco" else real(p))
+    catalog.generate(name, steps=400, seed=1, ref_episodes=2, progress=False, overwrite=True)
+    assert catalog.fingerprint(name) != first
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main(["datasets", "verify", name, "--no-env", "--against", str(results)]) == 1  # only one of the two
+    out = capsys.readouterr().out
+    assert f"other content ({first}) than this copy" in out and "1 run" in out
+    report = build(ResultsStore(results))
+    datasets = sorted(report.per_dataset["dataset"])
+    assert datasets == sorted(f"{name} @{fp}" for fp in (first, catalog.fingerprint(name)))
+    assert any("2 different contents" in n for n in report.notes)

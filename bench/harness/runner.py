@@ -43,6 +43,8 @@ SELECTION_SEED_OFFSET = 1_000_000  # env seeds of the scale-selection episodes, 
 CURVE_SEED_OFFSET = 2_000_000  # env seeds of the learning-curve episodes, apart from both
 CURVE_POINTS = 10  # learning-curve evaluations per policy-making stage (the final evaluation is one more point)
 NO_CURVES = ("tiny", "quick")  # presets that evaluate only at the end unless asked (tests; the quick start's budget)
+# the learning-curve settings at their defaults: a run's identity leaves them out (`RunSpec.run_id`)
+CURVE_DEFAULTS = {"eval_every": 0, "curve_points": None, "curve_episodes": 10}
 # the keys of `RunSpec.protocol` a run takes from its dataset's family (reward transform, evaluation
 # episodes, the env cap of heavy envs) unless its spec sets them
 FAMILY_PROTOCOL = ("reward_transform", "episodes", "eval_envs_at_once")
@@ -152,13 +154,18 @@ class RunSpec:
         if self.curves():  # absent when off, so that runs from before curve points keep their identity
             out["curve_points"] = self.curves()
         limit = families.max_vector_envs(self.dataset)
-        if limit is not None:  # evaluated in waves, which orders the policy's noise: part of the numbers
-            out["eval_envs_at_once"] = limit
+        counts = (self.final_episodes(), self.selecting(), self.curve_episodes if out["curve_episodes"] else 0)
+        if families.waves_always(self.dataset) or max(counts) > limit:
+            out["eval_envs_at_once"] = limit  # evaluated in waves, which orders the policy's noise: part of the numbers
         return out
 
     def run_id(self) -> str:
+        """The hash of what makes the numbers: algorithm, dataset content, config and evaluation protocol. The
+        learning-curve settings only add evaluations beside training (which they leave bit for bit the same), so
+        runs that differ in them alone are one run: they are hashed at their defaults."""
+        same = dataclasses.replace(self, **CURVE_DEFAULTS)
         return cfg_tools.config_hash(self.algorithm, self.dataset, catalog.fingerprint(self.dataset),
-                                     self.config().identity(), self.protocol())
+                                     self.config().identity(), same.protocol())
 
     def directory(self, results: Path) -> Path:
         return Path(results) / self.algorithm / dataset_slug(self.dataset) / f"seed{self.seed}-{self.run_id()}"
@@ -246,7 +253,8 @@ def execute(spec: RunSpec, results: Path, threads: int = 0, device: str | None =
     try:
         config = spec.config()
         base.update(run_id=spec.run_id(), config={**cfg_tools.to_dict(config), "preset": spec.preset,
-                                                   "protocol": spec.protocol()})
+                                                   "protocol": spec.protocol()},
+                    dataset_content=catalog.fingerprint(spec.dataset))
         if device is not None:
             config = cfg_tools.apply(config, {"device": device})
         return _execute(spec, config, Path(results), base, log)

@@ -21,9 +21,10 @@ import pandas as pd
 from policies.core.checkpoint import probe_write
 from policies.errors import ConfigError
 
-SCHEMA_VERSION = 5  # 2: runs.selected_guidance_scale; 3: runs.shared_stages; 4: runs.diagnostics;
+SCHEMA_VERSION = 6  # 2: runs.selected_guidance_scale; 3: runs.shared_stages; 4: runs.diagnostics;
 # 5: runs.stage_losses, and where each evaluation sits on its learning curve (evaluations.policy_stage, policy_step,
 # train_seconds, cpu_seconds)
+# 6: runs.dataset_content, the identity of the dataset's content (`envs.catalog.fingerprint`) the run trained on
 FILENAME = "results.sqlite"
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS runs (
     selected_guidance_scale REAL,
     shared_stages TEXT,
     diagnostics TEXT,
-    stage_losses TEXT
+    stage_losses TEXT,
+    dataset_content TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -81,7 +83,7 @@ TABLES = ("runs", "evaluations", "final_scores")
 _RUN_COLUMNS = ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error", "config", "code_version",
                 "packages", "hardware", "started", "finished", "wall_seconds", "stage_seconds", "gradient_steps",
                 "nfe_per_action", "actions_per_second", "selected_guidance_scale", "shared_stages", "diagnostics",
-                "stage_losses")
+                "stage_losses", "dataset_content")
 _EVAL_COLUMNS = ("run_id", "stage", "step", "gradient_steps", "variant", "guidance_scale", "episodes", "return_mean",
                  "return_std", "score_mean", "score_std", "seconds", "actions_per_second", "policy_stage", "policy_step",
                  "train_seconds", "cpu_seconds")
@@ -124,6 +126,9 @@ class RunResult:
     # checks a stage made of what it trained, by stage (the critic's: policies.algorithms.pretrain.critic_check)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     stage_losses: dict[str, list] = field(default_factory=dict)  # stage -> [[steps done, mean loss since the last], ...]
+    # the dataset's content identity (`envs.catalog.fingerprint`): regenerated under other library versions, the same
+    # dataset id can hold other bytes, and reports keep runs on different contents apart
+    dataset_content: str | None = None
 
     def __post_init__(self) -> None:
         if self.wall_seconds is None and self.started is not None and self.finished is not None:
@@ -154,6 +159,7 @@ class ResultsStore:
                     # and the columns later schemas added to the tables it had: unknown (NULL) for its rows
                     for table, column in (("runs", "selected_guidance_scale REAL"), ("runs", "shared_stages TEXT"),
                                           ("runs", "diagnostics TEXT"), ("runs", "stage_losses TEXT"),
+                                          ("runs", "dataset_content TEXT"),
                                           ("evaluations", "policy_stage TEXT"), ("evaluations", "policy_step INTEGER"),
                                           ("evaluations", "train_seconds REAL"), ("evaluations", "cpu_seconds REAL")):
                         have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
@@ -201,7 +207,8 @@ class ResultsStore:
         row = {
             **{k: getattr(result, k) for k in ("run_id", "algorithm", "dataset", "seed", "preset", "status", "error",
                                                  "code_version", "started", "finished", "gradient_steps",
-                                                 "nfe_per_action", "actions_per_second", "selected_guidance_scale")},
+                                                 "nfe_per_action", "actions_per_second", "selected_guidance_scale",
+                                                 "dataset_content")},
             "config": json.dumps(result.config, sort_keys=True), "packages": json.dumps(result.packages, sort_keys=True),
             "hardware": json.dumps(result.hardware, sort_keys=True), "wall_seconds": result.wall_seconds,
             "stage_seconds": json.dumps(result.stage_seconds), "shared_stages": json.dumps(result.shared_stages),

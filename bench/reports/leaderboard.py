@@ -13,43 +13,100 @@ import pandas as pd
 
 from bench.reports import stats
 from bench.reports.render import fmt, html_page, markdown_table, tables
-from bench.reports.report import REPS, Report, provenance, score_matrix
+from bench.reports.report import (BEST_ON_REPORTED, REPS, SELECTED, Report, cohort_difference, entry_cohorts, provenance,
+                                  score_matrix)
 from policies.errors import ConfigError
 
 LOWER_IS_BETTER = {"optimality gap"}
 
 
-def boards(report: Report) -> list[tuple[str, list[str]]]:
-    """(title, datasets) of each ranking: every dataset in the store, then each domain's when there are
+def boards(report: Report) -> list[tuple[str, list[str], list[str] | None]]:
+    """(title, datasets, entries) of each ranking: every dataset in the store, then each domain's when there are
     several domains. An aggregate ranks entries only over one set of datasets, so entries that ran on
-    different datasets are never ranked against each other."""
+    different datasets are never ranked against each other; nor are entries that ran those datasets under different
+    presets or protocols (`report.cohort`): each such group is a board of its own (entries None: one group)."""
     datasets = report.per_dataset.groupby("domain")["dataset"].apply(lambda d: sorted(set(d))).to_dict()
     every = sorted(report.per_dataset["dataset"].unique())
-    if len(datasets) == 1:
-        return [(next(iter(datasets)), every)]
-    return [("every dataset", every), *((name, datasets[name]) for name in sorted(datasets))]
+    sets = [(next(iter(datasets)), every)] if len(datasets) == 1 else \
+        [("every dataset", every), *((name, datasets[name]) for name in sorted(datasets))]
+    out: list[tuple[str, list[str], list[str] | None]] = []
+    for title, names in sets:
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for entry in covering(report, names):
+            held = entry_cohorts(report.scores, entry, names)
+            groups.setdefault(tuple(held[d] for d in names), []).append(entry)
+        if len(groups) <= 1:
+            out.append((title, names, None))
+            continue
+        for key, entries in sorted(groups.items()):
+            out.append((f"{title}, {' / '.join(sorted(set(key)))}", names, entries))
+    return out
 
 
-def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = None) -> pd.DataFrame:
-    """Entries with a score on each of `datasets` (default: every dataset in the store), ordered by
+def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = None,
+            entries: list[str] | None = None) -> pd.DataFrame:
+    """Entries (default: all) with a score on each of `datasets` (default: every dataset in the store), ordered by
     `metric` over them (best first), with its interval; `unranked(...)` names the others."""
     if metric not in stats.AGGREGATES:
         raise ConfigError(f"unknown aggregate {metric!r}; choose one of {', '.join(stats.AGGREGATES)}")
     datasets = sorted(report.per_dataset["dataset"].unique()) if datasets is None else datasets
     rows = []
-    for entry in covering(report, datasets):
+    chosen = [e for e in covering(report, datasets) if entries is None or e in entries]
+    for entry, same in _coincident(report, chosen, datasets).items():
         m, _, n = score_matrix(report.scores, entry, datasets)
         if np.isnan(m).any():
             continue
         estimate, low, high = stats.aggregate_intervals({entry: m}, reps=REPS)[entry][metric]
-        rows.append({"entry": entry, "estimate": estimate, "lower": low, "upper": high, "seeds": n})
+        base = entry.split(" s=")[0] + " "
+        label = entry + (f" (= {', '.join(x.removeprefix(base) for x in same)})" if same else "")
+        rows.append({"entry": label, "estimate": estimate, "lower": low, "upper": high, "seeds": n})
     if not rows:
         return pd.DataFrame(columns=["rank", "entry", metric, "datasets", "seeds"])
-    rows = pd.DataFrame(rows).sort_values(["estimate", "entry"], ascending=[metric in LOWER_IS_BETTER, True])
+    lower = metric in LOWER_IS_BETTER
+    rows = pd.DataFrame(rows).sort_values(["estimate", "entry"], ascending=[lower, True])
     return pd.DataFrame({
-        "rank": range(1, len(rows) + 1), "entry": rows["entry"].to_numpy(),
+        "rank": separated_ranks(rows["lower"].to_numpy(), rows["upper"].to_numpy(), lower), "entry": rows["entry"].to_numpy(),
         metric: [f"{fmt(e)} [{fmt(lo)}, {fmt(hi)}]" for e, lo, hi in rows[["estimate", "lower", "upper"]].to_numpy()],
         "datasets": len(datasets), "seeds": rows["seeds"].to_numpy()})
+
+
+RANK_NOTE = ("Rank: 1 + the number of entries whose interval lies wholly better; entries whose intervals overlap share "
+             "a rank (=k), and their order is not a result. An entry followed by (= ...) is the same runs at the same "
+             "scales as the entries named there.")
+
+
+def _trim_note(metric: str, board: pd.DataFrame, datasets: int) -> str:
+    """The IQM drops a quarter of the scores at each end: with fewer than 4 scores it drops none."""
+    if metric != "IQM" or board.empty:
+        return ""
+    n = int(board["seeds"].min()) * datasets
+    return (f" With {n} score(s) per entry (seeds × datasets), the IQM trims nothing: it is their mean."
+            if n < 4 else "")
+
+
+def separated_ranks(lower: np.ndarray, upper: np.ndarray, lower_is_better: bool = False) -> list[str]:
+    """A rank an interval earns: 1 + the number of entries whose interval lies wholly better than this one's. Entries
+    whose intervals overlap share a rank ("=2"), so the order between them is not read as a result."""
+    if lower_is_better:
+        lower, upper = -upper, -lower
+    ranks = [1 + int((lower > hi).sum()) for hi in upper]
+    return [f"={r}" if ranks.count(r) > 1 else str(r) for r in ranks]
+
+
+def _coincident(report: Report, entries: list[str], datasets: list[str]) -> dict[str, list[str]]:
+    """entry -> the other entries that are the very same scores (same runs, same scale on every dataset): a
+    best-on-reported or held-out choice that picked one fixed scale is that scale's row, not another entry."""
+    df = report.scores[report.scores["dataset"].isin(datasets)]
+    key = {e: tuple(sorted(zip(g["dataset"], g["run_id"], g["guidance_scale"].fillna(-1.0))))
+           for e, g in df[df["entry"].isin(entries)].groupby("entry")}
+    out: dict[str, list[str]] = {}
+    for entry in sorted(entries, key=lambda e: (SELECTED in e or BEST_ON_REPORTED in e, e)):  # fixed scales first
+        twin = next((kept for kept in out if key.get(kept) == key.get(entry)), None)
+        if twin is None:
+            out[entry] = []
+        else:
+            out[twin].append(entry)
+    return out
 
 
 def _held(report: Report, datasets: list[str]) -> dict[str, int]:
@@ -72,11 +129,12 @@ def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> l
     """LEADERBOARD.md and LEADERBOARD.html beside it: one ranking per set of datasets (`boards`)."""
     ranked: dict[str, pd.DataFrame] = {}
     md_boards: list[str] = []
-    for title, datasets in boards(report):
-        board = ranking(report, metric, datasets)
+    for title, datasets, entries in boards(report):
+        board = ranking(report, metric, datasets, entries)
         heading = f"Ranked by {metric} over {title} (95% stratified-bootstrap CI)"
         ranked[heading] = board
-        md_boards += [f"## {heading}", "Datasets: " + ", ".join(datasets) + ".", markdown_table(board)]
+        md_boards += [f"## {heading}", "Datasets: " + ", ".join(datasets) + ".", markdown_table(board),
+                      RANK_NOTE + _trim_note(metric, board, len(datasets))]
         left = unranked(report, datasets)
         if left:
             md_boards.append("Not ranked here, for want of a score on every dataset above: " + ", ".join(left) + ".")
@@ -120,7 +178,9 @@ def compare(report: Report, a: str, b: str) -> pd.DataFrame:
                 if np.isnan(x).any() or np.isnan(y).any():
                     continue
                 p, lo, hi = stats.probability_of_improvement_interval(x, y, reps=REPS)
-                rows.append({"dataset": dataset, "A": ea, "B": eb,
+                ca, cb = (entry_cohorts(report.scores, e, [dataset])[dataset] for e in (ea, eb))
+                rows.append({"dataset": dataset, "A": ea, "B": eb, "protocol": "same" if ca == cb else
+                             "NOT THE SAME: " + cohort_difference(ca, cb),
                              "A score": f"{x.mean():.1f} ± {x.std(ddof=1) if len(x) > 1 else float('nan'):.1f} ({len(x)})",
                              "B score": f"{y.mean():.1f} ± {y.std(ddof=1) if len(y) > 1 else float('nan'):.1f} ({len(y)})",
                              "A − B": f"{x.mean() - y.mean():+.1f}", "P(A > B) [95% CI]": f"{p:.2f} [{lo:.2f}, {hi:.2f}]"})

@@ -21,7 +21,7 @@ from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks, guidance_checks
 from bench.reports.sharing import shared_stage_savings
-from bench.harness.runner import FAMILY_PROTOCOL
+from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
 from bench.harness.store import ResultsStore
 from envs import families
 
@@ -45,6 +45,8 @@ def _config_tag(config: str, strict: bool = True) -> str:
     runs that differ only in their family's protocol settings share it too."""
     cfg = json.loads(config)
     cfg.pop("seed", None)
+    protocol = cfg.get("protocol", {})
+    cfg["protocol"] = {k: v for k, v in protocol.items() if k not in CURVE_DEFAULTS}  # logging: not another entry
     if not strict:  # one algorithm setting run across families differs in these: they do not part its entries
         cfg["protocol"] = {k: v for k, v in cfg.get("protocol", {}).items() if k not in FAMILY_PROTOCOL}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
@@ -64,15 +66,78 @@ def _entries(df: pd.DataFrame) -> pd.Series:
     return base.where(~np.asarray(many, dtype=bool), base + "#" + tag)
 
 
+def _flat(config: str) -> dict[str, Any]:
+    """A run's config as dotted keys (protocol.episodes, sampler.steps), its seed and curve settings left out."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    cfg = json.loads(config)
+    cfg.pop("seed", None)
+    walk("", cfg)
+    return {k: v for k, v in out.items() if k.removeprefix("protocol.") not in CURVE_DEFAULTS}
+
+
+def entry_footnotes(df: pd.DataFrame) -> list[str]:
+    """For each algorithm split into several entries (#tag), the config fields that part them, with each tag's value:
+    a hash that stays in a table is explained."""
+    notes = []
+    tagged = df[df["run_entry"].str.contains("#", regex=False)].drop_duplicates("run_entry")
+    for (algorithm, preset), g in tagged.groupby(["algorithm", "preset"]):
+        flats = {entry: _flat(config) for entry, config in zip(g["run_entry"], g["config"])}
+        keys = sorted({k for f in flats.values() for k in f})
+        differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
+        parts = ["; ".join(f"{entry.split('#', 1)[1]}: " + ", ".join(f"{k} {flats[entry].get(k)}" for k in differ)
+                           for entry in sorted(flats))]
+        notes.append(f"{algorithm}[{preset}] is {len(flats)} entries, one per config; they differ in "
+                     f"{', '.join(differ) or 'nothing but their protocol family'} ({parts[0]})")
+    return notes
+
+
+# what must match for two runs on one dataset to be compared: the budget preset and the evaluation protocol's settings
+# that every algorithm shares (scale choice and guidance scales are the algorithm's own, compared as entries)
+COHORT_KEYS = ("episodes", "eval_seed", "checkpoint", "reward_transform")
+
+
+def cohort(preset: str, config: str) -> str:
+    """A run's comparison group on its dataset: "preset cpu, 100 episodes, ..." (only settings every run records)."""
+    protocol = json.loads(config).get("protocol", {})
+    return ", ".join([f"preset {preset}"] + [f"{k} {protocol[k]}" for k in COHORT_KEYS if k in protocol])
+
+
+def cohort_difference(a: str, b: str) -> str:
+    """What parts two cohorts: "preset cpu vs paper; episodes 10 vs 100"."""
+    pa, pb = dict(part.rsplit(" ", 1) for part in a.split(", ")), dict(part.rsplit(" ", 1) for part in b.split(", "))
+    return "; ".join(f"{k} {pa.get(k, '?')} vs {pb.get(k, '?')}" for k in dict.fromkeys([*pa, *pb])
+                     if pa.get(k) != pb.get(k))
+
+
+def entry_cohorts(df: pd.DataFrame, entry: str, datasets: list[str] | None = None) -> dict[str, str]:
+    """dataset -> the cohort of the entry's runs there (several joined by " | " when an entry mixes them)."""
+    g = df[df["entry"] == entry]
+    if datasets is not None:
+        g = g[g["dataset"].isin(datasets)]
+    return {d: " | ".join(sorted(set(c))) for d, c in g.groupby("dataset")["cohort"]}
+
+
 SELECTED = " s=held-out choice"  # the scale each run chose on its selection episodes
 BEST_ON_REPORTED = " s=best on reported episodes"  # the per-dataset best scale: optimistic, the published protocol
 
 
+UNRECORDED = "unrecorded"  # runs from stores before the dataset's content was recorded with each run
+
+
 def _deduplicate(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One run per (algorithm, dataset, seed, config with its protocol): the latest finished; the others are
+    """One run per (algorithm, dataset and its content, seed, config with its protocol): the latest finished; the others are
     named in a note. A copied or touched dataset file, or the same run in two stores merged, is not a second seed."""
-    key = runs["algorithm"] + "\x00" + runs["dataset"] + "\x00" + runs["seed"].astype(str) + "\x00" + \
-        runs["config"].map(lambda c: json.dumps(json.loads(c), sort_keys=True))
+    content = runs["dataset_content"].fillna(UNRECORDED) if "dataset_content" in runs else UNRECORDED
+    key = runs["algorithm"] + "\x00" + runs["dataset"] + "\x00" + content + "\x00" + runs["seed"].astype(str) + \
+        "\x00" + runs["config"].map(lambda c: json.dumps(json.loads(c), sort_keys=True))
     runs = runs.assign(_key=key).sort_values("finished", kind="stable")
     dropped = runs[runs.duplicated("_key", keep="last")]
     kept = runs.drop_duplicates("_key", keep="last")
@@ -107,8 +172,10 @@ def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[
     aps = evals[evals["stage"] == "final"][["run_id", "variant", "actions_per_second"]]
     per = per.merge(aps, on=["run_id", "variant"], how="left")
     cols = ["run_id", "algorithm", "dataset", "seed", "preset", "config", "code_version", "hardware", "wall_seconds",
-            "stage_seconds", "gradient_steps", "nfe_per_action", "selected_guidance_scale"]
-    df = per.merge(runs[cols], on="run_id")
+            "stage_seconds", "gradient_steps", "nfe_per_action", "selected_guidance_scale", "dataset_content"]
+    df = per.merge(runs.reindex(columns=cols), on="run_id")
+    df, split = _split_contents(df)
+    notes += split
     df["run_entry"] = _entries(df)  # before the scale
     df["entry"] = df["run_entry"] + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
     df["selection"] = "none"
@@ -117,6 +184,25 @@ def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[
     chosen = chosen.assign(entry=chosen["run_entry"] + SELECTED, selection="held-out")
     df = pd.concat([df, chosen, _best_on_reported(df)], ignore_index=True)
     df["domain"] = df["dataset"].map(domain)
+    df["cohort"] = [cohort(p, c) for p, c in zip(df["preset"], df["config"])]
+    return df, notes
+
+
+def _split_contents(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """A dataset id whose runs trained on more than one content (regenerated under other library versions, or a
+    different file under the same name) is that many datasets in every table: `id @content`; never pooled."""
+    content = df["dataset_content"].fillna(UNRECORDED).astype(str)
+    notes = []
+    for dataset, g in df.groupby("dataset"):
+        kinds = content[g.index]
+        if kinds.nunique() < 2:
+            continue
+        df.loc[g.index, "dataset"] = dataset + " @" + kinds
+        counts = ", ".join(f"{k} ({g.loc[kinds == k, 'run_id'].nunique()} runs)" for k in sorted(kinds.unique()))
+        notes.append(f"{dataset}: its runs trained on {kinds.nunique()} different contents of the dataset ({counts}); "
+                     "each is its own dataset here (`id @content`), never pooled. `diffbench datasets verify ID "
+                     "--against RESULTS` says which one a local copy holds; the dataset card names the library versions "
+                     "that made it")
     return df, notes
 
 
@@ -214,12 +300,18 @@ def _aggregates(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), notes
 
 
-def _improvement(df: pd.DataFrame) -> pd.DataFrame:
+def _improvement(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """P(X > Y) for each pair of entries over the datasets where both ran in the same cohort; pairs that share
+    datasets only under different presets or protocols are named in a note, never compared."""
     entries = sorted(df["entry"].unique())
-    rows = []
+    cohorts = {e: entry_cohorts(df, e) for e in entries}
+    rows, parted = [], []
     for i, a in enumerate(entries):
         for b in entries[i + 1:]:
-            shared = sorted(set(df[df["entry"] == a]["dataset"]) & set(df[df["entry"] == b]["dataset"]))
+            both = sorted(set(cohorts[a]) & set(cohorts[b]))
+            shared = [d for d in both if cohorts[a][d] == cohorts[b][d]]
+            if both and not shared:
+                parted.append(f"{a} / {b}: {cohort_difference(cohorts[a][both[0]], cohorts[b][both[0]])}")
             if not shared:
                 continue
             x, _, _ = score_matrix(df, a, shared)
@@ -228,7 +320,9 @@ def _improvement(df: pd.DataFrame) -> pd.DataFrame:
                 continue
             point, low, high = stats.probability_of_improvement_interval(x, y, reps=REPS)
             rows.append({"x": a, "y": b, "p_x_better": point, "lower": low, "upper": high, "datasets": len(shared)})
-    return pd.DataFrame(rows)
+    notes = [f"not compared (P(X > Y)), for they ran under different presets or protocols on every dataset they share: "
+             + "; ".join(parted)] if parted else []
+    return pd.DataFrame(rows), notes
 
 
 CURVE_COLUMNS = ["dataset", "entry", "policy_stage", "policy_step", "cpu_seconds", "mean", "lower", "upper", "seeds",
@@ -329,7 +423,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
         return Report(df, empty, empty, empty, empty, empty, empty, empty)
     per_dataset = _per_dataset(df)
     aggregates, notes = _aggregates(df)
-    notes = repeated + notes
+    notes = repeated + entry_footnotes(df) + notes
     shown, withheld = _references(load_reference(reference_dir), per_dataset)
     notes += withheld
     generated = sorted(d for d in df["dataset"].unique() if d.startswith("diffbench/"))
@@ -361,8 +455,10 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
     points = curve_points(store, df)
     curves = _curves(points)
     entry_of = df.drop_duplicates("run_id").set_index("run_id")["run_entry"]
+    improvement, parted = _improvement(df)
+    notes += parted
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
-                  improvement=_improvement(df), curves=curves, plateau=plateaus(points), cost=_cost(df),
+                  improvement=improvement, curves=curves, plateau=plateaus(points), cost=_cost(df),
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of),
