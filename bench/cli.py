@@ -532,6 +532,16 @@ def cmd_sweep(args) -> int:
 
     specs = load_sweep(Path(args.spec)).runs()
     preflight(specs)
+    if args.plan:  # what would run, against the store, and why a stored run would not be reused
+        import pandas as pd
+
+        from bench.harness.plan import describe, plan
+
+        runs = _existing_store(args.results).table("runs") if (Path(args.results) / "results.sqlite").exists() \
+            else pd.DataFrame(columns=["run_id", "status"])
+        print(f"sweep {args.spec} against {args.results}: {len(specs)} runs")
+        print("\n".join(describe(plan(specs, runs))))
+        return 0
     rerun = [a.strip() for a in args.rerun.split(",") if a.strip()]
     print(f"sweep {args.spec}: {len(specs)} runs into {args.results}" + (f"; {', '.join(rerun)} made again" if rerun else ""))
     return _print_outcome(run_all(specs, Path(args.results), **_run_options(args), rerun=rerun), Path(args.results))
@@ -843,6 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="algorithms x datasets x seeds x grid from a YAML spec; skips finished runs")
     sw.add_argument("spec", help="sweep YAML (see bench/harness/sweep.py)")
+    sw.add_argument("--plan", action="store_true",
+                    help="run nothing: say which runs the store already has finished, which are new, and for each "
+                         "that differs from a stored run of the same algorithm, dataset and seed, what differs")
     sw.add_argument("--rerun", default="", help="algorithms (comma-separated) whose finished runs are made again, "
                                                 "e.g. after a fix: their old files are set aside until each new run "
                                                 "finishes (back if it fails or is cut), shared stages kept")

@@ -421,3 +421,20 @@ def test_learning_curve_settings_do_not_enter_a_runs_identity():
         assert curved.run_id() == (plain if curved.preset == "tiny" else RunSpec("qgpo", TINY_ID)).run_id()
         assert curved.protocol() != (plain if curved.preset == "tiny" else RunSpec("qgpo", TINY_ID)).protocol()
     assert RunSpec("qgpo", TINY_ID, preset="tiny", episodes=3).run_id() != plain.run_id()  # numbers: identity
+
+
+def test_a_sweep_plan_says_what_is_finished_and_what_parts_a_run_from_the_stored_one(capsys, tiny_pointmaze, tmp_path):
+    """Issue 35: 0 of 30 committed leaderboard ids came back from the sweep file on a fresh clone, with no word why."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"algorithms: [bc]\ndatasets: [{TINY_ID}]\nseeds: [0]\npreset: tiny\nepisodes: 2\n"
+                     "overrides: {device: cpu}\n")
+    assert main(["sweep", str(sweep), "--results", str(tmp_path), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--results", str(tmp_path), "--plan"]) == 0
+    assert "1 finished in the store (skipped), 0 new, 0 differing" in capsys.readouterr().out
+    sweep.write_text(sweep.read_text().replace("overrides: {device: cpu}", "overrides: {device: cpu, steps: 7}")
+                     + "curve_points: 3\n")  # a curve setting is not a difference
+    assert main(["sweep", str(sweep), "--results", str(tmp_path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "0 finished in the store (skipped), 0 new, 1 differing" in out
+    assert out.rstrip().endswith("differs in: steps 50 -> 7"), out

@@ -21,6 +21,7 @@ from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks, guidance_checks
 from bench.reports.sharing import shared_stage_savings
+from bench.harness.plan import identity_fields
 from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
 from bench.harness.store import ResultsStore
 from envs import families
@@ -66,30 +67,13 @@ def _entries(df: pd.DataFrame) -> pd.Series:
     return base.where(~np.asarray(many, dtype=bool), base + "#" + tag)
 
 
-def _flat(config: str) -> dict[str, Any]:
-    """A run's config as dotted keys (protocol.episodes, sampler.steps), its seed and curve settings left out."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = value
-
-    cfg = json.loads(config)
-    cfg.pop("seed", None)
-    walk("", cfg)
-    return {k: v for k, v in out.items() if k.removeprefix("protocol.") not in CURVE_DEFAULTS}
-
-
 def entry_footnotes(df: pd.DataFrame) -> list[str]:
     """For each algorithm split into several entries (#tag), the config fields that part them, with each tag's value:
     a hash that stays in a table is explained."""
     notes = []
     tagged = df[df["run_entry"].str.contains("#", regex=False)].drop_duplicates("run_entry")
     for (algorithm, preset), g in tagged.groupby(["algorithm", "preset"]):
-        flats = {entry: _flat(config) for entry, config in zip(g["run_entry"], g["config"])}
+        flats = {entry: identity_fields(json.loads(config)) for entry, config in zip(g["run_entry"], g["config"])}
         keys = sorted({k for f in flats.values() for k in f})
         differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
         parts = ["; ".join(f"{entry.split('#', 1)[1]}: " + ", ".join(f"{k} {flats[entry].get(k)}" for k in differ)

@@ -1,0 +1,89 @@
+"""What a sweep would do against a results store, before it does it: which runs are finished there (and are
+skipped), and for each run that is not, the stored run of the same algorithm, dataset and seed it comes closest
+to and the settings that part them. A newcomer reproducing a committed row learns here why an id does not match
+(another preset's steps, another dataset content) instead of retraining for hours to find out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from bench.harness.runner import CURVE_DEFAULTS, RunSpec
+from envs import catalog
+from policies import config as cfg_tools
+
+
+@dataclass
+class Planned:
+    spec: RunSpec
+    run_id: str
+    status: str  # "finished" (skipped), "new", or "differs" (a stored run of the same algorithm/dataset/seed)
+    closest: str | None = None  # that stored run's id
+    differences: tuple[str, ...] = ()  # "q_steps 10000 -> 40000", "dataset content a1b2 -> c3d4"
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: value}
+
+
+def identity_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded config as dotted keys, without what its identity leaves out (seed aside)."""
+    flat = _flat({k: v for k, v in config.items() if k not in ("device", "seed")})
+    return {k: v for k, v in flat.items() if k.removeprefix("protocol.") not in CURVE_DEFAULTS}
+
+
+def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    a, b = identity_fields(stored), identity_fields(wanted)
+    return [f"{k} {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b))
+            if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
+
+
+def plan(specs: list[RunSpec], runs: pd.DataFrame) -> list[Planned]:
+    """Each spec against the store's runs table."""
+    finished = runs[runs["status"] == "finished"] if not runs.empty else runs
+    ids = set(finished["run_id"]) if not finished.empty else set()
+    out = []
+    for spec in specs:
+        run_id = spec.run_id()
+        if run_id in ids:
+            out.append(Planned(spec, run_id, "finished"))
+            continue
+        same = finished[(finished["algorithm"] == spec.algorithm) & (finished["dataset"] == spec.dataset)
+                        & (finished["seed"] == spec.seed)] if not finished.empty else finished
+        if same.empty:
+            out.append(Planned(spec, run_id, "new"))
+            continue
+        wanted = {**cfg_tools.to_dict(spec.config()), "preset": spec.preset, "protocol": spec.protocol()}
+        content = catalog.fingerprint(spec.dataset)
+        best: tuple[int, str, list[str]] | None = None
+        for row in same.itertuples():
+            diff = differences(json.loads(row.config), wanted)
+            recorded = getattr(row, "dataset_content", None)
+            if isinstance(recorded, str) and recorded != content:
+                diff.append(f"dataset content {recorded} -> {content} (this copy; `diffbench datasets verify "
+                            f"{spec.dataset} --against RESULTS`)")
+            elif not isinstance(recorded, str):
+                diff.append("dataset content: not recorded by that run (made before diffbench recorded it), so "
+                            "its id hashes a content this copy may not have")
+            if best is None or len(diff) < best[0]:
+                best = (len(diff), row.run_id, diff)
+        out.append(Planned(spec, run_id, "differs", best[1], tuple(best[2])))
+    return out
+
+
+def describe(planned: list[Planned]) -> list[str]:
+    """The plan as lines: a count of each status, then each run that will train although the store holds a run of
+    the same algorithm, dataset and seed, with what differs."""
+    counts = pd.Series([p.status for p in planned]).value_counts()
+    lines = [f"{counts.get('finished', 0)} finished in the store (skipped), {counts.get('new', 0)} new, "
+             f"{counts.get('differs', 0)} differing from a stored run of the same algorithm, dataset and seed"]
+    for p in planned:
+        if p.status == "differs":
+            lines.append(f"  {p.spec.label()} -> {p.run_id}; closest stored run {p.closest} differs in: "
+                         + "; ".join(p.differences))
+    return lines
