@@ -108,6 +108,11 @@ def _print_summary(s: dict) -> None:
 
 
 def cmd_generate(args) -> int:
+    off = catalog.version_mismatches()
+    if off:
+        print("diffbench: warning: generating under other versions than the committed results were made with ("
+              + ", ".join(f"{k} {v}" for k, v in off.items()) + "); the dataset may hold other bytes, and its runs "
+              "will be kept apart from theirs (the card records the versions)", file=sys.stderr)
     path = catalog.generate(args.id, steps=args.steps, seed=args.seed, ref_episodes=args.ref_episodes,
                             overwrite=args.overwrite, progress=not args.no_progress,
                             policies=Path(args.policies) if args.policies else None)

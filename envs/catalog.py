@@ -8,6 +8,7 @@ A name is, in order: a path to a D4RL HDF5 file or a Minari dataset directory; a
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import time
@@ -251,6 +252,26 @@ def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted")
     return {"id": ds.id, "location": ds.location, **checks}
 
 
+# The versions of the packages that decide a generated dataset's bytes (the simulator, the envs' code), as the
+# committed results were made under (pyproject pins mujoco to the same). Generated under others, a dataset may hold
+# other bytes: its card records its own versions and the mismatch, its runs record its content, and reports keep
+# runs on different contents apart.
+GENERATION_PINS = {"mujoco": "4.0.1", "gymnasium": "1.4.0", "gymnasium-robotics": "1.4.2", "minari": "0.5.4"}
+
+
+def version_mismatches() -> dict[str, str]:
+    """package -> "installed (pinned X)" for each package in GENERATION_PINS installed at another version."""
+    out = {}
+    for package, pinned in GENERATION_PINS.items():
+        try:
+            installed = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            installed = "absent"
+        if installed != pinned:
+            out[package] = f"{installed} (pinned {pinned})"
+    return out
+
+
 def generate(
     dataset_id: str,
     steps: int | None = None,
@@ -276,5 +297,6 @@ def generate(
     else:
         kwargs = pointmaze.build(dataset_id, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
     kwargs["card"] = kwargs["card"] | {"generation_seconds": round(time.perf_counter() - began, 1),
-                                       "generation_cores": os.cpu_count()}
+                                       "generation_cores": os.cpu_count(), "pinned_versions": GENERATION_PINS,
+                                       "versions_off_pin": version_mismatches()}
     return minari_writer.write_dataset(dataset_id, overwrite=overwrite, **kwargs)

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import gymnasium as gym
 import minari
@@ -163,3 +164,17 @@ def test_an_empty_datasets_path_is_one_clear_error(monkeypatch, capsys):
     assert main(["datasets", "info", "diffbench/pointmaze/umaze-dense-small-v0"]) != 0
     err = capsys.readouterr().err
     assert "MINARI_DATASETS_PATH is set but empty" in err and "Traceback" not in err
+
+
+def test_the_generation_pins_are_the_installs_and_every_card_records_them(tiny_pointmaze):
+    """Issue 35: a dataset regenerated under another mujoco held other bytes. The simulator is pinned in pyproject to
+    the version GENERATION_PINS names, and each card records the pins and any installed version off them."""
+    import re
+
+    from envs.catalog import GENERATION_PINS, version_mismatches
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'"mujoco==([^"]+)"', pyproject).group(1) == GENERATION_PINS["mujoco"]
+    card = load_dataset(tiny_pointmaze).metadata["card"]
+    assert card["pinned_versions"] == GENERATION_PINS and card["versions_off_pin"] == version_mismatches()
+    assert card["versions"]["mujoco"] == GENERATION_PINS["mujoco"]  # this install is the pinned one
