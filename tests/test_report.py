@@ -93,8 +93,13 @@ def test_tables_hold_the_known_means_and_both_scale_choices(store, reference):
     assert any("published IQL on hopper-medium-v2 (66.3) is not shown" in n for n in report.notes)
     assert any("rewards during training" in p for p in report.protocol)
     assert any("generated datasets (diffbench/pointmaze/umaze-v0)" in n for n in report.notes)
-    assert report.cost.set_index("entry").loc["qgpo[cpu] s=1", "energy_grads_per_action"] == 15
-    assert report.cost.set_index("entry").loc["qgpo[cpu] s=0 (diffusion BC)", "energy_grads_per_action"] == 0
+    cost = report.cost.set_index(["dataset", "entry"])  # per dataset: never a mean over different sets of datasets
+    assert cost.loc[(GEN, "qgpo[cpu] s=1"), "energy_grads_per_action"] == 15
+    assert cost.loc[(D4RL, "qgpo[cpu] s=0 (diffusion BC)"), "energy_grads_per_action"] == 0
+    assert cost.loc[(GEN, "bc[cpu]"), "score"] == 20 and cost.loc[(D4RL, "bc[cpu]"), "score"] == 50
+    assert cost.loc[(GEN, "bc[cpu]"), "core_minutes"] == 1.0  # 60 s of stages on one thread
+    budget = report.budget.set_index("entry")
+    assert budget.loc["bc[cpu]", "runs"] == 6 and budget.loc["bc[cpu]", "code"] == "abc123"
 
 
 def test_report_command_writes_every_format_with_embedded_figures(capsys, store, reference, tmp_path):

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # reports are built on servers and in CI; never open a window
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -14,9 +15,22 @@ from matplotlib.figure import Figure  # noqa: E402
 from bench.reports import stats  # noqa: E402
 
 
-def _colours(entries: list[str]) -> dict[str, str]:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def _colours(entries: list[str]) -> dict[str, tuple]:
+    """A distinct colour per entry: matplotlib's 10-colour cycle while it suffices, else tab20's 20 (a leaderboard
+    with every algorithm and scale has more entries than the default cycle tells apart)."""
+    if len(entries) <= 10:
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    else:
+        cycle = list(plt.get_cmap("tab20").colors)
     return {e: cycle[i % len(cycle)] for i, e in enumerate(entries)}
+
+
+MARKERS = "os^Dv<>pPX*h"
+
+
+def _markers(entries: list[str]) -> dict[str, str]:
+    """A marker per entry beside its colour, so that entries past the palette's size stay apart."""
+    return {e: MARKERS[(i // 20) % len(MARKERS)] if len(entries) > 10 else "o" for i, e in enumerate(entries)}
 
 
 def aggregate_intervals(aggregates: pd.DataFrame) -> Figure:
@@ -88,23 +102,38 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
 
 
 def score_vs_cost(cost: pd.DataFrame) -> Figure:
-    """Mean score against NFE per action, actions/s and training time: what each score cost."""
+    """Per dataset (one row each: scores are never averaged over different sets of datasets), the mean score against
+    network evaluations per action and training core-minutes: what each score cost."""
     cost = cost.assign(network_evals=cost["nfe_per_action"] + cost["energy_grads_per_action"])
-    panels = [("network_evals", "network evaluations per action\n(noise network + energy gradients)"),
-              ("actions_per_second", "actions/s at evaluation"), ("train_minutes", "training time (min)")]
-    colours = _colours(sorted(cost["entry"]))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (column, label) in zip(axes, panels):
-        for _, r in cost.iterrows():
-            if pd.notna(r[column]):
-                ax.scatter(r[column], r["score"], color=colours[r["entry"]], label=r["entry"], s=40)
-        values = cost[column].dropna()
-        if len(values) and (values > 0).all() and values.max() / values.min() > 30:  # spans decades
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("mean normalised score")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize="small")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    panels = [("network_evals", "network evaluations per action\n(a diffusion policy's denoising steps and energy "
+                                "gradients; 1 for an MLP policy)"),
+              ("core_minutes", "training core-minutes per run (all stages)")]
+    datasets = sorted(cost["dataset"].unique())
+    entries = sorted(cost["entry"].unique())
+    colours, markers = _colours(entries), _markers(entries)
+    legend_rows = -(-len(entries) // 3)
+    height = 3.4 * len(datasets) + 0.25 * legend_rows + 0.4
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, height), squeeze=False)
+    for row, dataset in enumerate(datasets):
+        here = cost[cost["dataset"] == dataset]
+        for ax, (column, label) in zip(axes[row], panels):
+            for _, r in here.iterrows():
+                if pd.notna(r[column]):
+                    ax.scatter(r[column], r["score"], color=colours[r["entry"]], marker=markers[r["entry"]],
+                               label=r["entry"], s=40)
+            values = here[column].dropna()
+            if len(values) and (values > 0).all() and values.max() / values.min() > 30:  # spans decades
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel(label, fontsize="small")
+            ax.set_ylabel("mean normalised score")
+            ax.set_title(dataset, fontsize="small")
+            ax.grid(alpha=0.3)
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(3, max(1, len(handles))),
+               fontsize="small")
+    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.3) / height, 1, 1))
     return fig

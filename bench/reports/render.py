@@ -65,11 +65,22 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "P(X > Y) [95% CI]": imp.apply(lambda r: f"{r['p_x_better']:.2f} [{r['lower']:.2f}, {r['upper']:.2f}]", axis=1),
             "datasets": imp["datasets"]})
     c = report.cost
-    out["Score versus cost (medians over runs)"] = pd.DataFrame({
-        "entry": c["entry"], "mean score": c["score"].map(fmt), "NFE per action": c["nfe_per_action"].map(lambda v: fmt(v, 0)),
+    out["Score versus cost per dataset (medians over runs)"] = pd.DataFrame({
+        "dataset": c["dataset"], "entry": c["entry"], "mean score": c["score"].map(fmt),
+        "NFE per action": c["nfe_per_action"].map(lambda v: fmt(v, 0)),
         "energy gradients per action": c["energy_grads_per_action"].map(lambda v: fmt(v, 0)),
-        "actions/s": c["actions_per_second"].map(lambda v: fmt(v, 0)), "training (min)": c["train_minutes"].map(fmt),
-        "gradient steps": c["gradient_steps"].map(lambda v: fmt(v, 0))})
+        "training (min)": c["train_minutes"].map(fmt), "core-minutes": c["core_minutes"].map(fmt),
+        "gradient steps": c["gradient_steps"].map(lambda v: fmt(v, 0)),
+        "actions/s (during the sweep)": c["actions_per_second"].map(lambda v: fmt(v, 0))})
+    if not report.budget.empty:
+        b = report.budget
+        out["Budget per entry (from its runs' configs)"] = pd.DataFrame({
+            "entry": b["entry"], "steps": b["steps"], "batch": b["batch"], "widths": b["widths"],
+            "NFE per action": b["nfe_per_action"].map(lambda v: fmt(v, 0)), "core-minutes per run": b["core_minutes"].map(fmt),
+            "runs": b["runs"], "code": b["code"]})
+    seeds = report.scores.sort_values(["dataset", "entry", "seed"])
+    out["Per seed"] = pd.DataFrame({"dataset": seeds["dataset"], "entry": seeds["entry"], "seed": seeds["seed"],
+                                    "score": seeds["score"].map(fmt), "run": seeds["run_id"], "code": seeds["code_version"]})
     if not report.sharing.empty:
         sh = report.sharing
         out["Shared stages: the sweep's training beside each run alone"] = pd.DataFrame({

@@ -212,13 +212,14 @@ class Report:
     aggregates: pd.DataFrame  # entry x metric: estimate, lower, upper (stratified bootstrap)
     improvement: pd.DataFrame  # pairs of entries on shared datasets: P(X > Y) with interval
     curves: pd.DataFrame  # learning curves: CURVE_COLUMNS
-    cost: pd.DataFrame  # entry: NFE per action, actions/s, training wall time, gradient steps, mean score
+    cost: pd.DataFrame  # dataset x entry: NFE per action, actions/s, training wall time, gradient steps, mean score
     reference: pd.DataFrame  # published numbers for datasets we have, beside ours
     sharing: pd.DataFrame = field(default_factory=pd.DataFrame)  # sharing.shared_stage_savings
     critic: pd.DataFrame = field(default_factory=pd.DataFrame)  # critic.critic_checks
     guidance: pd.DataFrame = field(default_factory=pd.DataFrame)  # critic.guidance_checks
     plateau: pd.DataFrame = field(default_factory=pd.DataFrame)  # plateaus(): had each curve flattened?
     data_reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # data_references(): the data's own score
+    budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # budgets(): what each entry trained with
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -386,16 +387,51 @@ def data_references(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()), columns=["dataset", "score", "how"])
 
 
+def _core_minutes(row: pd.Series) -> float:
+    """Training CPU-core-minutes: the stages' wall time times the threads the run was given."""
+    seconds = sum(json.loads(row["stage_seconds"]).values()) if row["stage_seconds"] else np.nan
+    threads = json.loads(row["hardware"]).get("torch_threads", 1) if isinstance(row["hardware"], str) else 1
+    return seconds * (threads or 1) / 60
+
+
 def _cost(df: pd.DataFrame) -> pd.DataFrame:
-    """Per entry: network evaluations per action (a guided step adds one energy gradient), speed, training time."""
+    """Per dataset and entry (never averaged over datasets: entries ran on different sets of them): network
+    evaluations per action (a guided step adds one energy gradient), speed, training time and core-minutes."""
     guided = df["guidance_scale"].fillna(0) > 0
     df = df.assign(energy_grads=np.where(guided, df["nfe_per_action"], 0.0),
-                   train_minutes=df["stage_seconds"].map(lambda s: sum(json.loads(s).values()) / 60 if s else np.nan))
-    return (df.groupby("entry")
+                   train_minutes=df["stage_seconds"].map(lambda s: sum(json.loads(s).values()) / 60 if s else np.nan),
+                   core_minutes=df.apply(_core_minutes, axis=1) if len(df) else np.nan)
+    return (df.groupby(["dataset", "entry"])
             .agg(nfe_per_action=("nfe_per_action", "median"), energy_grads_per_action=("energy_grads", "median"),
                  actions_per_second=("actions_per_second", "median"), train_minutes=("train_minutes", "median"),
-                 gradient_steps=("gradient_steps", "median"), score=("score", "mean"))
+                 core_minutes=("core_minutes", "median"), gradient_steps=("gradient_steps", "median"),
+                 score=("score", "mean"))
             .reset_index())
+
+
+def budgets(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run entry: what it trained with, read from its runs' configs: steps per stage, batch sizes, network widths
+    (every field named so; one value per field, or each value with its runs when they differ), NFE per action,
+    median core-minutes per run, and the code versions that made it."""
+    rows = []
+    for entry, g in df.drop_duplicates("run_id").groupby("run_entry"):
+        fields: dict[str, set[str]] = {}
+        for config in g["config"]:
+            for k, v in identity_fields(json.loads(config)).items():
+                if k.startswith("protocol."):
+                    continue
+                fields.setdefault(k, set()).add(json.dumps(v))
+
+        def pick(test) -> str:
+            return ", ".join(f"{k} {'/'.join(sorted(v))}" for k, v in sorted(fields.items()) if test(k))
+
+        rows.append({"entry": entry, "steps": pick(lambda k: k.endswith("steps") and "." not in k),
+                     "batch": pick(lambda k: "batch" in k and "." not in k),
+                     "widths": pick(lambda k: any(w in k for w in ("hidden", "widths", "layers")) and "." not in k),
+                     "nfe_per_action": float(g["nfe_per_action"].median()),
+                     "core_minutes": float(g.apply(_core_minutes, axis=1).median()), "runs": len(g),
+                     "code": ", ".join(sorted(set(g["code_version"].dropna())))})
+    return pd.DataFrame(rows)
 
 
 def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
@@ -424,6 +460,9 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
         "intervals: 95% percentile bootstrap over seeds (stratified by dataset for aggregates), "
         f"{REPS} replicates",
     ]
+    protocol.append("actions/s in the cost table were measured at each run's final evaluation while other runs shared "
+                    "the machine: a figure under load, never ranked; `diffbench perf samplers` measures acting speed "
+                    "quietly")
     if min(seeds) < 5:
         protocol.append(f"with {min(seeds)} seed(s) an interval over seeds cannot be wider than their range: "
                         "read it as the spread of the seeds, not as a confidence statement")
@@ -442,7 +481,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
     improvement, parted = _improvement(df)
     notes += parted
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
-                  improvement=improvement, curves=curves, plateau=plateaus(points), cost=_cost(df),
+                  improvement=improvement, curves=curves, plateau=plateaus(points), cost=_cost(df), budget=budgets(df),
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of),
