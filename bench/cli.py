@@ -639,19 +639,36 @@ def _existing_store(results: str) -> ResultsStore:
     return ResultsStore(path)
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" where there is one to show and the help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == "" or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's --help shows each option's default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Defaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffbench", description="Offline-RL benchmark suite for diffusion policies.")
+    p = _Parser(prog="diffbench", description="Offline-RL benchmark suite for diffusion policies.")
     p.add_argument("--version", action="version", version=f"diffbench {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     alg = sub.add_parser("algorithms", help="the registered algorithms (built-in and plug-ins), their presets and what each is")
-    alg.add_argument("--json", action="store_true")
+    alg.add_argument("--json", action="store_true", help='print as JSON (name, presets, stages, description)')
     alg.set_defaults(func=cmd_algorithms)
 
     ds = sub.add_parser("datasets", help="list, inspect, generate and verify offline datasets")
     dsub = ds.add_subparsers(dest="datasets_command", required=True)
     ls = dsub.add_parser("list", help="datasets on disk and those diffbench can generate")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help='print as JSON (one object per dataset)')
     ls.set_defaults(func=cmd_list)
 
     def dataset_arg(sp):
@@ -661,17 +678,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = dsub.add_parser("info", help="sizes, dims, return statistics and score references of a dataset")
     dataset_arg(info)
-    info.add_argument("--reward-transform", default="none", choices=["none", "locomotion", "antmaze"])
+    info.add_argument("--reward-transform", default="none", choices=["none", "locomotion", "antmaze"], help='the reward transform to load it with (locomotion: x1000/(max - min return); antmaze: r - 1)')
     info.set_defaults(func=cmd_info)
 
     gen = dsub.add_parser("generate", help="make a D4RL-style dataset and write it as a Minari dataset")
     gen.add_argument("id", choices=catalog.generatable(), metavar="ID", help=f"one of: {', '.join(catalog.generatable())}")
     gen.add_argument("--steps", type=int, help="transitions to collect (default: the recipe's size)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seed of the collection (the controller's noise, the envs' resets)")
     gen.add_argument("--ref-episodes", type=int, help="PointMaze: episodes per reference score (default 100)")
     gen.add_argument("--policies", help="locomotion: a directory of actors (index.json) instead of the committed ones")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset once the new one is complete")
-    gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument("--no-progress", action="store_true", help='no progress bar')
     gen.set_defaults(func=cmd_generate)
 
     ver = dsub.add_parser("verify", help="recheck structure, checksum and environment of a dataset")
@@ -691,16 +708,16 @@ def build_parser() -> argparse.ArgumentParser:
     ptrain = psub_.add_parser("train", help="SAC on a MuJoCo v5 env, the actor saved and scored along the curve; "
                                             "resumes what --out holds")
     ptrain.add_argument("env", help="halfcheetah, hopper or walker2d")
-    ptrain.add_argument("--steps", type=int, default=1_000_000)
-    ptrain.add_argument("--seed", type=int, default=0)
+    ptrain.add_argument("--steps", type=int, default=1_000_000, help='SAC environment steps')
+    ptrain.add_argument("--seed", type=int, default=0, help='seed of the SAC run')
     ptrain.add_argument("--out", help="run directory (default runs/sac/ENV-seedN)")
-    ptrain.add_argument("--checkpoint-every", type=int, default=10_000)
+    ptrain.add_argument("--checkpoint-every", type=int, default=10_000, help='environment steps between saved actors')
     ptrain.add_argument("--state-every", type=int, default=50_000, help="steps between resumable learner states")
-    ptrain.add_argument("--eval-episodes", type=int, default=10)
+    ptrain.add_argument("--eval-episodes", type=int, default=10, help='episodes scoring each saved actor')
     ptrain.set_defaults(func=cmd_policies_train)
     ppick = psub_.add_parser("pick", help="copy the checkpoints the recipes need (random, medium, expert, replay) "
                                           "from a run into envs/data/policies/ENV with index.json")
-    ppick.add_argument("env")
+    ppick.add_argument("env", help='the MuJoCo env whose SAC run to pick from (e.g. hopper)')
     ppick.add_argument("--run", required=True, help="a `policies train` run directory")
     ppick.add_argument("--replay-every", type=int, default=20_000, help="steps between the replay's checkpoints")
     ppick.add_argument("--dest", help="default: the committed policies directory")
@@ -720,36 +737,36 @@ def build_parser() -> argparse.ArgumentParser:
     toy = sub.add_parser("toy", help="toy bandits with exact targets")
     tsub = toy.add_subparsers(dest="toy_command", required=True)
     fl = tsub.add_parser("floor", help="noise floor of the sample distances, per task and beta")
-    fl.add_argument("--tasks", default=",".join(TASKS))
-    fl.add_argument("--betas", default="0,3,10,20")
+    fl.add_argument("--tasks", default=",".join(TASKS), help='comma-separated toy tasks')
+    fl.add_argument("--betas", default="0,3,10,20", help='comma-separated tilt temperatures')
     fl.add_argument("--n", type=int, default=5000, help="samples per set")
-    fl.add_argument("--repeats", type=int, default=5)
-    fl.add_argument("--seed", type=int, default=0)
-    fl.add_argument("--out", default="results/toy_noise_floor.md")
+    fl.add_argument("--repeats", type=int, default=5, help='draws of two exact samples per (task, beta)')
+    fl.add_argument("--seed", type=int, default=0, help='seed of the draws')
+    fl.add_argument("--out", default="results/toy_noise_floor.md", help='the report (its CSV is written beside it)')
     fl.set_defaults(func=cmd_toy_floor)
     for name, text, betas, func in (
             ("exactness", "CEP vs MSE energy guidance against exact targets", "3,10,20", cmd_toy_exactness),
             ("finetune", "DDPO fine-tuning beside CEP guidance against exact targets", "3,10", cmd_toy_finetune)):
         study = tsub.add_parser(name, help=text)
-        study.add_argument("--tasks", default=",".join(TASKS))
-        study.add_argument("--betas", default=betas)
-        study.add_argument("--seeds", default="0,1,2,3,4")
+        study.add_argument("--tasks", default=",".join(TASKS), help='comma-separated toy tasks')
+        study.add_argument("--betas", default=betas, help='comma-separated tilt temperatures')
+        study.add_argument("--seeds", default="0,1,2,3,4", help='comma-separated seeds (one job per task and seed)')
         study.add_argument("--budget", default="default", help="training budget preset: default or test")
         study.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
         study.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
-        study.add_argument("--out", default=f"results/{name}.md")
+        study.add_argument("--out", default=f"results/{name}.md", help='the report (its CSV is written beside it)')
         if name == "finetune":
             study.add_argument("--from-rows", help="write the report again from an earlier run's rows (its CSV, e.g. "
                                "results/finetune.csv), running nothing; the report names the code that made them")
         study.set_defaults(func=func)
 
     ct = tsub.add_parser("ctrl", help="CTRL beside classifier and classifier-free guidance against exact conditionals")
-    ct.add_argument("--tasks", default=",".join(TASKS))
-    ct.add_argument("--seeds", default="0,1,2,3,4")
+    ct.add_argument("--tasks", default=",".join(TASKS), help='comma-separated toy tasks')
+    ct.add_argument("--seeds", default="0,1,2,3,4", help='comma-separated seeds (one job per task and seed)')
     ct.add_argument("--sizes", default="1000,10000,100000", help="labelled points per control")
     ct.add_argument("--budget", default="default", help="training budget preset: default or test")
     ct.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
-    ct.add_argument("--out", default="results/ctrl.md")
+    ct.add_argument("--out", default="results/ctrl.md", help='the report (its CSV is written beside it)')
     ct.add_argument("--redo", default="", help="methods (cfg) whose rows in the partial file made at another code "
                     "version are made again at this one, keeping the other rows (after a fix to that method)")
     ct.add_argument("--from-rows", help="write the report again from an earlier run's rows (results/ctrl.csv), "
@@ -758,13 +775,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     dx = tsub.add_parser("dxmi", help="DxMI: few-step imitation, the beta Q tilt and the EBM's anomaly AUROC against "
                                       "exact samples")
-    dx.add_argument("--tasks", default=",".join(TASKS))
-    dx.add_argument("--seeds", default="0,1,2,3,4")
+    dx.add_argument("--tasks", default=",".join(TASKS), help='comma-separated toy tasks')
+    dx.add_argument("--seeds", default="0,1,2,3,4", help='comma-separated seeds (one job per task and seed)')
     dx.add_argument("--budget", default="default", help="training budget preset: default, imitation-tilt (that tilt "
                     "alone, T = 4) or test")
     dx.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
     dx.add_argument("--finetune", default="results/finetune.csv", help="DDPO's rows to show beside (same targets)")
-    dx.add_argument("--out", default="results/dxmi.md")
+    dx.add_argument("--out", default="results/dxmi.md", help='the report (its CSV is written beside it)')
     dx.add_argument("--speed-repeats", type=int, default=10,
                     help="claim 4: timing repeats of the acting-speed measurement made after the jobs (0: skip it)")
     dx.add_argument("--from-rows", help="write the report again from an earlier run's rows (results/dxmi.csv), "
@@ -773,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def executor_args(sp, results: str = "runs", workers: int = 1):
         sp.add_argument("--results", default=results, help="results directory: run directories and results.sqlite")
-        sp.add_argument("--executor", default="local", choices=["local", "ray"])
+        sp.add_argument("--executor", default="local", choices=["local", "ray"], help='where runs execute: local worker processes, or a Ray cluster (pip install -e ".[ray]")')
         sp.add_argument("--workers", type=int, default=workers, help="local: runs at once, each on its share of the cores")
         sp.add_argument("--address", help="ray: cluster address (auto, HOST:PORT); default starts a local Ray")
         sp.add_argument("--device", help="override every run's device (cpu, cuda)")
@@ -786,11 +803,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "apart: where its score stops moving and what a run costs")
     bud.add_argument("--algorithms", default="bc,qgpo", help="comma-separated registered names")
     bud.add_argument("--datasets", default="diffbench/hopper/medium-small-v0,diffbench/walker2d/medium-small-v0,"
-                                          "diffbench/pointmaze/umaze-dense-small-v0")
-    bud.add_argument("--seeds", default="0,1,2")
+                                          "diffbench/pointmaze/umaze-dense-small-v0", help="comma-separated datasets")
+    bud.add_argument("--seeds", default="0,1,2", help='comma-separated seeds')
     bud.add_argument("--factors", default="0.5,1,2", help="budgets, as factors on the preset's step counts")
-    bud.add_argument("--preset", default="cpu")
-    bud.add_argument("--out", default="results/budgets.md")
+    bud.add_argument("--preset", default="cpu", help='the preset whose step budgets are scaled')
+    bud.add_argument("--out", default="results/budgets.md", help='the report')
     bud.add_argument("--no-run", action="store_true", help="only write the table from the runs already in the store")
     executor_args(bud, results="runs/budgets", workers=2)
     bud.set_defaults(func=cmd_budgets)
@@ -798,20 +815,20 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("competence", help="is each method trained to competence? diffusion BC against MLP BC and "
                                              "the data, guidance against s = 0, curves flat, cost per run")
     comp.add_argument("--results", default="runs", help="results directory of the runs to check")
-    comp.add_argument("--out", default="results/competence.md")
+    comp.add_argument("--out", default="results/competence.md", help='the report')
     comp.add_argument("--preset", help="only the runs at this preset's own budget (e.g. a budget study's store)")
     comp.add_argument("--notes", help="a Markdown list of what was tried where a check fails, printed under the table")
     comp.set_defaults(func=cmd_competence)
 
     crit = sub.add_parser("critics", help="fitted-Q evaluation of the behaviour policy with each algorithm's critic, "
                                           "against the data's Monte-Carlo returns")
-    crit.add_argument("--algorithms", default="td3bc,iql,diffusion_ql,idql,qgpo")
-    crit.add_argument("--datasets", default="diffbench/hopper/medium-small-v0,diffbench/walker2d/medium-small-v0")
-    crit.add_argument("--seeds", default="0,1,2")
+    crit.add_argument("--algorithms", default="td3bc,iql,diffusion_ql,idql,qgpo", help='comma-separated algorithms whose critics are followed')
+    crit.add_argument("--datasets", default="diffbench/hopper/medium-small-v0,diffbench/walker2d/medium-small-v0", help='comma-separated datasets')
+    crit.add_argument("--seeds", default="0,1,2", help='comma-separated seeds')
     crit.add_argument("--steps", type=int, default=40_000, help="SARSA steps per critic")
-    crit.add_argument("--preset", default="cpu")
-    crit.add_argument("--threads", type=int, default=1)
-    crit.add_argument("--out", default="results/critics.md")
+    crit.add_argument("--preset", default="cpu", help='the preset the critics train at')
+    crit.add_argument("--threads", type=int, default=1, help='torch threads per fit')
+    crit.add_argument("--out", default="results/critics.md", help='the report')
     crit.add_argument("--rows", help="CSV the fits are kept in: fits already there are read back, not made again "
                                      "(e.g. results/critics/fqe.csv)")
     crit.add_argument("--no-run", action="store_true", help="only write the page from --rows and --scores")
@@ -827,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--algorithms", default=",".join(QUICK_ALGORITHMS),
                        help="qgpo and the fine-tuning methods that share its stages")
     quick.add_argument("--preset", default="quick", help="every algorithm's preset (quick, cpu, paper, tiny)")
-    quick.add_argument("--seeds", default="0,1")
+    quick.add_argument("--seeds", default="0,1", help='comma-separated seeds')
     quick.add_argument("--episodes", type=int, help="evaluation episodes per scale (default 100, as for mazes)")
     quick.add_argument("--guidance-scales", default="0,1,3", help="0, the ablation, is always included")
     quick.add_argument("--selection-episodes", type=int, default=QUICK_SELECTION,
@@ -836,10 +853,10 @@ def build_parser() -> argparse.ArgumentParser:
     quick.set_defaults(func=cmd_quick)
 
     rn = sub.add_parser("run", help="one run (algorithm, dataset, seed) into the results store; resumes if interrupted")
-    rn.add_argument("algorithm")
-    rn.add_argument("dataset")
+    rn.add_argument("algorithm", help='a registered algorithm (`diffbench algorithms` lists them)')
+    rn.add_argument("dataset", help='a dataset id (`diffbench datasets list`) or a path to a Minari directory or D4RL HDF5 file')
     rn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. beta=10 sampler.steps=20")
-    rn.add_argument("--seed", type=int, default=0)
+    rn.add_argument("--seed", type=int, default=0, help='seed of the run (initialisation, batches, sampling)')
     rn.add_argument("--preset", default="cpu", help="config preset (paper, cpu, quick, tiny)")
     rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 for maze and OGBench datasets, 10 others)")
     rn.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
@@ -848,7 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="learning-curve evaluations per policy-making stage, at k/N of its steps (default 10; 0 for "
                          "the tiny and quick presets), on other env seeds than the final evaluation's")
     rn.add_argument("--checkpoint-every", type=int, default=1000, help="gradient steps between mid-stage checkpoints")
-    rn.add_argument("--eval-seed", type=int, default=0)
+    rn.add_argument("--eval-seed", type=int, default=0, help='first env seed of the evaluation episodes (episode i is reset with eval_seed + i)')
     rn.add_argument("--reward-transform", choices=["none", "locomotion", "antmaze"],
                     help="default: the dataset family's (locomotion x1000/(max-min return), antmaze r-1, else none)")
     rn.add_argument("--selection-episodes", type=int,
@@ -870,14 +887,14 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="the results store")
     rsub = res.add_subparsers(dest="results_command", required=True)
     exp = rsub.add_parser("export", help="every table of the store as CSV or Parquet")
-    exp.add_argument("--results", default="runs")
-    exp.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    exp.add_argument("--results", default="runs", help='results directory holding results.sqlite')
+    exp.add_argument("--format", default="csv", choices=["csv", "parquet"], help='file format of the exported tables')
     exp.add_argument("--out", help="output directory (default RESULTS/export)")
     exp.set_defaults(func=cmd_export)
     drop = rsub.add_parser("drop", help="delete runs from the store, e.g. those a fix superseded under another config "
                                         "(reports keep every config apart, so stale runs would stand beside new ones)")
-    drop.add_argument("run_ids", nargs="+", metavar="RUN_ID")
-    drop.add_argument("--results", default="runs")
+    drop.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="the run ids to drop (`diffbench results export` lists them)")
+    drop.add_argument("--results", default="runs", help='results directory holding results.sqlite')
     drop.set_defaults(func=cmd_drop)
 
     def store_args(sp, reference: bool = True):
@@ -900,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="two algorithms, entries or runs side by side on their shared datasets")
     cmp_.add_argument("a", help="an entry (as the report names it), an algorithm or a run id")
-    cmp_.add_argument("b")
+    cmp_.add_argument("b", help='the other entry, algorithm or run id')
     store_args(cmp_, reference=False)
     cmp_.set_defaults(func=cmd_compare)
 
@@ -908,7 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub = perf.add_subparsers(dest="perf_command", required=True)
     pq = psub.add_parser("qgpo", help="QGPO step times and guided sampling throughput, official network sizes")
     pq.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
-    pq.add_argument("--repeats", type=int, default=10)
+    pq.add_argument("--repeats", type=int, default=10, help='timed repetitions (the median is reported)')
     pq.add_argument("--out", default="results/perf.md", help="report file ('' to print only)")
     pq.add_argument("--official", help="a checkout of the official QGPO code (ChenDRAG/CEP-energy-guided-diffusion), "
                                        "timed in the same run on the same shapes")
@@ -916,11 +933,11 @@ def build_parser() -> argparse.ArgumentParser:
     pq.set_defaults(func=cmd_perf)
     ps = psub.add_parser("samplers", help="acting throughput of every policy's sampler (QGPO, DDPO/CTRL, DxMI) in one run")
     ps.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
-    ps.add_argument("--repeats", type=int, default=10)
+    ps.add_argument("--repeats", type=int, default=10, help='timed repetitions (the median is reported)')
     ps.add_argument("--out", default="results/perf_samplers.md", help="report file ('' to print only)")
     ps.set_defaults(func=cmd_perf_samplers)
     pc = psub.add_parser("sac", help="SAC training steps/s: stable-baselines3 beside sbx (when installed), one run")
-    pc.add_argument("--envs", default="halfcheetah,hopper,walker2d")
+    pc.add_argument("--envs", default="halfcheetah,hopper,walker2d", help='comma-separated MuJoCo envs')
     pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")
     pc.add_argument("--out", default="results/perf_sac.md", help="report file ('' to print only)")
     pc.set_defaults(func=cmd_perf_sac)
@@ -929,8 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     pcr.add_argument("--official", required=True, help="a checkout of the official QGPO code")
     pcr.add_argument("--support", required=True, help="a support stage checkpoint (a qgpo run's support.pt, or "
                                                       "shared-stages/.../support-*.pt): it names its dataset")
-    pcr.add_argument("--steps", type=int, default=30_000)
-    pcr.add_argument("--every", type=int, default=2_500)
+    pcr.add_argument("--steps", type=int, default=30_000, help='gradient steps of the critic')
+    pcr.add_argument("--every", type=int, default=2_500, help='steps between checks of the critic')
     pcr.add_argument("--out", default="results/critic_official.md", help="report file ('' to print only)")
     pcr.set_defaults(func=cmd_perf_critic)
     return p

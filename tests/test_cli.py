@@ -101,3 +101,27 @@ def test_bad_settings_are_one_line_errors(capsys, tiny_pointmaze, tmp_path, argv
 def test_a_path_the_file_system_refuses_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "datasets", "info", str(tmp_path / ("a" * 300) / "x.hdf5"))
     assert code == 2 and "a folder or file name may be at most 255 bytes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default(capsys):
+    """Issue 35: `--seed`, `--eval-seed`, `--executor`, `compare b` and others had no help, and no default showed."""
+    import argparse
+
+    from bench.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, [*path, name])
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield " ".join(path), action
+
+    actions = list(walk(build_parser(), ["diffbench"]))
+    assert len(actions) > 150
+    assert [f"{where} {'/'.join(a.option_strings) or a.dest}" for where, a in actions if not a.help] == []
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "seed of the run (initialisation, batches, sampling) (default: 0)" in text
+    assert "(default: runs)" in text and "(default: None)" not in text
