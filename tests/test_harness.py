@@ -438,3 +438,23 @@ def test_a_sweep_plan_says_what_is_finished_and_what_parts_a_run_from_the_stored
     out = capsys.readouterr().out
     assert "0 finished in the store (skipped), 0 new, 1 differing" in out
     assert out.rstrip().endswith("differs in: steps 50 -> 7"), out
+
+
+def test_a_sweep_shows_each_running_jobs_stage_and_step(tiny_pointmaze, tmp_path):
+    """Issue 35: the bar sat at "runs 0/8" for many minutes while stages trained. Each job writes where it stands;
+    the driver reads it into the bar (here read directly after a run, whose last progress is its last stage)."""
+    import time as clock
+
+    from bench.harness.executors import job_lines
+    from bench.harness.runner import read_progress
+
+    began = clock.time()
+    s = spec()
+    run_all([s], tmp_path)
+    progress = read_progress(s.directory(tmp_path), began)
+    assert progress["stage"] == "energy" and progress["step"] == progress["steps"] == 50
+    assert read_progress(s.directory(tmp_path), clock.time() + 60) is None  # older than the sweep: not shown
+    jobs = {s.run_id(): (s, s.directory(tmp_path))}
+    line, = job_lines(jobs, began, finished=set())
+    assert line.startswith("qgpo umaze-small-v0 s0: energy 50/50")
+    assert job_lines(jobs, began, finished={s.run_id()}) == []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import threading
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Callable, Collection, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from bench.harness.runner import RunSpec, execute
+from bench.harness.runner import RunSpec, execute, read_progress
 from bench.harness.store import ResultsStore, RunResult
 from policies.errors import ConfigError
 
@@ -106,6 +108,41 @@ def restore_superseded(directory: Path) -> None:
         aside.rename(directory)
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def job_lines(jobs: dict[str, tuple[RunSpec, Path]], since: float, finished: Collection[str],
+              most: int = 3) -> list[str]:
+    """Where the running jobs (run id -> spec, directory) stand, most recently heard from first:
+    "qgpo umaze-dense-small-v0 s0: behaviour 4000/20000, ~3 min left" (the stage's steps left at its pace)."""
+    heard = []
+    for run_id, (spec, directory) in jobs.items():
+        if run_id in finished:
+            continue
+        p = read_progress(directory, since)
+        if p is not None:
+            left = p["seconds"] / p["step"] * (p["steps"] - p["step"]) if p["step"] else None
+            heard.append((p["time"], f"{spec.algorithm} {spec.dataset.rsplit('/', 1)[-1]} s{spec.seed}: {p['stage']} "
+                                     f"{p['step']}/{p['steps']}" + (f", ~{_minutes(left)} left" if left else "")))
+    return [line for _, line in sorted(heard, reverse=True)[:most]]
+
+
+class _Watch(threading.Thread):
+    """Every few seconds, the jobs' stages and steps on the sweep's bar: a bar at "runs 0/8" for an hour says
+    nothing of a sweep whose stages train for minutes each."""
+
+    def __init__(self, bar: tqdm, specs: Sequence[RunSpec], results: Path, every: float = 3.0):
+        super().__init__(daemon=True)
+        self.bar, self.specs, self.results, self.every = bar, specs, results, every
+        self.since, self.finished, self.stopped = time.time(), set(), threading.Event()
+
+    def run(self) -> None:
+        jobs = {spec.run_id(): (spec, spec.directory(self.results)) for spec in self.specs}  # hashed once
+        while not self.stopped.wait(self.every):
+            self.bar.set_postfix_str(" | ".join(job_lines(jobs, self.since, self.finished)), refresh=True)
+
+
 def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local", workers: int = 1,
             address: str | None = None, device: str | None = None, progress: bool = False,
             on_result: Callable[[RunResult], None] | None = None, rerun: Collection[str] = ()) -> dict[str, list]:
@@ -141,8 +178,13 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": []}
     stream = _local(todo, results, workers, device) if executor == "local" else _ray(todo, results, workers, device, address)
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
+    watch = _Watch(bar, todo, Path(results)) if progress and todo else None
+    if watch is not None:
+        watch.start()
     by_id = dict(unique)
     for result in stream:
+        if watch is not None:
+            watch.finished.add(result.run_id)
         recorded = store.record(result)
         directory = by_id[result.run_id].directory(results)
         if recorded and result.status == "finished":
@@ -158,5 +200,8 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
         bar.update()
         if on_result is not None:
             on_result(result)
+    if watch is not None:
+        watch.stopped.set()
+        watch.join()
     bar.close()
     return outcome

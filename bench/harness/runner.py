@@ -278,6 +278,22 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
 
 
 RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.json"
+
+
+def write_progress(workdir: Path, stage: str, done: int, steps: int, seconds: float) -> None:
+    """Where a running job stands, for the driver's progress line (`read_progress`)."""
+    atomic_write_text(Path(workdir) / PROGRESS_FILE, json.dumps(
+        {"stage": stage, "step": done, "steps": steps, "seconds": seconds, "time": time.time()}))
+
+
+def read_progress(workdir: Path, since: float) -> dict | None:
+    """A job's last progress written after `since` (a sweep's start), or None."""
+    try:
+        out = json.loads((Path(workdir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return out if out.get("time", 0) >= since else None
 
 
 def _finished_result(workdir: Path) -> RunResult | None:
@@ -318,9 +334,12 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
         log(f"[{spec.label()}] {stage} step {step}: return {row['return_mean']:.2f}"
             + (f", score {row['score_mean']:.1f}" if row["score_mean"] is not None else ""))
 
+    def on_progress(stage: str, done: int, steps: int, seconds: float) -> None:
+        write_progress(workdir, stage, done, steps, seconds)
+
     hooks = TrainHooks(checkpoint_every=spec.checkpoint_every, eval_every=spec.eval_every, curve_points=spec.curves(),
                        on_eval=on_eval, log=lambda msg: log(f"[{spec.label()}] {msg}"),
-                       shared_stages=spec.shared_directory(results), clock=clock)
+                       shared_stages=spec.shared_directory(results), clock=clock, on_progress=on_progress)
     try:
         record = algo.fit(ds, workdir, hooks=hooks)
         scalars.add_stage_losses(record["stages"])

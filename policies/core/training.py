@@ -45,6 +45,9 @@ class TrainHooks:
     # transform): a stage found there is not trained again; None: every run trains its own stages
     shared_stages: Path | None = None
     clock: StageClock | None = None  # set before each on_eval: the stage's training time so far
+    # (stage, steps done, steps, training seconds so far): at the stage's start and at each loss read (every
+    # `log_every` steps), for a driver that shows where each running job stands
+    on_progress: Callable[[str, int, int, float], None] | None = None
 
     def evaluates_at(self, done: int, steps: int) -> bool:
         """Whether on_eval runs after `done` of a stage's `steps` (never at its end: the caller evaluates
@@ -113,6 +116,8 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
         return (earlier_seconds + time.perf_counter() - start - eval_wall,
                 earlier_cpu + time.process_time() - cpu_start - eval_cpu)
     bar = tqdm(total=steps, initial=first, desc=stage, disable=not progress, leave=False)
+    if hooks.on_progress is not None:
+        hooks.on_progress(key, first, steps, earlier_seconds)
     for i in range(first, steps):
         loss = step(i)
         acc = loss if acc is None else acc + loss
@@ -127,6 +132,8 @@ def run_steps(step: Callable[[int], torch.Tensor], steps: int, stage: str, *, pr
             history.append((done, value))
             bar.set_postfix(loss=f"{value:.4g}")
             acc, n_acc = None, 0
+            if hooks.on_progress is not None:
+                hooks.on_progress(key, done, steps, trained()[0])
         if checkpoint:
             wall, cpu = trained()
             atomic_save(partial, {"step": done, "steps": steps, "history": history, "fingerprint": fingerprint,
