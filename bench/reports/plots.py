@@ -38,6 +38,10 @@ def aggregate_intervals(aggregates: pd.DataFrame) -> Figure:
     metrics = list(dict.fromkeys(aggregates["metric"]))
     entries = sorted(aggregates["entry"].unique())
     colours = _colours(entries)
+    # an entry's aggregate is over the datasets it ran on: the count stands in its label, so that entries over
+    # different sets of datasets are not read as one comparison
+    held = aggregates.groupby("entry")["datasets"].first()
+    labels = [f"{e}  [{held[e]} dataset{'s' if held[e] != 1 else ''}]" for e in entries]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.5 * len(entries) + 1.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         rows = aggregates[aggregates["metric"] == metric].set_index("entry")
@@ -48,9 +52,10 @@ def aggregate_intervals(aggregates: pd.DataFrame) -> Figure:
             ax.plot([r["lower"], r["upper"]], [y, y], color=colours[entry], linewidth=6, alpha=0.6,
                     solid_capstyle="butt")
             ax.plot([r["estimate"]], [y], "|", color="black", markersize=14)
-        ax.set_yticks(range(len(entries)), entries if ax is axes[0][0] else [""] * len(entries))
-        ax.set_title(metric)
-        ax.set_xlabel("normalised score")
+        ax.set_yticks(range(len(entries)), labels if ax is axes[0][0] else [""] * len(entries))
+        gap = metric == "optimality gap"
+        ax.set_title(f"{metric}\n({'lower' if gap else 'higher'} is better)", fontsize="medium")
+        ax.set_xlabel("normalised points short of 100" if gap else "normalised score")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -60,17 +65,22 @@ def performance_profiles(scores: dict[str, np.ndarray]) -> Figure:
     """Fraction of runs above each score threshold, with a 95% bootstrap band, per entry."""
     top = max(100.0, max(float(np.max(m)) for m in scores.values()))
     taus = np.linspace(min(0.0, min(float(np.min(m)) for m in scores.values())), top, 101)
-    colours = _colours(sorted(scores))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for entry in sorted(scores):
+    entries = sorted(scores)
+    colours, markers = _colours(entries), _markers(entries)
+    bands = len(entries) <= 6  # past a handful, overlapping bands hide the lines: lines only, and the caption says so
+    fig, ax = plt.subplots(figsize=(9 if len(entries) > 6 else 6.5, 4.2))
+    for entry in entries:
         profile, low, high = stats.performance_profile_band(scores[entry], taus, reps=500)
-        ax.plot(taus, profile, color=colours[entry], label=entry)
-        ax.fill_between(taus, low, high, color=colours[entry], alpha=0.2)
+        ax.plot(taus, profile, color=colours[entry], label=entry, marker=markers[entry], markevery=10, markersize=4)
+        if bands:
+            ax.fill_between(taus, low, high, color=colours[entry], alpha=0.15)
     ax.set_xlabel("normalised score τ")
     ax.set_ylabel("fraction of runs with score > τ")
     ax.set_ylim(-0.02, 1.02)
+    ax.set_title("performance profiles" + (" with 95% bands" if bands else " (bands left out: too many entries)"),
+                 fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
@@ -80,13 +90,17 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
     (bottom), one panel per dataset, one line per entry; band: 95% interval over seeds; the final evaluation is
     the last point (ringed)."""
     datasets = sorted(curves["dataset"].unique())
-    colours = _colours(sorted(curves["entry"].unique()))
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7.2), squeeze=False)
+    entries = sorted(curves["entry"].unique())
+    colours, markers = _colours(entries), _markers(entries)
+    legend_rows = -(-len(entries) // 4)
+    height = 7.2 + 0.22 * legend_rows + 0.3
+    fig, axes = plt.subplots(2, len(datasets), figsize=(max(5 * len(datasets), 12), height), squeeze=False)
     for col, dataset in enumerate(datasets):
         for entry, g in curves[curves["dataset"] == dataset].groupby("entry"):
             g = g.sort_values("policy_step")
             for ax, x in ((axes[0][col], g["policy_step"]), (axes[1][col], g["cpu_seconds"] / 60)):
-                ax.plot(x, g["mean"], marker="o", markersize=3, color=colours[entry], label=entry)
+                ax.plot(x, g["mean"], marker=markers[entry], markersize=3,
+                        color=colours[entry], label=entry)
                 ax.fill_between(x, g["lower"], g["upper"], color=colours[entry], alpha=0.2)
                 last = g["final"].to_numpy()
                 ax.scatter(x[last], g["mean"][last], s=60, facecolors="none", edgecolors=colours[entry])
@@ -96,8 +110,13 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
         for ax in axes[:, col]:
             ax.set_ylabel("normalised score")
             ax.grid(alpha=0.3)
-        axes[0][col].legend(fontsize="x-small")
-    fig.tight_layout()
+    handles: dict = {}  # one legend for every panel, below them, where it covers no curve
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, max(1, len(handles))),
+               fontsize="x-small")
+    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.3) / height, 1, 1))
     return fig
 
 
