@@ -35,6 +35,7 @@ from policies.algorithms.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
 from policies.core.samplers import SamplerSpec
 
 RATIO_GOAL = 1.5  # DDPO's distance within this factor of CEP's
+STALE_DDPO_ROWS = {"a3decaa0bf2b"}  # code versions whose DDPO rows predate its leave-one-out baseline and adv_clip 5
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class FinetuneBudget:
     minibatches: int = 4
     inner_epochs: int = 1
     lr: float = 3e-3
-    adv_clip: float = 10.0  # DDPOConfig's default when the committed rows were made (now the official 5)
+    adv_clip: float = 5.0  # DDPOConfig's (the official adv_clip_max); the rows made at a3decaa0bf2b had 10
     # "learned": CEP and DDPO also with a Q_0 regressed on the data's rewards alone (`fit_toy_q`), the offline case
     rewards: tuple[str, ...] = ("exact", "learned")
     q0_steps: int = 5_000
@@ -296,11 +297,11 @@ def disclosures(summary: pd.DataFrame, raw: pd.DataFrame, budget: FinetuneBudget
         + ("The section above measures that with a Q₀ fitted on the data alone."
            if (raw.method == "ddpo (Q₀)").any() else
            "These rows do not measure that (rows made before the study fitted a Q₀; run it again to add them)."),
-        "- DDPO's rows predate two changes to DDPO (the rows' code versions are above): the leave-one-out group "
-        f"baseline (here one state with G = {budget.chains} chains, so the old baseline shrank the reward's "
-        f"gradient by 1/{budget.chains} only) and the importance weight of the score estimator (this study runs "
-        f"`{budget.estimator}`). The study sets adv_clip {budget.adv_clip:g}, the value these rows were made with.",
-    ]
+    ] + ([
+        "- Rows made at a3decaa0bf2b predate three changes to DDPO: the leave-one-out group baseline (here one state "
+        f"with G = {budget.chains} chains, so the old baseline shrank the reward's gradient by 1/{budget.chains} "
+        f"only), the importance weight of the score estimator (this study runs `{budget.estimator}`), and adv_clip 5 "
+        "(those rows had 10)."] if STALE_DDPO_ROWS & set(raw["code"].dropna()) else [])
 
 
 def headline(verdicts: dict[str, dict[tuple[str, float], str | None]]) -> str:
