@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import os
 import shlex
@@ -12,18 +13,27 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
-from envs import catalog
-from envs.dataset import TRUST_ENV_VARIABLE
 from envs.errors import DatasetError
 from envs.toy import TASKS
 from bench.studies.quick import ALGORITHMS as QUICK_ALGORITHMS, DATASET as QUICK_DATASET, \
     SELECTION_EPISODES as QUICK_SELECTION
-from bench.harness.store import ResultsStore
-from policies import registry
 from policies.config import parse_assignments
 from policies.errors import CheckpointError, ConfigError
+
+
+class _Deferred:
+    """A module imported on its first use here: torch, Minari and MuJoCo take seconds to load, and `diffbench --help`
+    (or a mistyped option) needs none of them."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+catalog = _Deferred("envs.catalog")
+registry = _Deferred("policies.registry")
 
 
 
@@ -108,6 +118,8 @@ def _print_summary(s: dict) -> None:
 
 
 def cmd_generate(args) -> int:
+    if args.id not in catalog.generatable():
+        raise DatasetError(f"diffbench cannot generate {args.id!r}; it makes: {', '.join(catalog.generatable())}")
     off = catalog.version_mismatches()
     if off:
         print("diffbench: warning: generating under other versions than the committed results were made with ("
@@ -259,6 +271,8 @@ def cmd_critics(args) -> int:
     seeds = _numbers(args.seeds, int, "--seeds")
     if args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    import torch
+
     torch.set_num_threads(args.threads)
     rows = Path(args.rows) if args.rows else None
     df = critics.study(algorithms, datasets, seeds, args.steps, args.preset, rows_path=rows, run=not args.no_run,
@@ -320,7 +334,7 @@ def cmd_quick(args) -> int:
           f"{args.seeds}, qgpo's guidance scales {', '.join(f'{s:g}' for s in scales)}, {specs[0].final_episodes()} "
           f"episodes each; results in {results}", flush=True)
     code = _print_outcome(run_all(specs, results, **_run_options(args)), results)
-    store = ResultsStore(results)
+    store = _existing_store(str(results))
     ids = [s.run_id() for s in specs]
     table = quick.comparison(store, ids)
     print()
@@ -422,7 +436,7 @@ def cmd_toy_ctrl(args) -> int:
 def cmd_perf(args) -> int:
     from bench.studies.perf import reference_key, run, speedups
 
-    rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
+    rows = run(_devices(args.device), Path(args.out) if args.out else None, _command(args), repeats=args.repeats,
                official=Path(args.official) if args.official else None,
                sweep=_existing_store(args.sweep) if args.sweep else None)
     for device, figures, _, peak, reference, compile_s, evaluation, many in rows:
@@ -445,7 +459,7 @@ def cmd_perf(args) -> int:
 def cmd_perf_samplers(args) -> int:
     from bench.studies.perf_samplers import BATCHES, run
 
-    rows = run(args.device.split(","), Path(args.out) if args.out else None, _command(args), repeats=args.repeats)
+    rows = run(_devices(args.device), Path(args.out) if args.out else None, _command(args), repeats=args.repeats)
     for device, figures in rows:
         print(device)
         for name, rates in figures.items():
@@ -486,13 +500,22 @@ def cmd_perf_critic(args) -> int:
     return 0
 
 
+def _devices(option: str | None) -> list[str]:
+    """--device of the perf benchmarks: the devices named, or cuda when there is one, else cpu."""
+    if option:
+        return option.split(",")
+    import torch
+
+    return ["cuda" if torch.cuda.is_available() else "cpu"]
+
+
 def _print_outcome(outcome: dict, results: Path) -> int:
     for spec in outcome["skipped"]:
         print(f"skipped (finished before): {spec.label()}")
     for r in outcome["failed"]:
         print(f"FAILED {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]: {r.error.strip().splitlines()[-1]}")
     print(f"{len(outcome['finished'])} finished, {len(outcome['skipped'])} skipped, {len(outcome['failed'])} failed; "
-          f"store: {ResultsStore(results).path}")
+          f"store: {_existing_store(str(results)).path}")
     if outcome["failed"]:
         print("failed runs keep their traceback in the store (runs.error); run the same command again to retry them")
     return 1 if outcome["failed"] else 0
@@ -631,7 +654,9 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def _existing_store(results: str) -> ResultsStore:
+def _existing_store(results: str):
+    from bench.harness.store import ResultsStore
+
     path = Path(results)
     if not (path / "results.sqlite").exists() and not path.is_file():
         raise ConfigError(f"no results store in {path}; run `diffbench run`, `sweep` or `quick` first, "
@@ -682,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     gen = dsub.add_parser("generate", help="make a D4RL-style dataset and write it as a Minari dataset")
-    gen.add_argument("id", choices=catalog.generatable(), metavar="ID", help=f"one of: {', '.join(catalog.generatable())}")
+    gen.add_argument("id", metavar="ID", help="a dataset diffbench makes (`diffbench datasets list` marks them)")
     gen.add_argument("--steps", type=int, help="transitions to collect (default: the recipe's size)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the collection (the controller's noise, the envs' resets)")
     gen.add_argument("--ref-episodes", type=int, help="PointMaze: episodes per reference score (default 100)")
@@ -924,7 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="performance benchmarks")
     psub = perf.add_subparsers(dest="perf_command", required=True)
     pq = psub.add_parser("qgpo", help="QGPO step times and guided sampling throughput, official network sizes")
-    pq.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
+    pq.add_argument("--device", default=None, help="comma-separated devices (default: cuda when available, else cpu)")
     pq.add_argument("--repeats", type=int, default=10, help='timed repetitions (the median is reported)')
     pq.add_argument("--out", default="results/perf.md", help="report file ('' to print only)")
     pq.add_argument("--official", help="a checkout of the official QGPO code (ChenDRAG/CEP-energy-guided-diffusion), "
@@ -932,7 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--sweep", help="a sweep's results directory: adds what its shared stages saved")
     pq.set_defaults(func=cmd_perf)
     ps = psub.add_parser("samplers", help="acting throughput of every policy's sampler (QGPO, DDPO/CTRL, DxMI) in one run")
-    ps.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="comma-separated devices")
+    ps.add_argument("--device", default=None, help="comma-separated devices (default: cuda when available, else cpu)")
     ps.add_argument("--repeats", type=int, default=10, help='timed repetitions (the median is reported)')
     ps.add_argument("--out", default="results/perf_samplers.md", help="report file ('' to print only)")
     ps.set_defaults(func=cmd_perf_samplers)
@@ -963,6 +988,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     args.argv = argv
     if getattr(args, "trust_env", False):  # read where envs are made, in this process and the workers it starts
+        from envs.dataset import TRUST_ENV_VARIABLE
+
         os.environ[TRUST_ENV_VARIABLE] = "1"
     try:
         return args.func(args)

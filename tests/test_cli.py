@@ -44,9 +44,20 @@ def test_unknown_dataset_is_one_line_error(capsys, tmp_path, monkeypatch):
 
 
 def test_generate_refuses_unknown_recipe(capsys):
-    with pytest.raises(SystemExit):
-        main(["datasets", "generate", "diffbench/pointmaze/nowhere-v0"])
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["datasets", "generate", "diffbench/pointmaze/nowhere-v0"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot generate 'diffbench/pointmaze/nowhere-v0'" in err and "diffbench/pointmaze/umaze-v0" in err
+
+
+def test_help_loads_none_of_the_heavy_libraries():
+    """Issue 35: `diffbench --help` took seconds (torch, Minari and MuJoCo imported to build the parser)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom bench.cli import build_parser\nbuild_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'minari', 'mujoco', 'gymnasium', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_toy_floor_writes_results(capsys, tmp_path):

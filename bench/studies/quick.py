@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from bench.reports.render import fmt, markdown_table
-from bench.reports.report import run_scores
-from bench.harness.runner import RunSpec
-from bench.harness.store import ResultsStore
+if TYPE_CHECKING:  # imported where used: the CLI reads this module's defaults to build its --help
+    import pandas as pd
+
+    from bench.harness.runner import RunSpec
+    from bench.harness.store import ResultsStore
 
 DATASET = "diffbench/pointmaze/umaze-dense-small-v0"
 SEEDS = (0, 1)
@@ -35,6 +35,8 @@ def specs(dataset: str = DATASET, seeds: Sequence[int] = SEEDS, preset: str = "q
           guidance_scales: Sequence[float] = GUIDANCE_SCALES, episodes: int | None = None,
           algorithms: Sequence[str] = ALGORITHMS, selection_episodes: int = SELECTION_EPISODES) -> list[RunSpec]:
     """QGPO's runs first (they train the shared stages), then each other algorithm's, seed by seed."""
+    from bench.harness.runner import RunSpec
+
     order = sorted(algorithms, key=lambda a: a != "qgpo")
     return [RunSpec(algorithm=a, dataset=dataset, seed=seed, preset=preset, episodes=episodes,
                     **({"guidance_scales": tuple(float(s) for s in guidance_scales),
@@ -43,6 +45,8 @@ def specs(dataset: str = DATASET, seeds: Sequence[int] = SEEDS, preset: str = "q
 
 
 def _method(row: pd.Series) -> str:
+    import pandas as pd
+
     if row["algorithm"] != "qgpo" or pd.isna(row["guidance_scale"]):
         return LABELS.get(row["algorithm"], row["algorithm"])
     if row["selection"] == "held-out":
@@ -53,6 +57,10 @@ def _method(row: pd.Series) -> str:
 def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
     """One row per method (QGPO at each guidance scale and at its held-out choice, each fine-tuning method):
     per-seed scores, their mean and std, the gain over s = 0, NFE per action and actions/s."""
+    import pandas as pd
+
+    from bench.reports.report import run_scores
+
     scores = run_scores(store)
     if scores.empty or not scores["run_id"].isin(run_ids).any():
         return pd.DataFrame()
@@ -83,6 +91,11 @@ def comparison(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
 
 def format_table(table: pd.DataFrame) -> str:
     """Markdown, one row per method; the gain is over the s = 0 ablation (the behaviour model alone)."""
+    import numpy as np
+    import pandas as pd
+
+    from bench.reports.render import fmt, markdown_table
+
     seeds = [c for c in table.columns if c.startswith("seed ")]
     rows = pd.DataFrame({"method": table["method"], "NFE per action": table["nfe_per_action"].map(
         lambda v: f"{v:g}" if pd.notna(v) else "")})
@@ -99,6 +112,8 @@ def format_table(table: pd.DataFrame) -> str:
 def summary_lines(store: ResultsStore, run_ids: Sequence[str]) -> list[str]:
     """Wall time and cost of each run, from the store. A run's wall time counts the shared stages it restored
     (what the policy cost); the time spent in the run itself is given beside it."""
+    import pandas as pd
+
     runs = store.table("runs").set_index("run_id")
     out = []
     for run_id in run_ids:
