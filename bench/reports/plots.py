@@ -28,6 +28,19 @@ def _colours(entries: list[str]) -> dict[str, tuple]:
 MARKERS = "os^Dv<>pPX*h"
 
 
+def _legend_below(fig: Figure, axes: np.ndarray, columns: int, row_inches: float, height: float,
+                  fontsize: str) -> None:
+    """One legend for every panel, below them, where it covers no point; the panels keep the height above it."""
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(columns, max(1, len(handles))),
+               fontsize=fontsize)
+    rows = -(-len(handles) // columns)
+    fig.tight_layout(rect=(0, (row_inches * rows + 0.3) / height, 1, 1))
+
+
 def _markers(entries: list[str]) -> dict[str, str]:
     """A marker per entry beside its colour, so that entries past the palette's size stay apart."""
     return {e: MARKERS[(i // 20) % len(MARKERS)] if len(entries) > 10 else "o" for i, e in enumerate(entries)}
@@ -110,13 +123,7 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
         for ax in axes[:, col]:
             ax.set_ylabel("normalised score")
             ax.grid(alpha=0.3)
-    handles: dict = {}  # one legend for every panel, below them, where it covers no curve
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, max(1, len(handles))),
-               fontsize="x-small")
-    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.3) / height, 1, 1))
+    _legend_below(fig, axes, columns=4, row_inches=0.22, height=height, fontsize="x-small")
     return fig
 
 
@@ -148,11 +155,5 @@ def score_vs_cost(cost: pd.DataFrame) -> Figure:
             ax.set_ylabel("mean normalised score")
             ax.set_title(dataset, fontsize="small")
             ax.grid(alpha=0.3)
-    handles: dict = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(3, max(1, len(handles))),
-               fontsize="small")
-    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.3) / height, 1, 1))
+    _legend_below(fig, axes, columns=3, row_inches=0.25, height=height, fontsize="small")
     return fig
