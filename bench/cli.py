@@ -76,13 +76,14 @@ def _version() -> str:
 
 def cmd_algorithms(args) -> int:
     rows = [{"name": n, "presets": list(cls.presets), "stages": list(getattr(cls, "stages", ())),
-             "description": cls.description} for n in registry.available() for cls in (registry.get(n),)]
+             "guided": bool(cls.guided), "description": cls.description}
+            for n in registry.available() for cls in (registry.get(n),)]
     if args.json:
         _print_json(rows)
         return 0
     for r in rows:
         print(f"{r['name']:13s} {r['description']}\n{'':13s} presets: {', '.join(r['presets'])}; "
-              f"stages: {', '.join(r['stages'])}")
+              f"stages: {', '.join(r['stages'])}" + ("; guided (--guidance-scales)" if r["guided"] else ""))
     return 0
 
 
@@ -882,9 +883,11 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("dataset", help='a dataset id (`diffbench datasets list`) or a path to a Minari directory or D4RL HDF5 file')
     rn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. beta=10 sampler.steps=20")
     rn.add_argument("--seed", type=int, default=0, help='seed of the run (initialisation, batches, sampling)')
-    rn.add_argument("--preset", default="cpu", help="config preset (paper, cpu, quick, tiny)")
+    rn.add_argument("--preset", default="cpu", help="config preset: every algorithm has tiny, cpu and paper, some also "
+                                                    "quick (`diffbench algorithms` lists each one's)")
     rn.add_argument("--episodes", type=int, help="final evaluation episodes (default 100 for maze and OGBench datasets, 10 others)")
-    rn.add_argument("--guidance-scales", default="", help="comma-separated scales to evaluate (default: the config's)")
+    rn.add_argument("--guidance-scales", default="", help="guided algorithms only (`diffbench algorithms` marks them): "
+                                                          "comma-separated scales to evaluate (default: the config's)")
     rn.add_argument("--eval-every", type=int, default=0, help="gradient steps between learning-curve evaluations")
     rn.add_argument("--curve-points", type=int, default=None,
                     help="learning-curve evaluations per policy-making stage, at k/N of its steps (default 10; 0 for "

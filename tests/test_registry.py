@@ -62,3 +62,4 @@ def test_every_builtin_says_what_it_is_and_the_listing_shows_it(capsys):
     assert rows["qgpo"]["stages"] == ["behaviour", "support", "critic", "energy"]
     assert "not the published" in rows["ddpo"]["description"]
     assert "this project's extension" in rows["dxmi"]["description"]
+    assert [n for n, r in rows.items() if r["guided"]] == ["qgpo"]  # what --guidance-scales applies to
