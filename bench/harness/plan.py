@@ -68,8 +68,9 @@ def plan(specs: list[RunSpec], runs: pd.DataFrame) -> list[Planned]:
                 diff.append(f"dataset content {recorded} -> {content} (this copy; `diffbench datasets verify "
                             f"{spec.dataset} --against RESULTS`)")
             elif not isinstance(recorded, str):
-                diff.append("dataset content: not recorded by that run (made before diffbench recorded it), so "
-                            "its id hashes a content this copy may not have")
+                diff.append("an id from an older diffbench: that run recorded no dataset content, and its id hashed "
+                            "what ids no longer hold (its curve settings) or no longer spell the same way, so it "
+                            "cannot be matched to this copy's bytes")
             if best is None or len(diff) < best[0]:
                 best = (len(diff), row.run_id, diff)
         out.append(Planned(spec, run_id, "differs", best[1], tuple(best[2])))
