@@ -129,6 +129,8 @@ def test_leaderboard_ranks_by_the_chosen_metric_and_compare_pairs_datasets(capsy
     # a rank is 1 + the entries whose interval lies wholly above: s=1 and the held-out choice overlap (=1), and both
     # lie above s=0 and bc, which overlap each other (=3)
     assert iqm["rank"].tolist() == ["=1", "=1", "=3", "=3"], iqm
+    assert iqm.set_index("entry").loc["bc[cpu]", "NFE per action"] == "1"  # the budget beside every ranked row
+    assert iqm.set_index("entry").loc["bc[cpu]", "core-minutes per run"] == "1.0"
     gap = ranking(report, "optimality gap")
     assert gap["entry"].tolist()[0] == top  # smallest gap first
     out = tmp_path / "LEADERBOARD.md"

@@ -59,15 +59,24 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
         estimate, low, high = stats.aggregate_intervals({entry: m}, reps=REPS)[entry][metric]
         base = entry.split(" s=")[0] + " "
         label = entry + (f" (= {', '.join(x.removeprefix(base) for x in same)})" if same else "")
-        rows.append({"entry": label, "estimate": estimate, "lower": low, "upper": high, "seeds": n})
+        runs = report.scores[(report.scores["entry"] == entry) & report.scores["dataset"].isin(datasets)]
+        budget = report.budget.set_index("entry") if not report.budget.empty else None
+        run_entry = runs["run_entry"].iloc[0]
+        rows.append({"entry": label, "estimate": estimate, "lower": low, "upper": high, "seeds": n,
+                     "nfe": float(runs["nfe_per_action"].median()),
+                     "core_minutes": budget.loc[run_entry, "core_minutes"] if budget is not None
+                     and run_entry in budget.index else np.nan})
     if not rows:
-        return pd.DataFrame(columns=["rank", "entry", metric, "datasets", "seeds"])
+        return pd.DataFrame(columns=["rank", "entry", metric, "datasets", "seeds", "NFE per action",
+                                     "core-minutes per run"])
     lower = metric in LOWER_IS_BETTER
     rows = pd.DataFrame(rows).sort_values(["estimate", "entry"], ascending=[lower, True])
     return pd.DataFrame({
         "rank": separated_ranks(rows["lower"].to_numpy(), rows["upper"].to_numpy(), lower), "entry": rows["entry"].to_numpy(),
         metric: [f"{fmt(e)} [{fmt(lo)}, {fmt(hi)}]" for e, lo, hi in rows[["estimate", "lower", "upper"]].to_numpy()],
-        "datasets": len(datasets), "seeds": rows["seeds"].to_numpy()})
+        "datasets": len(datasets), "seeds": rows["seeds"].to_numpy(),
+        # its budget beside every row (the report's "Budget per entry" table has the steps, batches and widths)
+        "NFE per action": [fmt(v, 0) for v in rows["nfe"]], "core-minutes per run": [fmt(v) for v in rows["core_minutes"]]})
 
 
 RANK_NOTE = ("Rank: 1 + the number of entries whose interval lies wholly better; entries whose intervals overlap share "
