@@ -375,3 +375,17 @@ def test_two_generations_of_one_dataset_id_are_two_datasets_in_the_report(tmp_pa
     datasets = sorted(report.per_dataset["dataset"])
     assert datasets == sorted(f"{name} @{fp}" for fp in (first, catalog.fingerprint(name)))
     assert any("2 different contents" in n for n in report.notes)
+
+
+def test_a_dataset_whose_entries_its_domain_board_leaves_out_gets_a_board_of_its_own(tmp_path):
+    """Two contents of one dataset id: bc ran both, qgpo one; qgpo is still ranked, on its own dataset's board."""
+    from bench.reports.leaderboard import boards
+
+    s = ResultsStore(tmp_path / "store")
+    for algo, content in (("bc", "aaa"), ("bc", "bbb"), ("qgpo", "aaa")):
+        for seed in range(3):
+            run = run_result(algo, GEN, seed)
+            run.run_id, run.dataset_content = f"{algo}-{content}-{seed}", content
+            s.record(run)
+    titles = {title: names for title, names, _ in boards(build(s))}
+    assert titles[f"{GEN} @aaa"] == [f"{GEN} @aaa"] and f"{GEN} @bbb" not in titles  # bbb: bc only, ranked above

@@ -29,6 +29,13 @@ def boards(report: Report) -> list[tuple[str, list[str], list[str] | None]]:
     every = sorted(report.per_dataset["dataset"].unique())
     sets = [(next(iter(datasets)), every)] if len(datasets) == 1 else \
         [("every dataset", every), *((name, datasets[name]) for name in sorted(datasets))]
+    # a dataset whose entries its domain's board leaves out (they ran none of the domain's other datasets, or another
+    # content of the same id) gets a board of its own, so that every entry is ranked somewhere it can be
+    for name in sorted(datasets):
+        group = datasets[name]
+        if len(group) > 1:
+            ranked = set(covering(report, group))
+            sets += [(dataset, [dataset]) for dataset in group if set(covering(report, [dataset])) - ranked]
     out: list[tuple[str, list[str], list[str] | None]] = []
     for title, names in sets:
         groups: dict[tuple[str, ...], list[str]] = {}
