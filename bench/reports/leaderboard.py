@@ -59,6 +59,7 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
     datasets = sorted(report.per_dataset["dataset"].unique()) if datasets is None else datasets
     rows = []
     chosen = [e for e in covering(report, datasets) if entries is None or e in entries]
+    budget = report.budget.set_index("entry")["core_minutes"] if not report.budget.empty else pd.Series(dtype=float)
     for entry, same in _coincident(report, chosen, datasets).items():
         m, _, n = score_matrix(report.scores, entry, datasets)
         if np.isnan(m).any():
@@ -67,12 +68,9 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
         base = entry.split(" s=")[0] + " "
         label = entry + (f" (= {', '.join(x.removeprefix(base) for x in same)})" if same else "")
         runs = report.scores[(report.scores["entry"] == entry) & report.scores["dataset"].isin(datasets)]
-        budget = report.budget.set_index("entry") if not report.budget.empty else None
-        run_entry = runs["run_entry"].iloc[0]
         rows.append({"entry": label, "estimate": estimate, "lower": low, "upper": high, "seeds": n,
                      "nfe": float(runs["nfe_per_action"].median()),
-                     "core_minutes": budget.loc[run_entry, "core_minutes"] if budget is not None
-                     and run_entry in budget.index else np.nan})
+                     "core_minutes": budget.get(runs["run_entry"].iloc[0], np.nan)})
     if not rows:
         return pd.DataFrame(columns=["rank", "entry", metric, "datasets", "seeds", "NFE per action",
                                      "core-minutes per run"])

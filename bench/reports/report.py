@@ -76,10 +76,10 @@ def entry_footnotes(df: pd.DataFrame) -> list[str]:
         flats = {entry: identity_fields(json.loads(config)) for entry, config in zip(g["run_entry"], g["config"])}
         keys = sorted({k for f in flats.values() for k in f})
         differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
-        parts = ["; ".join(f"{entry.split('#', 1)[1]}: " + ", ".join(f"{k} {flats[entry].get(k)}" for k in differ)
-                           for entry in sorted(flats))]
+        values = "; ".join(f"{entry.split('#', 1)[1]}: " + ", ".join(f"{k} {flats[entry].get(k)}" for k in differ)
+                           for entry in sorted(flats))
         notes.append(f"{algorithm}[{preset}] is {len(flats)} entries, one per config; they differ in "
-                     f"{', '.join(differ) or 'nothing but their protocol family'} ({parts[0]})")
+                     f"{', '.join(differ) or 'nothing but their protocol family'} ({values})")
     return notes
 
 
@@ -88,9 +88,8 @@ def entry_footnotes(df: pd.DataFrame) -> list[str]:
 COHORT_KEYS = ("episodes", "eval_seed", "checkpoint", "reward_transform")
 
 
-def cohort(preset: str, config: str) -> str:
+def cohort(preset: str, protocol: dict[str, Any]) -> str:
     """A run's comparison group on its dataset: "preset cpu, 100 episodes, ..." (only settings every run records)."""
-    protocol = json.loads(config).get("protocol", {})
     return ", ".join([f"preset {preset}"] + [f"{k} {protocol[k]}" for k in COHORT_KEYS if k in protocol])
 
 
@@ -163,12 +162,13 @@ def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[
     df["run_entry"] = _entries(df)  # before the scale
     df["entry"] = df["run_entry"] + [_variant_label(v, s) for v, s in zip(df["variant"], df["guidance_scale"])]
     df["selection"] = "none"
-    df["reward_transform"] = df["config"].map(lambda c: json.loads(c).get("protocol", {}).get("reward_transform", "none"))
+    protocols = df["config"].map(lambda c: json.loads(c).get("protocol", {}))  # parsed once per row
+    df["reward_transform"] = protocols.map(lambda p: p.get("reward_transform", "none"))
+    df["cohort"] = [cohort(preset, p) for preset, p in zip(df["preset"], protocols)]  # the copies below keep theirs
     chosen = df[df["selected_guidance_scale"].notna() & (df["guidance_scale"] == df["selected_guidance_scale"])]
     chosen = chosen.assign(entry=chosen["run_entry"] + SELECTED, selection="held-out")
     df = pd.concat([df, chosen, _best_on_reported(df)], ignore_index=True)
     df["domain"] = df["dataset"].map(domain)
-    df["cohort"] = [cohort(p, c) for p, c in zip(df["preset"], df["config"])]
     return df, notes
 
 

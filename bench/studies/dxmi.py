@@ -32,7 +32,7 @@ from bench.studies.exactness import (BUDGETS, ExactnessBudget, _cell, _fit_energ
                                      fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import closer, paired, tally, within
 from bench.studies.resumable import run_resumable
-from envs.toy import TASKS, mode_masses, sample_target, sliced_wasserstein
+from envs.toy import TASKS, mean_q, mode_masses, sample_target, sliced_wasserstein
 from policies.algorithms.dxmi import (DxMIConfig, DxMISampler, kl_cost, tilted_support, train_dxdp, train_imitation,
                                      value_energy)
 from policies.core.networks import EnergyNet
@@ -150,13 +150,12 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
                                batch=budget.tilt_batch)
 
     theta_masses = mode_masses(toy, target_theta)
-    mean_q = lambda a: float(toy.q(np.asarray(a, np.float64)).mean())  # noqa: E731
-    base["q_target"] = mean_q(target_own)  # the exact Q of the own target: above it, a tilt overshoots
+    base["q_target"] = mean_q(toy, target_own)  # the exact Q of the own target: above it, a tilt overshoots
 
     def distances(drawn: torch.Tensor) -> dict:
         out = {"swd_mu": sliced_wasserstein(drawn, target_mu, seed=seed),
                "swd_theta": sliced_wasserstein(drawn, target_theta, seed=seed),
-               "swd_own": sliced_wasserstein(drawn, target_own, seed=seed), "q_exact": mean_q(drawn)}
+               "swd_own": sliced_wasserstein(drawn, target_own, seed=seed), "q_exact": mean_q(toy, drawn)}
         if theta_masses is not None:  # how the mass is split among the modes, against the tilt of mu_theta's split
             out["mode_tv_theta"] = float(0.5 * np.abs(mode_masses(toy, drawn.numpy()) - theta_masses).sum())
         return out
@@ -195,7 +194,7 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
     f, _, _ = _fit_energy("cep", b, model, x, torch.zeros(b.data, 0), support, support_q, data_q, beta, seed, task, key)
     guided = model.sample(none, 1, SamplerSpec(), f, 1.0, _torch_gen(seed, task, "sample", "cep", key)).x[:, 0]
     rows.append(base | {"method": "cep (15 steps)", "steps": 15} | distances(guided) | {"seconds": time.perf_counter() - t0}
-                | {"q_target": mean_q(target_theta)})  # CEP's own target: the tilt of mu_theta
+                | {"q_target": mean_q(toy, target_theta)})  # CEP's own target: the tilt of mu_theta
     return rows
 
 

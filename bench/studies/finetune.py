@@ -29,7 +29,7 @@ from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_
 from bench.studies.paired import paired, tally, within
 from bench.studies.resumable import run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
-from envs.toy import TASKS, sample_target, sliced_wasserstein
+from envs.toy import TASKS, mean_q, sample_target, sliced_wasserstein
 from policies.algorithms.ddpo import DDPOConfig, train_ddpo
 from policies.algorithms.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
 from policies.core.samplers import SamplerSpec
@@ -130,8 +130,7 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
         target_theta, _ = theta_tilt(mu_theta_batch, task, beta, seed, b)
         target_chain, _ = theta_tilt(chain_batch, task, beta, seed, b, purpose="tilt-chain")
         # the exact Q of each method's own target: a method above it over-tilts (too large a beta, a missing KL)
-        q_target = {k: float(toy.q(np.asarray(t, np.float64)).mean()) for k, t in (("theta", target_theta),
-                                                                                  ("chain", target_chain))}
+        q_target = {"theta": mean_q(toy, target_theta), "chain": mean_q(toy, target_chain)}
         for label, tag, q_support, reward in rewards:
             t0 = time.perf_counter()
             energy, loss, _ = _fit_energy("cep", b, model, x, none, support, q_support, None, beta, seed, task,

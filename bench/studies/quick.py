@@ -11,9 +11,7 @@ reports: a seed is the unit of replication, episodes are not.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # imported where used: the CLI reads this module's defaults to build its --help
     import pandas as pd

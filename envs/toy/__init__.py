@@ -10,7 +10,7 @@ import importlib
 _FROM = {"mmd_rbf": "distance", "sliced_wasserstein": "distance", "CONTROLS": "labels", "ToyControl": "labels",
          "get_control": "labels", "likelihood": "labels", "noise_floor": "target", "reject": "target",
          "sample_target": "target", "tilt": "target", "TASKS": "tasks", "ToyTask": "tasks", "get_task": "tasks",
-         "mode_masses": "tasks"}
+         "mean_q": "tasks", "mode_masses": "tasks"}
 
 
 def __getattr__(name: str):
@@ -18,5 +18,5 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"envs.toy.{_FROM[name]}"), name)
     raise AttributeError(f"module 'envs.toy' has no attribute {name!r}")
 
-__all__ = ["CONTROLS", "TASKS", "ToyControl", "ToyTask", "get_control", "get_task", "likelihood", "mmd_rbf", "mode_masses", "noise_floor",
+__all__ = ["CONTROLS", "TASKS", "ToyControl", "ToyTask", "get_control", "get_task", "likelihood", "mean_q", "mmd_rbf", "mode_masses", "noise_floor",
            "reject", "sample_target", "sliced_wasserstein", "tilt"]

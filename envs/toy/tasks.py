@@ -38,6 +38,11 @@ def mode_masses(task: ToyTask, x: np.ndarray) -> np.ndarray | None:
     return np.bincount(task.modes(np.asarray(x, dtype=np.float64)), minlength=task.n_modes) / len(x)
 
 
+def mean_q(task: ToyTask, x: np.ndarray) -> float:
+    """The mean exact Q of points (a method's samples, or a target's: a method above its target over-tilts)."""
+    return float(task.q(np.asarray(x, dtype=np.float64)).mean())
+
+
 def _8gaussians(n, rng):
     idx = rng.integers(8, size=n)
     return _8G_CENTERS[idx] + rng.normal(scale=0.5 / 1.414, size=(n, 2))
