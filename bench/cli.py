@@ -418,6 +418,18 @@ def cmd_toy_dxmi(args) -> int:
     return 0
 
 
+def cmd_toy_flow(args) -> int:
+    from bench.studies.flow_toy import BUDGETS, report_lines, run
+
+    if args.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(BUDGETS)}")
+    table = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), args.budget, Path(args.out), _command(args),
+                workers=args.workers)
+    print("\n".join(report_lines(table, BUDGETS[args.budget])))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_toy_ctrl(args) -> int:
     from bench.studies.ctrl import CTRL_BUDGETS, run
 
@@ -785,6 +797,14 @@ def build_parser() -> argparse.ArgumentParser:
             study.add_argument("--from-rows", help="write the report again from an earlier run's rows (its CSV, e.g. "
                                "results/finetune.csv), running nothing; the report names the code that made them")
         study.set_defaults(func=func)
+
+    fw = tsub.add_parser("flow", help="the flow-matching behaviour model (FQL's) against the exact behaviour")
+    fw.add_argument("--tasks", default=",".join(TASKS), help='comma-separated toy tasks')
+    fw.add_argument("--seeds", default="0,1,2", help='comma-separated seeds (one job per task and seed)')
+    fw.add_argument("--budget", default="default", help="training budget preset: default or test")
+    fw.add_argument("--workers", type=int, default=1, help="single-threaded worker processes")
+    fw.add_argument("--out", default="results/flow_toy.md", help='the report (its CSV is written beside it)')
+    fw.set_defaults(func=cmd_toy_flow)
 
     ct = tsub.add_parser("ctrl", help="CTRL beside classifier and classifier-free guidance against exact conditionals")
     ct.add_argument("--tasks", default=",".join(TASKS), help='comma-separated toy tasks')

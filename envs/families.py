@@ -68,3 +68,18 @@ def default_reward_transform(dataset: str, card: Mapping | None = None) -> str:
     if is_generated(dataset):
         return "none"
     return FAMILY_TRANSFORMS.get(family(dataset), "none")
+
+
+_QUALITIES = ("medium-replay", "medium-expert", "full-replay", "medium", "expert", "random")
+
+
+def locomotion_task(dataset: str) -> tuple[str, str] | None:
+    """(env, quality) of a locomotion dataset, e.g. ("hopper", "medium-replay") for D4RL's hopper-medium-replay-v2
+    or the generated diffbench/hopper/medium-replay-small-v0: the key of the papers' per-dataset settings tables.
+    None where the family is not locomotion or the quality is not one of D4RL's."""
+    if family(dataset) != "locomotion":
+        return None
+    name = dataset.lower().replace("\\", "/").rsplit("/datasets/", 1)[-1]
+    env = next((e for e in ("halfcheetah", "hopper", "walker2d", "ant", "humanoid") if e in name), None)
+    quality = next((q for q in _QUALITIES if q in name.split(env, 1)[-1]), None) if env else None
+    return (env, quality) if env and quality else None

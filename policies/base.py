@@ -41,6 +41,12 @@ class Algorithm(ABC):
         return {}
 
     @classmethod
+    def dataset_overrides(cls, preset: str, dataset: str) -> dict[str, Any]:
+        """Config overrides `preset` takes on one dataset (a paper's per-dataset table, e.g. SRPO's beta), applied
+        after `domain_overrides` and before the user's own; `dataset` is the id, matched by its env and quality."""
+        return {}
+
+    @classmethod
     def default_guidance_scales(cls, preset: str, family: str) -> tuple[float, ...] | None:
         """The guidance scales a run evaluates when none are asked for; None: the config's own."""
         return None

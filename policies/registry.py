@@ -20,7 +20,8 @@ _BUILTINS = ("policies.algorithms.qgpo:QGPO", "policies.algorithms.bc:BC", "poli
              "policies.algorithms.ctrl:CTRL", "policies.algorithms.dxmi:DxMI",
              "policies.algorithms.td3bc:TD3BC", "policies.algorithms.iql:IQL",
              "policies.algorithms.diffusion_ql:DiffusionQL", "policies.algorithms.idql:IDQL",
-             "policies.algorithms.sfbc:SfBC")  # module:class, registered on first lookup
+             "policies.algorithms.sfbc:SfBC", "policies.algorithms.srpo:SRPO", "policies.algorithms.fql:FQL",
+             "policies.algorithms.dac:DAC")  # module:class, registered on first lookup
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 _loaded = False
 

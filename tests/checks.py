@@ -143,3 +143,33 @@ def with_terminals(dataset: Any) -> Any:
     terminals, timeouts = t.terminals.clone(), t.timeouts.clone()
     terminals[last], timeouts[last] = 1.0, 0.0
     return dataclasses.replace(dataset, transitions=dataclasses.replace(t, terminals=terminals, timeouts=timeouts))
+
+
+def tiny_maze(tiny_pointmaze: str, session_root: Path) -> Any:
+    """The session's tiny maze, loaded inside its pinned data root."""
+    from envs.catalog import load_dataset
+    from envs.minari_source import pinned_root
+
+    with pinned_root(session_root):
+        return load_dataset(tiny_pointmaze)
+
+
+def assert_beats_random(algo: Any, dataset: Any, episodes: int = 20) -> None:
+    """Regression on a tiny dataset: `algo` (trained) scores more than 8 normalised points and 3 standard errors above
+    a uniformly random policy on the same env seeds; a policy that learned nothing scores like the random one."""
+    from bench.harness.evaluation import evaluate
+
+    class Uniform:
+        rng = np.random.default_rng(0)
+
+        def act(self, obs: np.ndarray) -> np.ndarray:
+            return self.rng.uniform(dataset.action_space.low, dataset.action_space.high,
+                                    (len(obs), dataset.transitions.action_dim)).astype(np.float32)
+
+        def seed(self, seed: int) -> None:
+            pass
+
+    ours = evaluate(algo, dataset, episodes=episodes, seed=0).normalized
+    chance = evaluate(Uniform(), dataset, episodes=episodes, seed=0).normalized
+    gap, se = ours.mean() - chance.mean(), np.sqrt(ours.var() / episodes + chance.var() / episodes)
+    assert gap > 8 and gap > 3 * se, (ours.mean(), chance.mean(), se)

@@ -27,6 +27,9 @@ SETTINGS = {
     "idql": {"critic_steps": 3000, "behaviour_steps": 5, "target_tau": 0.05},
     # an untrained behaviour model's support actions fall far outside the box; clamped, as the cpu preset does
     "qgpo": {"q_steps": 3000, "tau": 0.05, "behaviour_steps": 5, "energy_steps": 5, "support_clip": True},
+    "srpo": {"critic_steps": 3000, "behaviour_steps": 5, "policy_steps": 5, "target_tau": 0.05},
+    "fql": {"steps": 3000, "tau": 0.05},
+    "dac": {"steps": 1500, "tau": 0.05, "rho": 0.0},  # the plain ensemble mean here; the LCB: tests/test_dac.py
 }
 
 
@@ -184,6 +187,10 @@ DIRECTION = {
     "diffusion_ql": ({"steps": 600, "batch": 256, "hidden": 64, "q_hidden": 64, "ema_start": 10}, 0.0),
     "idql": ({"behaviour_steps": 800, "critic_steps": 800, "behaviour_batch": 256}, 0.0),
     "sfbc": ({"behaviour_steps": 800, "round_steps": 300, "rounds": 1}, 0.0),
+    "srpo": ({"behaviour_steps": 800, "behaviour_batch": 256, "critic_steps": 800, "policy_steps": 400,
+              "beta": 1.0}, 0.0),
+    "fql": ({"steps": 800, "batch": 256, "hidden": 64, "q_hidden": 64, "alpha": 1.0}, 0.0),
+    "dac": ({"steps": 600, "batch": 256, "hidden": 64, "q_hidden": 64, "ema_start": 10}, 0.0),
 }
 
 

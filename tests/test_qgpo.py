@@ -15,7 +15,7 @@ from policies.core.networks import EnergyNet, ScoreNet
 from policies.algorithms.qgpo import QGPO, QGPOConfig, cep_loss, in_support_value, successor_index
 from policies.core.schedule import VPSchedule
 
-from .checks import cut_and_resume, same_checkpoints
+from .checks import assert_beats_random, cut_and_resume, same_checkpoints, tiny_maze
 
 
 def test_energy_gradient_is_the_autograd_gradient():
@@ -199,29 +199,13 @@ def test_act_differs_between_guidance_scales_with_the_same_noise(trained):
 
 def test_a_trained_qgpo_beats_a_random_policy_on_the_tiny_maze(tiny_pointmaze, session_root):
     """Regression on a tiny dataset: a policy that learned nothing scores like the random reference."""
-    from envs.minari_source import pinned_root
-
-    with pinned_root(session_root):
-        ds = load_dataset(tiny_pointmaze)
+    ds = tiny_maze(tiny_pointmaze, session_root)
     config = registry.make_config("qgpo", "tiny", {"device": "cpu", "score_widths": [64, 32, 16], "behaviour_steps": 1500,
                                                    "behaviour_batch": 256, "behaviour_lr": 1e-3, "q_steps": 300,
                                                    "energy_steps": 300, "sampler.steps": 6})
     algo = QGPO.for_dataset(ds, config)
     algo.fit(ds)
-
-    class Uniform:
-        rng = np.random.default_rng(0)
-
-        def act(self, obs):
-            return self.rng.uniform(-1, 1, (len(obs), 2)).astype(np.float32)
-
-        def seed(self, seed):
-            pass
-
-    ours = evaluate(algo, ds, episodes=20, seed=0).normalized
-    chance = evaluate(Uniform(), ds, episodes=20, seed=0).normalized
-    gap, se = ours.mean() - chance.mean(), np.sqrt(ours.var() / 20 + chance.var() / 20)
-    assert gap > 8 and gap > 3 * se, (ours.mean(), chance.mean(), se)
+    assert_beats_random(algo, ds)
 
 
 def test_the_critic_bootstraps_through_timeouts_and_not_through_terminals():

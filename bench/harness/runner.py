@@ -105,7 +105,7 @@ class RunSpec:
             raise ConfigError(f"{self.algorithm} has no guidance scale to sweep; drop guidance_scales")
         if self.preset not in cls.presets:  # before the domain settings, which are per preset
             registry.make_config(self.algorithm, self.preset)
-        domain = cls.domain_overrides(self.preset, self.family)
+        domain = {**cls.domain_overrides(self.preset, self.family), **cls.dataset_overrides(self.preset, self.dataset)}
         return registry.make_config(self.algorithm, self.preset, {**domain, **self.overrides, "seed": self.seed})
 
     def scales(self) -> tuple[float, ...] | None:

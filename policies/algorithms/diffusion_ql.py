@@ -23,6 +23,7 @@ per-dataset table (1-9), at every locomotion dataset.
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,9 +31,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
-from policies.algorithms.staged import StagedAlgorithm
+from policies.algorithms.staged import OneStageAlgorithm
 from torch import nn
 
 from policies.core.ddpm import DiscreteDiffusion
@@ -87,19 +87,47 @@ PRESETS = {"paper": DiffusionQLConfig(),
            "tiny": DiffusionQLConfig(hidden=32, q_hidden=32, steps=40, batch=32, ema_start=10, candidates=4)}
 
 
-class DiffusionQL(StagedAlgorithm):
+class DiffusionActorCritic(OneStageAlgorithm):
+    """Diffusion-QL's shape, which DAC shares: a `DiscreteDiffusion` actor sampled by the posterior chain, a critic
+    with a Polyak target, and acting by a pick among `candidates` draws (`choose`)."""
+
+    def sample(self, model: DiscreteDiffusion, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The official chain from noise (x0 clamped to the box at every step), differentiable unless called under
+        no_grad; the action clamped to the box."""
+        return model.sample(states, self.action_low, self.action_high, "posterior", generator)
+
+    @abstractmethod
+    def choose(self, obs: torch.Tensor) -> torch.Tensor:
+        """The action for each state of a batch on the device."""
+
+    @torch.inference_mode()
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return self.clip(self.choose(self.observations(observations)))
+
+    def critic_spec(self) -> CriticSpec:
+        cfg = self.config
+        return CriticSpec(self.critic, False, cfg.critic_lr, cfg.batch, cfg.tau, cfg.gamma)
+
+    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return self.critic_target
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        """NFE per action: the noise network's evaluations behind one action (candidates x chain steps)."""
+        cfg = self.config
+        return self.counted_cost(nfe_per_action=cfg.candidates * cfg.diffusion_steps) | {"candidates": cfg.candidates}
+
+
+class DiffusionQL(DiffusionActorCritic):
     name = "diffusion_ql"
     description = ("Diffusion-QL (Wang, Hunt & Zhou, ICLR 2023): a diffusion policy trained by its denoising "
                    "loss plus Q-learning through its sampler")
     budget_fields = ("steps",)
     config_cls = DiffusionQLConfig
     presets = PRESETS
-    curve_stages = ("policy",)
-    critic_stages = ("policy",)
-    stages = ("policy",)
     stage_fields = {"policy": tuple(f for f in DiffusionQLConfig.__dataclass_fields__
                                     if f not in ("device", "candidates", "temperature"))}
-    policy_stages = ("policy",)
+    networks = ("actor", "ema", "critic", "critic_target")
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:
@@ -116,21 +144,6 @@ class DiffusionQL(StagedAlgorithm):
         self.critic = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers, nn.Mish).to(self.device)
         self.ema = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-
-    def sample(self, model: DiscreteDiffusion, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The official chain from noise (x0 clamped to the box at every step), differentiable unless called under
-        no_grad; the action clamped to the box."""
-        return model.sample(states, self.action_low, self.action_high, "posterior", generator)
-
-    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
-            hooks: TrainHooks | None = None) -> dict[str, Any]:
-        self.check_dataset(dataset)
-        t = dataset.transitions.to(self.device)
-        if "policy" not in self.resume(workdir):
-            self.records["policy"] = self.train(t, workdir, hooks, progress)
-            self.save(workdir, "policy", {name: getattr(self, name).state_dict()
-                                          for name in ("actor", "ema", "critic", "critic_target")})
-        return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
 
     def train(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
         cfg, n = self.config, t.observations.shape[0]
@@ -175,28 +188,11 @@ class DiffusionQL(StagedAlgorithm):
                                 "critic_target": self.critic_target, "actor_opt": actor_opt, "critic_opt": critic_opt,
                                 "actor_decay": decay[0], "critic_decay": decay[1], "batches": batches, "chains": chains})
 
-    def critic_spec(self) -> CriticSpec:
-        cfg = self.config
-        return CriticSpec(self.critic, False, cfg.critic_lr, cfg.batch, cfg.tau, cfg.gamma)
-
-    def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        return self.critic_target
-
     @torch.inference_mode()
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        cfg, obs = self.config, self.observations(observations)
+    def choose(self, obs: torch.Tensor) -> torch.Tensor:
+        """One of `candidates` draws of the policy, picked with probability ∝ exp(Q / temperature)."""
+        cfg = self.config
         self.actor.eval()
         rep = obs.repeat_interleave(cfg.candidates, 0)
         candidates = self.sample(self.actor, rep, self._act_generator).view(obs.shape[0], cfg.candidates, -1)
-        chosen = select(candidates, self.critic_target(obs, candidates), "softmax", cfg.temperature, 1, self._act_generator)
-        return self.clip(chosen)
-
-    @property
-    def cost(self) -> dict[str, Any]:
-        """NFE per action: the noise network's evaluations behind one action (candidates x chain steps)."""
-        cfg = self.config
-        return self.counted_cost(nfe_per_action=cfg.candidates * cfg.diffusion_steps) | {"candidates": cfg.candidates}
-
-    def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
-        for name in ("actor", "ema", "critic", "critic_target"):
-            getattr(self, name).load_state_dict(ckpt[name])
+        return select(candidates, self.critic_target(obs, candidates), "softmax", cfg.temperature, 1, self._act_generator)

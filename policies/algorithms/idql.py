@@ -29,7 +29,8 @@ import torch
 
 from envs.dataset import OfflineDataset
 from policies import config as cfg_tools
-from policies.algorithms.iql import IQLCritic, critic_payload, restore_critic
+from policies.algorithms.iql import (ICRITIC_FIELDS, ICRITIC_STAGE, build_shared_critic, fit_shared_critic,
+                                     restore_critic)
 from policies.algorithms.staged import StagedAlgorithm
 from policies.core.ddpm import DiscreteDiffusion
 from policies.core.fqe import CriticSpec
@@ -89,8 +90,7 @@ PRESETS = {"paper": IDQLConfig(),
            "tiny": IDQLConfig(hidden=16, blocks=1, behaviour_steps=40, behaviour_batch=64, critic_hidden=32,
                               critic_steps=50, critic_batch=64, candidates=4)}
 
-STAGE_FIELDS = {"iql_critic": ("critic_hidden", "critic_layers", "critic_steps", "critic_batch", "critic_lr", "gamma",
-                               "target_tau", "expectile", "normalize_states", "seed"),
+STAGE_FIELDS = {ICRITIC_STAGE: ICRITIC_FIELDS,
                 "behaviour": ("hidden", "blocks", "dropout", "diffusion_steps", "beta_max", "behaviour_steps",
                               "behaviour_batch", "behaviour_lr", "ema_tau")}
 
@@ -107,6 +107,7 @@ class IDQL(StagedAlgorithm):
     stages = ("iql_critic", "behaviour")
     stage_fields = STAGE_FIELDS
     policy_stages = ("iql_critic", "behaviour")
+    shared_stages = (ICRITIC_STAGE,)  # SRPO trains the same critic
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:
@@ -115,7 +116,7 @@ class IDQL(StagedAlgorithm):
 
     def build(self, observation_dim: int, action_dim: int) -> None:
         cfg = self.config
-        self.critic = IQLCritic(observation_dim, action_dim, cfg.critic_hidden, cfg.critic_layers).to(self.device)
+        self.critic = build_shared_critic(self, observation_dim, action_dim)
         net = LNResNetNoiseNet(action_dim, observation_dim, cfg.hidden, cfg.blocks, cfg.dropout)
         self.behaviour = DiscreteDiffusion(net, action_dim, cfg.diffusion_steps, cfg.beta_max).to(self.device)
         self.ema = copy.deepcopy(self.behaviour).requires_grad_(False)
@@ -125,15 +126,7 @@ class IDQL(StagedAlgorithm):
         self.check_dataset(dataset)
         cfg, t = self.config, dataset.transitions.to(self.device)
         self.resume(workdir)
-        with self.stage("iql_critic", workdir, hooks) as todo:
-            if todo:
-                self.records["iql_critic"] = self.critic.fit(
-                    t, steps=cfg.critic_steps, batch=cfg.critic_batch, lr=cfg.critic_lr, gamma=cfg.gamma,
-                    target_tau=cfg.target_tau, expectile=cfg.expectile, normalize_states=cfg.normalize_states,
-                    generator=stage_generator(cfg.seed, "iql_critic", self.device),
-                    fingerprint=self.fingerprint("iql_critic"), workdir=workdir, hooks=hooks, progress=progress,
-                    stage="iql_critic (idql)")
-                self.save(workdir, "iql_critic", critic_payload(self.critic))
+        fit_shared_critic(self, self.critic, t, workdir, hooks, progress)
         with self.stage("behaviour", workdir, hooks) as todo:
             if todo:
                 self.records["behaviour"] = self.train_behaviour(t, workdir, hooks, progress)

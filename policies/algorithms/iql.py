@@ -147,6 +147,34 @@ class IQLCritic(nn.Module):
                                 "generator": generator})
 
 
+# the "iql_critic" stage that IDQL and SRPO share (their configs name its fields alike): one checkpoint serves both
+ICRITIC_STAGE = "iql_critic"
+ICRITIC_FIELDS = ("critic_hidden", "critic_layers", "critic_steps", "critic_batch", "critic_lr", "gamma", "target_tau",
+                  "expectile", "normalize_states", "seed")
+
+
+def build_shared_critic(algo: StagedAlgorithm, observation_dim: int, action_dim: int) -> IQLCritic:
+    """The shared critic's networks. Build them first in `build` (IDQL) or under `reseeded(seed)` (SRPO), so that
+    they start from the same weights, and the stage's checkpoint is the same, whichever algorithm trains it."""
+    cfg = algo.config
+    return IQLCritic(observation_dim, action_dim, cfg.critic_hidden, cfg.critic_layers).to(algo.device)
+
+
+def fit_shared_critic(algo: StagedAlgorithm, critic: IQLCritic, t: Any, workdir: Path | None, hooks: TrainHooks | None,
+                      progress: bool) -> None:
+    """The "iql_critic" stage: IQL's critic at the config's `ICRITIC_FIELDS`, unless restored."""
+    cfg = algo.config
+    with algo.stage(ICRITIC_STAGE, workdir, hooks) as todo:
+        if todo:
+            algo.records[ICRITIC_STAGE] = critic.fit(
+                t, steps=cfg.critic_steps, batch=cfg.critic_batch, lr=cfg.critic_lr, gamma=cfg.gamma,
+                target_tau=cfg.target_tau, expectile=cfg.expectile, normalize_states=cfg.normalize_states,
+                generator=stage_generator(cfg.seed, ICRITIC_STAGE, algo.device),
+                fingerprint=algo.fingerprint(ICRITIC_STAGE), workdir=workdir, hooks=hooks, progress=progress,
+                stage=f"{ICRITIC_STAGE} ({algo.name})")
+            algo.save(workdir, ICRITIC_STAGE, critic_payload(critic))
+
+
 def critic_payload(critic: IQLCritic) -> dict[str, Any]:
     return {name: getattr(critic, name).state_dict() for name in ("q", "q_target", "v", "norm")}
 

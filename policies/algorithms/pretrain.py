@@ -95,6 +95,11 @@ def pretrain_settings(config: PretrainConfig) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in fields(PretrainConfig)}
 
 
+def behaviour_settings(preset: str) -> dict[str, Any]:
+    """The behaviour stage's fields at `preset` (but the seed), for an algorithm that shares mu_theta alone."""
+    return {k: getattr(PRETRAIN_PRESETS[preset], k) for k in PRETRAIN_FIELDS["behaviour"] if k != "seed"}
+
+
 # the presets' shared stages; each algorithm's presets start from these, so that they share checkpoints
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(),
@@ -209,21 +214,19 @@ def train_critic(q: TwinQ, data: dict[str, torch.Tensor], support: torch.Tensor,
 
 # ---------------------------------------------------------------- the stages as an algorithm's first three
 
-class PretrainedAlgorithm(StagedAlgorithm):
-    """An algorithm whose first stages are behaviour, support and critic, shared with every other such
-    algorithm (through the harness's stage store, `TrainHooks.shared_stages`)."""
+class BehaviourAlgorithm(StagedAlgorithm):
+    """An algorithm whose first stage is the shared behaviour model mu_theta (SRPO alone; the others through
+    `PretrainedAlgorithm`). Its config has `PRETRAIN_FIELDS["behaviour"]` (`behaviour_settings`), and
+    `build_behaviour` runs first in `build`, right after the seed, so that every algorithm's mu_theta starts from
+    the same weights and trains to the same checkpoint, whichever of them trains it."""
 
-    shared_stages = PRETRAIN_STAGES
+    shared_stages: ClassVar[tuple[str, ...]] = ("behaviour",)
 
-    def build_pretrained(self, observation_dim: int, action_dim: int) -> None:
-        cfg = self.config
-        self.behaviour = DiffusionModel(action_dim, observation_dim, cfg.score_widths).to(self.device)
-        self.q = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers).to(self.device)
-        self.q_target: TwinQ | None = None
-        self._support: dict[str, torch.Tensor] = {}
+    def build_behaviour(self, observation_dim: int, action_dim: int) -> None:
+        self.behaviour = DiffusionModel(action_dim, observation_dim, self.config.score_widths).to(self.device)
 
     def fit_behaviour_stage(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> None:
-        """Stage 1 alone (CTRL needs mu_theta but no critic)."""
+        """Stage 1: mu_theta by denoising score matching."""
         cfg = self.config
         with self.stage("behaviour", workdir, hooks) as todo:
             if todo:
@@ -233,6 +236,20 @@ class PretrainedAlgorithm(StagedAlgorithm):
                     generator=stage_generator(cfg.seed, "behaviour", self.device),
                     fingerprint=self.fingerprint("behaviour"), workdir=workdir, hooks=hooks, progress=progress)
                 self.save(workdir, "behaviour", {"behaviour": self.behaviour.state_dict()})
+
+
+class PretrainedAlgorithm(BehaviourAlgorithm):
+    """An algorithm whose first stages are behaviour, support and critic, shared with every other such
+    algorithm (through the harness's stage store, `TrainHooks.shared_stages`)."""
+
+    shared_stages = PRETRAIN_STAGES
+
+    def build_pretrained(self, observation_dim: int, action_dim: int) -> None:
+        cfg = self.config
+        self.build_behaviour(observation_dim, action_dim)
+        self.q = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers).to(self.device)
+        self.q_target: TwinQ | None = None
+        self._support: dict[str, torch.Tensor] = {}
 
     def fit_support_stage(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> None:
         """Stage 2: M samples of mu_theta for every dataset state and next state, generated once."""

@@ -44,11 +44,23 @@ def dataset_tag(dataset: OfflineDataset) -> dict[str, Any]:
             "digest": h.hexdigest()[:16]}
 
 
+@contextmanager
+def reseeded(seed: int) -> Iterator[None]:
+    """The global RNG as `build` starts it (seeded by `seed`), restored after: networks of a shared stage that
+    another algorithm builds first get the same initial weights here."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 class StagedAlgorithm(Algorithm):
     stages: ClassVar[tuple[str, ...]]
     stage_fields: ClassVar[dict[str, tuple[str, ...]]]
     policy_stages: ClassVar[tuple[str, ...]]
     shared_stages: ClassVar[tuple[str, ...]] = ()  # stages whose checkpoints other algorithms may restore
+    # stages that read no earlier stage (SRPO's critic beside its behaviour model): their fingerprint is their own
+    # fields alone, so that they share checkpoints with an algorithm that trains them first (IDQL's critic)
+    independent_stages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, observation_dim: int, action_dim: int, action_low: np.ndarray,
                  action_high: np.ndarray, device: str | None = None):
@@ -113,9 +125,10 @@ class StagedAlgorithm(Algorithm):
     # -- stage checkpoints
 
     def fingerprint(self, stage: str) -> dict[str, Any]:
-        """The config fields `stage` and the stages before it depend on."""
+        """The config fields `stage` and the stages before it depend on (`independent_stages`: its own alone)."""
         mine = self.config.identity()
-        keys = [k for name in self.stages[: self.stages.index(stage) + 1] for k in self.stage_fields[name]]
+        before = (stage,) if stage in self.independent_stages else self.stages[: self.stages.index(stage) + 1]
+        keys = [k for name in before for k in self.stage_fields[name]]
         return {k: mine[k] for k in keys if k in mine}
 
     def owners(self, stage: str) -> tuple[str, ...]:
@@ -233,3 +246,31 @@ class StagedAlgorithm(Algorithm):
             algo.records[stage] = ckpt.get("record", {})
             algo.restore(stage, ckpt)
         return algo
+
+
+class OneStageAlgorithm(StagedAlgorithm):
+    """An algorithm whose critic and policy train together in one stage, "policy" (Diffusion-QL, FQL, DAC): `train`
+    trains it; the networks named in `networks` make its checkpoint."""
+
+    stages = ("policy",)
+    policy_stages = ("policy",)
+    curve_stages = ("policy",)
+    critic_stages = ("policy",)
+    networks: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def train(self, t: Any, workdir: Path | None, hooks: TrainHooks | None, progress: bool) -> dict[str, Any]:
+        """The stage on transitions `t` (on the device); returns its record (`run_steps`')."""
+
+    def fit(self, dataset: OfflineDataset, workdir: Path | None = None, progress: bool = False,
+            hooks: TrainHooks | None = None) -> dict[str, Any]:
+        self.check_dataset(dataset)
+        t = dataset.transitions.to(self.device)
+        if "policy" not in self.resume(workdir):
+            self.records["policy"] = self.train(t, workdir, hooks, progress)
+            self.save(workdir, "policy", {name: getattr(self, name).state_dict() for name in self.networks})
+        return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
+
+    def restore(self, stage: str, ckpt: dict[str, Any]) -> None:
+        for name in self.networks:
+            getattr(self, name).load_state_dict(ckpt[name])

@@ -50,11 +50,17 @@ class DiscreteDiffusion(nn.Module):
              reduce: str = "sum") -> torch.Tensor:
         """E_{i, z} of ||eps(sqrt(abar_i) a + sqrt(1 - abar_i) z, i, s) - z||^2, summed over action dimensions
         (IDQL's) or averaged over them ("mean": Diffusion-QL's MSE, which its eta is scaled against)."""
+        x, i, z = self.perturb(actions, generator)
+        err = self.net.eps(x, i.float(), self.net.condition(states)) - z
+        return err.pow(2).sum(-1).mean() if reduce == "sum" else err.pow(2).mean()
+
+    def perturb(self, actions: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_i = sqrt(abar_i) a + sqrt(1 - abar_i) z, the level i ~ U{0..T-1}, the noise z) for each action."""
         i = torch.randint(self.levels, (actions.shape[0],), device=actions.device, generator=generator)
         z = torch.randn(actions.shape, device=actions.device, generator=generator)
         abar = self.abar[i][:, None]
-        err = (self.net.eps(abar.sqrt() * actions + (1 - abar).sqrt() * z, i.float(), self.net.condition(states)) - z)
-        return err.pow(2).sum(-1).mean() if reduce == "sum" else err.pow(2).mean()
+        return abar.sqrt() * actions + (1 - abar).sqrt() * z, i, z
 
     def sample(self, states: torch.Tensor, low: torch.Tensor, high: torch.Tensor, chain: str,
                generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:

@@ -293,3 +293,85 @@ class LNResNetNoiseNet(nn.Module):
 
     def forward(self, x: torch.Tensor, level: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         return self.eps(x, level, states)
+
+
+# ---------------------------------------------------------------- ensembles and the flow core's network
+
+class EnsembleLinear(nn.Module):
+    """E independent Linear layers applied as one batched matmul: (E, N, in) -> (E, N, out). Each member is
+    initialised as `nn.Linear` initialises one layer, so an ensemble of one trains as a plain MLP does."""
+
+    def __init__(self, members: int, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, d_in, d_out))
+        self.bias = nn.Parameter(torch.empty(members, 1, d_out))
+        bound = 1 / math.sqrt(d_in) if d_in > 0 else 0.0
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleQ(nn.Module):
+    """E critics Q_e(s, a), trained as one network: DAC's ensemble (10, Mish) and FQL's pair (GELU, layer norm
+    after each hidden activation, as the official `Value`). `members` gives every member's value, (E, ...); called,
+    it gives their mean, the value both methods' actors climb (and what a critic check reads, as of `TwinQ`)."""
+
+    def __init__(self, members: int, action_dim: int, state_dim: int, hidden: int = 256, layers: int = 3,
+                 activation: type[nn.Module] = nn.Mish, layer_norm: bool = False):
+        super().__init__()
+        self.size = members
+        sizes = [state_dim + action_dim] + [hidden] * layers
+        body: list[nn.Module] = []
+        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+            body += [EnsembleLinear(members, d_in, d_out), activation()]
+            if layer_norm:
+                body.append(nn.LayerNorm(d_out))
+        self.body = nn.Sequential(*body, EnsembleLinear(members, hidden, 1))
+
+    def members(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if actions.dim() == states.dim() + 1:  # many actions per state: (B, M, A) with (B, S)
+            states = states.unsqueeze(-2).expand(*actions.shape[:-1], states.shape[-1])
+        sa = torch.cat([states, actions], -1)
+        lead = sa.shape[:-1]
+        out = self.body(sa.reshape(1, -1, sa.shape[-1]).expand(self.size, -1, -1))
+        return out.reshape(self.size, *lead)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.members(states, actions).mean(0)
+
+    def regression_loss(self, states: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Every member's mean squared error to the (fixed) targets, averaged over members."""
+        return (self.members(states, actions) - targets).pow(2).mean()
+
+
+def gelu_mlp(sizes: Sequence[int], layer_norm: bool = False) -> nn.Sequential:
+    """FQL's MLP: GELU after every hidden layer (then LayerNorm, where asked), a linear output."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.GELU())
+            if layer_norm:
+                layers.append(nn.LayerNorm(sizes[i + 1]))
+    return nn.Sequential(*layers)
+
+
+class VectorField(nn.Module):
+    """v(x, t, s): an MLP on [s, x, t] (FQL's ActorVectorField), t a (B,) tensor or a float shared by the batch.
+    Built `timed=False` it is a map of [s, x] alone: FQL's one-step policy, noise in, action out."""
+
+    def __init__(self, action_dim: int, state_dim: int, hidden: int = 512, layers: int = 4, layer_norm: bool = False,
+                 timed: bool = True):
+        super().__init__()
+        self.timed = timed
+        with allow_empty_state():
+            self.net = gelu_mlp([state_dim + action_dim + int(timed), *[hidden] * layers, action_dim], layer_norm)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None, states: torch.Tensor) -> torch.Tensor:
+        parts = [states, x]
+        if self.timed:
+            t = _time_tensor(t, x)
+            parts.append(t.expand(x.shape[0])[:, None] if t.numel() == 1 else t[:, None])
+        return self.net(torch.cat(parts, -1))
