@@ -28,8 +28,9 @@ SETTINGS = {
     # an untrained behaviour model's support actions fall far outside the box; clamped, as the cpu preset does
     "qgpo": {"q_steps": 3000, "tau": 0.05, "behaviour_steps": 5, "energy_steps": 5, "support_clip": True},
     "srpo": {"critic_steps": 3000, "behaviour_steps": 5, "policy_steps": 5, "target_tau": 0.05},
-    "fql": {"steps": 3000, "tau": 0.05},
-    "dac": {"steps": 1500, "tau": 0.05, "rho": 0.0},  # the plain ensemble mean here; the LCB: tests/test_dac.py
+    "fql": {"steps": 2000, "tau": 0.05, "flow_steps": 1},
+    # the plain ensemble mean here (the LCB: tests/test_dac.py); one draw per next state
+    "dac": {"steps": 1200, "tau": 0.05, "rho": 0.0, "backup_samples": 1},
 }
 
 

@@ -204,7 +204,7 @@ def run_cli(capsys, *argv):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("algorithms: [qgpo\n", "is not valid YAML at line"),
-    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, ctrl, ddpo, diffusion_ql, dxmi, idql, iql, qgpo, sfbc, td3bc"),
+    ("algorithms: [qgpx]\ndatasets: [d]\n", "unknown algorithm 'qgpx'; known: bc, ctrl, dac, ddpo, diffusion_ql, dxmi, fql, idql, iql, qgpo, sfbc, srpo, td3bc"),
     ("algorithms: [qgpo]\ndatasets: [d]\noverrides: {betaa: 3}\n", "unknown config key 'betaa'"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseedz: [0]\n", "unknown config key 'seedz'; known keys: algorithms"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseeds: [zero]\n", "seeds[0] must be an integer"),

@@ -76,7 +76,7 @@ def test_bad_config_values_are_one_clear_error(field, value, match):
 
 
 def test_unknown_names_are_one_clear_error():
-    with pytest.raises(ConfigError, match="unknown algorithm 'qgpx'; known: bc, ctrl, ddpo, diffusion_ql, dxmi, idql, iql, qgpo, sfbc, td3bc"):
+    with pytest.raises(ConfigError, match="unknown algorithm 'qgpx'; known: bc, ctrl, dac, ddpo, diffusion_ql, dxmi, fql, idql, iql, qgpo, sfbc, srpo, td3bc"):
         registry.get("qgpx")
     with pytest.raises(ConfigError, match="unknown preset 'fast'"):
         registry.make_config("qgpo", "fast")

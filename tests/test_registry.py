@@ -29,7 +29,7 @@ def fresh_registry(monkeypatch, tmp_path):
 def test_an_entry_point_adds_an_algorithm_with_its_presets(fresh_registry):
     install_plugin(fresh_registry, "from policies.algorithms.qgpo import QGPO\n\nclass Mine(QGPO):\n    name = 'mine'\n",
                    "thirdparty_algo:Mine")
-    assert registry.available() == ["bc", "ctrl", "ddpo", "diffusion_ql", "dxmi", "idql", "iql", "mine", "qgpo", "sfbc", "td3bc"]
+    assert registry.available() == ["bc", "ctrl", "dac", "ddpo", "diffusion_ql", "dxmi", "fql", "idql", "iql", "mine", "qgpo", "sfbc", "srpo", "td3bc"]
     assert registry.make_config("mine", "tiny", beta=5).beta == 5.0
 
 
@@ -37,7 +37,7 @@ def test_a_broken_plugin_is_one_warning_and_the_builtins_still_work(fresh_regist
     install_plugin(fresh_registry, "raise ImportError('needs jax')\n", "thirdparty_algo:Mine")
     with pytest.warns(UserWarning, match="algorithm plug-in 'mine' .* failed to import and is left out: "
                                          "ImportError: needs jax") as caught:
-        assert registry.available() == ["bc", "ctrl", "ddpo", "diffusion_ql", "dxmi", "idql", "iql", "qgpo", "sfbc", "td3bc"]
+        assert registry.available() == ["bc", "ctrl", "dac", "ddpo", "diffusion_ql", "dxmi", "fql", "idql", "iql", "qgpo", "sfbc", "srpo", "td3bc"]
     assert len(caught) == 1
     with pytest.raises(ConfigError, match="unknown algorithm 'mine'"):
         registry.get("mine")
