@@ -1,7 +1,13 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `pytest -n N`'s workers: one thread each, or N workers fight for cores
+    import torch
+
+    torch.set_num_threads(1)
 
 TINY_ID = "diffbench/pointmaze/umaze-small-v0"
 TINY_STEPS = 1500
