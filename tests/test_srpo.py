@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from policies import registry
-from policies.algorithms.srpo import SRPO, WEIGHTINGS, srpo_loss
+from policies.algorithms.srpo import SRPO, srpo_loss
 from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks
 
@@ -16,6 +16,7 @@ from .checks import check_acting
 MEAN, STD = torch.tensor([0.2, -0.3]), torch.tensor([0.3, 0.6])  # mu = N(MEAN, diag STD^2)
 GOAL, K = torch.tensor([0.9, 0.4]), 1.0  # Q(a) = -K/2 |a - GOAL|^2
 T_RANGE = (0.02, 0.98)
+WEIGHTS = {"vds": lambda alpha, sigma: sigma ** 2, "stable": lambda alpha, sigma: torch.ones_like(sigma)}  # the paper's
 
 
 class ExactBehaviour(nn.Module):
@@ -35,7 +36,7 @@ def optimum(beta: float, weighting: str) -> torch.Tensor:
     (alpha_t^2 STD^2 + sigma_t^2)], t ~ U(T_RANGE), by quadrature."""
     t = torch.linspace(*T_RANGE, 20_001, dtype=torch.float64)
     alpha, sigma = VPSchedule().alpha_sigma(t)
-    w = WEIGHTINGS[weighting](alpha, sigma)
+    w = WEIGHTS[weighting](alpha, sigma)
     kappa = (w * sigma * alpha)[:, None] / (alpha[:, None] ** 2 * STD.double() ** 2 + sigma[:, None] ** 2)
     kappa = kappa.mean(0).float()
     return (kappa * MEAN + beta * K * GOAL) / (kappa + beta * K)
