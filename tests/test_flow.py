@@ -2,6 +2,7 @@
 Euler sampler carries noise onto the data with it, and the loss's minimiser is it."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -77,3 +78,26 @@ def test_the_flow_behaviour_matches_the_toy_behaviour(task):
     row = flow_distances(task, fit_flow(task, 0, BUDGETS["test"]), BUDGETS["test"], seed=0)
     assert row["swd_fine"] < 2.5 * row["swd_floor"], row
     assert np.isfinite(row["swd_flow"])
+
+
+def test_the_flow_study_writes_its_table_and_resumes_from_its_partial_rows(tmp_path, monkeypatch):
+    from bench.cli import main
+    from bench.studies import flow_toy
+
+    out = tmp_path / "flow.md"
+    args = ["toy", "flow", "--tasks", "8gaussians", "--seeds", "0,1", "--budget", "test", "--out", str(out)]
+    real, made = flow_toy.fit_flow, []
+
+    def fit(task, seed, budget):
+        made.append(seed)
+        if made == [0, 1]:
+            raise KeyboardInterrupt  # the first invocation is cut during seed 1
+        return real(task, seed, budget)
+
+    monkeypatch.setattr(flow_toy, "fit_flow", fit)
+    assert main(args) == 130  # interrupted: what finished is kept
+    assert out.with_suffix(".partial.csv").exists() and not out.exists()
+    assert main(args) == 0
+    assert made == [0, 1, 1]  # seed 0's row came from the partial file
+    assert "| 8gaussians | 2 |" in out.read_text() and "Within 2× the floor with FQL's 10-step sampler" in out.read_text()
+    assert len(pd.read_csv(out.with_suffix(".csv"))) == 2 and not out.with_suffix(".partial.csv").exists()

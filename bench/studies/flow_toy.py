@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from bench.harness.provenance import code_version, made_by
-from bench.studies.exactness import _torch_gen, run_jobs, stream
+from bench.studies.exactness import _torch_gen, budget_label, stream
+from bench.studies.resumable import run_resumable
 from envs.toy import TASKS, sliced_wasserstein
 from policies.core.flow import FlowModel
 from policies.core.networks import VectorField
@@ -108,14 +109,16 @@ def report_lines(table: pd.DataFrame, budget: FlowBudget) -> list[str]:
 
 
 def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1) -> pd.DataFrame:
+    """(task, seed) jobs in `workers` single-threaded processes; resumable: finished jobs are kept in
+    `<out>.partial.csv` (`bench.studies.resumable`), deleted once the report is written."""
     budget, version, began = BUDGETS[budget_name], code_version(), time.perf_counter()
-    rows: list[dict] = []
-    run_jobs(job, [(task, seed, budget) for task in tasks for seed in seeds], workers,
-             lambda j, result: rows.extend(r | {"code": version} for r in result))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, _ = run_resumable(job, [(task, seed, budget) for task in tasks for seed in seeds], lambda j: (j[0], j[1]), out,
+                            budget_label(budget_name, budget), workers, reuse=lambda grp: grp)
     df = pd.DataFrame(rows)
+    df = df[df.task.isin(tasks) & df.seed.isin(seeds)]
     df["task"] = pd.Categorical(df.task, tasks, ordered=True)
     df = df.sort_values(["task", "seed"]).reset_index(drop=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
     table = summary(df, budget)
     text = ["# The flow-matching behaviour model against the toys' exact behaviour", "",
@@ -126,4 +129,5 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
             f"{budget.floor_repeats} draws). Budget: "
             + ", ".join(f"{k} {v}" for k, v in asdict(budget).items()) + ".", "", *report_lines(table, budget)]
     out.write_text("\n".join(text) + "\n")
+    out.with_suffix(".partial.csv").unlink(missing_ok=True)
     return table
