@@ -145,15 +145,6 @@ def with_terminals(dataset: Any) -> Any:
     return dataclasses.replace(dataset, transitions=dataclasses.replace(t, terminals=terminals, timeouts=timeouts))
 
 
-def tiny_maze(tiny_pointmaze: str, session_root: Path) -> Any:
-    """The session's tiny maze, loaded inside its pinned data root."""
-    from envs.catalog import load_dataset
-    from envs.minari_source import pinned_root
-
-    with pinned_root(session_root):
-        return load_dataset(tiny_pointmaze)
-
-
 def assert_beats_random(algo: Any, dataset: Any, episodes: int = 20) -> None:
     """Regression on a tiny dataset: `algo` (trained) scores more than 8 normalised points and 3 standard errors above
     a uniformly random policy on the same env seeds; a policy that learned nothing scores like the random one."""

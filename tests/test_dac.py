@@ -10,7 +10,7 @@ from policies.algorithms.dac import DAC, guided_noise_loss
 from policies.core.ddpm import DiscreteDiffusion
 from policies.core.networks import DQLNoiseNet
 
-from .checks import assert_beats_random, check_acting, tiny_maze
+from .checks import assert_beats_random, check_acting
 
 MEAN, STD = torch.tensor([0.2, -0.3]), torch.tensor([0.3, 0.5])  # the data's actions: N(MEAN, diag STD^2)
 SLOPE, LEVEL = torch.tensor([1.0, -2.0]), 10.0  # Q(s, a) = SLOPE . a + LEVEL
@@ -88,13 +88,12 @@ def test_the_reference_settings_per_dataset():
                                                                        "rho": 1.1, "critic_lr": 1e-3}
 
 
-def test_a_trained_dac_beats_a_random_policy_on_the_tiny_maze(tiny_pointmaze, session_root):
+def test_a_trained_dac_beats_a_random_policy_on_the_tiny_maze(umaze):
     """At a fixed eta = 20 (18.4 +- 1.8 against the random policy's 6.6 +- 2.9 when written). The tiny maze's critic
     at this budget is a poor guide: with the reference's eta adaptation (eta falls toward eta_min while the noise
     loss sits under its threshold) DAC scored 0.0, at a fixed eta = 1 2.5, at eta = 5 14.1, at eta = 100 19.9."""
-    ds = tiny_maze(tiny_pointmaze, session_root)
-    algo = DAC.for_dataset(ds, registry.make_config("dac", "tiny", {"device": "cpu", "hidden": 64, "q_hidden": 64,
+    algo = DAC.for_dataset(umaze, registry.make_config("dac", "tiny", {"device": "cpu", "hidden": 64, "q_hidden": 64,
                                                                     "steps": 1500, "batch": 256, "lr": 1e-3,
                                                                     "critic_lr": 1e-3, "eta": 20.0, "eta_lr": 0.0}))
-    algo.fit(ds)
-    assert_beats_random(algo, ds)
+    algo.fit(umaze)
+    assert_beats_random(algo, umaze)

@@ -10,7 +10,7 @@ from policies.algorithms.fql import FQL, distill_loss
 from policies.core.flow import FlowModel
 from policies.core.networks import VectorField
 
-from .checks import assert_beats_random, check_acting, tiny_maze
+from .checks import assert_beats_random, check_acting
 
 C0 = torch.tensor([0.3, -0.2])  # the flow's constant velocity: flow(z) = z + C0 exactly, by any Euler steps
 GOAL, K = torch.tensor([0.8, 0.5]), 2.0  # Q(a) = -K/2 |a - GOAL|^2
@@ -73,11 +73,10 @@ def test_the_official_alpha_per_domain_and_the_recommendation_elsewhere():
     assert FQL.dataset_overrides("cpu", "diffbench/hopper/medium-small-v0") == {"normalize_q_loss": True}
 
 
-def test_a_trained_fql_beats_a_random_policy_on_the_tiny_maze(tiny_pointmaze, session_root):
+def test_a_trained_fql_beats_a_random_policy_on_the_tiny_maze(umaze):
     """31.8 +- 3.2 against the random policy's 6.6 +- 2.9 when written (MLP BC at this budget: 19.2)."""
-    ds = tiny_maze(tiny_pointmaze, session_root)
-    algo = FQL.for_dataset(ds, registry.make_config("fql", "tiny", {"device": "cpu", "hidden": 128, "q_hidden": 128,
+    algo = FQL.for_dataset(umaze, registry.make_config("fql", "tiny", {"device": "cpu", "hidden": 128, "q_hidden": 128,
                                                                     "steps": 1500, "batch": 256, "lr": 1e-3,
                                                                     "flow_steps": 10, "normalize_q_loss": True}))
-    algo.fit(ds)
-    assert_beats_random(algo, ds)
+    algo.fit(umaze)
+    assert_beats_random(algo, umaze)

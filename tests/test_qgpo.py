@@ -15,7 +15,7 @@ from policies.core.networks import EnergyNet, ScoreNet
 from policies.algorithms.qgpo import QGPO, QGPOConfig, cep_loss, in_support_value, successor_index
 from policies.core.schedule import VPSchedule
 
-from .checks import assert_beats_random, cut_and_resume, same_checkpoints, tiny_maze
+from .checks import assert_beats_random, cut_and_resume, same_checkpoints
 
 
 def test_energy_gradient_is_the_autograd_gradient():
@@ -197,9 +197,9 @@ def test_act_differs_between_guidance_scales_with_the_same_noise(trained):
     assert np.array_equal(plain, again) and np.abs(guided - plain).mean() > 1e-3
 
 
-def test_a_trained_qgpo_beats_a_random_policy_on_the_tiny_maze(tiny_pointmaze, session_root):
+def test_a_trained_qgpo_beats_a_random_policy_on_the_tiny_maze(umaze):
     """Regression on a tiny dataset: a policy that learned nothing scores like the random reference."""
-    ds = tiny_maze(tiny_pointmaze, session_root)
+    ds = umaze
     config = registry.make_config("qgpo", "tiny", {"device": "cpu", "score_widths": [64, 32, 16], "behaviour_steps": 1500,
                                                    "behaviour_batch": 256, "behaviour_lr": 1e-3, "q_steps": 300,
                                                    "energy_steps": 300, "sampler.steps": 6})

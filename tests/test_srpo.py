@@ -12,6 +12,7 @@ from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks
 
 from .checks import check_acting
+from .contract import tensors
 
 MEAN, STD = torch.tensor([0.2, -0.3]), torch.tensor([0.3, 0.6])  # mu = N(MEAN, diag STD^2)
 GOAL, K = torch.tensor([0.9, 0.4]), 1.0  # Q(a) = -K/2 |a - GOAL|^2
@@ -59,12 +60,6 @@ def test_the_policy_settles_at_the_closed_form_optimum_over_a_gaussian_behaviour
     assert (exact - MEAN).abs().min() > 0.1 and (exact - GOAL).abs().min() > 0.1
 
 
-def tensors(path):
-    ckpt = torch.load(path, weights_only=True)
-    return {f"{k}/{p}": v for k in ckpt if isinstance(ckpt[k], dict) for p, v in ckpt[k].items()
-            if isinstance(v, torch.Tensor)}
-
-
 def test_its_first_stages_are_qgpos_behaviour_and_idqls_critic_checkpoint_for_checkpoint(umaze, tmp_path):
     """Trained apart, SRPO's mu_theta equals QGPO's and its critic equals IDQL's, tensor for tensor (so a sweep may
     train either once for both); through the shared store SRPO then restores both instead of training them."""
@@ -72,7 +67,7 @@ def test_its_first_stages_are_qgpos_behaviour_and_idqls_critic_checkpoint_for_ch
         algo = registry.get(name).for_dataset(umaze, registry.make_config(name, "tiny", {"device": "cpu"}))
         algo.fit(umaze, tmp_path / name)
     for ours, theirs in (("behaviour", tmp_path / "qgpo" / "behaviour.pt"), ("iql_critic", tmp_path / "idql" / "iql_critic.pt")):
-        mine, other = tensors(tmp_path / "srpo" / f"{ours}.pt"), tensors(theirs)
+        mine, other = (tensors(torch.load(path, weights_only=True)) for path in (tmp_path / "srpo" / f"{ours}.pt", theirs))
         assert mine.keys() == other.keys() and all(torch.equal(mine[k], other[k]) for k in mine), ours
 
     store = tmp_path / "shared"

@@ -30,8 +30,9 @@ def fit_behaviour(model: "DiffusionModel", states: torch.Tensor, actions: torch.
                   lr: float, generator: torch.Generator, progress: bool = False, stage: str = "behaviour",
                   workdir: Path | None = None, hooks: TrainHooks | None = None, fingerprint: Any = None,
                   lr_schedule: str = "constant") -> dict:
-    """Behaviour cloning by denoising score matching on random minibatches (Adam; `lr_schedule` "cosine": the
-    rate decays to 0 over `steps`)."""
+    """Behaviour cloning by the model's own loss on random minibatches: denoising score matching here, flow matching
+    for a `FlowModel` (any model with `loss(actions, states, generator)`). Adam; `lr_schedule` "cosine": the rate
+    decays to 0 over `steps`."""
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
