@@ -11,7 +11,7 @@ from policies.algorithms.srpo import SRPO, srpo_loss
 from policies.core.schedule import VPSchedule
 from policies.core.training import TrainHooks
 
-from .checks import check_acting
+from .checks import assert_beats_random, check_acting
 from .contract import tensors
 
 MEAN, STD = torch.tensor([0.2, -0.3]), torch.tensor([0.3, 0.6])  # mu = N(MEAN, diag STD^2)
@@ -43,8 +43,8 @@ def optimum(beta: float, weighting: str) -> torch.Tensor:
     return (kappa * MEAN + beta * K * GOAL) / (kappa + beta * K)
 
 
-@pytest.mark.parametrize("weighting,beta", [("vds", 0.3), ("stable", 1.0)])
-def test_the_policy_settles_at_the_closed_form_optimum_over_a_gaussian_behaviour(weighting, beta):
+@pytest.mark.parametrize("weighting,beta,baseline", [("vds", 0.3, False), ("vds", 0.3, True), ("stable", 1.0, False)])
+def test_the_policy_settles_at_the_closed_form_optimum_over_a_gaussian_behaviour(weighting, beta, baseline):
     a = nn.Parameter(torch.zeros(2))
     opt = torch.optim.Adam([a], lr=0.02)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 3000)
@@ -52,12 +52,27 @@ def test_the_policy_settles_at_the_closed_form_optimum_over_a_gaussian_behaviour
     for _ in range(3000):
         actions = a.expand(512, 2)
         q_grad = -K * (actions.detach() - GOAL)
-        loss = srpo_loss(actions, torch.zeros(512, 0), behaviour, q_grad, beta, weighting, T_RANGE, g)
+        loss = srpo_loss(actions, torch.zeros(512, 0), behaviour, q_grad, beta, weighting, T_RANGE, g, baseline)
         opt.zero_grad(), loss.backward(), opt.step(), schedule.step()
     exact = optimum(beta, weighting)
     assert torch.allclose(a.detach(), exact, atol=0.02), (a.detach(), exact)
     # both terms bind: the optimum is neither the behaviour's mean nor the critic's best action
     assert (exact - MEAN).abs().min() > 0.1 and (exact - GOAL).abs().min() > 0.1
+
+
+def test_the_noise_baseline_keeps_the_expected_gradient_and_cuts_its_variance():
+    """Per-sample gradients in a of the surrogate at a fixed action, with and without the baseline: the same mean
+    (within the sampling error) and a far smaller spread."""
+    behaviour, n = ExactBehaviour(), 200_000
+    grads = {}
+    for baseline in (False, True):
+        a = torch.full((n, 2), 0.5, requires_grad=True)
+        loss = srpo_loss(a, torch.zeros(n, 0), behaviour, torch.zeros(n, 2), 0.0, "vds", T_RANGE,
+                         torch.Generator().manual_seed(1), baseline)
+        grads[baseline], = torch.autograd.grad(loss * n, a)
+    plain, based = grads[False], grads[True]
+    assert torch.allclose(plain.mean(0), based.mean(0), atol=4 * plain.std(0).max().item() / n ** 0.5)
+    assert (based.std(0) < plain.std(0) / 3).all(), (based.std(0), plain.std(0))
 
 
 def test_its_first_stages_are_qgpos_behaviour_and_idqls_critic_checkpoint_for_checkpoint(umaze, tmp_path):
@@ -100,3 +115,15 @@ def test_a_run_takes_the_datasets_settings_under_the_users_own():
     spec = RunSpec("srpo", "diffbench/hopper/medium-replay-small-v0")
     assert spec.config().beta == 0.2
     assert RunSpec("srpo", "diffbench/hopper/medium-replay-small-v0", overrides={"beta": 0.7}).config().beta == 0.7
+
+
+def test_a_trained_srpo_beats_a_random_policy_on_the_tiny_maze(umaze):
+    """The behaviour term alone (beta = 0; no critic stage): 28.5 +- 3.9 against the random policy's 6.6 +- 2.9 when
+    written (10.2 without the noise baseline). With the critic (regq, beta = 0.05) the tiny maze's critic misleads
+    it: 5.3; the critic's direction is tested in tests/test_critics.py."""
+    algo = SRPO.for_dataset(umaze, registry.make_config("srpo", "tiny", {
+        "device": "cpu", "score_widths": [64, 32, 16], "behaviour_steps": 1500, "behaviour_batch": 256,
+        "behaviour_lr": 1e-3, "critic_steps": 0, "policy_hidden": 64, "policy_steps": 6000, "policy_batch": 256,
+        "policy_lr": 1e-3, "beta": 0.0}))
+    algo.fit(umaze)
+    assert_beats_random(algo, umaze)
