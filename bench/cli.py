@@ -482,6 +482,24 @@ def cmd_perf_samplers(args) -> int:
     return 0
 
 
+def cmd_perf_acting(args) -> int:
+    from bench.studies.perf_acting import measure, write_report
+    from policies import registry
+
+    names = [n for n in args.algorithms.split(",") if n] or registry.available()
+    for name in names:
+        registry.get(name)  # an unknown name: one clear error before anything is timed
+    rows, skipped = measure(names, args.preset, args.device, args.repeats)
+    for (name, batch), rate in rows.set_index(["algorithm", "batch"])["actions_per_second"].items():
+        print(f"  {name:14s} batch {batch:5d}: {rate:10,.0f} actions/s")
+    for name, why in skipped.items():
+        print(f"  {name:14s} not timed: {why}")
+    if args.out:
+        write_report(rows, skipped, Path(args.out), _command(args))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_perf_sac(args) -> int:
     from bench.studies.perf_sac import run
 
@@ -656,6 +674,11 @@ def cmd_compare(args) -> int:
     from bench.reports.leaderboard import compare
     from bench.reports.render import markdown_table
 
+    if args.spec:
+        return _compare_spec(args)
+    if not (args.a and args.b):
+        raise ConfigError("compare needs two entries, algorithms or run ids (diffbench compare A B), or a sweep "
+                          "spec (diffbench compare --spec SPEC --baseline ALGO)")
     report = _built_report(args, "compare")
     if report is None:
         return 1
@@ -664,6 +687,32 @@ def cmd_compare(args) -> int:
         print(f"{args.a} and {args.b} share no dataset with normalised scores")
         return 1
     print(markdown_table(table))
+    return 0
+
+
+def _compare_spec(args) -> int:
+    from bench.harness.sweep import load_sweep
+    from bench.reports import versus
+    from bench.reports.render import markdown_table
+    from bench.studies.perf_acting import rates
+
+    if args.a or args.b:
+        raise ConfigError("compare takes either two entries or --spec, not both")
+    spec = load_sweep(Path(args.spec))
+    speed = rates(Path(args.speed)) if args.speed else None
+    store = _existing_store(args.results)
+    if args.out:
+        out = Path(args.out)
+        _writable(out.parent)
+        versus.write(store, spec, args.spec, args.baseline, out, _command(args), speed, args.speed)
+        print(f"wrote {out}")
+        return 0
+    from bench.reports.report import run_scores
+
+    table, notes = versus.versus(run_scores(store), spec, args.baseline, speed)
+    print(markdown_table(table) if not table.empty else "no finished run of the spec's in the store")
+    for note in notes:
+        print(f"- {note}")
     return 0
 
 
@@ -963,9 +1012,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--metric", default="IQM", help="IQM, mean, median or optimality gap")
     lb.set_defaults(func=cmd_leaderboard)
 
-    cmp_ = sub.add_parser("compare", help="two algorithms, entries or runs side by side on their shared datasets")
-    cmp_.add_argument("a", help="an entry (as the report names it), an algorithm or a run id")
-    cmp_.add_argument("b", help='the other entry, algorithm or run id')
+    cmp_ = sub.add_parser("compare", help="two algorithms, entries or runs side by side on their shared datasets; or "
+                                          "with --spec, every algorithm of a sweep against one baseline by paired "
+                                          "per-seed intervals")
+    cmp_.add_argument("a", nargs="?", help="an entry (as the report names it), an algorithm or a run id")
+    cmp_.add_argument("b", nargs="?", help='the other entry, algorithm or run id')
+    cmp_.add_argument("--spec", help="a sweep spec: its runs' algorithms against --baseline, dataset by dataset")
+    cmp_.add_argument("--baseline", default="qgpo", help="with --spec: the algorithm every other is paired against")
+    cmp_.add_argument("--speed", help="with --spec: a `diffbench perf acting` CSV whose batch-10 rates to show")
+    cmp_.add_argument("--out", help="with --spec: the markdown report to write (its CSV beside it); default: print")
     store_args(cmp_, reference=False)
     cmp_.set_defaults(func=cmd_compare)
 
@@ -984,6 +1039,14 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--repeats", type=int, default=10, help='timed repetitions (the median is reported)')
     ps.add_argument("--out", default="results/perf_samplers.md", help="report file ('' to print only)")
     ps.set_defaults(func=cmd_perf_samplers)
+    pa = psub.add_parser("acting", help="acting throughput of every registered algorithm at a preset, through its own "
+                                        "act, in one run")
+    pa.add_argument("--algorithms", default="", help="comma-separated algorithms (default: every registered one)")
+    pa.add_argument("--preset", default="cpu", help="the preset whose networks and acting settings are timed")
+    pa.add_argument("--device", default="cpu", help="torch device")
+    pa.add_argument("--repeats", type=int, default=20, help="timed calls per algorithm and batch (x10 at batch 10)")
+    pa.add_argument("--out", default="results/perf_acting.md", help="report file, its CSV beside it ('' to print only)")
+    pa.set_defaults(func=cmd_perf_acting)
     pc = psub.add_parser("sac", help="SAC training steps/s: stable-baselines3 beside sbx (when installed), one run")
     pc.add_argument("--envs", default="halfcheetah,hopper,walker2d", help='comma-separated MuJoCo envs')
     pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")

@@ -1,0 +1,124 @@
+"""A sweep's algorithms against one baseline, dataset by dataset, decided by paired per-seed intervals
+(`diffbench compare --spec SPEC --baseline ALGO`).
+
+Runs of one seed share that seed's data order and, where they share stages, the very behaviour model and critic
+(SRPO restores QGPO's behaviour model and IDQL's critic), so each algorithm is set against the baseline seed by
+seed: the mean of the per-seed differences and its 95% t-interval. "better" and "worse" are intervals that
+exclude zero; an interval that covers it is a tie, whatever the two means say. Only the spec's own runs (its run
+ids) are read, so older runs of the same algorithm in a shared store never leak in. A guided algorithm
+(QGPO) stands by the scale each run chose on its held-out episodes, never by a scale picked on the scored ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.harness.sweep import SweepSpec
+from bench.reports.report import _core_minutes, run_scores
+from bench.reports.render import markdown_table
+from bench.studies.paired import Paired, paired
+from policies.errors import ConfigError
+
+
+def spec_scores(scores: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """The per-seed score rows of the spec's runs, one entry per (algorithm, dataset): a guided run's held-out
+    choice, every other run's own policy."""
+    ids = {run.run_id() for run in spec.runs()}
+    mine = scores[scores["run_id"].isin(ids)]
+    held_out = mine["selection"] == "held-out"
+    guided = set(mine.loc[held_out, "run_id"])
+    keep = held_out | ((mine["selection"] == "none") & ~mine["run_id"].isin(guided))
+    return mine[keep].assign(base_dataset=mine["dataset"].str.split(" @").str[0])
+
+
+def versus(scores: pd.DataFrame, spec: SweepSpec, baseline: str,
+           speed: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (dataset, algorithm) of the spec: score over seeds, the paired difference to `baseline` and its
+    verdict, NFE per action, the benchmark's actions/s (`speed`: by algorithm, from `perf_acting.rates`) and
+    its ratio to the baseline's, and the median run's core-minutes; and notes on what is missing."""
+    if baseline not in spec.algorithms:
+        raise ConfigError(f"--baseline {baseline} is not among the spec's algorithms ({', '.join(spec.algorithms)})")
+    rows, notes = [], []
+    df = spec_scores(scores, spec)
+    for dataset in spec.datasets:
+        here = df[df["base_dataset"] == dataset]
+        base = here[here["algorithm"] == baseline]
+        for algorithm in spec.algorithms:
+            own = here[here["algorithm"] == algorithm]
+            if own.empty:
+                notes.append(f"{algorithm} on {dataset}: no finished run of the spec's yet")
+                continue
+            seeds = own.groupby("seed")["score"].mean()
+            missing = sorted(set(spec.seeds) - set(seeds.index))
+            if missing:
+                notes.append(f"{algorithm} on {dataset}: seeds {', '.join(map(str, missing))} not finished")
+            diff = paired(own, base, "score") if algorithm != baseline else None
+            rows.append({"dataset": dataset, "algorithm": algorithm, "entry": own["entry"].iloc[0],
+                         "seeds": len(seeds),
+                         "score": f"{seeds.mean():.1f} ± {seeds.std(ddof=1):.1f}" if len(seeds) > 1 else f"{seeds.mean():.1f}",
+                         f"− {baseline}, paired [95% CI]": diff.text(1) if diff else "",
+                         "verdict": verdict(diff) if diff else "baseline",
+                         "NFE per action": _nfe(own, speed, algorithm),
+                         **_speed(speed, algorithm, baseline),
+                         "core-min per run": f"{own.apply(_core_minutes, axis=1).median():.1f}"})
+    return pd.DataFrame(rows), notes
+
+
+def verdict(diff: Paired) -> str:
+    """"better" or "worse" when the interval excludes zero, "tie" when it covers it; "–" with under two seeds."""
+    if diff.seeds < 2 or np.isnan(diff.low):
+        return "–"
+    return "better" if diff.low > 0 else "worse" if diff.high < 0 else "tie"
+
+
+def _nfe(own: pd.DataFrame, speed: pd.DataFrame | None, algorithm: str) -> str:
+    value = own["nfe_per_action"].median()
+    if np.isnan(value) and speed is not None and algorithm in speed.index:
+        value = speed.loc[algorithm, "nfe_per_action"]
+    return "–" if np.isnan(value) else f"{value:g}"
+
+
+def _speed(speed: pd.DataFrame | None, algorithm: str, baseline: str) -> dict[str, str]:
+    if speed is None:
+        return {}
+    rate = speed["actions_per_second"].get(algorithm, np.nan)
+    ref = speed["actions_per_second"].get(baseline, np.nan)
+    return {"actions/s, batch 10": "–" if np.isnan(rate) else f"{rate:,.0f}",
+            f"× {baseline}": "–" if np.isnan(rate) or np.isnan(ref) else f"{rate / ref:.1f}×"}
+
+
+def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, command: str,
+          speed: pd.DataFrame | None = None, speed_path: str | None = None) -> pd.DataFrame:
+    """The markdown report (and its rows as CSV beside it)."""
+    scores = run_scores(store)
+    if scores.empty:
+        raise ConfigError(f"{store.path} holds no finished run with evaluation episodes; run the spec first: "
+                          f"diffbench sweep {spec_path} --results {store.path}")
+    table, notes = versus(scores, spec, baseline, speed)
+    mine = spec_scores(scores, spec)
+    codes = sorted(mine["code_version"].dropna().unique())
+    hardware = sorted({json.loads(h).get("description", "?") for h in mine["hardware"].dropna()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    lines = [f"# {', '.join(a for a in spec.algorithms if a != baseline)} against {baseline}", "",
+             f"Made by `{command}` from the results store; do not edit by hand. Runs: {spec_path} at the "
+             f"`{spec.preset}` preset, seeds {', '.join(map(str, spec.seeds))}; code {', '.join(codes) or '?'}; "
+             f"hardware {'; '.join(hardware) or '?'}.", "",
+             "Score: D4RL-normalised, each seed's mean over its final evaluation's episodes, then mean ± std over "
+             f"seeds. `− {baseline}, paired`: the mean of the per-seed differences to {baseline} on the same seed, "
+             "with its 95% t-interval; `better`/`worse` when the interval excludes zero, `tie` when it covers it. "
+             f"{baseline}'s guided runs stand by the scale each chose on its held-out episodes. NFE per action: "
+             "network evaluations a run recorded per action. "
+             + (f"Actions/s: from the quiet acting benchmark {speed_path} (batch 10, one thread), the ratio to "
+                f"{baseline}'s from that same run. " if speed is not None else "")
+             + "Core-minutes: the median run's training stages' wall time times its threads (shared stages "
+             "counted in every run that uses them, as a user running it alone would pay).", ""]
+    for dataset, part in (table.groupby("dataset", sort=False) if not table.empty else ()):
+        lines += [f"## {dataset}", "", markdown_table(part.drop(columns=["dataset"])), ""]
+    if notes:
+        lines += ["## Missing", "", *(f"- {n}" for n in notes), ""]
+    out.write_text("\n".join(lines))
+    return table

@@ -1,0 +1,67 @@
+"""`diffbench compare --spec`: a sweep's algorithms against a baseline by paired per-seed intervals, read from the
+spec's own runs only, the guided baseline at its held-out choice."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.harness.sweep import SweepSpec
+from bench.reports.versus import versus
+from bench.studies.exactness import T_95
+from policies.errors import ConfigError
+
+DATASET = "diffbench/pointmaze/umaze-dense-small-v0"
+SPEC = SweepSpec(algorithms=("qgpo", "srpo"), datasets=(DATASET,), seeds=(0, 1, 2), preset="cpu")
+
+
+def _row(run, variant_score, selection="none", entry=None, **extra):
+    return {"run_id": run.run_id(), "algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed,
+            "selection": selection, "entry": entry or f"{run.algorithm}[cpu]", "score": variant_score,
+            "nfe_per_action": 15.0 if run.algorithm == "qgpo" else 1.0,
+            "stage_seconds": json.dumps({"train": 600.0}), "hardware": json.dumps({"torch_threads": 1})} | extra
+
+
+def _scores(srpo_gain):
+    """qgpo at s = 0 and s = 1 (its held-out choice s = 1) and srpo, each seed's; and a run outside the spec."""
+    rows = []
+    base = {0: 50.0, 1: 60.0, 2: 40.0}
+    for run in SPEC.runs():
+        if run.algorithm == "qgpo":
+            rows += [_row(run, base[run.seed] - 30, entry="qgpo[cpu] s=0"), _row(run, base[run.seed], entry="qgpo[cpu] s=1"),
+                     _row(run, base[run.seed], "held-out", "qgpo[cpu] s=held-out choice")]
+        else:
+            rows.append(_row(run, base[run.seed] + srpo_gain[run.seed]))
+    stray = SweepSpec(algorithms=("srpo",), datasets=(DATASET,), seeds=(0,), preset="tiny").runs()[0]
+    rows.append(_row(stray, 1000.0))  # another preset's run in the same store
+    return pd.DataFrame(rows)
+
+
+def test_each_algorithm_is_paired_with_the_baselines_held_out_choice_seed_by_seed():
+    gain = {0: 5.0, 1: 6.0, 2: 7.0}
+    table, notes = versus(_scores(gain), SPEC, "qgpo")
+    srpo = table.set_index("algorithm").loc["srpo"]
+    d = np.array(list(gain.values()))
+    half = T_95[3] * d.std(ddof=1) / np.sqrt(3)
+    assert srpo["− qgpo, paired [95% CI]"] == f"{d.mean():+.1f} [{d.mean() - half:+.1f}, {d.mean() + half:+.1f}]"
+    assert srpo["verdict"] == "better" and srpo["seeds"] == 3 and srpo["score"] == "56.0 ± 9.5"
+    assert table.set_index("algorithm").loc["qgpo", "entry"] == "qgpo[cpu] s=held-out choice"
+    assert not notes
+
+
+def test_an_interval_that_covers_zero_is_a_tie_whatever_the_means():
+    table, _ = versus(_scores({0: 12.0, 1: -3.0, 2: 2.0}), SPEC, "qgpo")  # mean +3.7
+    assert table.set_index("algorithm").loc["srpo", "verdict"] == "tie"
+    table, _ = versus(_scores({0: -5.0, 1: -6.0, 2: -4.0}), SPEC, "qgpo")
+    assert table.set_index("algorithm").loc["srpo", "verdict"] == "worse"
+
+
+def test_missing_seeds_are_named_and_the_baseline_must_be_in_the_spec():
+    scores = _scores({0: 5.0, 1: 6.0, 2: 7.0})
+    scores = scores[~((scores["algorithm"] == "srpo") & (scores["seed"] == 2))]
+    table, notes = versus(scores, SPEC, "qgpo")
+    assert table.set_index("algorithm").loc["srpo", "seeds"] == 2
+    assert notes == [f"srpo on {DATASET}: seeds 2 not finished"]
+    with pytest.raises(ConfigError, match="not among the spec's algorithms"):
+        versus(scores, SPEC, "iql")
