@@ -209,6 +209,7 @@ def run_cli(capsys, *argv):
     ("algorithms: [qgpo]\ndatasets: [d]\nseedz: [0]\n", "unknown config key 'seedz'; known keys: algorithms"),
     ("algorithms: [qgpo]\ndatasets: [d]\nseeds: [zero]\n", "seeds[0] must be an integer"),
     ("algorithms: [qgpo]\ndatasets: [nowhere-v9]\n", "unknown dataset"),
+    ("algorithms: [qgpo]\ndatasets: [d]\norder: seed\n", "order must be one of algorithm, dataset, got 'seed'"),
 ])
 def test_bad_sweep_specs_are_one_line_errors(capsys, tmp_path, yaml_text, message):
     path = tmp_path / "sweep.yaml"
@@ -250,6 +251,13 @@ def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path):
     assert all(r.config().steps == 9 and r.guidance_scales is None for r in bc)
     assert sorted({r.seed for r in runs}) == [0, 1]  # the sweep's seeds win over an override
     assert len({r.run_id() for r in runs}) == 8
+    assert [(r.algorithm, r.dataset) for r in runs[::2]] == [("qgpo", "a/b-v0"), ("qgpo", "c/d-v0"), ("bc", "a/b-v0"),
+                                                             ("bc", "c/d-v0")]
+    path.write_text(path.read_text() + "order: dataset\n")  # every algorithm on a dataset, then the next; same runs
+    by_dataset = load_sweep(path).runs()
+    assert [(r.algorithm, r.dataset) for r in by_dataset[::2]] == [("qgpo", "a/b-v0"), ("bc", "a/b-v0"),
+                                                                   ("qgpo", "c/d-v0"), ("bc", "c/d-v0")]
+    assert sorted(r.run_id() for r in by_dataset) == sorted(r.run_id() for r in runs)
 
 
 def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, tiny_pointmaze, tmp_path):

@@ -14,6 +14,7 @@ eval_every: 1000                   # learning-curve evaluations every that many 
 curve_points: 10                   # ... those at k/10 of each policy-making stage (default 10; 0 for tiny, quick)
 reward_transform: locomotion       # default: the dataset family's (locomotion, antmaze, none)
 selection_episodes: 10             # held-out episodes per scale that choose it (default: as episodes)
+order: dataset                     # every algorithm on one dataset, then the next (default: algorithm by algorithm)
 ```
 Every key is checked like an algorithm config: an unknown key or a value of the wrong type is one
 error naming it. Names (algorithms, presets, config keys) are checked before anything runs.
@@ -30,6 +31,9 @@ from bench.harness.runner import RunSpec
 from policies import config as cfg_tools
 from policies import registry
 from policies.errors import ConfigError
+
+
+ORDERS = ("algorithm", "dataset")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class SweepSpec:
     eval_seed: int = 0
     reward_transform: str | None = None  # None: each dataset family's
     selection_episodes: int | None = None
+    order: str = "algorithm"  # runs algorithm by algorithm, or "dataset": every algorithm on one dataset, then the next
+
 
     def runs(self) -> list[RunSpec]:
         if not self.algorithms or not self.datasets or not self.seeds:
@@ -66,6 +72,10 @@ class SweepSpec:
                          eval_seed=self.eval_seed, reward_transform=self.reward_transform,
                          selection_episodes=self.selection_episodes)
                  for algo in self.algorithms for ds in self.datasets for combo in combos for seed in self.seeds]
+        if self.order not in ORDERS:
+            raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.order == "dataset":  # a stable sort: within a dataset, the algorithms' order (shared stages first)
+            specs.sort(key=lambda spec: self.datasets.index(spec.dataset))
         for spec in specs:
             spec.config()  # unknown algorithm, preset or key: fail now, not an hour in
         return specs
