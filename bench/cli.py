@@ -500,6 +500,19 @@ def cmd_perf_acting(args) -> int:
     return 0
 
 
+def cmd_perf_sweep(args) -> int:
+    from bench.harness.sweep import load_sweep
+    from bench.reports import sweep_cost
+
+    spec = load_sweep(Path(args.spec))
+    store = _existing_store(args.results)
+    out = Path(args.out)
+    _writable(out.parent)
+    costs = sweep_cost.write(store, spec, args.spec, out, _command(args))
+    print(f"{costs['run_id'].nunique()} runs, {sweep_cost.total_core_hours(costs):.2f} core-hours; wrote {out}")
+    return 0
+
+
 def cmd_perf_sac(args) -> int:
     from bench.studies.perf_sac import run
 
@@ -1047,6 +1060,12 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--repeats", type=int, default=20, help="timed calls per algorithm and batch (x10 at batch 10)")
     pa.add_argument("--out", default="results/perf_acting.md", help="report file, its CSV beside it ('' to print only)")
     pa.set_defaults(func=cmd_perf_acting)
+    pw = psub.add_parser("sweep", help="where a sweep's core-hours go: per algorithm and per stage, from its runs in "
+                                       "the store")
+    pw.add_argument("spec", help="sweep YAML whose runs to account for")
+    pw.add_argument("--results", default="runs", help="results directory holding results.sqlite")
+    pw.add_argument("--out", default="results/sweep_cost.md", help="report file, its per-run CSV beside it")
+    pw.set_defaults(func=cmd_perf_sweep)
     pc = psub.add_parser("sac", help="SAC training steps/s: stable-baselines3 beside sbx (when installed), one run")
     pc.add_argument("--envs", default="halfcheetah,hopper,walker2d", help='comma-separated MuJoCo envs')
     pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")

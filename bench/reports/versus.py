@@ -18,6 +18,7 @@ import pandas as pd
 
 from bench.harness.sweep import SweepSpec
 from bench.reports.report import _core_minutes, run_scores
+from bench.reports.sweep_cost import NONE_FOUND
 from bench.reports.render import markdown_table
 from bench.studies.paired import Paired, paired
 from policies.errors import ConfigError
@@ -118,6 +119,8 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
              "counted in every run that uses them, as a user running it alone would pay).", ""]
     for dataset, part in (table.groupby("dataset", sort=False) if not table.empty else ()):
         lines += [f"## {dataset}", "", markdown_table(part.drop(columns=["dataset"])), ""]
+    if table.empty:
+        lines += [NONE_FOUND.format(spec=spec_path, store=store.path.parent), ""]
     if notes:
         lines += ["## Missing", "", *(f"- {n}" for n in notes), ""]
     out.write_text("\n".join(lines))

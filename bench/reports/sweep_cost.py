@@ -1,0 +1,107 @@
+"""Where a sweep's core-hours go (`diffbench perf sweep SPEC`): per algorithm and per stage, from what its runs
+recorded in the store, so that speed work goes where the time is.
+
+Each finished run of the spec (by run id) contributes what it spent itself: the training stages it trained
+(stage seconds exclude evaluation; a stage restored from another run's shared checkpoint cost nothing here and
+is counted in the run that trained it), its periodic, selection and final evaluations, and the rest of its wall
+time (loading data, building envs and networks, writing checkpoints and the store). Seconds are wall seconds
+times the torch threads the run held: core-seconds, the currency of a sweep on N single-threaded workers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from bench.harness.store import ResultsStore
+from bench.harness.sweep import SweepSpec
+
+EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
+PERIODIC = "periodic evaluation"
+OTHER = "other (data, envs, checkpoints, store)"
+NONE_FOUND = ("No finished run of the spec's is in the store. Run ids hash each dataset's content, so the datasets "
+              "must be on disk as the runs saw them (`diffbench datasets generate NAME`), and the runs made "
+              "(`diffbench sweep {spec} --results {store}`).")
+
+
+def run_costs(store: ResultsStore, spec: SweepSpec) -> pd.DataFrame:
+    """One row per (finished run of the spec, cost category): core-seconds."""
+    ids = {run.run_id() for run in spec.runs()}
+    runs = store.table("runs")
+    runs = runs[runs["run_id"].isin(ids) & (runs["status"] == "finished")]
+    evals = store.table("evaluations")
+    evals = evals[evals["run_id"].isin(runs["run_id"])]
+    evals = evals.assign(category=evals["stage"].map(EVALUATIONS).fillna(PERIODIC))
+    eval_seconds = evals.groupby(["run_id", "category"])["seconds"].sum()
+    rows = []
+    for run in runs.itertuples():
+        threads = json.loads(run.hardware).get("torch_threads", 1) if isinstance(run.hardware, str) else 1
+        threads = threads or 1
+        stages = json.loads(run.stage_seconds) if run.stage_seconds else {}
+        shared = set(json.loads(run.shared_stages)) if run.shared_stages else set()
+        trained = {stage: s for stage, s in stages.items() if stage not in shared}
+        spent = run.finished - run.started  # this run's own wall time (not the restored stages')
+        own_evals = eval_seconds.get(run.run_id, pd.Series(dtype=float))
+        parts = {**{f"train: {stage}": s for stage, s in trained.items()}, **own_evals.to_dict(),
+                 OTHER: max(spent - sum(trained.values()) - float(own_evals.sum()), 0.0)}
+        rows += [{"run_id": run.run_id, "algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed,
+                  "category": category, "core_seconds": seconds * threads} for category, seconds in parts.items()]
+    return pd.DataFrame(rows, columns=["run_id", "algorithm", "dataset", "seed", "category", "core_seconds"])
+
+
+def cost_tables(costs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per algorithm: runs, core-hours and each category's share of the sweep; per category across the sweep)."""
+    total = costs["core_seconds"].sum()
+    by_algo = costs.groupby("algorithm").agg(runs=("run_id", "nunique"), core_seconds=("core_seconds", "sum"))
+    wide = costs.pivot_table(index="algorithm", columns="category", values="core_seconds", aggfunc="sum", fill_value=0.0)
+    per_algorithm = pd.DataFrame({
+        "runs": by_algo["runs"], "core-min": (by_algo["core_seconds"] / 60).round(1),
+        "core-min per run": (by_algo["core_seconds"] / by_algo["runs"] / 60).round(1),
+        "share of sweep": (100 * by_algo["core_seconds"] / total).map(lambda v: f"{v:.1f}%"),
+        "largest part": [f"{wide.loc[a].idxmax()} ({100 * wide.loc[a].max() / by_algo.loc[a, 'core_seconds']:.0f}%)"
+                         for a in by_algo.index]}).sort_values("core-min", ascending=False)
+    per_category = (costs.groupby("category")["core_seconds"].sum().sort_values(ascending=False)
+                    .to_frame("core_seconds"))
+    per_category = pd.DataFrame({"core-min": (per_category["core_seconds"] / 60).round(1),
+                                 "share of sweep": (100 * per_category["core_seconds"] / total).map(lambda v: f"{v:.1f}%"),
+                                 "algorithms": [", ".join(sorted(costs.loc[costs["category"] == c, "algorithm"].unique()))
+                                                for c in per_category.index]})
+    return per_algorithm.reset_index(), per_category.rename_axis("category").reset_index()
+
+
+def total_core_hours(costs: pd.DataFrame) -> float:
+    return float(costs["core_seconds"].sum() / 3600) if len(costs) else float(np.nan)
+
+
+def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: str) -> pd.DataFrame:
+    """The markdown report (and the per-run rows as CSV beside it)."""
+    from pathlib import Path
+
+    from bench.reports.render import markdown_table
+
+    costs = run_costs(store, spec)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    costs.to_csv(out.with_suffix(".csv"), index=False)
+    runs = store.table("runs")
+    mine = runs[runs["run_id"].isin(set(costs["run_id"]))]
+    hardware = sorted({json.loads(h).get("description", "?") for h in mine["hardware"].dropna()})
+    planned = len(spec.runs())
+    lines = [f"# Sweep cost: {spec_path}", "",
+             f"Made by `{command}` from the results store; do not edit by hand. {costs['run_id'].nunique()} of the "
+             f"spec's {planned} runs finished, on {'; '.join(hardware) or '?'}; code "
+             f"{', '.join(sorted(mine['code_version'].dropna().unique())) or '?'}.", "",
+             f"Core-hours: wall seconds times the torch threads each run held, {total_core_hours(costs):.2f} in all. "
+             "A training stage restored from another run's shared checkpoint is counted once, in the run that "
+             "trained it; evaluation time is apart from the stages'; `other` is the rest of each run's own wall "
+             "time (data, env and network set-up, checkpoint and store writes). A run resumed after an interruption "
+             "counts only its last attempt's wall time.", ""]
+    if not len(costs):
+        lines += [NONE_FOUND.format(spec=spec_path, store=store.path.parent), ""]
+    else:
+        per_algorithm, per_category = cost_tables(costs)
+        lines += ["## Per algorithm", "", markdown_table(per_algorithm), "",
+                  "## Per stage, across the sweep", "", markdown_table(per_category), ""]
+    out.write_text("\n".join(lines))
+    return costs

@@ -1,0 +1,36 @@
+"""`diffbench perf sweep`: a sweep's core-seconds per algorithm and stage, from its runs in the store; a stage
+restored from a shared checkpoint is counted once, in the run that trained it."""
+
+import json
+
+import pandas as pd
+
+from bench.cli import main
+from bench.harness.store import ResultsStore
+from bench.harness.sweep import load_sweep
+from bench.reports.sweep_cost import OTHER, run_costs
+
+from .conftest import TINY_ID
+
+
+def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(tiny_pointmaze, tmp_path, capsys):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"algorithms: [qgpo, ddpo]\ndatasets: [{TINY_ID}]\nseeds: [0]\npreset: tiny\nepisodes: 2\n"
+                    "overrides: {device: cpu}\n")
+    assert main(["sweep", str(spec), "--results", str(tmp_path / "r"), "--no-progress"]) == 0
+    store = ResultsStore(tmp_path / "r")
+    costs = run_costs(store, load_sweep(spec))
+    runs = store.table("runs").set_index("algorithm")
+    by = costs.groupby(["algorithm", "category"])["core_seconds"].sum()
+    shared = set(json.loads(runs.loc["ddpo", "shared_stages"]))
+    assert shared and not any(f"train: {stage}" in by["ddpo"] for stage in shared)  # paid by qgpo's run
+    assert all(f"train: {stage}" in by["qgpo"] for stage in shared)
+    assert "final evaluation" in by["qgpo"] and "final evaluation" in by["ddpo"] and OTHER in by["ddpo"]
+    for algo in ("qgpo", "ddpo"):  # the parts add up to the run's own wall time (one thread)
+        spent = runs.loc[algo, "finished"] - runs.loc[algo, "started"]
+        assert abs(by[algo].sum() - spent) < 1e-6 * max(spent, 1.0)
+    out = tmp_path / "cost.md"
+    assert main(["perf", "sweep", str(spec), "--results", str(tmp_path / "r"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "2 of the spec's 2 runs finished" in text and "| qgpo |" in text and "## Per stage" in text
+    assert len(pd.read_csv(out.with_suffix(".csv"))) == len(costs)
