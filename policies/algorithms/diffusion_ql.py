@@ -37,7 +37,7 @@ from torch import nn
 
 from policies.core.ddpm import DiscreteDiffusion
 from policies.core.fqe import CriticSpec
-from policies.core.networks import DQLNoiseNet, TwinQ
+from policies.core.networks import DQLNoiseNet, Mish, TwinQ
 from policies.core.selection import select
 from policies.core.training import TrainHooks, optimiser_step, polyak_update, run_steps, stage_generator
 
@@ -141,7 +141,7 @@ class DiffusionQL(DiffusionActorCritic):
         cfg = self.config
         net = DQLNoiseNet(action_dim, observation_dim, cfg.hidden, cfg.layers)
         self.actor = DiscreteDiffusion(net, action_dim, cfg.diffusion_steps, cfg.beta_max).to(self.device)
-        self.critic = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers, nn.Mish).to(self.device)
+        self.critic = TwinQ(action_dim, observation_dim, cfg.q_hidden, cfg.q_layers, Mish).to(self.device)
         self.ema = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
 
