@@ -83,6 +83,11 @@ MUTANTS = (
     Mutant("srpo-critic-unseeded", "policies/algorithms/srpo.py",
            "with reseeded(cfg.seed):  # as IDQL builds it, first", "if True:  # as IDQL builds it, first",
            ("tests/test_srpo.py",), "SRPO's critic starts from other weights than IDQL's (the shared stage differs)"),
+    # issue 38: speed without changing a number
+    Mutant("mish-gradient", "policies/core/networks.py",
+           "slope = (u + 1.0).mul_(u).mul_(inv).mul_(inv).mul_(4.0).mul_(x)",
+           "slope = (u + 1.0).mul_(u).mul_(inv).mul_(inv).mul_(2.0).mul_(x)",
+           ("tests/test_networks_mish.py",), "the one-exp Mish's gradient is off by half its slope term"),
     Mutant("fql-critic-in-actor-loss", "policies/algorithms/fql.py",
            "    with frozen(critic):", "    if True:",
            ("tests/test_fql.py",), "FQL's actor loss moves the critic's weights"),
