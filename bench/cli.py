@@ -8,8 +8,10 @@ import importlib
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -1083,8 +1085,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    # `kill PID` stops a run or sweep as Ctrl-C does: the finished work kept, the rest resumable. A job started in
+    # the background (`nohup diffbench sweep ... &`) ignores SIGINT, so SIGTERM is the signal that reaches it
+    before = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # KEY=VALUE overrides may come after options: `run qgpo D --seed 1 beta=10`

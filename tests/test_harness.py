@@ -179,6 +179,24 @@ def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint_bit_for_bit(tin
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_terminated_run_stops_as_an_interrupted_one_and_resumes(tiny_pointmaze, tmp_path, session_root):
+    """SIGTERM (`kill PID`, the signal that reaches a sweep started in the background) stops a run as Ctrl-C does:
+    exit 130 with the one-line message, its last checkpoint kept for the next invocation."""
+    cmd = [sys.executable, "-m", "bench.cli", "run", "qgpo", TINY_ID, "behaviour_steps=2000", "q_steps=10",
+           "energy_steps=10", "device=cpu", "--preset", "tiny", "--episodes", "2", "--checkpoint-every", "100",
+           "--results", str(tmp_path), "--no-progress"]
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(session_root)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.rglob("behaviour.partial.pt")):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130 and "interrupted; finished work is kept" in out, out
+    assert list(tmp_path.rglob("behaviour.partial.pt"))
+
+
 def test_ray_executor_gives_the_local_numbers(tiny_pointmaze, tmp_path):
     import ray
 
