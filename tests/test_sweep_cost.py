@@ -34,3 +34,10 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
     text = out.read_text()
     assert "2 of the spec's 2 runs finished" in text and "| qgpo |" in text and "## Per stage" in text
     assert len(pd.read_csv(out.with_suffix(".csv"))) == len(costs)
+    # the same store through the paired comparison (one seed: no interval, so no verdict)
+    report = tmp_path / "versus.md"
+    assert main(["compare", "--spec", str(spec), "--baseline", "qgpo", "--results", str(tmp_path / "r"),
+                 "--out", str(report)]) == 0
+    rows = pd.read_csv(report.with_suffix(".csv")).set_index("algorithm")
+    assert rows.loc["ddpo", "verdict"] == "–" and rows.loc["qgpo", "verdict"] == "baseline"
+    assert "## " + TINY_ID in report.read_text()

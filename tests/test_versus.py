@@ -18,7 +18,8 @@ SPEC = SweepSpec(algorithms=("qgpo", "srpo"), datasets=(DATASET,), seeds=(0, 1, 
 
 def _row(run, variant_score, selection="none", entry=None, **extra):
     return {"run_id": run.run_id(), "algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed,
-            "selection": selection, "entry": entry or f"{run.algorithm}[cpu]", "score": variant_score,
+            "selection": selection, "entry": entry or f"{run.algorithm}[cpu]", "run_entry": f"{run.algorithm}[cpu]",
+            "score": variant_score,
             "nfe_per_action": 15.0 if run.algorithm == "qgpo" else 1.0,
             "stage_seconds": json.dumps({"train": 600.0}), "hardware": json.dumps({"torch_threads": 1})} | extra
 
@@ -65,3 +66,15 @@ def test_missing_seeds_are_named_and_the_baseline_must_be_in_the_spec():
     assert notes == [f"srpo on {DATASET}: seeds 2 not finished"]
     with pytest.raises(ConfigError, match="not among the spec's algorithms"):
         versus(scores, SPEC, "iql")
+
+
+def test_each_row_shows_its_curve_and_a_guided_one_each_scales():
+    plateau = pd.DataFrame([
+        {"dataset": DATASET, "entry": "srpo[cpu]", "before_last": 50.0, "last": 56.0, "flat": False},
+        {"dataset": DATASET, "entry": "qgpo[cpu] s=0", "before_last": 19.0, "last": 20.0, "flat": True},
+        {"dataset": DATASET, "entry": "qgpo[cpu] s=1", "before_last": 49.0, "last": 50.0, "flat": None},
+        {"dataset": "elsewhere", "entry": "srpo[cpu]", "before_last": 0.0, "last": 0.0, "flat": True}])
+    table, _ = versus(_scores({0: 5.0, 1: 6.0, 2: 7.0}), SPEC, "qgpo", plateau=plateau)
+    curve = table.set_index("algorithm")["curve (last two points), flat"]
+    assert curve["srpo"] == "50.0 → 56.0, no"
+    assert curve["qgpo"] == "s=0: 19.0 → 20.0, yes; s=1: 49.0 → 50.0, ?"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.sweep import SweepSpec
-from bench.reports.report import _core_minutes, run_scores
+from bench.reports.report import _core_minutes, curve_points, plateaus, run_scores
 from bench.reports.sweep_cost import NONE_FOUND
 from bench.reports.render import markdown_table
 from bench.studies.paired import Paired, paired
@@ -35,11 +35,12 @@ def spec_scores(scores: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     return mine[keep].assign(base_dataset=mine["dataset"].str.split(" @").str[0])
 
 
-def versus(scores: pd.DataFrame, spec: SweepSpec, baseline: str,
-           speed: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+def versus(scores: pd.DataFrame, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None,
+           plateau: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per (dataset, algorithm) of the spec: score over seeds, the paired difference to `baseline` and its
     verdict, NFE per action, the benchmark's actions/s (`speed`: by algorithm, from `perf_acting.rates`) and
-    its ratio to the baseline's, and the median run's core-minutes; and notes on what is missing."""
+    its ratio to the baseline's, the median run's core-minutes, and (`plateau`: `report.plateaus` of the runs'
+    learning curves) each curve's last two points and whether it had flattened; and notes on what is missing."""
     if baseline not in spec.algorithms:
         raise ConfigError(f"--baseline {baseline} is not among the spec's algorithms ({', '.join(spec.algorithms)})")
     rows, notes = [], []
@@ -64,8 +65,21 @@ def versus(scores: pd.DataFrame, spec: SweepSpec, baseline: str,
                          "verdict": verdict(diff) if diff else "baseline",
                          "NFE per action": _nfe(own, speed, algorithm),
                          **_speed(speed, algorithm, baseline),
-                         "core-min per run": f"{own.apply(_core_minutes, axis=1).median():.1f}"})
+                         "core-min per run": f"{own.apply(_core_minutes, axis=1).median():.1f}",
+                         **({"curve (last two points), flat": _curve(plateau, own)} if plateau is not None else {})})
     return pd.DataFrame(rows), notes
+
+
+def _curve(plateau: pd.DataFrame, own: pd.DataFrame) -> str:
+    """The entry's curve, or for a guided run's held-out choice the curve at each scale it chose among."""
+    if plateau.empty:
+        return "–"
+    run_entry = own["run_entry"].iloc[0]
+    mine = plateau[(plateau["dataset"] == own["dataset"].iloc[0]) & plateau["entry"].isin(
+        [own["entry"].iloc[0], *[e for e in plateau["entry"] if e.startswith(run_entry + " s=")]])]
+    parts = [f"{r.entry[len(run_entry):].strip() + ': ' if len(mine) > 1 else ''}{r.before_last:.1f} → {r.last:.1f}, "
+             f"{'yes' if r.flat else 'no' if r.flat is not None else '?'}" for r in mine.itertuples()]
+    return "; ".join(parts) or "–"
 
 
 def verdict(diff: Paired) -> str:
@@ -98,8 +112,8 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
     if scores.empty:
         raise ConfigError(f"{store.path} holds no finished run with evaluation episodes; run the spec first: "
                           f"diffbench sweep {spec_path} --results {store.path}")
-    table, notes = versus(scores, spec, baseline, speed)
     mine = spec_scores(scores, spec)
+    table, notes = versus(scores, spec, baseline, speed, plateaus(curve_points(store, mine)))
     codes = sorted(mine["code_version"].dropna().unique())
     hardware = sorted({json.loads(h).get("description", "?") for h in mine["hardware"].dropna()})
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +130,10 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
              + (f"Actions/s: from the quiet acting benchmark {speed_path} (batch 10, one thread), the ratio to "
                 f"{baseline}'s from that same run. " if speed is not None else "")
              + "Core-minutes: the median run's training stages' wall time times its threads (shared stages "
-             "counted in every run that uses them, as a user running it alone would pay).", ""]
+             "counted in every run that uses them, as a user running it alone would pay). Curve: the learning "
+             "curve's last two points (means over seeds; the last is the final evaluation) and whether it had "
+             "flattened (their change within the seeds' spread there, or under 1 point), per scale for a guided "
+             "run.", ""]
     for dataset, part in (table.groupby("dataset", sort=False) if not table.empty else ()):
         lines += [f"## {dataset}", "", markdown_table(part.drop(columns=["dataset"])), ""]
     if table.empty:
