@@ -55,7 +55,6 @@ class SweepSpec:
     selection_episodes: int | None = None
     order: str = "algorithm"  # runs algorithm by algorithm, or "dataset": every algorithm on one dataset, then the next
 
-
     def runs(self) -> list[RunSpec]:
         if not self.algorithms or not self.datasets or not self.seeds:
             raise ConfigError("a sweep needs at least one entry in each of algorithms, datasets and seeds")

@@ -75,8 +75,9 @@ def _curve(plateau: pd.DataFrame, own: pd.DataFrame) -> str:
     if plateau.empty:
         return "–"
     run_entry = own["run_entry"].iloc[0]
-    mine = plateau[(plateau["dataset"] == own["dataset"].iloc[0]) & plateau["entry"].isin(
-        [own["entry"].iloc[0], *[e for e in plateau["entry"] if e.startswith(run_entry + " s=")]])]
+    entry = plateau["entry"]
+    mine = plateau[(plateau["dataset"] == own["dataset"].iloc[0])
+                   & ((entry == own["entry"].iloc[0]) | entry.str.startswith(run_entry + " s="))]
     parts = [f"{r.entry[len(run_entry):].strip() + ': ' if len(mine) > 1 else ''}{r.before_last:.1f} → {r.last:.1f}, "
              f"{'yes' if r.flat else 'no' if r.flat is not None else '?'}" for r in mine.itertuples()]
     return "; ".join(parts) or "–"
