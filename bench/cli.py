@@ -399,9 +399,11 @@ def cmd_toy_finetune(args) -> int:
 
     if args.budget not in FINETUNE_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(FINETUNE_BUDGETS)}")
+    from_rows = [Path(p) for p in args.from_rows.split(",") if p] if args.from_rows else None
+    rewards = tuple(r for r in args.rewards.split(",") if r) if args.rewards else None
     summary = run(_tasks(args.tasks), _numbers(args.betas, float, "--betas"), _numbers(args.seeds, int, "--seeds"),
                   args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers,
-                  from_rows=_from_rows(args))
+                  from_rows=from_rows, rewards=rewards)
     print(Path(args.out).read_text().splitlines()[-1])
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
@@ -858,8 +860,11 @@ def build_parser() -> argparse.ArgumentParser:
         study.add_argument("--floor", default="results/toy_noise_floor.csv", help="noise floor table to show beside")
         study.add_argument("--out", default=f"results/{name}.md", help='the report (its CSV is written beside it)')
         if name == "finetune":
-            study.add_argument("--from-rows", help="write the report again from an earlier run's rows (its CSV, e.g. "
-                               "results/finetune.csv), running nothing; the report names the code that made them")
+            study.add_argument("--from-rows", help="write the report again from earlier runs' rows (their CSVs, "
+                               "comma-separated, e.g. results/finetune.csv,results/finetune_q0.csv: a row two make is "
+                               "kept from the first), running nothing; the report names the code that made them")
+            study.add_argument("--rewards", help="make only these rows: exact (the task's Q), learned (a Q0 fitted on "
+                               "the data), or both (default), e.g. to add the Q0 rows to an earlier run's")
         study.set_defaults(func=func)
 
     fw = tsub.add_parser("flow", help="the flow-matching behaviour model (FQL's) against the exact behaviour")

@@ -3,6 +3,7 @@ optimum of the KL-regularised objective, beta = 0 identity, bad inputs, resume a
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -343,3 +344,19 @@ def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path)
     assert again.read_text().splitlines()[-1] == text.splitlines()[-1]
     with pytest.raises(ConfigError, match="no such file"):
         run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=tmp_path / "missing.csv")
+    # the Q_0 rows alone (to add them to an earlier exact-Q run) are the rows the full run made, so they merge
+    alone = tmp_path / "q0.md"
+    run(["moons"], [3.0], [0], "test", alone, "q0 alone", None, rewards=("learned",))
+    made = pd.read_csv(alone.with_suffix(".csv"))
+    assert set(made.method) == {"chain", "cep (Q₀)", "ddpo (Q₀)"}
+    full = pd.read_csv(out.with_suffix(".csv")).set_index(["method", "beta"])
+    for (method, beta), row in made[made.method != "chain"].set_index(["method", "beta"]).iterrows():
+        assert row["swd_theta"] == full.loc[(method, beta), "swd_theta"], method
+    exact_only = out.with_suffix(".exact.csv")
+    pd.read_csv(out.with_suffix(".csv")).query("not method.str.contains('Q₀')").to_csv(exact_only, index=False)
+    run(["moons"], [3.0], [0], "test", again, "merged", None, from_rows=[exact_only, alone.with_suffix(".csv")])
+    merged = again.read_text()
+    assert merged.splitlines()[-1] == text.splitlines()[-1] and "## With a Q₀ learned from the data" in merged
+    assert "the runs fitted the same μθ" in merged
+    with pytest.raises(ConfigError, match="choose one or both"):
+        run(["moons"], [3.0], [0], "test", again, "bad", None, rewards=("oracle",))

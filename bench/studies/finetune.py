@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +27,17 @@ import torch
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
                                      fit_toy_behaviour, fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import paired, tally, within
-from bench.studies.resumable import run_resumable
+from bench.studies.resumable import read_rows, run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, mean_q, sample_target, sliced_wasserstein
 from policies.algorithms.ddpo import DDPOConfig, train_ddpo
 from policies.algorithms.finetune import CHAINS, GRIDS, Chain, FinetunedPolicy
 from policies.core.samplers import SamplerSpec
+from policies.errors import ConfigError
 
 RATIO_GOAL = 1.5  # DDPO's distance within this factor of CEP's
-STALE_DDPO_ROWS = {"a3decaa0bf2b"}  # code versions whose DDPO rows predate its leave-one-out baseline and adv_clip 5
+STALE_DDPO_ROWS = {"a3decaa0bf2b"}  # code versions whose DDPO rows predate its leave-one-out baseline
+REWARDS = ("exact", "learned")
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,12 @@ class FinetuneBudget:
     minibatches: int = 4
     inner_epochs: int = 1
     lr: float = 3e-3
-    adv_clip: float = 5.0  # DDPOConfig's (the official adv_clip_max); the rows made at a3decaa0bf2b had 10
-    # "learned": CEP and DDPO also with a Q_0 regressed on the data's rewards alone (`fit_toy_q`), the offline case
-    rewards: tuple[str, ...] = ("exact", "learned")
+    # not DDPOConfig's 5 (the official adv_clip_max): the exact-Q rows of results/finetune.csv were made with 10, and
+    # the Q_0 rows beside them must share it; advantages are standardised over 1024 chains, so it rarely binds
+    adv_clip: float = 10.0
+    # "exact": CEP and DDPO with the task's exact Q; "learned": with a Q_0 regressed on the data's rewards alone
+    # (`fit_toy_q`), the offline case. One alone makes only its rows (`--rewards`), to add them to another run's.
+    rewards: tuple[str, ...] = REWARDS
     q0_steps: int = 5_000
 
 
@@ -109,11 +114,12 @@ def run_task(task: str, betas: list[float], seed: int, budget: FinetuneBudget, p
 
     q0 = fit_toy_q(x, task, seed, budget.q0_steps) if "learned" in budget.rewards else None
     exact_q = toy_reward(task)
-    rewards = [("", "", support_q, exact_q)]  # (label, stream tag, Q of CEP's support, DDPO's reward)
+    rewards = [("", "", support_q, exact_q)] if "exact" in budget.rewards else []
     if q0 is not None:  # the same two methods with the learned Q_0 as their reward, against the same targets
         with torch.no_grad():
             support_q0 = q0(torch.zeros(support.shape[:2] + (0,)), support)
         rewards.append((" (Q₀)", " q0", support_q0, lambda s, a: q0(torch.zeros(len(a), 0), a.detach())))
+    # each entry: (label, stream tag, Q of CEP's support samples, DDPO's reward)
 
     def q_means(samples: torch.Tensor) -> dict:
         """The exact Q of a method's samples and the learned Q_0's view of them: the gap is exploitation."""
@@ -185,7 +191,7 @@ def _cell(r: pd.Series | None, col: str) -> str:
 
 
 def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: str, budget: FinetuneBudget,
-                 seconds: float, version: str, floor: pd.DataFrame | None) -> None:
+                 seconds: float, version: str, floor: pd.DataFrame | None, merged: str | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     raw.to_csv(out.with_suffix(".csv"), index=False, float_format="%.5g")
     seeds = int(summary["seeds"].max())
@@ -250,7 +256,7 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
                      f"{ratios['theta'].text()} | {_cell(cep, 'swd_mu')} | {_cell(ddpo, 'swd_mu')} | "
                      f"{ratios['mu'].text()} | {verdict} | {floors.get((task, beta), math.nan):.3f} | {seconds} |")
     lines += learned_section(summary, raw)
-    lines += ["", *disclosures(summary, raw, budget), "", headline(verdicts)]
+    lines += ["", *disclosures(summary, raw, budget), *([f"- {merged}"] if merged else []), "", headline(verdicts)]
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -259,8 +265,11 @@ def learned_section(summary: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
     exact Q of their samples against Q_0's view of them (a method that exploits Q_0 off the data shows a gap)."""
     if not (raw.method == "ddpo (Q₀)").any():
         return []
+    learned = raw[raw.method == "ddpo (Q₀)"]
+    seeds = ", ".join(str(int(v)) for v in sorted(learned["seed"].unique()))
+    codes = ", ".join(sorted(set(learned["code"].dropna()))) if "code" in learned else "this run"
     lines = ["", "## With a Q₀ learned from the data (the offline case)", "",
-             "Q₀ regresses the data's rewards (the exact Q of the behaviour samples) and nothing else; CEP's energy is "
+             f"Seeds {seeds} (rows made at code {codes}), each paired with the same seed's exact-Q rows above. Q₀ regresses the data's rewards (the exact Q of the behaviour samples) and nothing else; CEP's energy is "
              "trained on Q₀ of μθ's support samples, DDPO fine-tunes on Q₀ of its own samples. Targets as above (exact). "
              "`Q exact / Q₀`: the mean exact Q of a method's samples and Q₀'s mean over them. DDPO − CEP: the paired "
              "per-seed difference in SWD to the tilt of μθ.", "",
@@ -281,7 +290,8 @@ def learned_section(summary: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
 def disclosures(summary: pd.DataFrame, raw: pd.DataFrame, budget: FinetuneBudget) -> list[str]:
     """What was chosen with the targets in hand, what each method cost, and what the rows predate."""
     b = budget.behaviour
-    seconds = {m: float(raw.loc[raw.method == m, "seconds"].mean()) for m in ("cep", "ddpo")}
+    seconds = {m: float(raw.loc[raw.method == m, "seconds"].mean()) if (raw.method == m).any() else math.nan
+               for m in ("cep", "ddpo")}
     return [
         "## What was chosen with the targets in hand, and what each method cost", "",
         f"- DDPO's chain ({budget.chain}/{budget.grid}, {budget.chain_steps} steps) was chosen from the first table, "
@@ -297,10 +307,11 @@ def disclosures(summary: pd.DataFrame, raw: pd.DataFrame, budget: FinetuneBudget
            if (raw.method == "ddpo (Q₀)").any() else
            "These rows do not measure that (rows made before the study fitted a Q₀; run it again to add them)."),
     ] + ([
-        "- Rows made at a3decaa0bf2b predate three changes to DDPO: the leave-one-out group baseline (here one state "
+        "- Rows made at a3decaa0bf2b predate two changes to DDPO: the leave-one-out group baseline (here one state "
         f"with G = {budget.chains} chains, so the old baseline shrank the reward's gradient by 1/{budget.chains} "
-        f"only), the importance weight of the score estimator (this study runs `{budget.estimator}`), and adv_clip 5 "
-        "(those rows had 10)."] if STALE_DDPO_ROWS & set(raw["code"].dropna()) else [])
+        f"only) and the importance weight of the score estimator (this study runs `{budget.estimator}`). Every row "
+        f"has adv_clip {budget.adv_clip:g} (not DDPOConfig's 5, the official value; advantages are standardised over "
+        f"{budget.chains} chains, so either rarely binds)."] if STALE_DDPO_ROWS & set(raw["code"].dropna()) else [])
 
 
 def headline(verdicts: dict[str, dict[tuple[str, float], str | None]]) -> str:
@@ -316,30 +327,67 @@ def headline(verdicts: dict[str, dict[tuple[str, float], str | None]]) -> str:
             "lies at or below it): " + "; ".join(parts) + ".")
 
 
+def merge_rows(parts: list[list[dict]]) -> tuple[list[dict], str | None]:
+    """Rows of several runs as one (e.g. the exact-Q rows of one and the Q_0 rows of a later one). A row that
+    two runs both made (the beta = 0 chain rows every job makes) is kept from the first; the later copies check
+    that the runs fitted the same mu_theta: returns the rows and what that check found (None for one run)."""
+    if len(parts) == 1:
+        return parts[0], None
+    key = ["task", "seed", "beta", "method", "chain"]
+    frames = [pd.DataFrame(p).assign(chain=lambda d: d["chain"].fillna("") if "chain" in d else "") for p in parts]
+    first, rest = frames[0], pd.concat(frames[1:], ignore_index=True)
+    both = first.merge(rest, on=key, suffixes=("", "_again"))
+    merged = pd.concat([first, rest.merge(first[key], on=key, how="left", indicator=True)
+                        .query("_merge == 'left_only'").drop(columns="_merge")], ignore_index=True)
+    if both.empty:
+        return merged.to_dict("records"), "The merged runs share no row, so nothing checks that they fitted the same μθ."
+    gap = float((both["swd_theta"] - both["swd_theta_again"]).abs().max())
+    same = gap <= 1e-4 * float(both["swd_theta"].abs().max())
+    return merged.to_dict("records"), (
+        f"Rows come from {len(parts)} runs; the {len(both)} rows both made (the β = 0 chain rows) "
+        + ("agree to the CSV's 5 digits (largest SWD difference {gap:.1e}): the runs fitted the same μθ and drew the "
+           "same targets." if same else
+           f"differ (largest SWD difference {gap:.3g}): the runs fitted different μθ, so rows of different runs are "
+           "not paired by seed.").format(gap=gap))
+
+
 def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str, out: Path, command: str,
-        floor_csv: Path | None, workers: int = 1, from_rows: Path | None = None) -> pd.DataFrame:
+        floor_csv: Path | None, workers: int = 1, from_rows: Path | list[Path] | None = None,
+        rewards: tuple[str, ...] | None = None) -> pd.DataFrame:
     """(task, seed) jobs, in `workers` single-threaded processes when > 1; resumable
     (`bench.studies.resumable`): an interrupted run started again redoes only the jobs left. `from_rows`: the
-    report again from an earlier run's rows, nothing run."""
+    report again from earlier runs' rows (one CSV or several, merged by `merge_rows`), nothing run. `rewards`:
+    a subset of REWARDS, to make only those rows."""
     version, start = code_version(), time.perf_counter()
     budget = FINETUNE_BUDGETS[budget_name]
+    if rewards is not None:
+        if not rewards or not set(rewards) <= set(REWARDS):
+            raise ConfigError(f"--rewards {','.join(rewards)}: choose one or both of {', '.join(REWARDS)}")
+        budget = replace(budget, rewards=tuple(r for r in REWARDS if r in rewards))
     out.parent.mkdir(parents=True, exist_ok=True)
+    made = "ddpo" if "exact" in budget.rewards else "ddpo (Q₀)"
 
     def reuse(grp: pd.DataFrame) -> pd.DataFrame | None:
-        if not set(betas) <= set(grp.loc[grp.method == "ddpo", "beta"]):
+        if not set(betas) <= set(grp.loc[grp.method == made, "beta"]):
             return None
         return grp[grp.beta.isin(betas) | (grp.method == "chain")]
 
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds]
+    key = lambda job: (job[0], job[2])  # noqa: E731
     label = budget_label(budget_name, budget)
-    rows, _ = run_resumable(run_task, jobs, lambda job: (job[0], job[2]), out, label, workers, reuse,
-                            from_rows=from_rows)
+    check = None
+    if from_rows is not None:
+        paths = [from_rows] if isinstance(from_rows, Path) else list(from_rows)
+        keys = {key(job) for job in jobs}
+        rows, check = merge_rows([read_rows(p, keys) for p in paths])
+    else:
+        rows, _ = run_resumable(run_task, jobs, key, out, label, workers, reuse)
     raw = pd.DataFrame(rows)
     raw = raw[raw.beta.isin(betas) | (raw.method == "chain")]
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")
     floor = pd.read_csv(floor_csv) if floor_csv is not None and floor_csv.exists() else None
     summary = summarise(raw)
-    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, floor)
+    write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, floor, check)
     out.with_suffix(".partial.csv").unlink(missing_ok=True)
     return summary
