@@ -724,9 +724,7 @@ def _compare_spec(args) -> int:
         versus.write(store, spec, args.spec, args.baseline, out, _command(args), speed, args.speed)
         print(f"wrote {out}")
         return 0
-    from bench.reports.report import run_scores
-
-    table, notes = versus.versus(run_scores(store), spec, args.baseline, speed)
+    table, notes, _ = versus.table(store, spec, args.baseline, speed)
     print(markdown_table(table) if not table.empty else "no finished run of the spec's in the store")
     for note in notes:
         print(f"- {note}")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bench.harness.sweep import SweepSpec
-from bench.reports.versus import versus
+from bench.reports.versus import spec_scores, versus
 from bench.studies.exactness import T_95
 from policies.errors import ConfigError
 
@@ -39,9 +39,14 @@ def _scores(srpo_gain):
     return pd.DataFrame(rows)
 
 
+def _versus(scores, spec, baseline, **kw):
+    """`versus` on the spec's own rows, as `versus.table` reads them from a store."""
+    return versus(spec_scores(scores, spec), spec, baseline, **kw)
+
+
 def test_each_algorithm_is_paired_with_the_baselines_held_out_choice_seed_by_seed():
     gain = {0: 5.0, 1: 6.0, 2: 7.0}
-    table, notes = versus(_scores(gain), SPEC, "qgpo")
+    table, notes = _versus(_scores(gain), SPEC, "qgpo")
     srpo = table.set_index("algorithm").loc["srpo"]
     d = np.array(list(gain.values()))
     half = T_95[3] * d.std(ddof=1) / np.sqrt(3)
@@ -52,20 +57,20 @@ def test_each_algorithm_is_paired_with_the_baselines_held_out_choice_seed_by_see
 
 
 def test_an_interval_that_covers_zero_is_a_tie_whatever_the_means():
-    table, _ = versus(_scores({0: 12.0, 1: -3.0, 2: 2.0}), SPEC, "qgpo")  # mean +3.7
+    table, _ = _versus(_scores({0: 12.0, 1: -3.0, 2: 2.0}), SPEC, "qgpo")  # mean +3.7
     assert table.set_index("algorithm").loc["srpo", "verdict"] == "tie"
-    table, _ = versus(_scores({0: -5.0, 1: -6.0, 2: -4.0}), SPEC, "qgpo")
+    table, _ = _versus(_scores({0: -5.0, 1: -6.0, 2: -4.0}), SPEC, "qgpo")
     assert table.set_index("algorithm").loc["srpo", "verdict"] == "worse"
 
 
 def test_missing_seeds_are_named_and_the_baseline_must_be_in_the_spec():
     scores = _scores({0: 5.0, 1: 6.0, 2: 7.0})
     scores = scores[~((scores["algorithm"] == "srpo") & (scores["seed"] == 2))]
-    table, notes = versus(scores, SPEC, "qgpo")
+    table, notes = _versus(scores, SPEC, "qgpo")
     assert table.set_index("algorithm").loc["srpo", "seeds"] == 2
     assert notes == [f"srpo on {DATASET}: seeds 2 not finished"]
     with pytest.raises(ConfigError, match="not among the spec's algorithms"):
-        versus(scores, SPEC, "iql")
+        _versus(scores, SPEC, "iql")
 
 
 def test_each_row_shows_its_curve_and_a_guided_one_each_scales():
@@ -74,7 +79,7 @@ def test_each_row_shows_its_curve_and_a_guided_one_each_scales():
         {"dataset": DATASET, "entry": "qgpo[cpu] s=0", "before_last": 19.0, "last": 20.0, "flat": True},
         {"dataset": DATASET, "entry": "qgpo[cpu] s=1", "before_last": 49.0, "last": 50.0, "flat": None},
         {"dataset": "elsewhere", "entry": "srpo[cpu]", "before_last": 0.0, "last": 0.0, "flat": True}])
-    table, _ = versus(_scores({0: 5.0, 1: 6.0, 2: 7.0}), SPEC, "qgpo", plateau=plateau)
+    table, _ = _versus(_scores({0: 5.0, 1: 6.0, 2: 7.0}), SPEC, "qgpo", plateau=plateau)
     curve = table.set_index("algorithm")["curve (last two points), flat"]
     assert curve["srpo"] == "50.0 → 56.0, no"
     assert curve["qgpo"] == "s=0: 19.0 → 20.0, yes; s=1: 49.0 → 50.0, ?"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.metadata as md
 import os
 import platform
@@ -41,6 +42,12 @@ def hardware() -> str:
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
+
+
+def run_threads(recorded: object) -> int:
+    """The torch threads a run recorded in its store row's hardware JSON (1 where it recorded none): wall
+    seconds times this are the core-seconds it held."""
+    return (json.loads(recorded).get("torch_threads", 1) or 1) if isinstance(recorded, str) and recorded else 1
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "numpy", "minari", "gymnasium", "gymnasium-robotics", "mujoco")) -> dict[str, str]:

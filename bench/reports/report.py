@@ -23,6 +23,7 @@ from bench.reports.critic import critic_checks, guidance_checks
 from bench.reports.sharing import shared_stage_savings
 from bench.harness.plan import identity_fields
 from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
+from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from envs import families
 
@@ -390,8 +391,7 @@ def data_references(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
 def _core_minutes(row: pd.Series) -> float:
     """Training CPU-core-minutes: the stages' wall time times the threads the run was given."""
     seconds = sum(json.loads(row["stage_seconds"]).values()) if row["stage_seconds"] else np.nan
-    threads = json.loads(row["hardware"]).get("torch_threads", 1) if isinstance(row["hardware"], str) else 1
-    return seconds * (threads or 1) / 60
+    return seconds * run_threads(row["hardware"]) / 60
 
 
 def _cost(df: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.sweep import SweepSpec
 
@@ -25,19 +26,23 @@ NONE_FOUND = ("No finished run of the spec's is in the store. Run ids hash each 
               "(`diffbench sweep {spec} --results {store}`).")
 
 
-def run_costs(store: ResultsStore, spec: SweepSpec) -> pd.DataFrame:
-    """One row per (finished run of the spec, cost category): core-seconds."""
+def finished_runs(store: ResultsStore, spec: SweepSpec) -> pd.DataFrame:
+    """The store's rows of the spec's finished runs (by run id: other runs in a shared store are not read)."""
     ids = {run.run_id() for run in spec.runs()}
     runs = store.table("runs")
-    runs = runs[runs["run_id"].isin(ids) & (runs["status"] == "finished")]
+    return runs[runs["run_id"].isin(ids) & (runs["status"] == "finished")]
+
+
+def run_costs(store: ResultsStore, spec: SweepSpec, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (finished run of the spec, cost category): core-seconds. `runs`: `finished_runs`, if read."""
+    runs = finished_runs(store, spec) if runs is None else runs
     evals = store.table("evaluations")
     evals = evals[evals["run_id"].isin(runs["run_id"])]
     evals = evals.assign(category=evals["stage"].map(EVALUATIONS).fillna(PERIODIC))
     eval_seconds = evals.groupby(["run_id", "category"])["seconds"].sum()
     rows = []
     for run in runs.itertuples():
-        threads = json.loads(run.hardware).get("torch_threads", 1) if isinstance(run.hardware, str) else 1
-        threads = threads or 1
+        threads = run_threads(run.hardware)
         stages = json.loads(run.stage_seconds) if run.stage_seconds else {}
         shared = set(json.loads(run.shared_stages)) if run.shared_stages else set()
         trained = {stage: s for stage, s in stages.items() if stage not in shared}
@@ -80,12 +85,11 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
 
     from bench.reports.render import markdown_table
 
-    costs = run_costs(store, spec)
+    mine = finished_runs(store, spec)
+    costs = run_costs(store, spec, mine)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     costs.to_csv(out.with_suffix(".csv"), index=False)
-    runs = store.table("runs")
-    mine = runs[runs["run_id"].isin(set(costs["run_id"]))]
     hardware = sorted({json.loads(h).get("description", "?") for h in mine["hardware"].dropna()})
     planned = len(spec.runs())
     lines = [f"# Sweep cost: {spec_path}", "",

@@ -35,16 +35,15 @@ def spec_scores(scores: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     return mine[keep].assign(base_dataset=mine["dataset"].str.split(" @").str[0])
 
 
-def versus(scores: pd.DataFrame, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None,
+def versus(df: pd.DataFrame, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None,
            plateau: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per (dataset, algorithm) of the spec: score over seeds, the paired difference to `baseline` and its
+    """One row per (dataset, algorithm) of the spec (`df`: its `spec_scores`): score over seeds, the paired difference to `baseline` and its
     verdict, NFE per action, the benchmark's actions/s (`speed`: by algorithm, from `perf_acting.rates`) and
     its ratio to the baseline's, the median run's core-minutes, and (`plateau`: `report.plateaus` of the runs'
     learning curves) each curve's last two points and whether it had flattened; and notes on what is missing."""
     if baseline not in spec.algorithms:
         raise ConfigError(f"--baseline {baseline} is not among the spec's algorithms ({', '.join(spec.algorithms)})")
     rows, notes = [], []
-    df = spec_scores(scores, spec)
     for dataset in spec.datasets:
         here = df[df["base_dataset"] == dataset]
         base = here[here["algorithm"] == baseline]
@@ -106,19 +105,27 @@ def _speed(speed: pd.DataFrame | None, algorithm: str, baseline: str) -> dict[st
             f"× {baseline}": "–" if np.isnan(rate) or np.isnan(ref) else f"{rate / ref:.1f}×"}
 
 
+def table(store, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None
+          ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """`versus` on the store's runs of the spec, with their learning curves: (rows, notes, the runs' scores)."""
+    scores = run_scores(store)
+    mine = spec_scores(scores, spec) if not scores.empty else scores
+    curves = plateaus(curve_points(store, mine)) if not mine.empty else pd.DataFrame()
+    rows, notes = versus(mine, spec, baseline, speed, curves)
+    return rows, notes, mine
+
+
 def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, command: str,
           speed: pd.DataFrame | None = None, speed_path: str | None = None) -> pd.DataFrame:
     """The markdown report (and its rows as CSV beside it)."""
-    scores = run_scores(store)
-    if scores.empty:
+    if run_scores(store).empty:
         raise ConfigError(f"{store.path} holds no finished run with evaluation episodes; run the spec first: "
                           f"diffbench sweep {spec_path} --results {store.path}")
-    mine = spec_scores(scores, spec)
-    table, notes = versus(scores, spec, baseline, speed, plateaus(curve_points(store, mine)))
+    rows, notes, mine = table(store, spec, baseline, speed)
     codes = sorted(mine["code_version"].dropna().unique())
     hardware = sorted({json.loads(h).get("description", "?") for h in mine["hardware"].dropna()})
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out.with_suffix(".csv"), index=False)
+    rows.to_csv(out.with_suffix(".csv"), index=False)
     lines = [f"# {', '.join(a for a in spec.algorithms if a != baseline)} against {baseline}", "",
              f"Made by `{command}` from the results store; do not edit by hand. Runs: {spec_path} at the "
              f"`{spec.preset}` preset, seeds {', '.join(map(str, spec.seeds))}; code {', '.join(codes) or '?'}; "
@@ -135,11 +142,11 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
              "curve's last two points (means over seeds; the last is the final evaluation) and whether it had "
              "flattened (their change within the seeds' spread there, or under 1 point), per scale for a guided "
              "run.", ""]
-    for dataset, part in (table.groupby("dataset", sort=False) if not table.empty else ()):
+    for dataset, part in (rows.groupby("dataset", sort=False) if not rows.empty else ()):
         lines += [f"## {dataset}", "", markdown_table(part.drop(columns=["dataset"])), ""]
-    if table.empty:
+    if rows.empty:
         lines += [NONE_FOUND.format(spec=spec_path, store=store.path.parent), ""]
     if notes:
         lines += ["## Missing", "", *(f"- {n}" for n in notes), ""]
     out.write_text("\n".join(lines))
-    return table
+    return rows

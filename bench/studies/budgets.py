@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.runner import RunSpec
+from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.reports import report as reports
 from envs import catalog
@@ -80,7 +81,7 @@ def budget_table(store: ResultsStore, preset: str = "cpu") -> pd.DataFrame:
     rows = []
     for (entry, dataset), g in scores.groupby(["entry", "dataset"]):
         held = runs.loc[g["run_id"].unique()]
-        threads = held["hardware"].map(lambda h: json.loads(h).get("torch_threads", 1) if h else 1)
+        threads = held["hardware"].map(run_threads)
         mine = final[final["run_id"].isin(g["run_id"]) & (final["variant"] == g["variant"].iloc[0])]
         critic = [json.loads(d).get("critic") for d in held["diagnostics"].dropna()]
         critic = [c for c in critic if c]

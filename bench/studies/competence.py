@@ -24,6 +24,7 @@ import pandas as pd
 from bench.reports import report as reports
 from bench.reports import stats
 from bench.reports.render import claims_table, fmt, study_page, write_page
+from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.studies.budgets import _factor, variant_settings
 from envs import families
@@ -163,7 +164,7 @@ def _cost_rows(runs: pd.DataFrame) -> list[dict]:
     done = runs[(runs["status"] == "finished") & runs["dataset"].str.contains("-small")]
     rows = []
     for algorithm, g in done.groupby("algorithm"):
-        threads = g["hardware"].map(lambda h: json.loads(h).get("torch_threads", 1) if h else 1)
+        threads = g["hardware"].map(run_threads)
         minutes = float((g["wall_seconds"] * threads).median() / 60)
         rows.append({"check": f"{algorithm}'s median run at most {BUDGET_MINUTES:g} core-minutes on a -small dataset",
                      "dataset": "", "holds": minutes <= BUDGET_MINUTES,

@@ -22,9 +22,9 @@ BATCHES = (10, 256)
 SHAPE = (17, 6)  # HalfCheetah's and Walker2d's observation and action sizes
 
 
-def build(name: str, preset: str, device: str, shape: tuple[int, int] = SHAPE):
+def build(name: str, preset: str, device: str):
     """`name` at `preset`'s networks, seeded, or the reason it cannot act before it is fitted."""
-    obs_dim, act_dim = shape
+    obs_dim, act_dim = SHAPE
     cls = registry.get(name)
     algo = cls(registry.make_config(name, preset, {"device": device}), obs_dim, act_dim,
                -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32))
@@ -36,13 +36,13 @@ def build(name: str, preset: str, device: str, shape: tuple[int, int] = SHAPE):
     return algo
 
 
-def measure(algorithms: list[str], preset: str = "cpu", device: str = "cpu", repeats: int = 20, warmup: int = 3,
-            shape: tuple[int, int] = SHAPE) -> tuple[pd.DataFrame, dict[str, str]]:
+def measure(algorithms: list[str], preset: str = "cpu", device: str = "cpu", repeats: int = 20, warmup: int = 3
+            ) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per (algorithm, batch): actions/s (median over `repeats` calls) and NFE per action; and the
     algorithms left out, with why."""
     built, skipped = {}, {}
     for name in algorithms:
-        algo = build(name, preset, device, shape)
+        algo = build(name, preset, device)
         if isinstance(algo, str):
             skipped[name] = algo
         else:
@@ -50,7 +50,7 @@ def measure(algorithms: list[str], preset: str = "cpu", device: str = "cpu", rep
     rng = np.random.default_rng(0)
     rows = []
     for batch in BATCHES:
-        obs = rng.standard_normal((batch, shape[0])).astype(np.float32)
+        obs = rng.standard_normal((batch, SHAPE[0])).astype(np.float32)
         calls = [lambda a=a: a.act(obs) for a in built.values()]
         with torch.inference_mode():
             seconds = _time_interleaved(calls, torch.device(device), repeats * (10 if batch == 10 else 1), warmup)
