@@ -358,5 +358,7 @@ def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path)
     merged = again.read_text()
     assert merged.splitlines()[-1] == text.splitlines()[-1] and "## With a Q₀ learned from the data" in merged
     assert "the runs fitted the same μθ" in merged
+    spent = pd.read_csv(again.with_suffix(".csv"))["job_seconds"].sum()  # the Q_0 run's time is not merged away
+    assert spent == pytest.approx(pd.read_csv(exact_only)["job_seconds"].sum() + made["job_seconds"].sum(), rel=1e-3)
     with pytest.raises(ConfigError, match="choose one or both"):
         run(["moons"], [3.0], [0], "test", again, "bad", None, rewards=("oracle",))

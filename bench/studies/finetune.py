@@ -337,8 +337,14 @@ def merge_rows(parts: list[list[dict]]) -> tuple[list[dict], str | None]:
     frames = [pd.DataFrame(p).assign(chain=lambda d: d["chain"].fillna("") if "chain" in d else "") for p in parts]
     first, rest = frames[0], pd.concat(frames[1:], ignore_index=True)
     both = first.merge(rest, on=key, suffixes=("", "_again"))
-    merged = pd.concat([first, rest.merge(first[key], on=key, how="left", indicator=True)
-                        .query("_merge == 'left_only'").drop(columns="_merge")], ignore_index=True)
+    flagged = rest.merge(first[key], on=key, how="left", indicator=True)
+    new = flagged["_merge"] == "left_only"
+    if "job_seconds" in rest:  # a job's whole time sits on its first row, a chain row the merge drops: keep it
+        spent = flagged[~new].groupby(["task", "seed"])["job_seconds"].sum()
+        for i in flagged[new].groupby(["task", "seed"]).head(1).index:
+            extra = spent.get((flagged.at[i, "task"], flagged.at[i, "seed"]), 0.0)
+            flagged.at[i, "job_seconds"] = np.nansum([flagged.at[i, "job_seconds"], extra]) or math.nan
+    merged = pd.concat([first, flagged[new].drop(columns="_merge")], ignore_index=True)
     if both.empty:
         return merged.to_dict("records"), "The merged runs share no row, so nothing checks that they fitted the same μθ."
     gap = float((both["swd_theta"] - both["swd_theta_again"]).abs().max())
