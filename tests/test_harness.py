@@ -197,14 +197,22 @@ def test_a_terminated_run_stops_as_an_interrupted_one_and_resumes(tiny_pointmaze
     assert list(tmp_path.rglob("behaviour.partial.pt"))
 
 
+def _niceness() -> int:
+    return os.nice(0)
+
+
 def test_ray_executor_gives_the_local_numbers(tiny_pointmaze, tmp_path):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from bench.harness.executors import start_ray
+
+    start_ray(num_cpus=2, log_to_driver=False)
     try:  # the executor is the same for every algorithm: BC's tiny runs keep Ray's start-up the test's main cost
         specs = [RunSpec(algorithm="bc", dataset=TINY_ID, seed=seed, preset="tiny", overrides={"device": "cpu"},
                          episodes=2) for seed in (0, 1)]
         out = run_all(specs, tmp_path / "ray", executor="ray")
+        # its workers run at the driver's priority (Ray's default niceness 15 would starve them beside other work)
+        assert ray.get(ray.remote(_niceness).remote()) == os.nice(0)
     finally:
         ray.shutdown()
     assert len(out["finished"]) == 2, [r.error for r in out["failed"]]

@@ -15,7 +15,7 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -60,7 +60,7 @@ def _ray(specs: Sequence[RunSpec], results: Path, workers: int, device: str | No
     except ImportError as exc:
         raise ConfigError("the ray executor needs Ray: pip install 'diffbench[ray]'") from exc
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        start_ray(address, log_to_driver=True)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu" else 0
     threads = threads_per_worker(workers) if address in (None, "local") else 1
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute)
@@ -78,6 +78,17 @@ def _ray(specs: Sequence[RunSpec], results: Path, workers: int, device: str | No
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def start_ray(address: str | None = None, **kwargs: Any) -> None:
+    """`ray.init`; a local instance runs its workers at the driver's priority. Ray nices its workers to 15 by
+    default, so on a machine doing anything else a Ray run would get a fraction of a core and record that
+    inflated wall time as its cost, where the local executor's runs would not."""
+    import ray
+
+    if address in (None, "local"):
+        os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address=address, include_dashboard=False, **kwargs)
 
 
 def crashed(spec: RunSpec) -> RunResult:
