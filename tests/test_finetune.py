@@ -338,6 +338,7 @@ def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path)
     assert "What was chosen with the targets in hand" in text and "queries of the exact Q" in text
     learned = summary[summary.method == "ddpo (Q₀)"].iloc[0]  # the offline case: Q_0 fitted on the data alone
     assert "## With a Q₀ learned from the data" in text and learned["q_learned_mean"] == learned["q_learned_mean"]
+    assert "| DDPO: Q₀ − exact Q |" in text and "\nOn Q₀ (" in text  # each method on Q_0 against itself on the exact Q
     # the report again from the rows alone: nothing trained, the same verdicts
     again = tmp_path / "again.md"
     run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=out.with_suffix(".csv"))

@@ -26,7 +26,7 @@ import torch
 
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
                                      fit_toy_behaviour, fit_toy_q, stream, theta_tilt, toy_support)
-from bench.studies.paired import paired, tally, within
+from bench.studies.paired import closer, paired, tally, within
 from bench.studies.resumable import read_rows, run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, mean_q, sample_target, sliced_wasserstein
@@ -269,21 +269,36 @@ def learned_section(summary: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
     seeds = ", ".join(str(int(v)) for v in sorted(learned["seed"].unique()))
     codes = ", ".join(sorted(set(learned["code"].dropna()))) if "code" in learned else "this run"
     lines = ["", "## With a Q₀ learned from the data (the offline case)", "",
-             f"Seeds {seeds} (rows made at code {codes}), each paired with the same seed's exact-Q rows above. Q₀ regresses the data's rewards (the exact Q of the behaviour samples) and nothing else; CEP's energy is "
-             "trained on Q₀ of μθ's support samples, DDPO fine-tunes on Q₀ of its own samples. Targets as above (exact). "
-             "`Q exact / Q₀`: the mean exact Q of a method's samples and Q₀'s mean over them. DDPO − CEP: the paired "
-             "per-seed difference in SWD to the tilt of μθ.", "",
-             "| task | β | CEP (Q₀): SWD tilt of μθ | DDPO (Q₀) | DDPO − CEP | CEP (Q₀): Q exact / Q₀ | "
-             "DDPO (Q₀): Q exact / Q₀ | DDPO (exact Q): SWD tilt of μθ |", "|---|---:|---:|---:|---|---|---|---:|"]
-    for (task, beta), grp in summary[summary.method.isin(["cep (Q₀)", "ddpo (Q₀)", "ddpo"])].groupby(
-            ["task", "beta"], sort=False):
+             f"Seeds {seeds} at β = {', '.join(f'{b:g}' for b in sorted(learned['beta'].unique()))} (rows made at code "
+             f"{codes}). Q₀ regresses the data's rewards (the exact Q of the behaviour samples) and nothing else; CEP's "
+             "energy is trained on Q₀ of μθ's support samples, DDPO fine-tunes on Q₀ of its own samples. Targets as "
+             "above (exact). `Q exact / Q₀`: the mean exact Q of a method's samples and Q₀'s mean over them. Paired "
+             "per-seed differences in SWD to the tilt of μθ, with their 95% t-intervals: DDPO − CEP, both on Q₀; and "
+             "each method on Q₀ against itself on the exact Q (the price of learning Q₀), over the same seeds.", "",
+             "| task | β | seeds | CEP (Q₀): SWD tilt of μθ | DDPO (Q₀) | DDPO − CEP | CEP: Q₀ − exact Q | "
+             "DDPO: Q₀ − exact Q | CEP (Q₀): Q exact / Q₀ | DDPO (Q₀): Q exact / Q₀ |",
+             "|---|---:|---:|---:|---:|---|---|---|---|---|"]
+    verdicts: dict[str, list[str | None]] = {"DDPO − CEP on Q₀": [], "CEP on Q₀ − on the exact Q": [],
+                                             "DDPO on Q₀ − on the exact Q": []}
+    for (task, beta), grp in summary[summary.method.isin(["cep (Q₀)", "ddpo (Q₀)"])].groupby(["task", "beta"],
+                                                                                             sort=False):
         r = {row["method"]: row for _, row in grp.iterrows()}
+        if "ddpo (Q₀)" not in r:
+            continue
         at = raw[(raw.task == task) & (raw.beta == beta)]
-        diff = paired(at[at.method == "ddpo (Q₀)"], at[at.method == "cep (Q₀)"], "swd_theta")
+        run = {m: at[at.method == m] for m in ("cep", "ddpo", "cep (Q₀)", "ddpo (Q₀)")}
+        diffs = [paired(run["ddpo (Q₀)"], run["cep (Q₀)"], "swd_theta"), paired(run["cep (Q₀)"], run["cep"], "swd_theta"),
+                 paired(run["ddpo (Q₀)"], run["ddpo"], "swd_theta")]
+        for name, d in zip(verdicts, diffs):
+            verdicts[name].append(closer(d))
         q = lambda m: f"{_cell(r.get(m), 'q_exact')} / {_cell(r.get(m), 'q_learned')}"  # noqa: E731
-        lines.append(f"| {task} | {beta:g} | {_cell(r.get('cep (Q₀)'), 'swd_theta')} | "
-                     f"{_cell(r.get('ddpo (Q₀)'), 'swd_theta')} | {diff.text()} | {q('cep (Q₀)')} | {q('ddpo (Q₀)')} | "
-                     f"{_cell(r.get('ddpo'), 'swd_theta')} |")
+        lines.append(f"| {task} | {beta:g} | {int(r['ddpo (Q₀)']['seeds'])} | {_cell(r.get('cep (Q₀)'), 'swd_theta')} | "
+                     f"{_cell(r.get('ddpo (Q₀)'), 'swd_theta')} | " + " | ".join(d.text() for d in diffs)
+                     + f" | {q('cep (Q₀)')} | {q('ddpo (Q₀)')} |")
+    names = {"a": "closer", "b": "farther", "tie": "ties (the interval covers zero)"}
+    cells = sum(v is not None for v in verdicts["DDPO − CEP on Q₀"])  # a one-seed cell has no interval
+    lines += ["", "On Q₀ (task×β cells with two or more seeds; the first named closer or farther): " + "; ".join(
+        f"{name}: {tally(v, names)} of {cells}" for name, v in verdicts.items()) + "."]
     return lines
 
 
