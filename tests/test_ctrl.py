@@ -281,6 +281,8 @@ def test_the_toy_study_moves_ctrl_to_the_conditional_and_writes_one_report(tmp_p
         assert own[(case, "ctrl")] < 0.4 * own[(case, "pretrained (chain)")], case
     text = out.read_text()
     assert "Two controls composed" in text and "cfg w=3" in text and "**Headline**" in text
+    rules = pd.read_csv(out.with_suffix(".csv")).query("method.str.contains('classifier')")["temperature_rule"]
+    assert f"fitted for {(rules == 'fitted').sum()} and T = 1 for {(rules == 'T = 1').sum()} of {len(rules)}" in text
     assert out.with_suffix(".csv").exists() and not out.with_suffix(".partial.csv").exists()
 
     # --redo cfg: rows of CFG made at another code version are made again alone; the others are kept as they are

@@ -287,11 +287,24 @@ def disclosures(raw: pd.DataFrame, budget: CtrlBudget) -> list[str]:
         f"- Seconds per (task, N, seed), one control, one core: CTRL {seconds['ctrl']:.0f} (fine-tuning, after its "
         f"classifier), CG {seconds['cg']:.1f} (sampling, after its noisy classifier), CFG {seconds['cfg']:.0f} "
         "(training the conditional model, all weights sampled from it).",
-        "- The rows predate cross-fitted temperature scaling (the rows' code versions are above): each classifier's "
-        "temperature was fitted on one half of the holdout and its ECE measured on the other, and a temperature was "
-        "kept even where it did not lower the held-out NLL. CTRL's reward is the calibrated classifier, so its rows "
-        "are made again when the study is run again.",
+        temperature_note(raw),
     ]
+
+
+def temperature_note(raw: pd.DataFrame) -> str:
+    """Which temperature each classifier kept: a wrong one acts like a beta other than 1 in CTRL's reward."""
+    rules = raw.loc[raw.method.str.contains("classifier"), "temperature_rule"] if "temperature_rule" in raw else None
+    if rules is None or rules.isna().any():
+        return ("- Some rows predate cross-fitted temperature scaling (the rows' code versions are above): their "
+                "classifiers' temperatures were fitted on one half of the holdout and kept even where they did not "
+                "lower the held-out NLL. CTRL's reward is the calibrated classifier, so those rows are made again "
+                "when the study is run again.")
+    counts = rules.value_counts()
+    return (f"- Temperatures (`policies.core.classifier.calibrate`): two-fold cross-fitted over the whole holdout; "
+            "fitted on it where the cross-fitted NLL beat the raw classifier's, else T = 1: fitted for "
+            f"{counts.get('fitted', 0)} and T = 1 for {counts.get('T = 1', 0)} of {len(rules)} classifiers (clean "
+            "and noisy, every task, N and seed). The calibration table's NLL and ECE are the cross-fitted ones, so "
+            "no point is scored by a temperature it helped fit.")
 
 
 def headline(raw: pd.DataFrame, sizes: list[int]) -> str:
