@@ -52,6 +52,14 @@ def _numbers(text: str, kind: type, option: str) -> list:
     return values
 
 
+def _names(text: str, option: str) -> list[str]:
+    """A comma-separated option as names, blanks dropped; an empty list is one error naming the option."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"{option} takes comma-separated names, got {text!r}")
+    return names
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
@@ -378,8 +386,9 @@ def _command(args) -> str:
     return "diffbench " + " ".join(shlex.quote(a) for a in args.argv)
 
 
-def _from_rows(args) -> Path | None:
-    return Path(args.from_rows) if getattr(args, "from_rows", None) else None
+def _from_rows(args) -> list[Path] | None:
+    """--from-rows A.csv[,B.csv...]: earlier runs' rows, a report written again from them."""
+    return [Path(p) for p in _names(args.from_rows, "--from-rows")] if getattr(args, "from_rows", None) else None
 
 
 def cmd_toy_exactness(args) -> int:
@@ -399,11 +408,10 @@ def cmd_toy_finetune(args) -> int:
 
     if args.budget not in FINETUNE_BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; choose from {', '.join(FINETUNE_BUDGETS)}")
-    from_rows = [Path(p) for p in args.from_rows.split(",") if p] if args.from_rows else None
-    rewards = tuple(r for r in args.rewards.split(",") if r) if args.rewards else None
+    rewards = tuple(_names(args.rewards, "--rewards")) if args.rewards else None
     summary = run(_tasks(args.tasks), _numbers(args.betas, float, "--betas"), _numbers(args.seeds, int, "--seeds"),
                   args.budget, Path(args.out), _command(args), Path(args.floor), workers=args.workers,
-                  from_rows=from_rows, rewards=rewards)
+                  from_rows=_from_rows(args), rewards=rewards)
     print(Path(args.out).read_text().splitlines()[-1])
     print(f"wrote {args.out} ({len(summary)} summary rows)")
     return 0
@@ -443,7 +451,7 @@ def cmd_toy_ctrl(args) -> int:
     if min(sizes) < 10:
         raise ConfigError(f"--sizes are labelled points per control; each must be >= 10, got {min(sizes)}")
     summary = run(_tasks(args.tasks), _numbers(args.seeds, int, "--seeds"), sizes, args.budget, Path(args.out),
-                  _command(args), workers=args.workers, redo=tuple(m for m in args.redo.split(",") if m),
+                  _command(args), workers=args.workers, redo=tuple(_names(args.redo, "--redo")) if args.redo else (),
                   from_rows=_from_rows(args))
     print(Path(args.out).read_text().splitlines()[-1])
     print(f"wrote {args.out} ({len(summary)} summary rows)")

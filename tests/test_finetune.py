@@ -341,10 +341,10 @@ def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path)
     assert "| DDPO: Q₀ − exact Q |" in text and "\nOn Q₀ (" in text  # each method on Q_0 against itself on the exact Q
     # the report again from the rows alone: nothing trained, the same verdicts
     again = tmp_path / "again.md"
-    run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=out.with_suffix(".csv"))
+    run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=[out.with_suffix(".csv")])
     assert again.read_text().splitlines()[-1] == text.splitlines()[-1]
     with pytest.raises(ConfigError, match="no such file"):
-        run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=tmp_path / "missing.csv")
+        run(["moons"], [3.0], [0], "test", again, "again", None, from_rows=[tmp_path / "missing.csv"])
     # the Q_0 rows alone (to add them to an earlier exact-Q run) are the rows the full run made, so they merge
     alone = tmp_path / "q0.md"
     run(["moons"], [3.0], [0], "test", alone, "q0 alone", None, rewards=("learned",))

@@ -345,7 +345,7 @@ def headline(raw: pd.DataFrame, sizes: list[int]) -> str:
 
 
 def run(tasks: list[str], seeds: list[int], sizes: list[int], budget_name: str, out: Path, command: str,
-        workers: int = 1, redo: tuple[str, ...] = (), from_rows: Path | None = None) -> pd.DataFrame:
+        workers: int = 1, redo: tuple[str, ...] = (), from_rows: list[Path] | None = None) -> pd.DataFrame:
     """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`).
 
     `redo`: methods of REDO whose finished rows made at another code version are made again, alone, at

@@ -401,9 +401,9 @@ def acting_speed(repeats: int) -> dict[str, dict[int, float]]:
 
 
 def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1,
-        finetune_csv: Path | None = None, speed_repeats: int = 10, from_rows: Path | None = None) -> pd.DataFrame:
+        finetune_csv: Path | None = None, speed_repeats: int = 10, from_rows: list[Path] | None = None) -> pd.DataFrame:
     """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`).
-    `from_rows`: the report again from an earlier run's rows, no job run (the speed is measured again)."""
+    `from_rows`: the report again from earlier runs' rows, no job run (the speed is measured again)."""
     version, start = code_version(), time.perf_counter()
     budget = DXMI_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)

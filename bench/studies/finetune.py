@@ -27,7 +27,7 @@ import torch
 from bench.studies.exactness import (BUDGETS, ExactnessBudget, _distances, _fit_energy, _interval, _torch_gen,
                                      fit_toy_behaviour, fit_toy_q, stream, theta_tilt, toy_support)
 from bench.studies.paired import closer, paired, tally, within
-from bench.studies.resumable import read_rows, run_resumable
+from bench.studies.resumable import run_resumable
 from bench.harness.provenance import budget_label, code_version, made_by
 from envs.toy import TASKS, mean_q, sample_target, sliced_wasserstein
 from policies.algorithms.ddpo import DDPOConfig, train_ddpo
@@ -296,9 +296,9 @@ def learned_section(summary: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
                      f"{_cell(r.get('ddpo (Q₀)'), 'swd_theta')} | " + " | ".join(d.text() for d in diffs)
                      + f" | {q('cep (Q₀)')} | {q('ddpo (Q₀)')} |")
     names = {"a": "closer", "b": "farther", "tie": "ties (the interval covers zero)"}
-    cells = sum(v is not None for v in verdicts["DDPO − CEP on Q₀"])  # a one-seed cell has no interval
+    decided = lambda v: sum(x is not None for x in v)  # noqa: E731  (a one-seed cell has no interval)
     lines += ["", "On Q₀ (task×β cells with two or more seeds; the first named closer or farther): " + "; ".join(
-        f"{name}: {tally(v, names)} of {cells}" for name, v in verdicts.items()) + "."]
+        f"{name}: {tally(v, names)} of {decided(v)}" for name, v in verdicts.items()) + "."]
     return lines
 
 
@@ -342,42 +342,48 @@ def headline(verdicts: dict[str, dict[tuple[str, float], str | None]]) -> str:
             "lies at or below it): " + "; ".join(parts) + ".")
 
 
-def merge_rows(parts: list[list[dict]]) -> tuple[list[dict], str | None]:
+def merge_rows(parts: list[list[dict]]) -> list[dict]:
     """Rows of several runs as one (e.g. the exact-Q rows of one and the Q_0 rows of a later one). A row that
-    two runs both made (the beta = 0 chain rows every job makes) is kept from the first; the later copies check
-    that the runs fitted the same mu_theta: returns the rows and what that check found (None for one run)."""
+    two runs both made (the beta = 0 chain rows every job makes) is kept from the first, with the later copy's
+    SWD beside it (`swd_theta_again`, read by `fit_check`), and the time of the job that made the dropped copy."""
     if len(parts) == 1:
-        return parts[0], None
+        return parts[0]
     key = ["task", "seed", "beta", "method", "chain"]
     frames = [pd.DataFrame(p).assign(chain=lambda d: d["chain"].fillna("") if "chain" in d else "") for p in parts]
     first, rest = frames[0], pd.concat(frames[1:], ignore_index=True)
-    both = first.merge(rest, on=key, suffixes=("", "_again"))
-    flagged = rest.merge(first[key], on=key, how="left", indicator=True)
-    new = flagged["_merge"] == "left_only"
-    if "job_seconds" in rest:  # a job's whole time sits on its first row, a chain row the merge drops: keep it
-        spent = flagged[~new].groupby(["task", "seed"])["job_seconds"].sum()
-        for i in flagged[new].groupby(["task", "seed"]).head(1).index:
-            extra = spent.get((flagged.at[i, "task"], flagged.at[i, "seed"]), 0.0)
-            flagged.at[i, "job_seconds"] = np.nansum([flagged.at[i, "job_seconds"], extra]) or math.nan
-    merged = pd.concat([first, flagged[new].drop(columns="_merge")], ignore_index=True)
+    later = rest.merge(first[key], on=key, how="left", indicator=True)
+    new = later[later.pop("_merge") == "left_only"]
+    if "job_seconds" in rest:  # a job's whole time sits on its first row, maybe a chain row the merge drops
+        spent = later.groupby(["task", "seed"])["job_seconds"].transform(lambda s: s.sum(min_count=1))
+        new = new.assign(job_seconds=spent[new.index].where(~new.duplicated(["task", "seed"])))
+    again = rest[key + ["swd_theta"]].rename(columns={"swd_theta": "swd_theta_again"}).drop_duplicates(key)
+    return pd.concat([first.merge(again, on=key, how="left"), new], ignore_index=True).to_dict("records")
+
+
+def fit_check(raw: pd.DataFrame, files: int) -> str | None:
+    """What the rows that two runs both made say: the same SWD means the runs fitted the same mu_theta and drew
+    the same targets, so their rows pair by seed. None when the rows come from one file."""
+    if files < 2:
+        return None
+    both = raw.dropna(subset=["swd_theta_again"]) if "swd_theta_again" in raw else raw.iloc[:0]
     if both.empty:
-        return merged.to_dict("records"), "The merged runs share no row, so nothing checks that they fitted the same μθ."
+        return "The merged runs share no row, so nothing checks that they fitted the same μθ."
     gap = float((both["swd_theta"] - both["swd_theta_again"]).abs().max())
-    same = gap <= 1e-4 * float(both["swd_theta"].abs().max())
-    return merged.to_dict("records"), (
-        f"Rows come from {len(parts)} runs; the {len(both)} rows both made (the β = 0 chain rows) "
-        + ("agree to the CSV's 5 digits (largest SWD difference {gap:.1e}): the runs fitted the same μθ and drew the "
-           "same targets." if same else
-           f"differ (largest SWD difference {gap:.3g}): the runs fitted different μθ, so rows of different runs are "
-           "not paired by seed.").format(gap=gap))
+    made = ", ".join(sorted(set(both["method"])))
+    head = f"Rows come from {files} row files; the {len(both)} rows that two of them both made ({made}) "
+    if gap <= 1e-4 * float(both["swd_theta"].abs().max()):
+        return head + (f"agree to the CSV's 5 digits (largest SWD difference {gap:.1e}): the runs fitted the same μθ "
+                       "and drew the same targets.")
+    return head + (f"differ (largest SWD difference {gap:.3g}): the runs fitted different μθ, so rows of different "
+                   "runs are not paired by seed.")
 
 
 def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str, out: Path, command: str,
-        floor_csv: Path | None, workers: int = 1, from_rows: Path | list[Path] | None = None,
+        floor_csv: Path | None, workers: int = 1, from_rows: list[Path] | None = None,
         rewards: tuple[str, ...] | None = None) -> pd.DataFrame:
     """(task, seed) jobs, in `workers` single-threaded processes when > 1; resumable
     (`bench.studies.resumable`): an interrupted run started again redoes only the jobs left. `from_rows`: the
-    report again from earlier runs' rows (one CSV or several, merged by `merge_rows`), nothing run. `rewards`:
+    report again from earlier runs' rows (CSVs, merged by `merge_rows`), nothing run. `rewards`:
     a subset of REWARDS, to make only those rows."""
     version, start = code_version(), time.perf_counter()
     budget = FINETUNE_BUDGETS[budget_name]
@@ -396,14 +402,10 @@ def run(tasks: list[str], betas: list[float], seeds: list[int], budget_name: str
     jobs = [(task, betas, seed, budget) for task in tasks for seed in seeds]
     key = lambda job: (job[0], job[2])  # noqa: E731
     label = budget_label(budget_name, budget)
-    check = None
-    if from_rows is not None:
-        paths = [from_rows] if isinstance(from_rows, Path) else list(from_rows)
-        keys = {key(job) for job in jobs}
-        rows, check = merge_rows([read_rows(p, keys) for p in paths])
-    else:
-        rows, _ = run_resumable(run_task, jobs, key, out, label, workers, reuse)
+    rows, _ = run_resumable(run_task, jobs, key, out, label, workers, reuse, from_rows=from_rows, merge=merge_rows)
     raw = pd.DataFrame(rows)
+    check = fit_check(raw, len(from_rows or ()))
+    raw = raw.drop(columns="swd_theta_again", errors="ignore")
     raw = raw[raw.beta.isin(betas) | (raw.method == "chain")]
     order = {task: i for i, task in enumerate(tasks)}
     raw = raw.sort_values(["task", "seed"], key=lambda c: c.map(order) if c.name == "task" else c, kind="stable")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -19,9 +19,11 @@ Key = tuple[str, int]
 def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callable[[tuple], Key], out: Path,
                   budget_name: str, workers: int, reuse: Callable[[pd.DataFrame], pd.DataFrame | None],
                   remainder: Callable[[tuple, pd.DataFrame], tuple | None] | None = None,
-                  from_rows: Path | None = None) -> tuple[list[dict], int]:
+                  from_rows: Sequence[Path] | None = None,
+                  merge: Callable[[list[list[dict]]], list[dict]] | None = None) -> tuple[list[dict], int]:
     """`fn(*job)` for each job not already finished; returns (all rows, jobs taken from the partial file).
-    `from_rows`: no job runs; the jobs' rows come from an earlier run's CSV (`read_rows`).
+    `from_rows`: no job runs; the jobs' rows come from earlier runs' CSVs (`read_rows`), several combined by
+    `merge` (default `first_run_per_job`: a job's rows come from one run, the first file that has it).
 
     `budget_name`: rows are reused only under the same one (`budget_label` names the values too).
     `reuse(rows of one earlier (task, seed))` gives the rows to keep, or None to run the job again (e.g.
@@ -33,7 +35,7 @@ def run_resumable(fn: Callable[..., list[dict]], jobs: list[tuple], key: Callabl
     partial = out.with_suffix(".partial.csv")
     wanted = {key(job): job for job in jobs}
     if from_rows is not None:
-        return read_rows(from_rows, set(wanted)), len(wanted)
+        return (merge or first_run_per_job)([read_rows(path, set(wanted)) for path in from_rows]), len(wanted)
     rows: list[dict] = []
     done: set[Key] = set()
     rest: list[tuple] = []
@@ -80,3 +82,15 @@ def read_rows(path: Path, keys: set[Key]) -> list[dict]:
         asked = ", ".join(f"{task} seed {seed}" for task, seed in sorted(keys))
         raise ConfigError(f"--from-rows {path}: no rows for the jobs asked for ({asked})")
     return rows.to_dict("records")
+
+
+def first_run_per_job(parts: list[list[dict]]) -> list[dict]:
+    """Several runs' rows as one, each (task, seed) job's rows from the first run that made it: a job's rows
+    are made together (paired by its seed), so they are never mixed across runs."""
+    rows: list[dict] = []
+    seen: set[Key] = set()
+    for part in parts:
+        jobs = {(row["task"], int(row["seed"])) for row in part}
+        rows += [row for row in part if (row["task"], int(row["seed"])) not in seen]
+        seen |= jobs
+    return rows
