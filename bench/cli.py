@@ -890,8 +890,9 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--out", default="results/ctrl.md", help='the report (its CSV is written beside it)')
     ct.add_argument("--redo", default="", help="methods (cfg) whose rows in the partial file made at another code "
                     "version are made again at this one, keeping the other rows (after a fix to that method)")
-    ct.add_argument("--from-rows", help="write the report again from an earlier run's rows (results/ctrl.csv), "
-                    "running nothing; the report names the code that made them")
+    ct.add_argument("--from-rows", help="write the report again from earlier runs' rows (results/ctrl.csv; several "
+                    "CSVs comma-separated, each (task, seed) job's rows from the first that has it), running nothing; "
+                    "the report names the code that made them")
     ct.set_defaults(func=cmd_toy_ctrl)
 
     dx = tsub.add_parser("dxmi", help="DxMI: few-step imitation, the beta Q tilt and the EBM's anomaly AUROC against "
@@ -905,8 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--out", default="results/dxmi.md", help='the report (its CSV is written beside it)')
     dx.add_argument("--speed-repeats", type=int, default=10,
                     help="claim 4: timing repeats of the acting-speed measurement made after the jobs (0: skip it)")
-    dx.add_argument("--from-rows", help="write the report again from an earlier run's rows (results/dxmi.csv), "
-                    "running no job (the speed of claim 4 is measured again); the report names the code that made them")
+    dx.add_argument("--from-rows", help="write the report again from earlier runs' rows (results/dxmi.csv; several "
+                    "CSVs comma-separated, each (task, seed) job's rows from the first that has it), running no job (the speed of claim 4 is measured again); the report names the code that made them")
     dx.set_defaults(func=cmd_toy_dxmi)
 
     def executor_args(sp, results: str = "runs", workers: int = 1):
