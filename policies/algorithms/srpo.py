@@ -26,6 +26,11 @@ Where this differs from the official code (thu-ml/SRPO): the behaviour model is 
 official one is IDQL's LN-ResNet in continuous time) and budget; every preset reuses the shared stages' budgets; the
 cpu and tiny presets subtract the noise baseline (above). On the tiny sparse maze the critic misleads at any beta
 (regq, 6,000 policy steps: beta 0 28.5, 0.05 5.3, 0.3 and 1 0.0), as DAC's does there (tests/test_dac.py).
+The cpu preset's critic is IDQL's 10k-step one, which on walker2d-medium-small reads the data's actions at 69
+against their discounted return of 150 (correlation 0.30). Trained 40k steps it reads 140 (correlation 0.89), and
+SRPO scored no higher with it: 13.2 ± 7.8 against 18.3 ± 1.2 on seed 0 (std over 10 episodes each: a drop of
+about two standard errors on one seed; `critic_steps=40000`, a variant run in the leaderboard store). Its values are twice the 10k critic's, and at the same beta (regq off)
+its action gradient pulls harder; that this is the cause was not measured.
 """
 
 from __future__ import annotations
