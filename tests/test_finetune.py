@@ -324,11 +324,13 @@ def test_the_toy_study_moves_ddpo_toward_the_tilt_and_writes_one_table(tmp_path)
     summary = run(["moons"], [3.0], [0], "test", out, "diffbench toy finetune --budget test", None)
     ddpo = summary[summary.method == "ddpo"].iloc[0]
     assert ddpo["swd_chain_mean"] < 0.8 * ddpo["swd_chain_start_mean"], ddpo  # fine-tuning moved toward its optimum
-    # How far it got at this budget (60 iterations: not yet at the optimum, whose mean exact Q is q_target = 0.961).
+    # How far it got at this budget (60 iterations: not yet at the optimum, whose mean exact Q is q_target, about 0.95).
     # The bound was set from runs of this test with DDPO's beta changed alone (the targets kept at beta = 3): mean Q
     # 0.894 at beta = 3, 0.754 at 1.5, 0.962 at 6; without the KL (both its terms) the loss diverges by step 60.
     # So a beta off by 2x either way, or a missing KL, fails here; the optimum itself is tests/gaussian_chain.py's.
-    assert ddpo["q_target_mean"] == pytest.approx(0.961, abs=0.01)
+    # (the target's own mean Q over its 2000 samples: 0.961 drawn in rounds of 200k, 0.951 in the test budget's
+    # rounds of 20k; Q's std under the tilt is 0.21, so such a mean has a standard error near 0.005)
+    assert ddpo["q_target_mean"] == pytest.approx(0.951, abs=0.01)
     assert 0.85 < ddpo["q_exact_mean"] < 0.93, ddpo["q_exact_mean"]
     chains = summary[summary.method == "chain"]
     assert set(chains["chain"]) == {"ddim/uniform", "ddim/quadratic", "sde/uniform", "sde/quadratic"}

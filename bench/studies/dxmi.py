@@ -64,7 +64,6 @@ class DxmiBudget:
     tau2: float = 0.1
     energy_reg: float = 1.0
     anomaly_noise: float = 0.5
-    tilt_batch: int = 200_000  # draws per rejection round of the tilt targets (exactness's, for the same targets)
     tilts: tuple[str, ...] = ("kl", "imitation")  # the tilt stages compared ("dxmi" rows: kl)
     q0_steps: int = 5_000  # > 0: both tilts also toward a Q_0 fitted on the data alone (`fit_toy_q`)
 
@@ -74,7 +73,7 @@ DXMI_BUDGETS = {
     # the imitation tilt alone, beside the default budget's rows (same mu_theta, pi_0 and targets per seed)
     "imitation-tilt": DxmiBudget(steps=(4,), tilts=("imitation",), q0_steps=0),
     "test": DxmiBudget(behaviour=BUDGETS["test"], steps=(4,), imitation_iterations=60, tilt_iterations=100,
-                       batch=128, value_hidden=64, value_layers=2, tilt_batch=20_000, q0_steps=200),
+                       batch=128, value_hidden=64, value_layers=2, q0_steps=200),
 }
 
 
@@ -144,10 +143,9 @@ def _tilt(task: str, seed: int, budget: DxmiBudget, model, x: torch.Tensor, samp
     target_mu, _ = sample_target(toy, beta, n, np.random.default_rng(stream(seed, task, "target", key)))
     pool_gen = _torch_gen(seed, task, "pool")
     target_theta, _ = theta_tilt(lambda k: model.sample(torch.zeros(k, 0), 1, SamplerSpec(), generator=pool_gen).x[:, 0],
-                                 task, beta, seed, b, batch=budget.tilt_batch)
+                                 task, beta, seed, b)
     own_gen = _torch_gen(seed, task, "pool", "dxmi")
-    target_own, _ = theta_tilt(lambda k: sampler.sample(torch.zeros(k, 0), own_gen), task, beta, seed, b, "dxmi tilt",
-                               batch=budget.tilt_batch)
+    target_own, _ = theta_tilt(lambda k: sampler.sample(torch.zeros(k, 0), own_gen), task, beta, seed, b, "dxmi tilt")
 
     theta_masses = mode_masses(toy, target_theta)
     base["q_target"] = mean_q(toy, target_own)  # the exact Q of the own target: above it, a tilt overshoots

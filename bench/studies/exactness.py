@@ -62,12 +62,14 @@ class ExactnessBudget:
     n_eval: int = 5000  # samples compared, the size of results/toy_noise_floor.md
     fine_steps: int = 60  # solver steps that measure mu_theta without the 15-step solver's error
     pool_draws: int = 4_000_000  # mu_theta samples at most when drawing its tilt
+    tilt_batch: int = 200_000  # mu_theta samples per rejection round of its tilt (the targets' stream depends on it)
 
 
 BUDGETS = {"default": ExactnessBudget(),
            "test": ExactnessBudget(data=20_000, widths=(64, 32, 16), behaviour_steps=600, behaviour_batch=512,
                                    behaviour_settle_steps=0, groups=512, m=16, energy_hidden=64, energy_steps=300,
-                                   mse_lrs=(1e-3,), n_eval=2000, fine_steps=30, pool_draws=1_000_000)}
+                                   mse_lrs=(1e-3,), n_eval=2000, fine_steps=30, pool_draws=1_000_000,
+                                   tilt_batch=20_000)}
 
 
 def stream(seed: int, *purpose: str) -> int:
@@ -142,11 +144,12 @@ def toy_support(model: DiffusionModel, task: str, seed: int, budget: ExactnessBu
     return support, torch.as_tensor(q, dtype=torch.float32).reshape(budget.groups, budget.m)
 
 
-def theta_tilt(sample_batch, task: str, beta: float, seed: int, budget: ExactnessBudget, purpose: str = "tilt",
-               batch: int = 200_000) -> tuple[np.ndarray, float]:
-    """Exact samples of the tilt of a model's samples (`sample_batch(k)` -> (k, 2)), by rejection."""
+def theta_tilt(sample_batch, task: str, beta: float, seed: int, budget: ExactnessBudget,
+               purpose: str = "tilt") -> tuple[np.ndarray, float]:
+    """Exact samples of the tilt of a model's samples (`sample_batch(k)` -> (k, 2)), by rejection in rounds of
+    `budget.tilt_batch` draws."""
     return tilt(lambda k: sample_batch(k).double().numpy(), TASKS[task].q, beta, budget.n_eval,
-                np.random.default_rng(stream(seed, task, purpose, f"beta={beta:g}")), batch=batch,
+                np.random.default_rng(stream(seed, task, purpose, f"beta={beta:g}")), batch=budget.tilt_batch,
                 max_draws=budget.pool_draws, name="mu_theta")
 
 
