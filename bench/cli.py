@@ -39,25 +39,22 @@ registry = _Deferred("policies.registry")
 
 
 
+def _names(text: str, option: str) -> list[str]:
+    """A comma-separated option's items, blanks dropped; none at all is one error naming the option."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"{option} needs at least one value, got {text!r}")
+    return names
+
+
 def _numbers(text: str, kind: type, option: str) -> list:
     """A comma-separated option as numbers; anything else is one error naming the option."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    items = _names(text, option)  # outside the try: a ConfigError is a ValueError
     try:
-        values = [kind(t) for t in items]
+        return [kind(t) for t in items]
     except ValueError:
         raise ConfigError(f"{option} takes comma-separated {'integers' if kind is int else 'numbers'}, "
                           f"got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{option} needs at least one value, got {text!r}")
-    return values
-
-
-def _names(text: str, option: str) -> list[str]:
-    """A comma-separated option as names, blanks dropped; an empty list is one error naming the option."""
-    names = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not names:
-        raise ConfigError(f"{option} takes comma-separated names, got {text!r}")
-    return names
 
 
 def _print_json(obj) -> None:
@@ -907,7 +904,8 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--speed-repeats", type=int, default=10,
                     help="claim 4: timing repeats of the acting-speed measurement made after the jobs (0: skip it)")
     dx.add_argument("--from-rows", help="write the report again from earlier runs' rows (results/dxmi.csv; several "
-                    "CSVs comma-separated, each (task, seed) job's rows from the first that has it), running no job (the speed of claim 4 is measured again); the report names the code that made them")
+                    "CSVs comma-separated, each (task, seed) job's rows from the first that has it), running no job "
+                    "(the speed of claim 4 is measured again); the report names the code that made them")
     dx.set_defaults(func=cmd_toy_dxmi)
 
     def executor_args(sp, results: str = "runs", workers: int = 1):

@@ -29,8 +29,9 @@ cpu and tiny presets subtract the noise baseline (above). On the tiny sparse maz
 The cpu preset's critic is IDQL's 10k-step one, which on walker2d-medium-small reads the data's actions at 69
 against their discounted return of 150 (correlation 0.30). Trained 40k steps it reads 140 (correlation 0.89), and
 SRPO scored no higher with it: 13.2 ± 7.8 against 18.3 ± 1.2 on seed 0 (std over 10 episodes each: a drop of
-about two standard errors on one seed; `critic_steps=40000`, a variant run in the leaderboard store). Its values are twice the 10k critic's, and at the same beta (regq off)
-its action gradient pulls harder; that this is the cause was not measured.
+about two standard errors on one seed; `critic_steps=40000`, a variant run in the leaderboard store). Its values
+are twice the 10k critic's, and at the same beta (regq off) its action gradient pulls harder; that this is the
+cause was not measured.
 """
 
 from __future__ import annotations
