@@ -522,6 +522,23 @@ def cmd_perf_sweep(args) -> int:
     return 0
 
 
+def cmd_perf_kernels(args) -> int:
+    from bench.studies.perf_kernels import measure, write_report
+    from policies import registry
+
+    names = tuple(_names(args.algorithms, "--algorithms"))
+    for name in names:
+        registry.get(name)  # an unknown name: one clear error before anything is timed
+    rows = measure(names, args.preset, args.device, args.steps, args.repeats)
+    for r in rows:
+        print(f"  {r['algorithm']:14s} eager {r['eager_ms']:7.1f} ms/step, fused {r['fused_ms']:7.1f} ms/step "
+              f"({r['speedup']:.2f}x, {r['kernel']})")
+    if args.out:
+        write_report(rows, Path(args.out), _command(args))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_perf_sac(args) -> int:
     from bench.studies.perf_sac import run
 
@@ -1078,6 +1095,15 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--results", default="runs", help="results directory holding results.sqlite")
     pw.add_argument("--out", default="results/sweep_cost.md", help="report file, its per-run CSV beside it")
     pw.set_defaults(func=cmd_perf_sweep)
+    pk = psub.add_parser("kernels", help="training steps of the Mish networks (Diffusion-QL, DAC) with the fused "
+                                         "Mish beside the eager one, in one run")
+    pk.add_argument("--algorithms", default="diffusion_ql,dac", help="comma-separated algorithms")
+    pk.add_argument("--preset", default="cpu", help="the preset whose networks and batch are timed")
+    pk.add_argument("--device", default="cpu", help="torch device")
+    pk.add_argument("--steps", type=int, default=20, help="gradient steps per timed call")
+    pk.add_argument("--repeats", type=int, default=5, help="timed calls per kernel (the median is reported)")
+    pk.add_argument("--out", default="results/perf_kernels.md", help="report file ('' to print only)")
+    pk.set_defaults(func=cmd_perf_kernels)
     pc = psub.add_parser("sac", help="SAC training steps/s: stable-baselines3 beside sbx (when installed), one run")
     pc.add_argument("--envs", default="halfcheetah,hopper,walker2d", help='comma-separated MuJoCo envs')
     pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")

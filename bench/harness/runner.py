@@ -35,6 +35,7 @@ from policies import config as cfg_tools
 from policies import registry
 from policies.base import Algorithm
 from policies.errors import ConfigError
+from policies.core.networks import mish_kernels
 from policies.core.training import StageClock, TrainHooks
 
 
@@ -341,7 +342,10 @@ def _train_and_evaluate(spec: RunSpec, cls: type[Algorithm], config: Any, ds: Of
                        on_eval=on_eval, log=lambda msg: log(f"[{spec.label()}] {msg}"),
                        shared_stages=spec.shared_directory(results), clock=clock, on_progress=on_progress)
     try:
+        calls = mish_kernels()[0]
         record = algo.fit(ds, workdir, hooks=hooks)
+        if mish_kernels()[0] > calls:  # fused (torch.compile) or eager Mish: equal to rounding, not bit for bit
+            base["hardware"]["mish"] = mish_kernels()[1]
         scalars.add_stage_losses(record["stages"])
         evaluations, final, episodes, cost, selected = _final_evaluation(spec, algo, ds, workdir, metrics, log,
                                                                          scalars, max_steps)
