@@ -4,7 +4,8 @@
 # DEVICE (default cuda), REPEATS (timed repetitions, default 5) and SPEC (default bench/sweeps/device_check.yaml)
 # are read from the environment.
 # 1. QGPO's training steps and guided acting on the device beside the CPU (`diffbench perf qgpo`);
-# 2. every algorithm's own act at the cpu preset on the device (`diffbench perf acting`);
+# 2. every algorithm's own act at the cpu preset on the device (`diffbench perf acting`), and the Mish networks'
+#    training steps with the fused Mish (Triton on CUDA) beside the eager one (`diffbench perf kernels`);
 # 3. the device-check sweep (bench/sweeps/device_check.yaml: one seed of the one-step spec on hopper-medium-small)
 #    on the device, and its cost per algorithm and stage (`diffbench perf sweep`). Each step's report is written
 #    before the next starts, so a check cut short by its time limit keeps what it finished.
@@ -27,6 +28,7 @@ PY
 devices=$device; [ "$device" != cpu ] && devices="$device,cpu"
 diffbench perf qgpo --device "$devices" --repeats "$repeats" --out "$out/perf_qgpo.md"
 diffbench perf acting --device "$device" --repeats "$repeats" --out "$out/perf_acting.md"
+diffbench perf kernels --device "$device" --repeats "$repeats" --out "$out/perf_kernels.md"
 python -c "import sys; from pathlib import Path; from bench.harness.sweep import load_sweep
 print('\n'.join(load_sweep(Path(sys.argv[1])).datasets))" "$spec" | while read -r dataset; do
     diffbench datasets info "$dataset" >/dev/null 2>&1 || diffbench datasets generate "$dataset" --no-progress
