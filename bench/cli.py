@@ -699,14 +699,23 @@ def cmd_report(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.reports.leaderboard import write_leaderboard
+    from bench.reports.leaderboard import headline_block, write_headline, write_leaderboard
 
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
+    if args.readme:
+        if not Path(args.readme).is_file():
+            raise ConfigError(f"--readme {args.readme}: no such file (name the README whose headline block to rewrite)")
+        headline_block(Path(args.readme))  # before the report is computed
     report = _built_report(args, "rank")
     if report is None:
         return 1
     out = Path(args.out) if args.out else Path(args.results) / "LEADERBOARD.md"
     _writable(out.parent)
-    return _wrote(write_leaderboard(report, out, args.metric, _command(args)))
+    written = write_leaderboard(report, out, args.metric, _command(args))
+    if args.readme:
+        written.append(write_headline(report, Path(args.readme), args.metric, _command(args), args.top))
+    return _wrote(written)
 
 
 def cmd_compare(args) -> int:
@@ -1052,6 +1061,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", help="where LEADERBOARD.md (and .html) go (default RESULTS/LEADERBOARD.md, beside the store; "
                     "the committed results/LEADERBOARD.md changes only when named here)")
     lb.add_argument("--metric", default="IQM", help="IQM, mean, median or optimality gap")
+    lb.add_argument("--readme", help="also rewrite this file's headline block (between <!-- headline:start --> and "
+                                     "<!-- headline:end -->): per domain, the top entries with intervals and cost")
+    lb.add_argument("--top", type=int, default=3, help="with --readme: entries shown per domain (more on a shared rank)")
     lb.set_defaults(func=cmd_leaderboard)
 
     cmp_ = sub.add_parser("compare", help="two algorithms, entries or runs side by side on their shared datasets; or "

@@ -389,3 +389,25 @@ def test_a_dataset_whose_entries_its_domain_board_leaves_out_gets_a_board_of_its
             s.record(run)
     titles = {title: names for title, names, _ in boards(build(s))}
     assert titles[f"{GEN} @aaa"] == [f"{GEN} @aaa"] and f"{GEN} @bbb" not in titles  # bbb: bc only, ranked above
+
+
+def test_the_readme_headline_is_rewritten_between_its_markers_and_nowhere_else(capsys, store, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nhand text\n<!-- headline:start -->\nstale numbers\n<!-- headline:end -->\ntail\n")
+    argv = ["leaderboard", "--results", str(store.path.parent), "--out", str(tmp_path / "LB.md"), "--readme", str(readme)]
+    assert main(argv + ["--top", "1"]) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n\nhand text\n<!-- headline:start -->\n") and text.endswith("<!-- headline:end -->\ntail\n")
+    block = text.split("<!-- headline:start -->")[1].split("<!-- headline:end -->")[0]
+    assert "stale numbers" not in block and "do not edit by hand" in block
+    # one board per domain (locomotion: hopper-medium-v2; pointmaze: the generated maze); the top entry and the one
+    # that shares its rank in each, bc (rank =3 on both) left out at --top 1
+    rows = [line for line in block.splitlines() if line.startswith("| ") and "qgpo[cpu] s=1" in line]
+    assert len(rows) == 2 and all("=1 of 4" in r for r in rows) and "bc[cpu]" not in block
+    assert main(argv) == 0 and "bc[cpu]" in readme.read_text()  # --top 3 reaches rank =3: bc and s=0 join
+    capsys.readouterr()
+    readme.write_text("no markers here\n")
+    (tmp_path / "LB.md").unlink()
+    assert main(argv) == 2 and readme.read_text() == "no markers here\n" and not (tmp_path / "LB.md").exists()
+    assert "has no headline block" in capsys.readouterr().err
+    assert main(argv + ["--top", "0"]) == 2 and "--top must be at least 1" in capsys.readouterr().err
