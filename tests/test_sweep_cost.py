@@ -34,6 +34,18 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
     text = out.read_text()
     assert "2 of the spec's 2 runs finished" in text and "| qgpo |" in text and "## Per stage" in text
     assert len(pd.read_csv(out.with_suffix(".csv"))) == len(costs)
+    assert "What is left" not in text
+    # a spec that grew a seed: its runs are projected at the cost of the finished ones (one each here)
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(spec.read_text().replace("seeds: [0]", "seeds: [0, 1, 2]"))
+    assert main(["perf", "sweep", str(grown), "--results", str(tmp_path / "r"), "--out", str(out)]) == 0
+    left = out.read_text().split("## What is left, projected")[1]
+    own = costs.groupby("algorithm")["core_seconds"].sum() / 3600
+    assert "4 runs of the spec are not finished" in left
+    for algo in ("qgpo", "ddpo"):
+        row, = [line for line in left.splitlines() if line.startswith(f"| {algo} |")]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == "2" and cells[5] == "1 finished run(s)" and float(cells[4]) == round(2 * own[algo], 2)
     # the same store through the paired comparison (one seed: no interval, so no verdict)
     report = tmp_path / "versus.md"
     assert main(["compare", "--spec", str(spec), "--baseline", "qgpo", "--results", str(tmp_path / "r"),

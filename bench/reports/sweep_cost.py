@@ -75,6 +75,36 @@ def cost_tables(costs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_algorithm.reset_index(), per_category.rename_axis("category").reset_index()
 
 
+def projection(store: ResultsStore, spec: SweepSpec, mine: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm, the spec's runs not yet finished and the core-hours they would take at the mean own cost of
+    that algorithm's finished runs anywhere in the store (other sweeps, other code versions): on the same
+    domain where it has any, else on every domain. An estimate for planning, not a measurement."""
+    from bench.reports.report import domain
+
+    every = store.table("runs")
+    every = every[every["status"] == "finished"]
+    per_run = run_costs(store, spec, every).groupby(["run_id", "algorithm", "dataset"])["core_seconds"].sum()
+    per_run = per_run.reset_index().assign(domain=lambda d: d["dataset"].map(domain))
+    done = set(mine["run_id"])
+    left: dict[tuple[str, str], int] = {}
+    for run in spec.runs():
+        if run.run_id() not in done:
+            key = (run.algorithm, domain(run.dataset))
+            left[key] = left.get(key, 0) + 1
+    rows = []
+    for (algorithm, where), n in sorted(left.items()):
+        same = per_run[(per_run["algorithm"] == algorithm) & (per_run["domain"] == where)]
+        basis = same if len(same) else per_run[per_run["algorithm"] == algorithm]
+        mean = float(basis["core_seconds"].mean()) if len(basis) else float("nan")
+        rows.append({"algorithm": algorithm, "domain": where, "runs left": n,
+                     "core-min per run": round(mean / 60, 1) if len(basis) else "?",
+                     "projected core-hours": round(n * mean / 3600, 2) if len(basis) else "?",
+                     "from": f"{len(basis)} finished run(s)" + ("" if len(same) else ", other domains") if len(basis)
+                     else "no finished run of it in the store"})
+    return pd.DataFrame(rows, columns=["algorithm", "domain", "runs left", "core-min per run", "projected core-hours",
+                                       "from"])
+
+
 def total_core_hours(costs: pd.DataFrame) -> float:
     return float(costs["core_seconds"].sum() / 3600) if len(costs) else float(np.nan)
 
@@ -107,5 +137,16 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
         per_algorithm, per_category = cost_tables(costs)
         lines += ["## Per algorithm", "", markdown_table(per_algorithm), "",
                   "## Per stage, across the sweep", "", markdown_table(per_category), ""]
+    left = projection(store, spec, mine)
+    if len(left):
+        known = pd.to_numeric(left["projected core-hours"], errors="coerce")
+        lines += ["## What is left, projected", "",
+                  f"{int(left['runs left'].sum())} runs of the spec are not finished. Projected at the mean own "
+                  "cost of each algorithm's finished runs in the store (any sweep, any code version; on the same "
+                  "domain where there are some), they would take about "
+                  f"{known.sum():.1f} core-hours" + (" besides the runs of algorithms with no finished run"
+                                                     if known.isna().any() else "") +
+                  ": an estimate for planning, not a measurement. Runs made under load (more processes than cores) "
+                  "count their wall time, so it errs high.", "", markdown_table(left), ""]
     out.write_text("\n".join(lines))
     return costs
