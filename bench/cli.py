@@ -523,12 +523,14 @@ def cmd_perf_sweep(args) -> int:
 
 
 def cmd_perf_kernels(args) -> int:
-    from bench.studies.perf_kernels import measure, write_report
+    from bench.studies.perf_kernels import TRAINERS, measure, write_report
     from policies import registry
 
     names = tuple(_names(args.algorithms, "--algorithms"))
-    for name in names:
-        registry.get(name)  # an unknown name: one clear error before anything is timed
+    for name in names:  # one clear error before anything is timed
+        registry.get(name)
+        if name not in TRAINERS:
+            raise ConfigError(f"--algorithms: {name!r} has no Mish network to time; choose from {', '.join(TRAINERS)}")
     rows = measure(names, args.preset, args.device, args.steps, args.repeats)
     for r in rows:
         print(f"  {r['algorithm']:14s} eager {r['eager_ms']:7.1f} ms/step, fused {r['fused_ms']:7.1f} ms/step "
@@ -1107,9 +1109,9 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--results", default="runs", help="results directory holding results.sqlite")
     pw.add_argument("--out", default="results/sweep_cost.md", help="report file, its per-run CSV beside it")
     pw.set_defaults(func=cmd_perf_sweep)
-    pk = psub.add_parser("kernels", help="training steps of the Mish networks (Diffusion-QL, DAC) with the fused "
-                                         "Mish beside the eager one, in one run")
-    pk.add_argument("--algorithms", default="diffusion_ql,dac", help="comma-separated algorithms")
+    pk = psub.add_parser("kernels", help="training steps of the Mish networks (Diffusion-QL, DAC, IDQL's behaviour) "
+                                         "with the fused Mish beside the eager one, in one run")
+    pk.add_argument("--algorithms", default="diffusion_ql,dac,idql", help="comma-separated algorithms")
     pk.add_argument("--preset", default="cpu", help="the preset whose networks and batch are timed")
     pk.add_argument("--device", default="cpu", help="torch device")
     pk.add_argument("--steps", type=int, default=20, help="gradient steps per timed call")

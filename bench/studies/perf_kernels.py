@@ -1,5 +1,5 @@
-"""Training-step time of the algorithms whose networks use Mish (Diffusion-QL, DAC) with the fused
-(torch.compile) Mish beside the eager one, in one run on one machine, the two taken in turn
+"""Training-step time of the algorithms whose networks use Mish (Diffusion-QL, DAC, IDQL's behaviour model)
+with the fused (torch.compile) Mish beside the eager one, in one run on one machine, the two taken in turn
 (`diffbench perf kernels`): what fusing buys a sweep's most expensive runs. Each is built at a preset
 (cpu by default) on random transitions of Walker2d's shapes; a step costs the same whatever the data."""
 
@@ -16,8 +16,12 @@ from bench.studies.perf import _time_interleaved, device_label
 from envs.transitions import Transitions
 from policies import registry
 from policies.core.networks import eager_mish, mish_kernels
+from policies.errors import ConfigError
 
-ALGORITHMS = ("diffusion_ql", "dac")
+# algorithm -> (its method that trains the Mish network on transitions, the config field of that stage's steps)
+TRAINERS = {"diffusion_ql": ("train", "steps"), "dac": ("train", "steps"),
+            "idql": ("train_behaviour", "behaviour_steps")}
+ALGORITHMS = tuple(TRAINERS)
 SHAPE = (17, 6)  # Walker2d's observation and action sizes
 
 
@@ -32,16 +36,19 @@ def random_transitions(n: int, device: str, seed: int = 0) -> Transitions:
 
 
 def steps_call(name: str, preset: str, device: str, steps: int, t: Transitions):
-    """A call that trains `name` (built afresh at `preset`, seed 0) for `steps` gradient steps."""
+    """A call that trains `name`'s Mish network (built afresh at `preset`, seed 0) for `steps` gradient steps."""
+    if name not in TRAINERS:
+        raise ConfigError(f"perf kernels times {', '.join(TRAINERS)} (the algorithms with Mish networks), not {name!r}")
+    method, field = TRAINERS[name]
     cls = registry.get(name)
     config = registry.make_config(name, preset, {"device": device})
-    config = dataclasses.replace(config, steps=steps)
+    config = dataclasses.replace(config, **{field: steps})
     obs_dim, act_dim = SHAPE
 
     def call() -> None:
         algo = cls(config, obs_dim, act_dim, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32))
         algo.seed(0)
-        algo.train(t, None, None, False)
+        getattr(algo, method)(t, None, None, False)
     return call
 
 
