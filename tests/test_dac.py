@@ -76,9 +76,13 @@ def test_the_backup_is_the_ensembles_lower_confidence_bound(umaze):
 
 def test_dac_acts_in_bounds_reproducibly_and_the_same_after_loading(umaze, tmp_path):
     algo = DAC.for_dataset(umaze, registry.make_config("dac", "tiny", {"device": "cpu"}))
-    algo.fit(umaze, tmp_path)
+    record = algo.fit(umaze, tmp_path)
     check_acting(algo, umaze, tmp_path)
     assert algo.cost["nfe_per_action"] == 4 * 5
+    # the run's diagnostics carry where the adaptation left eta and the noise loss it followed
+    check, cfg = record["stages"]["policy"]["check"], algo.config
+    assert check["eta_final"] == pytest.approx(float(algo.eta.value)) and cfg.eta_min <= check["eta_final"] <= cfg.eta_max
+    assert check["bc_loss_final"] > 0 and check["eta_threshold"] == cfg.eta_threshold
 
 
 def test_the_reference_settings_per_dataset():

@@ -179,6 +179,7 @@ class DAC(DiffusionActorCritic):
         decay = [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(cfg.steps, 1)) for o in (actor_opt, critic_opt)]
         batches = stage_generator(cfg.seed, "policy", self.device)  # the batch, then the actor's noise
         chains = stage_generator(cfg.seed, "chains", self.device)  # the backup's samples
+        bc_last: list[torch.Tensor] = []
 
         def step(i: int) -> torch.Tensor:
             j = torch.randint(n, (cfg.batch,), device=self.device, generator=batches)
@@ -189,6 +190,7 @@ class DAC(DiffusionActorCritic):
             polyak_update(self.critic_target, self.critic, cfg.tau)
             loss, bc = guided_noise_loss(self.actor, self.critic_target, s, a, self.eta.value, batches)
             optimiser_step(actor_opt, loss, cfg.grad_norm)
+            bc_last[:] = [bc]
             if i >= cfg.ema_start and i % cfg.ema_every == 0:
                 polyak_update(self.ema, self.actor, 1 - cfg.ema_decay)
             if cfg.eta_lr > 0:
@@ -198,12 +200,17 @@ class DAC(DiffusionActorCritic):
             return critic_loss
 
         self.actor.train()
-        return run_steps(step, cfg.steps, "policy (dac)", progress=progress, workdir=workdir, hooks=hooks,
-                         fingerprint=self.fingerprint("policy"),
-                         state={"actor": self.actor, "ema": self.ema, "critic": self.critic,
-                                "critic_target": self.critic_target, "eta": self.eta, "actor_opt": actor_opt,
-                                "critic_opt": critic_opt, "actor_decay": decay[0], "critic_decay": decay[1],
-                                "batches": batches, "chains": chains})
+        record = run_steps(step, cfg.steps, "policy (dac)", progress=progress, workdir=workdir, hooks=hooks,
+                           fingerprint=self.fingerprint("policy"),
+                           state={"actor": self.actor, "ema": self.ema, "critic": self.critic,
+                                  "critic_target": self.critic_target, "eta": self.eta, "actor_opt": actor_opt,
+                                  "critic_opt": critic_opt, "actor_decay": decay[0], "critic_decay": decay[1],
+                                  "batches": batches, "chains": chains})
+        # where the adaptation left eta, and the noise loss it tracks (the run's diagnostics show both): at the
+        # locomotion threshold of 1, a noise loss below 1 walks eta down to eta_min, the critic term's weight up
+        record["check"] = {"eta_final": float(self.eta.value), "eta_threshold": cfg.eta_threshold,
+                           "bc_loss_final": float(bc_last[0]) if bc_last else None}
+        return record
 
     @torch.inference_mode()
     def choose(self, obs: torch.Tensor) -> torch.Tensor:
