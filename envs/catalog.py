@@ -57,7 +57,19 @@ def fingerprint(name: str) -> str:
     """An identity of a dataset's content, without loading it: the generation card's checksum when there
     is one, else a hash of the bytes of its data file (cached by path, size and modification time, so
     it is read once). Runs are keyed by it: a dataset regenerated under the same id is never mistaken
-    for the old one, and a copied or touched file is still the same dataset."""
+    for the old one, and a copied or touched file is still the same dataset. An OGBench single-task view is
+    its play data's identity with the view's env and task (the view is computed when loaded, never stored)."""
+    task = singletask.parse(name)
+    if task is not None:
+        base, env, number = task
+        try:
+            inner = (fingerprint(base) if base.startswith("diffbench/")
+                     else "npz:" + file_digest(singletask.official_dir() / f"{base}.npz"))
+        except OSError:
+            return "unavailable"
+        if inner == "unavailable":
+            return inner
+        return hashlib.sha256(f"view:{inner}:{env}:{number}".encode()).hexdigest()[:12]
     try:
         ref = resolve(name)
         if ref.kind == "hdf5":
@@ -69,7 +81,10 @@ def fingerprint(name: str) -> str:
             if card is not None:
                 blob = "card:" + str(card.get("content_checksum"))
             else:
-                blob = "minari:" + "".join(file_digest(p) for p in sorted(data.glob("*.hdf5")))
+                files = sorted(data.glob("*.hdf5"))
+                if not files:  # not on disk (or not a dataset): no content to name
+                    return "unavailable"
+                blob = "minari:" + "".join(file_digest(p) for p in files)
     except (DatasetError, OSError, ValueError):
         return "unavailable"  # loading it will say what is wrong
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

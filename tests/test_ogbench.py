@@ -65,14 +65,24 @@ def test_single_task_views_use_ogbench_rewards_alike_from_our_copy_and_an_offici
     from envs.minari_source import pinned_root
     from envs.minari_writer import write_dataset
 
+    from envs.catalog import fingerprint
+
     kwargs = play.build(ID, episodes=2, seed=5, progress=False, episode_steps=61)
+    task1, task2 = ID.replace("-v0", "-singletask-task1-v0"), ID.replace("-v0", "-singletask-v0")
     with pinned_root(session_root):
         write_dataset(ID, overwrite=True, **kwargs)
-        ours = load_dataset(ID.replace("-v0", "-singletask-task1-v0"))
-        default = load_dataset(ID.replace("-v0", "-singletask-v0"))
+        ours = load_dataset(task1)
+        default = load_dataset(task2)
+        # a view's identity (run ids hash it) is its play data's with its task: two tasks of one base differ, and
+        # neither is the "no content" of a view whose base is not on disk
+        views = {fingerprint(task1), fingerprint(task2)}
+        assert len(views) == 2 and "unavailable" not in views
+        assert fingerprint("diffbench/ogbench/scene-play-singletask-v0") == "unavailable"
     monkeypatch.setenv("OGBENCH_DATASET_DIR", str(tmp_path))
+    assert fingerprint("cube-single-play-singletask-task1-v0") == "unavailable"  # OGBench's file not there yet
     _official_npz(episodes, tmp_path / "cube-single-play-v0.npz")
     official = load_dataset("cube-single-play-singletask-task1-v0")
+    assert fingerprint("cube-single-play-singletask-task1-v0") not in views | {"unavailable"}
     assert ours.score == "success" and ours.eval_env_spec.id == "cube-single-singletask-task1-v0"
     assert default.eval_env_spec.id == "cube-single-singletask-v0" and default.metadata["singletask"]["task"] == 2
     t, o = ours.transitions, official.transitions
@@ -103,9 +113,13 @@ def test_success_is_the_score_of_a_single_task_view(episodes, session_root):
         def act(self, obs):
             return np.zeros((len(obs), 5), dtype=np.float32)
 
+    from envs.catalog import fingerprint
+
     with pinned_root(session_root):
+        before = fingerprint(ID.replace("-v0", "-singletask-task2-v0"))
         write_dataset(ID, overwrite=True, **play.build(ID, episodes=1, seed=5, progress=False, episode_steps=11))
         ds = load_dataset(ID.replace("-v0", "-singletask-task2-v0"))
+        assert fingerprint(ID.replace("-v0", "-singletask-task2-v0")) != before  # other play data, another view
     res = evaluate(Still(), ds, episodes=2, seed=0)
     assert res.lengths.tolist() == [200, 200] and res.normalized.tolist() == [0.0, 0.0]  # standing still never succeeds
 
