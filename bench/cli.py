@@ -677,13 +677,20 @@ def _writable(directory: Path, option: str = "--out") -> Path:
 
 
 def _built_report(args, doing: str):
-    """The report of `--results`' store, or None after saying there is nothing to `doing`."""
+    """The report of `--results`' store (with `--spec`, of that sweep's runs alone), or None after saying there is
+    nothing to `doing`."""
     from bench.reports.report import build
 
     store = _existing_store(args.results)
-    report = build(store, Path(args.reference) if getattr(args, "reference", None) else None)
+    ids = None
+    if getattr(args, "spec", None):
+        from bench.harness.sweep import load_sweep
+
+        ids = {run.run_id() for run in load_sweep(Path(args.spec)).runs()}
+    report = build(store, Path(args.reference) if getattr(args, "reference", None) else None, ids)
     if report.empty:
-        print(f"nothing to {doing}: {store.path} holds no finished run with evaluation episodes")
+        print(f"nothing to {doing}: {store.path} holds no finished run" + (f" of {args.spec}'s" if ids else "")
+              + " with evaluation episodes")
         return None
     return report
 
@@ -1051,6 +1058,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--results", default="runs", help="results directory holding results.sqlite")
         if reference:
             sp.add_argument("--reference", help="directory of published reference CSVs (default results/reference)")
+            sp.add_argument("--spec", help="a sweep spec: only its runs (by run id), not the store's probes and runs "
+                                           "of earlier configs")
 
     rep = sub.add_parser("report", help="comparison report from the results store: tables, intervals, aggregates, plots")
     store_args(rep)

@@ -35,6 +35,14 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
     assert "2 of the spec's 2 runs finished" in text and "| qgpo |" in text and "## Per stage" in text
     assert len(pd.read_csv(out.with_suffix(".csv"))) == len(costs)
     assert "What is left" not in text
+    # the leaderboard of one spec's runs: ddpo's rows in the same store are left out
+    only = tmp_path / "only_qgpo.yaml"
+    only.write_text(spec.read_text().replace("[qgpo, ddpo]", "[qgpo]"))
+    board = tmp_path / "LB.md"
+    assert main(["leaderboard", "--results", str(tmp_path / "r"), "--spec", str(only), "--out", str(board)]) == 0
+    assert "qgpo[tiny]" in board.read_text() and "ddpo" not in board.read_text()
+    assert main(["leaderboard", "--results", str(tmp_path / "r"), "--out", str(board)]) == 0
+    assert "ddpo[tiny]" in board.read_text()
     # a spec that grew a seed: its runs are projected at the cost of the finished ones (one each here)
     grown = tmp_path / "grown.yaml"
     grown.write_text(spec.read_text().replace("seeds: [0]", "seeds: [0, 1, 2]"))

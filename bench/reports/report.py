@@ -434,9 +434,12 @@ def budgets(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build(store: ResultsStore, reference_dir: Path | None = None) -> Report:
-    """Everything the report shows; an empty store gives an empty report, not an error."""
+def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[str] | None = None) -> Report:
+    """Everything the report shows; an empty store gives an empty report, not an error. `run_ids`: only these
+    runs (a sweep spec's), leaving out the store's probes and runs that earlier configs made."""
     runs = store.table("runs")
+    if run_ids is not None:
+        runs = runs[runs["run_id"].isin(run_ids)]
     df, repeated = _run_scores(store, runs)
     if df.empty:
         empty = pd.DataFrame()
