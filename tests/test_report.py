@@ -404,7 +404,9 @@ def test_the_readme_headline_is_rewritten_between_its_markers_and_nowhere_else(c
     # that shares its rank in each, bc (rank =3 on both) left out at --top 1
     rows = [line for line in block.splitlines() if line.startswith("| ") and "qgpo[cpu] s=1" in line]
     assert len(rows) == 2 and all("=1 of 4" in r for r in rows) and "bc[cpu]" not in block
-    assert main(argv) == 0 and "bc[cpu]" in readme.read_text()  # --top 3 reaches rank =3: bc and s=0 join
+    # locomotion ranks s=1 =1, held-out =1, s=0 2, bc 3 (listed by rank): --top 3 stops at rank 2, --top 4 takes bc
+    assert main(argv) == 0 and "bc[cpu]" not in readme.read_text()
+    assert main(argv + ["--top", "4"]) == 0 and "bc[cpu]" in readme.read_text()
     capsys.readouterr()
     readme.write_text("no markers here\n")
     (tmp_path / "LB.md").unlink()

@@ -76,8 +76,12 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
                                      "core-minutes per run"])
     lower = metric in LOWER_IS_BETTER
     rows = pd.DataFrame(rows).sort_values(["estimate", "entry"], ascending=[lower, True])
+    rows["rank"] = separated_ranks(rows["lower"].to_numpy(), rows["upper"].to_numpy(), lower)
+    # listed by rank, then estimate: a wide interval can share rank 1 with a lower estimate than an entry that some
+    # other entry surely beats, and a board read top-down must not put that entry (rank 2) above it (rank =1)
+    rows = rows.assign(_rank=rows["rank"].str.lstrip("=").astype(int)).sort_values("_rank", kind="stable")
     return pd.DataFrame({
-        "rank": separated_ranks(rows["lower"].to_numpy(), rows["upper"].to_numpy(), lower), "entry": rows["entry"].to_numpy(),
+        "rank": rows["rank"].to_numpy(), "entry": rows["entry"].to_numpy(),
         metric: [f"{fmt(e)} [{fmt(lo)}, {fmt(hi)}]" for e, lo, hi in rows[["estimate", "lower", "upper"]].to_numpy()],
         "datasets": len(datasets), "seeds": rows["seeds"].to_numpy(),
         # its budget beside every row (the report's "Budget per entry" table has the steps, batches and widths)
