@@ -55,6 +55,20 @@ def test_the_fused_kernel_equals_the_eager_one_to_float_rounding(monkeypatch):
         assert torch.allclose(networks.mish(X.view(5, 1, -1)).reshape(-1), value.detach(), rtol=2e-6, atol=2e-7)
 
 
+def test_a_kernel_that_fails_after_compiling_falls_back_to_eager_and_says_so(monkeypatch):
+    _fused(monkeypatch)
+    value = networks.mish(X[:100])  # compiles (or finds no compiler and stays eager)
+
+    def broken(*args):
+        raise RuntimeError("backend gave up")
+
+    monkeypatch.setattr(networks._fused_value, "compiled", broken)
+    networks._fused_value.kernel["cpu"] = "inductor"  # as after a good first compile
+    with pytest.warns(UserWarning, match="eager from here on"):
+        again = networks.mish(X[:100])
+    assert torch.allclose(again, value, rtol=2e-6, atol=GRAD_ATOL) and networks.mish_kernels()[1] == {"cpu": "eager"}
+
+
 def test_a_tiny_dac_run_trains_to_the_same_weights_fused_or_eager(umaze, monkeypatch):
     weights = [_tiny_weights("dac", umaze)]
     _fused(monkeypatch)

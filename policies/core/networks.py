@@ -44,9 +44,10 @@ class _Fused:
     compiling fails (no C++ compiler, no Triton) or DIFFBENCH_COMPILE=0. Eager, Mish is seven passes over its
     tensor: on DAC's backup shape (10 critics x 2,560 rows x 256) the fused loop is about 7x faster; DAC's and
     Diffusion-QL's training steps gain about 1.2x, IDQL's behaviour step 1.07x (2-core EPYC under load,
-    `diffbench perf kernels`). Fused values differ from
-    eager ones by float rounding only (tests/test_networks_mish.py), so a long run's numbers are not bit-equal
-    between the two. Inputs are flattened, so one graph serves every shape."""
+    `diffbench perf kernels`). Fused values differ from eager ones by float rounding only
+    (tests/test_networks_mish.py), so a long run's numbers are not bit-equal between the two. Inputs are
+    flattened, so one graph serves every shape; a later compile that fails (a new shape, a new mode) falls back
+    to eager for good rather than end the run."""
 
     def __init__(self, fn):
         self.fn, self.compiled, self.kernel, self.calls, self.eager = fn, None, {}, 0, False
@@ -67,8 +68,13 @@ class _Fused:
                                   f"runs eager, slower (set DIFFBENCH_COMPILE=0 to skip the attempt)")
         if self.eager or self.kernel[device] == "eager":
             return self.fn(*args)
-        shape = args[0].shape
-        return self.compiled(*[a.reshape(-1) for a in args]).view(shape)
+        try:
+            return self.compiled(*[a.reshape(-1) for a in args]).view(args[0].shape)
+        except Exception as err:
+            self.kernel[device] = "eager"
+            warnings.warn(f"torch.compile of {self.fn.__name__} failed on {device} mid-run ({type(err).__name__}); "
+                          "eager from here on")
+            return self.fn(*args)
 
 
 _fused_value, _fused_grad = _Fused(_mish_value), _Fused(_mish_grad)
