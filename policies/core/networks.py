@@ -42,9 +42,9 @@ def _mish_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 class _Fused:
     """An elementwise function fused into one loop by torch.compile (inductor), per device type; eager where
     compiling fails (no C++ compiler, no Triton) or DIFFBENCH_COMPILE=0. Eager, Mish is seven passes over its
-    tensor: on DAC's backup shape (10 critics x 2,560 rows x 256) the fused loop is about 7x faster; DAC's and
-    Diffusion-QL's training steps gain about 1.2x, IDQL's behaviour step 1.07x (2-core EPYC under load,
-    `diffbench perf kernels`). Fused values differ from eager ones by float rounding only
+    tensor: on DAC's backup shape (10 critics x 2,560 rows x 256) the fused loop is about 7x faster; training steps
+    gain 1.33x for DAC, 1.08x for IDQL's behaviour model and 1.04x for Diffusion-QL (quiet 2-core EPYC,
+    results/perf_kernels.md). Fused values differ from eager ones by float rounding only
     (tests/test_networks_mish.py), so a long run's numbers are not bit-equal between the two. Inputs are
     flattened, so one graph serves every shape; a later compile that fails (a new shape, a new mode) falls back
     to eager for good rather than end the run."""
