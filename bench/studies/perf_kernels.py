@@ -37,8 +37,6 @@ def random_transitions(n: int, device: str, seed: int = 0) -> Transitions:
 
 def steps_call(name: str, preset: str, device: str, steps: int, t: Transitions):
     """A call that trains `name`'s Mish network (built afresh at `preset`, seed 0) for `steps` gradient steps."""
-    if name not in TRAINERS:
-        raise ConfigError(f"perf kernels times {', '.join(TRAINERS)} (the algorithms with Mish networks), not {name!r}")
     method, field = TRAINERS[name]
     cls = registry.get(name)
     config = registry.make_config(name, preset, {"device": device})
@@ -55,7 +53,12 @@ def steps_call(name: str, preset: str, device: str, steps: int, t: Transitions):
 def measure(algorithms: tuple[str, ...] = ALGORITHMS, preset: str = "cpu", device: str = "cpu", steps: int = 20,
             repeats: int = 5) -> list[dict]:
     """Per algorithm: seconds per training step eager and fused (medians over `repeats` calls of `steps` steps,
-    the calls in turn), and which kernel the fused calls got (eager where compiling failed)."""
+    the calls in turn), and which kernel the fused calls got (eager where compiling failed). Every name is checked
+    before anything is timed."""
+    for name in algorithms:
+        registry.get(name)  # an unknown name: the registry's one clear error
+        if name not in TRAINERS:
+            raise ConfigError(f"perf kernels: {name!r} has no Mish network to time; choose from {', '.join(TRAINERS)}")
     t = random_transitions(10_000, device)
     rows = []
     for name in algorithms:
