@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
+from bench.harness.runner import RunSpec
 from bench.harness.sweep import SweepSpec
 
 EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
@@ -26,9 +27,15 @@ NONE_FOUND = ("No finished run of the spec's is in the store. Run ids hash each 
               "(`diffbench sweep {spec} --results {store}`).")
 
 
-def finished_runs(store: ResultsStore, spec: SweepSpec) -> pd.DataFrame:
-    """The store's rows of the spec's finished runs (by run id: other runs in a shared store are not read)."""
-    ids = {run.run_id() for run in spec.runs()}
+def spec_ids(spec: SweepSpec) -> list[tuple[RunSpec, str]]:
+    """Each of the spec's runs with its id (an id hashes the dataset's content: computed once per report)."""
+    return [(run, run.run_id()) for run in spec.runs()]
+
+
+def finished_runs(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]] | None = None) -> pd.DataFrame:
+    """The store's rows of the spec's finished runs (by run id: other runs in a shared store are not read).
+    `planned`: `spec_ids(spec)`, if computed."""
+    ids = {run_id for _, run_id in (spec_ids(spec) if planned is None else planned)}
     runs = store.table("runs")
     return runs[runs["run_id"].isin(ids) & (runs["status"] == "finished")]
 
@@ -75,7 +82,8 @@ def cost_tables(costs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_algorithm.reset_index(), per_category.rename_axis("category").reset_index()
 
 
-def projection(store: ResultsStore, spec: SweepSpec, mine: pd.DataFrame) -> pd.DataFrame:
+def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]], mine: pd.DataFrame
+               ) -> pd.DataFrame:
     """Per algorithm, the spec's runs not yet finished and the core-hours they would take at the mean own cost of
     that algorithm's finished runs anywhere in the store (other sweeps, other code versions): on the same
     domain where it has any, else on every domain. An estimate for planning, not a measurement."""
@@ -87,8 +95,8 @@ def projection(store: ResultsStore, spec: SweepSpec, mine: pd.DataFrame) -> pd.D
     per_run = per_run.reset_index().assign(domain=lambda d: d["dataset"].map(domain))
     done = set(mine["run_id"])
     left: dict[tuple[str, str], int] = {}
-    for run in spec.runs():
-        if run.run_id() not in done:
+    for run, run_id in planned:
+        if run_id not in done:
             key = (run.algorithm, domain(run.dataset))
             left[key] = left.get(key, 0) + 1
     rows = []
@@ -115,16 +123,16 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
 
     from bench.reports.render import markdown_table
 
-    mine = finished_runs(store, spec)
+    planned = spec_ids(spec)
+    mine = finished_runs(store, spec, planned)
     costs = run_costs(store, spec, mine)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     costs.to_csv(out.with_suffix(".csv"), index=False)
     hardware = sorted({json.loads(h).get("description", "?") for h in mine["hardware"].dropna()})
-    planned = len(spec.runs())
     lines = [f"# Sweep cost: {spec_path}", "",
              f"Made by `{command}` from the results store; do not edit by hand. {costs['run_id'].nunique()} of the "
-             f"spec's {planned} runs finished, on {'; '.join(hardware) or '?'}; code "
+             f"spec's {len(planned)} runs finished, on {'; '.join(hardware) or '?'}; code "
              f"{', '.join(sorted(mine['code_version'].dropna().unique())) or '?'}.", "",
              f"Core-hours: wall seconds times the torch threads each run held, {total_core_hours(costs):.2f} in all. "
              "A training stage restored from another run's shared checkpoint is counted once, in the run that "
@@ -137,7 +145,7 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
         per_algorithm, per_category = cost_tables(costs)
         lines += ["## Per algorithm", "", markdown_table(per_algorithm), "",
                   "## Per stage, across the sweep", "", markdown_table(per_category), ""]
-    left = projection(store, spec, mine)
+    left = projection(store, spec, planned, mine)
     if len(left):
         known = pd.to_numeric(left["projected core-hours"], errors="coerce")
         lines += ["## What is left, projected", "",
