@@ -79,7 +79,7 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
     rows["rank"] = separated_ranks(rows["lower"].to_numpy(), rows["upper"].to_numpy(), lower)
     # listed by rank, then estimate: a wide interval can share rank 1 with a lower estimate than an entry that some
     # other entry surely beats, and a board read top-down must not put that entry (rank 2) above it (rank =1)
-    rows = rows.assign(_rank=rows["rank"].str.lstrip("=").astype(int)).sort_values("_rank", kind="stable")
+    rows = rows.assign(_rank=rows["rank"].map(rank_value)).sort_values("_rank", kind="stable")
     return pd.DataFrame({
         "rank": rows["rank"].to_numpy(), "entry": rows["entry"].to_numpy(),
         metric: [f"{fmt(e)} [{fmt(lo)}, {fmt(hi)}]" for e, lo, hi in rows[["estimate", "lower", "upper"]].to_numpy()],
@@ -109,6 +109,11 @@ def separated_ranks(lower: np.ndarray, upper: np.ndarray, lower_is_better: bool 
         lower, upper = -upper, -lower
     ranks = [1 + int((lower > hi).sum()) for hi in upper]
     return [f"={r}" if ranks.count(r) > 1 else str(r) for r in ranks]
+
+
+def rank_value(label: str) -> int:
+    """The number of a `separated_ranks` label ("=2" -> 2)."""
+    return int(label.lstrip("="))
 
 
 def _coincident(report: Report, entries: list[str], datasets: list[str]) -> dict[str, list[str]]:
@@ -224,7 +229,7 @@ def headline(report: Report, metric: str = "IQM", top: int = 3, command: str = "
         single = [(t, b) for t, b in mine if t.split(",")[0] != name]
         best = max((len(b) for _, b in whole), default=0)
         for title, board in whole if best >= max((len(b) for _, b in single), default=0) else single:
-            ranks = [int(r.lstrip("=")) for r in board["rank"]]
+            ranks = [rank_value(r) for r in board["rank"]]
             cut = ranks[min(top, len(ranks)) - 1]
             rows += [{"board": title, "datasets": row["datasets"], "rank": f"{row['rank']} of {len(board)}",
                       "entry": row["entry"], metric: row[metric], "seeds": row["seeds"],
