@@ -62,13 +62,14 @@ def measure(algorithms: list[str], preset: str = "cpu", device: str = "cpu", rep
 
 def write_report(rows: pd.DataFrame, skipped: dict[str, str], out: Path, command: str, baseline: str = "qgpo") -> None:
     """The markdown table, with each algorithm's rate over `baseline`'s, and the rows as CSV beside it."""
+    version = code_version()  # before the CSV is written: a committed CSV rewritten would read as +dirty
     out.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out.with_suffix(".csv"), index=False)
     wide = rows.pivot(index="algorithm", columns="batch", values="actions_per_second")
     nfe = rows.groupby("algorithm")["nfe_per_action"].first()
     preset = rows["preset"].iloc[0]
     lines = [f"# Acting throughput at the `{preset}` preset: every algorithm's own act, one run", "",
-             made_by(command, None, code_version(), ("torch",)), "",
+             made_by(command, None, version, ("torch",)), "",
              f"Each algorithm built at its `{preset}` preset's networks and acting settings, observation size {SHAPE[0]}, "
              f"action size {SHAPE[1]}, float32, one torch thread, on {rows['device'].iloc[0]}; timed through `act` (numpy "
              "in and out, as a run's evaluation calls it), the algorithms' calls taken in turn, medians after warm-up. "
