@@ -83,14 +83,17 @@ def _version() -> str:
 
 def cmd_algorithms(args) -> int:
     rows = [{"name": n, "presets": list(cls.presets), "stages": list(getattr(cls, "stages", ())),
-             "guided": bool(cls.guided), "description": cls.description}
+             "guided": bool(cls.guided), "description": cls.description,
+             "short_of_competence": dict(cls.short_of_competence)}
             for n in registry.available() for cls in (registry.get(n),)]
     if args.json:
         _print_json(rows)
         return 0
     for r in rows:
         print(f"{r['name']:13s} {r['description']}\n{'':13s} presets: {', '.join(r['presets'])}; "
-              f"stages: {', '.join(r['stages'])}" + ("; guided (--guidance-scales)" if r["guided"] else ""))
+              f"stages: {', '.join(r['stages'])}" + ("; guided (--guidance-scales)" if r["guided"] else "")
+              + "".join(f"\n{'':13s} {p}: short of competence, ranked nowhere (`diffbench algorithms --json` says why)"
+                        for p in r["short_of_competence"]))
     return 0
 
 

@@ -33,6 +33,10 @@ class Algorithm(ABC):
     # stages in which the critic `q_function` reads is trained: the harness reads the critic check at their curve
     # points (its course); empty where there is no critic or the algorithm records the course itself (the shared Q_0)
     critic_stages: ClassVar[tuple[str, ...]] = ()
+    # preset -> why that preset's budget is known to stop short of the method's competence, with the evidence (the
+    # reference's own learning curve): reports show such rows but rank them nowhere, since a method is compared only
+    # once trained to competence; a flat curve of our own cannot say this where the method has not begun to learn
+    short_of_competence: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:

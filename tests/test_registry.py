@@ -63,3 +63,7 @@ def test_every_builtin_says_what_it_is_and_the_listing_shows_it(capsys):
     assert "not the published" in rows["ddpo"]["description"]
     assert "this project's extension" in rows["dxmi"]["description"]
     assert [n for n, r in rows.items() if r["guided"]] == ["qgpo"]  # what --guidance-scales applies to
+    # a preset declared short of competence is one the algorithm has, and says why
+    assert all(set(r["short_of_competence"]) <= set(r["presets"]) and all(r["short_of_competence"].values())
+               for r in rows.values())
+    assert list(rows["dac"]["short_of_competence"]) == ["cpu"]

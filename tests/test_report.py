@@ -9,6 +9,7 @@ from bench.cli import main
 from bench.reports.leaderboard import compare, ranking
 from bench.reports.report import build, domain
 from bench.harness.store import ResultsStore, RunResult
+from policies import registry
 
 D4RL = "hopper-medium-v2"
 GEN = "diffbench/pointmaze/umaze-v0"
@@ -413,3 +414,18 @@ def test_the_readme_headline_is_rewritten_between_its_markers_and_nowhere_else(c
     assert main(argv) == 2 and readme.read_text() == "no markers here\n" and not (tmp_path / "LB.md").exists()
     assert "has no headline block" in capsys.readouterr().err
     assert main(argv + ["--top", "0"]) == 2 and "--top must be at least 1" in capsys.readouterr().err
+
+
+def test_a_preset_declared_short_of_competence_is_shown_but_ranked_nowhere(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry.get("bc"), "short_of_competence", {"cpu": "its reference curve starts later"})
+    report = build(store)
+    assert "bc[cpu]" in set(report.per_dataset["entry"])  # its scores stay in the tables
+    for datasets in (None, [D4RL], [GEN]):
+        assert "bc[cpu]" not in ranking(report, "IQM", datasets)["entry"].tolist()
+    out = tmp_path / "LEADERBOARD.md"
+    assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
+    board = out.read_text()
+    assert "Not ranked, short of competence at their preset's budget (why: Notes): bc[cpu]." in board
+    assert "bc[cpu] is short of competence at this budget: its reference curve starts later" in board
+    monkeypatch.setattr(registry.get("bc"), "short_of_competence", {"paper": "another preset's"})
+    assert "bc[cpu]" in ranking(build(store), "IQM")["entry"].tolist()  # only the named preset

@@ -10,6 +10,7 @@ import pytest
 from bench.harness.sweep import SweepSpec
 from bench.reports.versus import spec_scores, versus
 from bench.studies.exactness import T_95
+from policies import registry
 from policies.errors import ConfigError
 
 DATASET = "diffbench/pointmaze/umaze-dense-small-v0"
@@ -18,7 +19,7 @@ SPEC = SweepSpec(algorithms=("qgpo", "srpo"), datasets=(DATASET,), seeds=(0, 1, 
 
 def _row(run, variant_score, selection="none", entry=None, **extra):
     return {"run_id": run.run_id(), "algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed,
-            "selection": selection, "entry": entry or f"{run.algorithm}[cpu]", "run_entry": f"{run.algorithm}[cpu]",
+            "preset": run.preset, "selection": selection, "entry": entry or f"{run.algorithm}[cpu]", "run_entry": f"{run.algorithm}[cpu]",
             "score": variant_score,
             "nfe_per_action": 15.0 if run.algorithm == "qgpo" else 1.0,
             "stage_seconds": json.dumps({"train": 600.0}), "hardware": json.dumps({"torch_threads": 1})} | extra
@@ -83,3 +84,9 @@ def test_each_row_shows_its_curve_and_a_guided_one_each_scales():
     curve = table.set_index("algorithm")["curve (last two points), flat"]
     assert curve["srpo"] == "50.0 → 56.0, no"
     assert curve["qgpo"] == "s=0: 19.0 → 20.0, yes; s=1: 49.0 → 50.0, ?"
+
+
+def test_a_row_of_a_preset_short_of_competence_is_marked(monkeypatch):
+    monkeypatch.setattr(registry.get("srpo"), "short_of_competence", {"cpu": "later"})
+    table, _ = _versus(_scores({0: 5.0, 1: 6.0, 2: 7.0}), SPEC, "qgpo")
+    assert table.set_index("algorithm")["verdict"].to_dict() == {"srpo": "better †", "qgpo": "baseline"}

@@ -26,6 +26,8 @@ from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from envs import families
+from policies import registry
+from policies.errors import ConfigError
 
 REPS = 10_000  # bootstrap replicates (Agarwal et al. use 50k for papers; 10k keeps a report to seconds)
 
@@ -221,6 +223,7 @@ class Report:
     plateau: pd.DataFrame = field(default_factory=pd.DataFrame)  # plateaus(): had each curve flattened?
     data_reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # data_references(): the data's own score
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # budgets(): what each entry trained with
+    short: dict[str, str] = field(default_factory=dict)  # short_of_competence(): entries shown but ranked nowhere
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -376,6 +379,23 @@ def plateaus(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def short_of_competence(df: pd.DataFrame) -> dict[str, str]:
+    """entry -> why its algorithm's preset stops short of the method's competence (`Algorithm.short_of_competence`,
+    the reference's own evidence); algorithms no longer registered declare nothing."""
+    out: dict[str, str] = {}
+    if "preset" not in df:
+        return out
+    for (algorithm, preset), g in df.groupby(["algorithm", "preset"]):
+        try:
+            why = registry.get(algorithm).short_of_competence.get(preset)
+        except ConfigError:
+            continue
+        if why:
+            out.update({entry: f"{algorithm}[{preset}] is short of competence at this budget: {why}"
+                        for entry in g["entry"].unique()})
+    return out
+
+
 def data_references(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     """Per dataset, the data's own score on its evaluation env as its runs recorded it (`OfflineDataset.data_score`):
     the level behaviour cloning should reach, shown as a reference row, never ranked."""
@@ -483,11 +503,13 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     entry_of = df.drop_duplicates("run_id").set_index("run_id")["run_entry"]
     improvement, parted = _improvement(df)
     notes += parted
+    short = short_of_competence(df)
+    notes += sorted({f"not ranked: {why}" for why in short.values()})
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=improvement, curves=curves, plateau=plateaus(points), cost=_cost(df), budget=budgets(df),
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
-                  critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of),
+                  critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of), short=short,
                   data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())))
 
 

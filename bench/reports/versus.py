@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.sweep import SweepSpec
-from bench.reports.report import _core_minutes, curve_points, plateaus, run_scores
+from bench.reports.report import _core_minutes, curve_points, plateaus, run_scores, short_of_competence
 from bench.reports.sweep_cost import NONE_FOUND
 from bench.reports.render import markdown_table
 from bench.studies.paired import Paired, paired
@@ -44,6 +44,7 @@ def versus(df: pd.DataFrame, spec: SweepSpec, baseline: str, speed: pd.DataFrame
     if baseline not in spec.algorithms:
         raise ConfigError(f"--baseline {baseline} is not among the spec's algorithms ({', '.join(spec.algorithms)})")
     rows, notes = [], []
+    short = short_of_competence(df) if not df.empty else {}
     for dataset in spec.datasets:
         here = df[df["base_dataset"] == dataset]
         base = here[here["algorithm"] == baseline]
@@ -61,7 +62,8 @@ def versus(df: pd.DataFrame, spec: SweepSpec, baseline: str, speed: pd.DataFrame
                          "seeds": len(seeds),
                          "score": f"{seeds.mean():.1f} ± {seeds.std(ddof=1):.1f}" if len(seeds) > 1 else f"{seeds.mean():.1f}",
                          f"− {baseline}, paired [95% CI]": diff.text(1) if diff else "",
-                         "verdict": verdict(diff) if diff else "baseline",
+                         "verdict": (verdict(diff) if diff else "baseline")
+                         + (" †" if own["entry"].iloc[0] in short else ""),
                          "NFE per action": _nfe(own, speed, algorithm),
                          **_speed(speed, algorithm, baseline),
                          "core-min per run": f"{own.apply(_core_minutes, axis=1).median():.1f}",
@@ -146,6 +148,10 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
         lines += [f"## {dataset}", "", markdown_table(part.drop(columns=["dataset"])), ""]
     if rows.empty:
         lines += [NONE_FOUND.format(spec=spec_path, store=store.path.parent), ""]
+    short = sorted(set(short_of_competence(mine).values())) if not mine.empty else []
+    if short:
+        lines += ["## Short of competence (†)", "", "A method is compared only once trained to competence; these rows "
+                  "are shown for the record, and the leaderboard ranks them nowhere.", "", *(f"- {n}" for n in short), ""]
     if notes:
         lines += ["## Missing", "", *(f"- {n}" for n in notes), ""]
     out.write_text("\n".join(lines))
