@@ -264,8 +264,9 @@ def test_run_then_export(capsys, tiny_pointmaze, tmp_path):
     assert code == 0 and len(pd.read_csv(tmp_path / "x" / "final_scores.csv")) == 4
 
 
-def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path):
+def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path, monkeypatch):
     from bench.harness.sweep import load_sweep
+    from policies import registry
 
     path = tmp_path / "sweep.yaml"
     path.write_text("algorithms: [qgpo, bc]\ndatasets: [a/b-v0, c/d-v0]\nseeds: [0, 1]\npreset: tiny\n"
@@ -285,6 +286,12 @@ def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path):
     assert [(r.algorithm, r.dataset) for r in by_dataset[::2]] == [("qgpo", "a/b-v0"), ("bc", "a/b-v0"),
                                                                    ("qgpo", "c/d-v0"), ("bc", "c/d-v0")]
     assert sorted(r.run_id() for r in by_dataset) == sorted(r.run_id() for r in runs)
+    # a preset declared short of competence (ranked nowhere) runs after everything the boards rank; same runs
+    monkeypatch.setattr(registry.get("qgpo"), "short_of_competence", {"tiny": "not yet"})
+    deferred = load_sweep(path).runs()
+    assert [(r.algorithm, r.dataset) for r in deferred[::2]] == [("bc", "a/b-v0"), ("bc", "c/d-v0"),
+                                                                 ("qgpo", "a/b-v0"), ("qgpo", "c/d-v0")]
+    assert sorted(r.run_id() for r in deferred) == sorted(r.run_id() for r in runs)
 
 
 def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, tiny_pointmaze, tmp_path):

@@ -75,6 +75,9 @@ class SweepSpec:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if self.order == "dataset":  # a stable sort: within a dataset, the algorithms' order (shared stages first)
             specs.sort(key=lambda spec: self.datasets.index(spec.dataset))
+        # a preset declared short of competence is shown but ranked nowhere: its runs go after all others, so that what
+        # the boards rank is complete first (a stable sort keeps each part's order)
+        specs.sort(key=lambda spec: self.preset in registry.get(spec.algorithm).short_of_competence)
         for spec in specs:
             spec.config()  # unknown algorithm, preset or key: fail now, not an hour in
         return specs
