@@ -264,6 +264,31 @@ def test_run_then_export(capsys, tiny_pointmaze, tmp_path):
     assert code == 0 and len(pd.read_csv(tmp_path / "x" / "final_scores.csv")) == 4
 
 
+def test_a_shared_stage_trained_again_from_a_store_snapshot_is_checked_against_the_first(capsys, tiny_pointmaze,
+                                                                                         tmp_path):
+    """A committed store keeps no checkpoints: a run resumed from it trains the shared stages again, and the report
+    says whether that changed anything (the same digest of the stage's numbers as the first training recorded)."""
+    import shutil
+    import sqlite3
+
+    first, snapshot = tmp_path / "first", tmp_path / "snapshot"
+    code, _, _ = run_cli(capsys, "run", "qgpo", TINY_ID, "--preset", "tiny", "device=cpu", "--episodes", "2",
+                         "--results", str(first), "--no-progress")
+    assert code == 0
+    snapshot.mkdir()
+    shutil.copy(first / "results.sqlite", snapshot / "results.sqlite")
+    code, out, _ = run_cli(capsys, "run", "ddpo", TINY_ID, "--preset", "tiny", "device=cpu", "--episodes", "2",
+                           "--results", str(snapshot), "--no-progress")
+    assert code == 0 and "restored from the shared stage" not in out  # trained again: nothing to restore
+    line = next(n for n in build(ResultsStore(snapshot)).notes if n.startswith("shared stages:"))
+    assert line.startswith("shared stages: 3 used by 2 runs; 3 trained more than once") and "changed nothing" in line
+    with sqlite3.connect(snapshot / "results.sqlite") as db:  # a training that made other numbers is named
+        db.execute("update runs set diagnostics = json_set(diagnostics, '$.weights.behaviour.digest', 'other') "
+                   "where algorithm = 'ddpo'")
+    line = next(n for n in build(ResultsStore(snapshot)).notes if n.startswith("shared stages:"))
+    assert "; 1 differ: behaviour-" in line and " other" in line and "changed nothing" not in line
+
+
 def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path, monkeypatch):
     from bench.harness.sweep import load_sweep
     from policies import registry

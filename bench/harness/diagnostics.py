@@ -52,6 +52,10 @@ class CriticTrend:
 def run_diagnostics(record: dict, algo: Algorithm, ds: OfflineDataset,
                     trend: CriticTrend | None = None) -> dict[str, Any]:
     out = {stage: r["check"] for stage, r in record["stages"].items() if "check" in r}
+    weights = {stage: {"digest": r["weights"], "shared_as": r.get("shared_as")}
+               for stage, r in record["stages"].items() if "weights" in r}
+    if weights:  # what each stage's numbers were, so that every use of a shared stage can be checked against the others
+        out["weights"] = weights
     q = algo.q_function()
     if q is not None:
         trend = trend or CriticTrend(algo, ds)

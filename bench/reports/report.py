@@ -20,7 +20,7 @@ import pandas as pd
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks, guidance_checks
-from bench.reports.sharing import shared_stage_savings
+from bench.reports.sharing import shared_stage_savings, stage_agreement
 from bench.harness.plan import identity_fields
 from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
 from bench.harness.provenance import run_threads
@@ -503,6 +503,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     entry_of = df.drop_duplicates("run_id").set_index("run_id")["run_entry"]
     improvement, parted = _improvement(df)
     notes += parted
+    notes += stage_agreement(runs)
     short = short_of_competence(df)
     notes += sorted({f"not ranked: {why}" for why in short.values()})
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,

@@ -36,3 +36,33 @@ def shared_stage_savings(runs: pd.DataFrame) -> pd.DataFrame:
                      "alone_hours": alone / 3600, "sweep_hours": (alone - g["reused"].sum()) / 3600,
                      "saving": alone / (alone - g["reused"].sum())})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def stage_agreement(runs: pd.DataFrame) -> list[str]:
+    """Whether every run that used a shared stage saw the same numbers: per stage (dataset, its content, the stage's
+    name in the shared store), the digests the runs recorded (`diagnostics.weights`). A stage trained again after its
+    checkpoint was gone (a store restored from a snapshot keeps no checkpoints) changed nothing when its digest is
+    the first training's; the line says so, or names the runs that differ."""
+    if runs.empty or "diagnostics" not in runs:
+        return []
+    uses: dict[tuple[str, str, str], list[tuple[str, str, bool]]] = {}
+    done = runs[(runs["status"] == "finished") & runs["diagnostics"].notna()]
+    for r in done.itertuples():
+        restored = set(json.loads(r.shared_stages)) if isinstance(getattr(r, "shared_stages", None), str) else set()
+        for stage, w in (json.loads(r.diagnostics).get("weights") or {}).items():
+            if w.get("shared_as"):
+                key = (r.dataset, str(getattr(r, "dataset_content", "") or ""), w["shared_as"])
+                uses.setdefault(key, []).append((r.run_id, w["digest"], stage not in restored))
+    if not uses:
+        return []
+    differ = {k: v for k, v in uses.items() if len({d for _, d, _ in v}) > 1}
+    retrained = sum(1 for v in uses.values() if sum(t for _, _, t in v) > 1)
+    runs_n = len({run for v in uses.values() for run, _, _ in v})
+    head = (f"shared stages: {len(uses)} used by {runs_n} runs; {retrained} trained more than once (their checkpoint "
+            "gone, or two runs at once)")
+    if not differ:
+        return [head + ": every run of each stage saw the same numbers (the same digest of its weights), so "
+                "training a stage again changed nothing"]
+    return [head + f"; {len(differ)} differ: " + "; ".join(
+        f"{stage} on {dataset}: " + ", ".join(f"{run} {digest}" for run, digest, _ in v)
+        for (dataset, _, stage), v in sorted(differ.items()))]

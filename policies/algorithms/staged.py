@@ -26,7 +26,7 @@ import torch
 
 from envs.dataset import OfflineDataset
 from policies.base import Algorithm
-from policies.core.checkpoint import (digest_path, file_digest, file_lock, intact, load_checkpoint, publish, quarantine,
+from policies.core.checkpoint import (content_digest, digest_path, file_digest, file_lock, intact, load_checkpoint, publish, quarantine,
                                       save_checkpoint)
 from policies.errors import CheckpointError, ConfigError, CorruptCheckpoint
 from policies.core.training import TrainHooks, finish_stage, make_generator, resolve_device
@@ -136,6 +136,9 @@ class StagedAlgorithm(Algorithm):
         return (SHARED, self.name) if stage in self.shared_stages else (self.name,)
 
     def save(self, workdir: Path | None, stage: str, payload: dict[str, Any]) -> None:
+        # the digest of what the stage made travels in its record, so a run that restores the stage reports the very
+        # numbers it restored, and a stage trained again after its checkpoint was lost can be checked against the first
+        self.records.setdefault(stage, {})["weights"] = content_digest(payload)
         if workdir is not None:
             save_checkpoint(Path(workdir) / f"{stage}.pt", algorithm=self.owners(stage)[0], stage=stage, dims=self.dims,
                             payload={"config": self.config.to_dict(), "record": self.records.get(stage, {}),
@@ -186,6 +189,8 @@ class StagedAlgorithm(Algorithm):
         trains it while holding the lock, so a second run wanting it waits and then restores it."""
         store = self.shared_path(name, hooks) if workdir is not None else None
         if name in self.restored or store is None:
+            if store is not None:  # resumed from the run's own copy of a shared stage
+                self.records.setdefault(name, {})["shared_as"] = store.stem
             yield name not in self.restored
             return
         log = hooks.log if hooks is not None and hooks.log else None
@@ -203,11 +208,13 @@ class StagedAlgorithm(Algorithm):
             if restored:
                 publish(store, Path(workdir) / f"{name}.pt")
                 self.restored[name] = "shared"
+                self.records.setdefault(name, {})["shared_as"] = store.stem
                 if log:
                     log(f"{name}: restored from the shared stage {store.name}")
                 yield False
                 return
             yield True
+            self.records.setdefault(name, {})["shared_as"] = store.stem
             mine = Path(workdir) / f"{name}.pt"
             if mine.exists():
                 publish(mine, store)

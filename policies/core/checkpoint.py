@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from policies.errors import CheckpointError, CorruptCheckpoint
@@ -89,6 +90,32 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def content_digest(obj: Any) -> str:
+    """A digest of the numbers a stage saved (tensors, arrays and scalars; mappings by sorted key), not of the file:
+    two trainings of a stage agree on it exactly when they made the same numbers bit for bit."""
+    h = hashlib.sha256()
+
+    def walk(x: Any, where: str) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{where}:{t.dtype}:{tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, np.ndarray):
+            h.update(f"{where}:{x.dtype}:{x.shape};".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            for key in sorted(x, key=str):
+                walk(x[key], f"{where}/{key}")
+        elif isinstance(x, (list, tuple)):
+            for i, item in enumerate(x):
+                walk(item, f"{where}/{i}")
+        else:
+            h.update(f"{where}={x!r};".encode())
+
+    walk(obj, "")
+    return h.hexdigest()[:16]
 
 
 def intact(path: Path) -> bool | None:
