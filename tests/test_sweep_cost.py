@@ -9,11 +9,13 @@ from bench.cli import main
 from bench.harness.store import ResultsStore
 from bench.harness.sweep import load_sweep
 from bench.reports.sweep_cost import OTHER, run_costs
+from policies import registry
 
 from .conftest import TINY_ID
 
 
-def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(tiny_pointmaze, tmp_path, capsys):
+def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(tiny_pointmaze, tmp_path, capsys,
+                                                                               monkeypatch):
     spec = tmp_path / "sweep.yaml"
     spec.write_text(f"algorithms: [qgpo, ddpo]\ndatasets: [{TINY_ID}]\nseeds: [0]\npreset: tiny\nepisodes: 2\n"
                     "overrides: {device: cpu}\n")
@@ -54,6 +56,12 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
         row, = [line for line in left.splitlines() if line.startswith(f"| {algo} |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] == "2" and cells[5] == "1 finished run(s)" and float(cells[4]) == round(2 * own[algo], 2)
+    assert "short of competence" not in left
+    with monkeypatch.context() as patch:  # a preset declared short of competence: its share is told apart
+        patch.setattr(registry.get("ddpo"), "short_of_competence", {"tiny": "later"})
+        assert main(["perf", "sweep", str(grown), "--results", str(tmp_path / "r"), "--out", str(out)]) == 0
+    assert (f"Of these, {2 * own['ddpo']:.1f} core-hours are runs of ddpo[tiny], declared short of competence"
+            in out.read_text())
     # the same store through the paired comparison (one seed: no interval, so no verdict)
     report = tmp_path / "versus.md"
     assert main(["compare", "--spec", str(spec), "--baseline", "qgpo", "--results", str(tmp_path / "r"),

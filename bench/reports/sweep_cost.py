@@ -18,6 +18,7 @@ from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.runner import RunSpec
 from bench.harness.sweep import SweepSpec
+from policies import registry
 
 EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
 PERIODIC = "periodic evaluation"
@@ -113,6 +114,18 @@ def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec
                                        "from"])
 
 
+def _short_share(spec: SweepSpec, left: pd.DataFrame, known: pd.Series) -> str:
+    """The part of the projection that goes to presets declared short of competence (shown, ranked nowhere, made
+    after every ranked run), so that what the boards need is read apart from it."""
+    short = sorted(a for a in spec.algorithms if spec.preset in registry.get(a).short_of_competence)
+    if not short:
+        return ""
+    part = known[left["algorithm"].isin(short)].sum()
+    return (f" Of these, {part:.1f} core-hours are runs of {', '.join(f'{a}[{spec.preset}]' for a in short)}, "
+            "declared short of competence at this preset: shown, ranked nowhere, and made after every ranked run; "
+            f"the boards need the other {known.sum() - part:.1f}.")
+
+
 def total_core_hours(costs: pd.DataFrame) -> float:
     return float(costs["core_seconds"].sum() / 3600) if len(costs) else float(np.nan)
 
@@ -155,6 +168,7 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
                   f"{known.sum():.1f} core-hours" + (" besides the runs of algorithms with no finished run"
                                                      if known.isna().any() else "") +
                   ": an estimate for planning, not a measurement. Runs made under load (more processes than cores) "
-                  "count their wall time, so it errs high.", "", markdown_table(left), ""]
+                  "count their wall time, so it errs high." + _short_share(spec, left, known), "",
+                  markdown_table(left), ""]
     out.write_text("\n".join(lines))
     return costs
