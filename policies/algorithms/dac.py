@@ -24,7 +24,8 @@ max-Q backup, rho 1 (large: 1.1 with critic lr 1e-3). PointMaze and OGBench have
 runs with the locomotion defaults (rho 1, eta 1 adapted at threshold 1; not tuned on the scored data).
 Where this differs from the reference: the rewards follow the suite's protocol (the reference scales locomotion
 rewards as IQL does, as the suite does); the time embedding's MLP is Diffusion-QL's (64 -> 128 -> 64, Mish); the
-reference's DDPM sampler clips x itself where the posterior chain clamps the x0 estimate.
+reference's DDPM sampler clips x itself where the posterior chain clamps the x0 estimate; eta steps on the noise
+loss of the batch before the actor's update, where the reference's own code (Fang-Lin93/DAC) evaluates it again after.
 The `cpu` preset keeps the reference's settings at 10k steps, which its own curves show to be before DAC begins to
 learn (`short_of_competence`): its rows are measured and shown, never ranked. Fixing eta instead (a setting the
 reference uses on AntMaze) scored higher on walker2d-medium-small, but was tried with the scored data in hand, so the
