@@ -69,3 +69,5 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
     rows = pd.read_csv(report.with_suffix(".csv")).set_index("algorithm")
     assert rows.loc["ddpo", "verdict"] == "–" and rows.loc["qgpo", "verdict"] == "baseline"
     assert "## " + TINY_ID in report.read_text()
+    data = json.loads(ResultsStore(tmp_path / "r").table("runs")["diagnostics"].iloc[0])["dataset"]
+    assert f"The data's own score: {data['data_score']:.1f} ({data['how']})." in report.read_text()

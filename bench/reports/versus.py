@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.sweep import SweepSpec
-from bench.reports.report import _core_minutes, curve_points, plateaus, run_scores, short_of_competence
+from bench.reports.report import (_core_minutes, curve_points, data_references, plateaus, run_scores,
+                                  short_of_competence)
 from bench.reports.sweep_cost import NONE_FOUND
 from bench.reports.render import markdown_table
 from bench.studies.paired import Paired, paired
@@ -144,8 +145,12 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
              "curve's last two points (means over seeds; the last is the final evaluation) and whether it had "
              "flattened (their change within the seeds' spread there, or under 1 point), per scale for a guided "
              "run.", ""]
+    data = data_references(store.table("runs"), list(spec.datasets)).set_index("dataset")
     for dataset, part in (rows.groupby("dataset", sort=False) if not rows.empty else ()):
-        lines += [f"## {dataset}", "", markdown_table(part.drop(columns=["dataset"])), ""]
+        lines += [f"## {dataset}", ""]
+        if dataset in data.index:  # the level imitation of the data reaches, beside the rows (never a row itself)
+            lines += [f"The data's own score: {data.loc[dataset, 'score']:.1f} ({data.loc[dataset, 'how']}).", ""]
+        lines += [markdown_table(part.drop(columns=["dataset"])), ""]
     if rows.empty:
         lines += [NONE_FOUND.format(spec=spec_path, store=store.path.parent), ""]
     short = sorted(set(short_of_competence(mine).values())) if not mine.empty else []
