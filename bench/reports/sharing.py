@@ -58,8 +58,11 @@ def stage_agreement(runs: pd.DataFrame) -> list[str]:
     differ = {k: v for k, v in uses.items() if len({d for _, d, _ in v}) > 1}
     retrained = sum(1 for v in uses.values() if sum(t for _, _, t in v) > 1)
     runs_n = len({run for v in uses.values() for run, _, _ in v})
-    head = (f"shared stages: {len(uses)} used by {runs_n} runs; {retrained} trained more than once (their checkpoint "
-            "gone, or two runs at once)")
+    shared = sum(1 for v in uses.values() if len(v) > 1)
+    head = (f"shared stages: {len(uses)} used by {runs_n} runs, {shared} of them by more than one; {retrained} trained "
+            "more than once (their checkpoint gone, or two runs at once)")
+    if not shared:
+        return [head + ": no stage has two runs to compare yet"]
     if not differ:
         return [head + ": every run of each stage saw the same numbers (the same digest of its weights), so "
                 "training a stage again changed nothing"]
