@@ -429,3 +429,10 @@ def test_a_preset_declared_short_of_competence_is_shown_but_ranked_nowhere(store
     assert "bc[cpu] is short of competence at this budget: its reference curve starts later" in board
     monkeypatch.setattr(registry.get("bc"), "short_of_competence", {"paper": "another preset's"})
     assert "bc[cpu]" in ranking(build(store), "IQM")["entry"].tolist()  # only the named preset
+
+
+def test_performance_profiles_name_the_datasets_behind_each_entry():
+    from bench.reports import plots
+
+    fig = plots.performance_profiles({"a": np.full((3, 2), 50.0), "b": np.full((3, 1), 20.0)})
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a  [2 datasets]", "b  [1 dataset]"]

@@ -84,7 +84,9 @@ def performance_profiles(scores: dict[str, np.ndarray]) -> Figure:
     fig, ax = plt.subplots(figsize=(9 if len(entries) > 6 else 6.5, 4.2))
     for entry in entries:
         profile, low, high = stats.performance_profile_band(scores[entry], taus, reps=500)
-        ax.plot(taus, profile, color=colours[entry], label=entry, marker=markers[entry], markevery=10, markersize=4)
+        held = scores[entry].shape[1]  # its datasets, as the aggregates label it: profiles over different sets differ
+        ax.plot(taus, profile, color=colours[entry], label=f"{entry}  [{held} dataset{'s' if held != 1 else ''}]",
+                marker=markers[entry], markevery=10, markersize=4)
         if bands:
             ax.fill_between(taus, low, high, color=colours[entry], alpha=0.15)
     ax.set_xlabel("normalised score τ")
