@@ -77,11 +77,16 @@ class SweepSpec:
             specs.sort(key=lambda spec: self.datasets.index(spec.dataset))
         # a preset declared short of competence is shown but ranked nowhere: its runs go after all others, so that what
         # the boards rank is complete first (a stable sort keeps each part's order)
-        specs.sort(key=lambda spec: self.preset in registry.get(spec.algorithm).short_of_competence)
+        short = self.short_of_competence()
+        specs.sort(key=lambda spec: spec.algorithm in short)
         for spec in specs:
             spec.config()  # unknown algorithm, preset or key: fail now, not an hour in
         return specs
 
+
+    def short_of_competence(self) -> tuple[str, ...]:
+        """The spec's algorithms whose preset is declared short of competence (`Algorithm.short_of_competence`)."""
+        return tuple(a for a in self.algorithms if self.preset in registry.get(a).short_of_competence)
 
     def overrides_for(self, algorithm: str) -> dict[str, Any]:
         shared = {k: v for k, v in self.overrides.items() if k not in self.algorithms}

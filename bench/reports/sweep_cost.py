@@ -18,7 +18,6 @@ from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.runner import RunSpec
 from bench.harness.sweep import SweepSpec
-from policies import registry
 
 EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
 PERIODIC = "periodic evaluation"
@@ -117,7 +116,7 @@ def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec
 def _short_share(spec: SweepSpec, left: pd.DataFrame, known: pd.Series) -> str:
     """The part of the projection that goes to presets declared short of competence (shown, ranked nowhere, made
     after every ranked run), so that what the boards need is read apart from it."""
-    short = sorted(a for a in spec.algorithms if spec.preset in registry.get(a).short_of_competence)
+    short = sorted(spec.short_of_competence())
     if not short:
         return ""
     part = known[left["algorithm"].isin(short)].sum()

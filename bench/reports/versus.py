@@ -45,7 +45,7 @@ def versus(df: pd.DataFrame, spec: SweepSpec, baseline: str, speed: pd.DataFrame
     if baseline not in spec.algorithms:
         raise ConfigError(f"--baseline {baseline} is not among the spec's algorithms ({', '.join(spec.algorithms)})")
     rows, notes = [], []
-    short = short_of_competence(df) if not df.empty else {}
+    short = short_of_competence(df)
     for dataset in spec.datasets:
         here = df[df["base_dataset"] == dataset]
         base = here[here["algorithm"] == baseline]
@@ -153,7 +153,7 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
         lines += [markdown_table(part.drop(columns=["dataset"])), ""]
     if rows.empty:
         lines += [NONE_FOUND.format(spec=spec_path, store=store.path.parent), ""]
-    short = sorted(set(short_of_competence(mine).values())) if not mine.empty else []
+    short = sorted(set(short_of_competence(mine).values()))
     if short:
         lines += ["## Short of competence (†)", "", "A method is compared only once trained to competence; these rows "
                   "are shown for the record, and the leaderboard ranks them nowhere.", "", *(f"- {n}" for n in short), ""]
