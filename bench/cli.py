@@ -520,8 +520,48 @@ def cmd_perf_sweep(args) -> int:
     store = _existing_store(args.results)
     out = Path(args.out)
     _writable(out.parent)
-    costs = sweep_cost.write(store, spec, args.spec, out, _command(args))
+    speedup = _speedup_table(args.speedup) if args.speedup else None
+    costs = sweep_cost.write(store, spec, args.spec, out, _command(args), speedup)
     print(f"{costs['run_id'].nunique()} runs, {sweep_cost.total_core_hours(costs):.2f} core-hours; wrote {out}")
+    return 0
+
+
+def _speedup_table(path: str):
+    from bench.studies.sweep_speedup import read_ratios
+
+    try:
+        return read_ratios(Path(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"--speedup {path}: not a `diffbench perf speedup` CSV ({exc}); make one with "
+                          "`diffbench perf speedup SPEC --before REV`") from None
+
+
+def cmd_perf_speedup(args) -> int:
+    import time
+
+    from bench.harness.sweep import load_sweep
+    from bench.studies import sweep_speedup as sp
+
+    spec = load_sweep(Path(args.spec))
+    dataset = args.dataset or spec.datasets[0]
+    workdir = Path(args.workdir)
+    _writable(workdir, "--workdir")
+    out = Path(args.out)
+    _writable(out.parent)
+    before_tree, before = sp.resolve_trees(args.before, args.before_tree, workdir)
+    after = sp.after_label()
+    print(f"probe runs of {len(spec.algorithms)} algorithms on {dataset} at {args.fraction:g} of their budgets: "
+          f"{before} (before) and {after} (after), in turn; stores in {workdir}")
+    began = time.perf_counter()
+    costs = sp.measure(spec, before_tree, sp.ROOT, dataset, args.fraction, workdir)
+    table = sp.ratios(costs)
+    agree = sp.agreement(workdir, dataset)
+    sp.write_report(table, agree, out, _command(args), before, after, dataset, args.fraction,
+                    time.perf_counter() - began)
+    whole = table.dropna(subset=["before", "after"])
+    print(f"probe total: {whole['before'].sum() / 60:.1f} core-min before, {whole['after'].sum() / 60:.1f} after; "
+          f"wrote {out} and its CSV (`diffbench perf sweep SPEC --speedup {out.with_suffix('.csv')}` projects it "
+          "onto a whole sweep)")
     return 0
 
 
@@ -1114,7 +1154,22 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("spec", help="sweep YAML whose runs to account for")
     pw.add_argument("--results", default="runs", help="results directory holding results.sqlite")
     pw.add_argument("--out", default="results/sweep_cost.md", help="report file, its per-run CSV beside it")
+    pw.add_argument("--speedup", help="a `diffbench perf speedup` CSV: adds the sweep's cost before that change, "
+                                      "each algorithm's categories times the measured before/after ratios")
     pw.set_defaults(func=cmd_perf_sweep)
+    pu = psub.add_parser("speedup", help="a sweep's cost before and after a code change: every algorithm of SPEC run "
+                                         "at a fraction of its budget with the code at --before and with this "
+                                         "checkout's, in turn, on one machine; ratios per stage, and whether the "
+                                         "numbers agree")
+    pu.add_argument("spec", help="sweep YAML whose algorithms, preset and protocol to probe")
+    pu.add_argument("--before", help="a commit of this repository: the code before the change (a worktree of it "
+                                     "is made under --workdir)")
+    pu.add_argument("--before-tree", help="instead of --before: a checkout to run as the code before")
+    pu.add_argument("--dataset", help="the dataset to probe on (default: the spec's first)")
+    pu.add_argument("--fraction", type=float, default=0.03, help="of each budget field of the preset")
+    pu.add_argument("--workdir", default="runs/speedup", help="the two versions' stores (a rerun resumes them)")
+    pu.add_argument("--out", default="results/sweep_speedup.md", help="report file, its CSV beside it")
+    pu.set_defaults(func=cmd_perf_speedup)
     pk = psub.add_parser("kernels", help="training steps of the Mish networks (Diffusion-QL, DAC, IDQL's behaviour) "
                                          "with the fused Mish beside the eager one, in one run")
     pk.add_argument("--algorithms", default="diffusion_ql,dac,idql", help="comma-separated algorithms")

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 
 from bench.cli import main
+from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.sweep import load_sweep
 from bench.reports.sweep_cost import OTHER, run_costs
@@ -28,8 +29,8 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
     assert shared and not any(f"train: {stage}" in by["ddpo"] for stage in shared)  # paid by qgpo's run
     assert all(f"train: {stage}" in by["qgpo"] for stage in shared)
     assert "final evaluation" in by["qgpo"] and "final evaluation" in by["ddpo"] and OTHER in by["ddpo"]
-    for algo in ("qgpo", "ddpo"):  # the parts add up to the run's own wall time (one thread)
-        spent = runs.loc[algo, "finished"] - runs.loc[algo, "started"]
+    for algo in ("qgpo", "ddpo"):  # the parts add up to the run's own wall time times the threads it held
+        spent = (runs.loc[algo, "finished"] - runs.loc[algo, "started"]) * run_threads(runs.loc[algo, "hardware"])
         assert abs(by[algo].sum() - spent) < 1e-6 * max(spent, 1.0)
     out = tmp_path / "cost.md"
     assert main(["perf", "sweep", str(spec), "--results", str(tmp_path / "r"), "--out", str(out)]) == 0

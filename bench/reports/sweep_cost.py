@@ -82,35 +82,91 @@ def cost_tables(costs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_algorithm.reset_index(), per_category.rename_axis("category").reset_index()
 
 
+def _per_run(store: ResultsStore, spec: SweepSpec) -> pd.DataFrame:
+    """Every finished run in the store (any sweep, any code version): its core-seconds per category, and domain."""
+    from bench.reports.report import domain
+
+    every = store.table("runs")
+    every = every[every["status"] == "finished"]
+    costs = run_costs(store, spec, every)
+    return costs.assign(domain=costs["dataset"].map(domain))
+
+
+def _basis(per_run: pd.DataFrame, algorithm: str, where: str) -> tuple[pd.DataFrame, bool]:
+    """The finished runs an estimate for (algorithm, domain) rests on: that domain's, else every domain's."""
+    same = per_run[(per_run["algorithm"] == algorithm) & (per_run["domain"] == where)]
+    return (same, True) if len(same) else (per_run[per_run["algorithm"] == algorithm], False)
+
+
+def _planned_by_domain(planned: list[tuple[RunSpec, str]], skip: set[str] = frozenset()) -> dict[tuple[str, str], int]:
+    from bench.reports.report import domain
+
+    counts: dict[tuple[str, str], int] = {}
+    for run, run_id in planned:
+        if run_id not in skip:
+            key = (run.algorithm, domain(run.dataset))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]], mine: pd.DataFrame
                ) -> pd.DataFrame:
     """Per algorithm, the spec's runs not yet finished and the core-hours they would take at the mean own cost of
     that algorithm's finished runs anywhere in the store (other sweeps, other code versions): on the same
     domain where it has any, else on every domain. An estimate for planning, not a measurement."""
-    from bench.reports.report import domain
-
-    every = store.table("runs")
-    every = every[every["status"] == "finished"]
-    per_run = run_costs(store, spec, every).groupby(["run_id", "algorithm", "dataset"])["core_seconds"].sum()
-    per_run = per_run.reset_index().assign(domain=lambda d: d["dataset"].map(domain))
-    done = set(mine["run_id"])
-    left: dict[tuple[str, str], int] = {}
-    for run, run_id in planned:
-        if run_id not in done:
-            key = (run.algorithm, domain(run.dataset))
-            left[key] = left.get(key, 0) + 1
+    per_run = _per_run(store, spec).groupby(["run_id", "algorithm", "domain"])["core_seconds"].sum().reset_index()
     rows = []
-    for (algorithm, where), n in sorted(left.items()):
-        same = per_run[(per_run["algorithm"] == algorithm) & (per_run["domain"] == where)]
-        basis = same if len(same) else per_run[per_run["algorithm"] == algorithm]
+    for (algorithm, where), n in sorted(_planned_by_domain(planned, set(mine["run_id"])).items()):
+        basis, same = _basis(per_run, algorithm, where)
         mean = float(basis["core_seconds"].mean()) if len(basis) else float("nan")
         rows.append({"algorithm": algorithm, "domain": where, "runs left": n,
                      "core-min per run": round(mean / 60, 1) if len(basis) else "?",
                      "projected core-hours": round(n * mean / 3600, 2) if len(basis) else "?",
-                     "from": f"{len(basis)} finished run(s)" + ("" if len(same) else ", other domains") if len(basis)
+                     "from": f"{len(basis)} finished run(s)" + ("" if same else ", other domains") if len(basis)
                      else "no finished run of it in the store"})
     return pd.DataFrame(rows, columns=["algorithm", "domain", "runs left", "core-min per run", "projected core-hours",
                                        "from"])
+
+
+def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]]) -> pd.DataFrame:
+    """The whole spec's core-seconds per algorithm and category at the mean per-run cost of each category in the
+    algorithm's finished runs in the store (same domain where there are some), finished runs included."""
+    per_run = _per_run(store, spec)
+    rows = []
+    for (algorithm, where), n in sorted(_planned_by_domain(planned).items()):
+        basis, _ = _basis(per_run, algorithm, where)
+        if not len(basis):
+            continue
+        runs = basis["run_id"].nunique()
+        for category, seconds in basis.groupby("category")["core_seconds"].sum().items():
+            rows.append({"algorithm": algorithm, "category": category, "core_seconds": n * seconds / runs})
+    frame = pd.DataFrame(rows, columns=["algorithm", "category", "core_seconds"])
+    return frame.groupby(["algorithm", "category"], as_index=False)["core_seconds"].sum()
+
+
+def before_after(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]], speedup: pd.DataFrame
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """Per algorithm, the whole spec's core-hours now and before the change `speedup` measured (each category
+    times its measured before/after ratio), and the lines that say how."""
+    from bench.studies.sweep_speedup import project
+
+    projected = project(whole_spec(store, spec, planned), speedup)
+    per_algo = projected.groupby("algorithm")[["before", "after"]].sum() / 3600
+    per_algo = per_algo.assign(ratio=per_algo["before"] / per_algo["after"]).sort_values("after", ascending=False)
+    total_b, total_a = per_algo["before"].sum(), per_algo["after"].sum()
+    table = pd.DataFrame({"algorithm": per_algo.index, "core-hours before": per_algo["before"].round(2).values,
+                          "core-hours after": per_algo["after"].round(2).values,
+                          "before / after": per_algo["ratio"].round(2).values})
+    table.loc[len(table)] = ["all", round(total_b, 2), round(total_a, 2), round(total_b / total_a, 2)]
+    missing = sorted({run.algorithm for run, _ in planned} - set(per_algo.index))
+    lines = [f"The whole spec ({len(planned)} runs) at the store's mean per-run cost of each algorithm and category "
+             "(same domain where there are finished runs; the projection's basis): \"after\". \"Before\": each "
+             "category times the before/after ratio that `diffbench perf speedup` measured for it, side by side on "
+             f"this machine (its CSV: {speedup.attrs.get('source', '?')}, before = {speedup.attrs.get('before', '?')}"
+             f", after = {speedup.attrs.get('after', '?')}). Whole spec: {total_b:.1f} core-hours before, "
+             f"{total_a:.1f} after, {total_b / total_a:.2f}x."
+             + (f" Not in either: {', '.join(missing)} (no finished run in the store)." if missing else "")]
+    return table, lines
 
 
 def _short_share(spec: SweepSpec, left: pd.DataFrame, known: pd.Series) -> str:
@@ -129,8 +185,10 @@ def total_core_hours(costs: pd.DataFrame) -> float:
     return float(costs["core_seconds"].sum() / 3600) if len(costs) else float(np.nan)
 
 
-def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: str) -> pd.DataFrame:
-    """The markdown report (and the per-run rows as CSV beside it)."""
+def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: str,
+          speedup: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The markdown report (and the per-run rows as CSV beside it); with `speedup` (`diffbench perf speedup`'s
+    ratios), the whole spec's cost before and after the change it measured."""
     from pathlib import Path
 
     from bench.reports.render import markdown_table
@@ -169,5 +227,8 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
                   ": an estimate for planning, not a measurement. Runs made under load (more processes than cores) "
                   "count their wall time, so it errs high." + _short_share(spec, left, known), "",
                   markdown_table(left), ""]
+    if speedup is not None:
+        table, said = before_after(store, spec, planned, speedup)
+        lines += ["## Before and after", "", *said, "", markdown_table(table), ""]
     out.write_text("\n".join(lines))
     return costs
