@@ -537,8 +537,6 @@ def _speedup_table(path: str):
 
 
 def cmd_perf_speedup(args) -> int:
-    import time
-
     from bench.harness.sweep import load_sweep
     from bench.studies import sweep_speedup as sp
 
@@ -549,15 +547,14 @@ def cmd_perf_speedup(args) -> int:
     out = Path(args.out)
     _writable(out.parent)
     before_tree, before = sp.resolve_trees(args.before, args.before_tree, workdir)
-    after = sp.after_label()
     print(f"probe runs of {len(spec.algorithms)} algorithms on {dataset} at {args.fraction:g} of their budgets: "
-          f"{before} (before) and {after} (after), in turn; stores in {workdir}")
-    began = time.perf_counter()
+          f"{before} (before) and this checkout (after), in turn; stores in {workdir}")
     costs = sp.measure(spec, before_tree, sp.ROOT, dataset, args.fraction, workdir)
     table = sp.ratios(costs)
     agree = sp.agreement(workdir, dataset)
+    before, after = sp.made_with(workdir, dataset).values()  # what the runs recorded, resumed or not
     sp.write_report(table, agree, out, _command(args), before, after, dataset, args.fraction,
-                    time.perf_counter() - began)
+                    sp.probe_seconds(workdir, dataset), sp.core_shares(workdir, dataset))
     whole = table.dropna(subset=["before", "after"])
     print(f"probe total: {whole['before'].sum() / 60:.1f} core-min before, {whole['after'].sum() / 60:.1f} after; "
           f"wrote {out} and its CSV (`diffbench perf sweep SPEC --speedup {out.with_suffix('.csv')}` projects it "

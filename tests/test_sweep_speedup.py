@@ -29,6 +29,10 @@ def test_two_versions_are_probed_in_turn_compared_and_projected(tiny_pointmaze, 
     assert row["stage losses, largest relative gap"] in ("0.0e+00", "none logged")
     runs = pd.read_sql("select config from runs", sqlite3.connect(work / "after" / "results.sqlite"))
     assert '"steps": 25' in runs["config"].iloc[0]  # half of the tiny preset's 50 steps
+    shares = sp.core_shares(work, TINY_ID).loc["bc"]
+    assert ((shares > 0) & (shares <= 1.05)).all()  # one thread: at most one core's CPU time per wall second
+    assert sp.made_with(work, TINY_ID)["before"] == sp.made_with(work, TINY_ID)["after"]
+    assert "core share before" in out.read_text() and "| bc |" in out.read_text()
     table = sp.read_ratios(out.with_suffix(".csv"))
     bc = table.set_index("category").loc[:, "ratio"]
     assert {"train: policy", "final evaluation", PERIODIC} <= set(bc.index) and (bc > 0).all()

@@ -159,12 +159,19 @@ def before_after(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSp
                           "before / after": per_algo["ratio"].round(2).values})
     table.loc[len(table)] = ["all", round(total_b, 2), round(total_a, 2), round(total_b / total_a, 2)]
     missing = sorted({run.algorithm for run, _ in planned} - set(per_algo.index))
+    short = per_algo[per_algo.index.isin(spec.short_of_competence())]
+    ranked_b, ranked_a = total_b - short["before"].sum(), total_a - short["after"].sum()
     lines = [f"The whole spec ({len(planned)} runs) at the store's mean per-run cost of each algorithm and category "
              "(same domain where there are finished runs; the projection's basis): \"after\". \"Before\": each "
              "category times the before/after ratio that `diffbench perf speedup` measured for it, side by side on "
              f"this machine (its CSV: {speedup.attrs.get('source', '?')}, before = {speedup.attrs.get('before', '?')}"
              f", after = {speedup.attrs.get('after', '?')}). Whole spec: {total_b:.1f} core-hours before, "
              f"{total_a:.1f} after, {total_b / total_a:.2f}x."
+             + (f" Without {', '.join(f'{a}[{spec.preset}]' for a in short.index)} (declared short of competence: "
+                f"ranked nowhere), what the boards need: {ranked_b:.1f} before, {ranked_a:.1f} after, "
+                f"{ranked_b / ranked_a:.2f}x." if len(short) else "")
+             + " A ratio a few percent either side of 1 for an algorithm whose code did not change is the "
+             "measurement's noise (each category is one probe run per version)."
              + (f" Not in either: {', '.join(missing)} (no finished run in the store)." if missing else "")]
     return table, lines
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.harness.provenance import code_version, made_by
+from bench.harness.provenance import made_by
 from bench.harness.store import ResultsStore
 from bench.harness.sweep import SweepSpec
 from bench.reports.sweep_cost import PERIODIC, run_costs
@@ -147,6 +147,32 @@ def agreement(workdir: Path, dataset: str, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def made_with(workdir: Path, dataset: str, seed: int = 0) -> dict[str, str]:
+    """Per version, the code its probe runs recorded (a measurement resumed under newer code names both)."""
+    return {v: ", ".join(sorted(_runs(workdir / v, dataset, seed)["code_version"].dropna().unique())) or "?"
+            for v in VERSIONS}
+
+
+def probe_seconds(workdir: Path, dataset: str, seed: int = 0) -> float:
+    """The probe runs' wall seconds, both versions (what the measurement took, resumed or not)."""
+    return float(sum((r["finished"] - r["started"]).sum() for r in (_runs(workdir / v, dataset, seed) for v in VERSIONS)))
+
+
+def core_shares(workdir: Path, dataset: str, seed: int = 0) -> pd.DataFrame:
+    """Per algorithm and version, the share of a core its training got: process CPU seconds over wall seconds of
+    its training, as its final evaluation recorded them (1 on an idle core; alike in both versions when other work
+    on the machine weighed on both alike)."""
+    rows = {}
+    for version in VERSIONS:
+        runs = _runs(workdir / version, dataset, seed).set_index("run_id")
+        evals = ResultsStore(workdir / version).table("evaluations")
+        evals = evals[(evals["stage"] == "final") & evals["run_id"].isin(runs.index)]
+        evals = evals.dropna(subset=["train_seconds", "cpu_seconds"]).drop_duplicates("run_id", keep="last")
+        rows[f"core share {version}"] = pd.Series(
+            (evals["cpu_seconds"] / evals["train_seconds"]).values, index=runs.loc[evals["run_id"], "algorithm"])
+    return pd.DataFrame(rows).round(2)
+
+
 def _config(text: str) -> dict:
     config = json.loads(text)
     config.pop("device", None)
@@ -169,7 +195,8 @@ def _final_scores(store: Path, runs: pd.DataFrame) -> dict[str, float]:
 
 
 def write_report(table: pd.DataFrame, agree: pd.DataFrame, out: Path, command: str, before: str, after: str,
-                 dataset: str, fraction: float, seconds: float | None = None) -> None:
+                 dataset: str, fraction: float, seconds: float | None = None,
+                 shares: pd.DataFrame | None = None) -> None:
     from bench.reports.render import markdown_table
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +206,9 @@ def write_report(table: pd.DataFrame, agree: pd.DataFrame, out: Path, command: s
                             for c in VERSIONS}, ratio=table["ratio"].round(2))
     shown = shown.rename(columns={"before": "before core-min", "after": "after core-min", "ratio": "before / after"})
     per_algo = table.dropna(subset=["before", "after"]).groupby("algorithm")[list(VERSIONS)].sum() / 60
+    per_algo = per_algo.assign(ratio=per_algo["before"] / per_algo["after"]).round(2)
+    if shares is not None:
+        per_algo = per_algo.join(shares)
     lines = [f"# A sweep's cost before and after: {before} against {after}", "",
              made_by(command, seconds, after), "",
              f"Every algorithm of the spec ran once with each code version on {dataset} (seed 0) at "
@@ -188,9 +218,11 @@ def write_report(table: pd.DataFrame, agree: pd.DataFrame, out: Path, command: s
              "than in a whole run, so the ratios err against the newer code where it compiles.", "",
              "## Same numbers?", "", markdown_table(agree) if len(agree) else "(no algorithm ran under both)", "",
              "## Per algorithm (the probe's own totals)", "",
-             markdown_table(per_algo.assign(ratio=per_algo["before"] / per_algo["after"]).round(2).reset_index()
-                            .rename(columns={"before": "before core-min", "after": "after core-min",
-                                             "ratio": "before / after"})), "",
+             "`core share`: the share of a core each probe's training got (process CPU seconds over wall seconds; 1 "
+             "on an idle core): alike in both versions, other work on the machine weighed on both alike.", "",
+             markdown_table(per_algo.reset_index().rename(columns={"before": "before core-min",
+                                                                    "after": "after core-min",
+                                                                    "ratio": "before / after"})), "",
              "## Per algorithm and category", "", markdown_table(shown), ""]
     out.write_text("\n".join(lines))
 
@@ -233,5 +265,3 @@ def resolve_trees(before: str | None, before_tree: str | None, workdir: Path) ->
     return tree, _git(tree, "rev-parse", "--short=12", "HEAD")
 
 
-def after_label() -> str:
-    return code_version()
