@@ -546,10 +546,12 @@ def cmd_perf_speedup(args) -> int:
     _writable(workdir, "--workdir")
     out = Path(args.out)
     _writable(out.parent)
-    before_tree, before = sp.resolve_trees(args.before, args.before_tree, workdir)
+    if not (args.before or args.before_tree):
+        raise ConfigError("give --before REV (a commit of this repository) or --before-tree PATH")
     print(f"probe runs of {len(spec.algorithms)} algorithms on {dataset} at {args.fraction:g} of their budgets: "
-          f"{before} (before) and this checkout (after), in turn; stores in {workdir}")
-    costs = sp.measure(spec, before_tree, sp.ROOT, dataset, args.fraction, workdir)
+          f"{args.before or args.before_tree} (before) and this checkout (after), in turn; stores in {workdir}")
+    costs = sp.measure(spec, lambda: sp.before_tree(args.before, args.before_tree, workdir), sp.ROOT, dataset,
+                       args.fraction, workdir)
     table = sp.ratios(costs)
     agree = sp.agreement(workdir, dataset)
     before, after = sp.made_with(workdir, dataset).values()  # what the runs recorded, resumed or not

@@ -80,7 +80,7 @@ def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match="fraction"):
         sp.measure(None, tmp_path, tmp_path, TINY_ID, 0.0, tmp_path)
     with pytest.raises(ConfigError, match="no diffbench checkout"):
-        sp.resolve_trees(None, str(tmp_path), tmp_path)
+        sp.before_tree(None, str(tmp_path), tmp_path)
     with pytest.raises(ConfigError, match="git"):
         sp.worktree(sp.ROOT, "no-such-revision-x", tmp_path / "wt")
     assert sp.probe_overrides("qgpo", "tiny", 0.001) == {"behaviour_steps": 1, "q_steps": 1, "energy_steps": 1}

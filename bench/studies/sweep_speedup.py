@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,13 +72,14 @@ def run_probe(tree: Path, store: Path, algorithm: str, dataset: str, preset: str
                            f"{done.stderr[-2000:]}")
 
 
-def measure(spec: SweepSpec, before_tree: Path, after_tree: Path, dataset: str, fraction: float, workdir: Path,
+def measure(spec: SweepSpec, before_tree: Path | Callable[[], Path], after_tree: Path, dataset: str, fraction: float,
+            workdir: Path,
             seed: int = 0, progress=print) -> pd.DataFrame:
     """Both versions' probe runs of every algorithm of `spec` on `dataset`, taken in turn (which goes first
     alternates by algorithm); one row per (algorithm, version, category) of core-seconds."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"--fraction must lie in (0, 1], got {fraction}")
-    trees = dict(zip(VERSIONS, (before_tree, after_tree)))
+    trees: dict[str, Path | Callable[[], Path]] = dict(zip(VERSIONS, (before_tree, after_tree)))
     for i, algorithm in enumerate(spec.algorithms):
         overrides = {**spec.overrides_for(algorithm), **probe_overrides(algorithm, spec.preset, fraction)}
         extra = [f"--{flag}={value}" for flag, value in (("episodes", spec.episodes),
@@ -91,6 +93,8 @@ def measure(spec: SweepSpec, before_tree: Path, after_tree: Path, dataset: str, 
             if _finished(store, algorithm, dataset, seed):
                 continue  # a measurement resumed: this run is in its store already
             progress(f"  {algorithm} ({version}): {', '.join(f'{k}={v}' for k, v in overrides.items())}")
+            if callable(trees[version]):  # made only when a run is left to make (a resumed report needs no tree)
+                trees[version] = trees[version]()
             run_probe(trees[version], store, algorithm, dataset, spec.preset, seed, overrides, extra)
     return costs(workdir, dataset, seed)
 
@@ -252,16 +256,15 @@ def project(costs: pd.DataFrame, ratio_table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["algorithm", "category", "after", "before"])
 
 
-def resolve_trees(before: str | None, before_tree: str | None, workdir: Path) -> tuple[Path, str]:
+def before_tree(before: str | None, tree: str | None, workdir: Path) -> Path:
     """The code to time as "before": a worktree of a commit of this repository, or a tree given as is."""
-    if before_tree:
-        tree = Path(before_tree).resolve()
-        if not (tree / "bench" / "cli.py").exists():
-            raise ConfigError(f"--before-tree {tree} holds no diffbench checkout (no bench/cli.py)")
-        return tree, _git(tree, "rev-parse", "--short=12", "HEAD") if (tree / ".git").exists() else str(tree)
+    if tree:
+        path = Path(tree).resolve()
+        if not (path / "bench" / "cli.py").exists():
+            raise ConfigError(f"--before-tree {path} holds no diffbench checkout (no bench/cli.py)")
+        return path
     if not before:
         raise ConfigError("give --before REV (a commit of this repository) or --before-tree PATH")
-    tree = worktree(ROOT, before, workdir / "before-tree")
-    return tree, _git(tree, "rev-parse", "--short=12", "HEAD")
+    return worktree(ROOT, before, workdir / "before-tree")
 
 
