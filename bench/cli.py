@@ -577,6 +577,20 @@ def cmd_perf_kernels(args) -> int:
     return 0
 
 
+def cmd_perf_layout(args) -> int:
+    from bench.studies.worker_layout import measure, write_report
+
+    rows = measure(tuple(_names(args.algorithms, "--algorithms")), args.preset, args.steps, args.cores)
+    for r in rows:
+        print(f"  {r['algorithm']:14s} {r['cores']} workers x 1 thread {r['workers_steps_per_s']:8.1f} steps/s, "
+              f"1 worker x {r['cores']} threads {r['threads_steps_per_s']:8.1f} ({r['gain']:.2f}x; same numbers: "
+              f"{'yes' if r['same_numbers'] else 'no'})")
+    if args.out:
+        write_report(rows, Path(args.out), _command(args))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_perf_sac(args) -> int:
     from bench.studies.perf_sac import run
 
@@ -1178,6 +1192,14 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--repeats", type=int, default=5, help="timed calls per kernel (the median is reported)")
     pk.add_argument("--out", default="results/perf_kernels.md", help="report file ('' to print only)")
     pk.set_defaults(func=cmd_perf_kernels)
+    pl = psub.add_parser("layout", help="N single-threaded workers against one worker on N threads: each "
+                                        "algorithm's costliest stage both ways, on an otherwise idle machine")
+    pl.add_argument("--algorithms", default="dac,fql,diffusion_ql,idql,td3bc", help="comma-separated algorithms")
+    pl.add_argument("--preset", default="cpu", help="the preset whose networks and batch are timed")
+    pl.add_argument("--steps", type=int, default=30, help="gradient steps each worker times")
+    pl.add_argument("--cores", type=int, default=None, help="N (default: the machine's logical CPUs)")
+    pl.add_argument("--out", default="results/perf_layout.md", help="report file ('' to print only)")
+    pl.set_defaults(func=cmd_perf_layout)
     pc = psub.add_parser("sac", help="SAC training steps/s: stable-baselines3 beside sbx (when installed), one run")
     pc.add_argument("--envs", default="halfcheetah,hopper,walker2d", help='comma-separated MuJoCo envs')
     pc.add_argument("--steps", type=int, default=3000, help="timed steps per library and env")

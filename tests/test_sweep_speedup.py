@@ -84,3 +84,19 @@ def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match="git"):
         sp.worktree(sp.ROOT, "no-such-revision-x", tmp_path / "wt")
     assert sp.probe_overrides("qgpo", "tiny", 0.001) == {"behaviour_steps": 1, "q_steps": 1, "energy_steps": 1}
+
+
+def test_worker_layout_times_both_layouts_and_says_whether_numbers_agree(tmp_path):
+    from bench.studies import worker_layout
+
+    out = tmp_path / "layout.md"
+    assert main(["perf", "layout", "--algorithms", "td3bc", "--preset", "tiny", "--steps", "3", "--cores", "2",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    row, = [line for line in text.splitlines() if line.startswith("| td3bc |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] in ("yes", "no")
+    rows = worker_layout.measure(("td3bc",), "tiny", 3, 2)
+    assert rows[0]["repeatable"]  # two one-thread workers from the same seed end at the same parameters
+    with pytest.raises(ConfigError, match="no stage to time"):
+        worker_layout.measure(("bc",), "tiny", 3, 2)

@@ -35,18 +35,21 @@ def random_transitions(n: int, device: str, seed: int = 0) -> Transitions:
                        episode_starts=torch.tensor([0, n])).to(device)
 
 
-def steps_call(name: str, preset: str, device: str, steps: int, t: Transitions):
-    """A call that trains `name`'s Mish network (built afresh at `preset`, seed 0) for `steps` gradient steps."""
-    method, field = TRAINERS[name]
+def steps_call(name: str, preset: str, device: str, steps: int, t: Transitions,
+               trainer: tuple[str, str] | None = None):
+    """A call that trains `name`'s Mish network (built afresh at `preset`, seed 0) for `steps` gradient steps;
+    `trainer`: (the method, its steps field) for another stage than TRAINERS names."""
+    method, field = trainer or TRAINERS[name]
     cls = registry.get(name)
     config = registry.make_config(name, preset, {"device": device})
     config = dataclasses.replace(config, **{field: steps})
     obs_dim, act_dim = SHAPE
 
-    def call() -> None:
+    def call():
         algo = cls(config, obs_dim, act_dim, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32))
         algo.seed(0)
         getattr(algo, method)(t, None, None, False)
+        return algo
     return call
 
 
