@@ -73,8 +73,7 @@ def run_probe(tree: Path, store: Path, algorithm: str, dataset: str, preset: str
 
 
 def measure(spec: SweepSpec, before_tree: Path | Callable[[], Path], after_tree: Path, dataset: str, fraction: float,
-            workdir: Path,
-            seed: int = 0, progress=print) -> pd.DataFrame:
+            workdir: Path, seed: int = 0, progress=print) -> pd.DataFrame:
     """Both versions' probe runs of every algorithm of `spec` on `dataset`, taken in turn (which goes first
     alternates by algorithm); one row per (algorithm, version, category) of core-seconds."""
     if not 0 < fraction <= 1:
@@ -141,8 +140,7 @@ def agreement(workdir: Path, dataset: str, seed: int = 0) -> pd.DataFrame:
     rows = []
     for algorithm in runs["after"].index.intersection(runs["before"].index):
         b, a = runs["before"].loc[algorithm], runs["after"].loc[algorithm]
-        losses = [_loss_gap(json.loads(b.stage_losses or "{}"), json.loads(a.stage_losses or "{}"))]
-        gap = max((x for x in losses if x is not None), default=None)
+        gap = _loss_gap(json.loads(b.stage_losses or "{}"), json.loads(a.stage_losses or "{}"))
         sb, sa = scores["before"].get(algorithm, np.nan), scores["after"].get(algorithm, np.nan)
         rows.append({"algorithm": algorithm, "same config": _config(b.config) == _config(a.config),
                      "stage losses, largest relative gap": "none logged" if gap is None else f"{gap:.1e}",
@@ -194,7 +192,7 @@ def _loss_gap(before: dict, after: dict) -> float | None:
 def _final_scores(store: Path, runs: pd.DataFrame) -> dict[str, float]:
     evals = ResultsStore(store).table("evaluations")
     evals = evals[(evals["stage"] == "final") & evals["run_id"].isin(runs["run_id"])]
-    by_run = evals.groupby("run_id")["score_mean"].max()  # a guided run: its scales' best is not needed, any is
+    by_run = evals.groupby("run_id")["score_mean"].max()  # a guided run: a row per scale, the best (alike in both)
     return {algorithm: float(by_run.get(run.run_id, np.nan)) for algorithm, run in runs.iterrows()}
 
 
