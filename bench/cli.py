@@ -546,12 +546,10 @@ def cmd_perf_speedup(args) -> int:
     _writable(workdir, "--workdir")
     out = Path(args.out)
     _writable(out.parent)
-    if not (args.before or args.before_tree):
-        raise ConfigError("give --before REV (a commit of this repository) or --before-tree PATH")
+    before_code = sp.before_code(args.before, args.before_tree, workdir)  # its errors before any run
     print(f"probe runs of {len(spec.algorithms)} algorithms on {dataset} at {args.fraction:g} of their budgets: "
           f"{args.before or args.before_tree} (before) and this checkout (after), in turn; stores in {workdir}")
-    costs = sp.measure(spec, lambda: sp.before_tree(args.before, args.before_tree, workdir), sp.ROOT, dataset,
-                       args.fraction, workdir)
+    costs = sp.measure(spec, before_code, sp.ROOT, dataset, args.fraction, workdir)
     table = sp.ratios(costs)
     agree = sp.agreement(workdir, dataset)
     before, after = sp.made_with(workdir, dataset).values()  # what the runs recorded, resumed or not

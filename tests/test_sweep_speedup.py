@@ -9,7 +9,7 @@ import pytest
 
 from bench.cli import main
 from bench.harness.store import ResultsStore
-from bench.reports.sweep_cost import PERIODIC, run_costs
+from bench.reports.sweep_cost import PERIODIC, project, run_costs
 from bench.studies import sweep_speedup as sp
 from policies.errors import ConfigError
 
@@ -62,7 +62,7 @@ def test_projection_takes_each_categorys_ratio_else_the_algorithms_whole():
     sweep = pd.DataFrame({"algorithm": ["a", "a", "a", "a"],
                           "category": ["train: x", PERIODIC, "train: new", "other"],
                           "core_seconds": [100.0, 50.0, 7.0, 1.0]})
-    projected = sp.project(sweep, table).set_index("category")
+    projected = project(sweep, table).set_index("category")
     assert projected.loc["train: x", "before"] == 300.0 and projected.loc[PERIODIC, "before"] == 50.0
     assert projected.loc["train: new", "before"] == pytest.approx(7.0 * 33 / 13)  # the probe's whole ratio
     assert np.allclose(projected["after"], sweep.set_index("category")["core_seconds"].reindex(projected.index))
@@ -80,7 +80,7 @@ def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match="fraction"):
         sp.measure(None, tmp_path, tmp_path, TINY_ID, 0.0, tmp_path)
     with pytest.raises(ConfigError, match="no diffbench checkout"):
-        sp.before_tree(None, str(tmp_path), tmp_path)
+        sp.before_code(None, str(tmp_path), tmp_path)
     with pytest.raises(ConfigError, match="git"):
         sp.worktree(sp.ROOT, "no-such-revision-x", tmp_path / "wt")
     assert sp.probe_overrides("qgpo", "tiny", 0.001) == {"behaviour_steps": 1, "q_steps": 1, "energy_steps": 1}

@@ -144,12 +144,24 @@ def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec
     return frame.groupby(["algorithm", "category"], as_index=False)["core_seconds"].sum()
 
 
+def project(costs: pd.DataFrame, ratio_table: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's cost per algorithm (`costs`: core-seconds per algorithm and category, after the change) beside
+    what it would have cost before: each category times the probe's before/after ratio for it (the algorithm's
+    whole-probe ratio where the probe has no such category)."""
+    r = ratio_table.dropna(subset=["ratio"]).set_index(["algorithm", "category"])["ratio"]
+    probe = ratio_table.dropna(subset=["before", "after"]).groupby("algorithm")[["before", "after"]].sum()
+    whole = probe["before"] / probe["after"]
+    rows = []
+    for (algorithm, category), seconds in costs.groupby(["algorithm", "category"])["core_seconds"].sum().items():
+        factor = r.get((algorithm, category), whole.get(algorithm, np.nan))
+        rows.append({"algorithm": algorithm, "category": category, "after": seconds, "before": seconds * factor})
+    return pd.DataFrame(rows, columns=["algorithm", "category", "after", "before"])
+
+
 def before_after(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]], speedup: pd.DataFrame
                  ) -> tuple[pd.DataFrame, list[str]]:
     """Per algorithm, the whole spec's core-hours now and before the change `speedup` measured (each category
     times its measured before/after ratio), and the lines that say how."""
-    from bench.studies.sweep_speedup import project
-
     projected = project(whole_spec(store, spec, planned), speedup)
     per_algo = projected.groupby("algorithm")[["before", "after"]].sum() / 3600
     per_algo = per_algo.assign(ratio=per_algo["before"] / per_algo["after"]).sort_values("after", ascending=False)

@@ -99,11 +99,7 @@ def measure(spec: SweepSpec, before_tree: Path | Callable[[], Path], after_tree:
 
 
 def _finished(store: Path, algorithm: str, dataset: str, seed: int) -> bool:
-    if not (store / "results.sqlite").exists():
-        return False
-    runs = ResultsStore(store).table("runs")
-    return bool(((runs["algorithm"] == algorithm) & (runs["dataset"] == dataset) & (runs["seed"] == seed)
-                 & (runs["status"] == "finished")).any())
+    return (store / "results.sqlite").exists() and algorithm in set(_runs(store, dataset, seed)["algorithm"])
 
 
 def _runs(store: Path, dataset: str, seed: int) -> pd.DataFrame:
@@ -240,29 +236,14 @@ def read_ratios(path: Path) -> pd.DataFrame:
     return table
 
 
-def project(costs: pd.DataFrame, ratio_table: pd.DataFrame) -> pd.DataFrame:
-    """A sweep's cost per algorithm (`costs`: core-seconds per algorithm and category, after the change) beside
-    what it would have cost before: each category times the probe's before/after ratio for it (the algorithm's
-    whole-probe ratio where the probe has no such category)."""
-    r = ratio_table.dropna(subset=["ratio"]).set_index(["algorithm", "category"])["ratio"]
-    probe = ratio_table.dropna(subset=["before", "after"]).groupby("algorithm")[list(VERSIONS)].sum()
-    whole = probe["before"] / probe["after"]
-    rows = []
-    for (algorithm, category), seconds in costs.groupby(["algorithm", "category"])["core_seconds"].sum().items():
-        factor = r.get((algorithm, category), whole.get(algorithm, np.nan))
-        rows.append({"algorithm": algorithm, "category": category, "after": seconds, "before": seconds * factor})
-    return pd.DataFrame(rows, columns=["algorithm", "category", "after", "before"])
-
-
-def before_tree(before: str | None, tree: str | None, workdir: Path) -> Path:
-    """The code to time as "before": a worktree of a commit of this repository, or a tree given as is."""
+def before_code(before: str | None, tree: str | None, workdir: Path) -> Callable[[], Path]:
+    """The code to time as "before", checked now and made when first needed (a resumed report needs none): a worktree
+    of a commit of this repository, or a tree given as is."""
     if tree:
         path = Path(tree).resolve()
         if not (path / "bench" / "cli.py").exists():
             raise ConfigError(f"--before-tree {path} holds no diffbench checkout (no bench/cli.py)")
-        return path
+        return lambda: path
     if not before:
         raise ConfigError("give --before REV (a commit of this repository) or --before-tree PATH")
-    return worktree(ROOT, before, workdir / "before-tree")
-
-
+    return lambda: worktree(ROOT, before, workdir / "before-tree")
