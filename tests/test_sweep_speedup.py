@@ -100,3 +100,5 @@ def test_worker_layout_times_both_layouts_and_says_whether_numbers_agree(tmp_pat
     assert rows[0]["repeatable"]  # two one-thread workers from the same seed end at the same parameters
     with pytest.raises(ConfigError, match="no stage to time"):
         worker_layout.measure(("bc",), "tiny", 3, 2)
+    with pytest.raises(RuntimeError, match="worker exited"):  # a worker that dies is reported, not waited on
+        worker_layout._run("no_such_algorithm", "tiny", 3, 2, 1)

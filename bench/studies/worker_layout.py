@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import time
 from pathlib import Path
 
@@ -32,9 +33,9 @@ ALGORITHMS = tuple(TRAINERS)
 def _train(name: str, preset: str, steps: int, threads: int, start, out) -> None:
     """One worker: build, wait for the others, train `steps` steps; report seconds and a parameter checksum."""
     torch.set_num_threads(threads)
-    call = steps_call(name, preset, "cpu", steps, random_transitions(10_000, "cpu"), TRAINERS[name])
-    call_warm = steps_call(name, preset, "cpu", 2, random_transitions(10_000, "cpu"), TRAINERS[name])
-    call_warm()  # first-call costs (allocation, any compile) outside the timing
+    t = random_transitions(10_000, "cpu")
+    call = steps_call(name, preset, "cpu", steps, t, TRAINERS[name])
+    steps_call(name, preset, "cpu", 2, t, TRAINERS[name])()  # first-call costs (allocation, compile) untimed
     start.wait()
     t0 = time.perf_counter()
     algo = call()
@@ -50,11 +51,18 @@ def _run(name: str, preset: str, steps: int, workers: int, threads: int) -> list
     procs = [ctx.Process(target=_train, args=(name, preset, steps, threads, start, out)) for _ in range(workers)]
     for p in procs:
         p.start()
-    results = [out.get() for _ in procs]
+    results: list[tuple[float, float, float]] = []
+    while len(results) < workers:  # a worker that dies never reports, and its peers wait at the barrier: stop them
+        try:
+            results.append(out.get(timeout=1.0))
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError(f"perf layout: a {name} worker exited with {failed[0]}") from None
     for p in procs:
         p.join()
-        if p.exitcode:
-            raise RuntimeError(f"perf layout: a {name} worker exited with {p.exitcode}")
     return results
 
 
