@@ -371,37 +371,39 @@ def write_report(summary: pd.DataFrame, raw: pd.DataFrame, out: Path, command: s
     for _, r in summary[summary.part == "anomaly"].iterrows():
         lines.append(f"| {r['task']} | {r['method']} | {_cell(r, 'auroc')} |")
     if rates:
-        from bench.studies.perf_samplers import BATCHES
-
         ref = rates[SPEED_ROWS[0]]
+        batches = tuple(ref)
         lines += ["", "## 4. Speed: actions per second against QGPO's guided sampler", "",
                   "Measured by the command that wrote this page, " + ("from the rows of earlier runs" if from_rows else
                                                                      "after the jobs above")
                   + " (`bench.studies.perf_samplers`, official network sizes, "
                   "HalfCheetah shapes, float32, CPU, medians after warm-up); ratios within this one measurement.", "",
-                  "| sampler | NFE per action | " + " | ".join(f"actions/s, batch {b}" for b in BATCHES) + " | "
-                  + " | ".join(f"vs QGPO, batch {b}" for b in BATCHES) + " |", "|---|---:|" + "---:|" * (2 * len(BATCHES))]
+                  "| sampler | NFE per action | " + " | ".join(f"actions/s, batch {b}" for b in batches) + " | "
+                  + " | ".join(f"vs QGPO, batch {b}" for b in batches) + " |", "|---|---:|" + "---:|" * (2 * len(batches))]
         nfe = {SPEED_ROWS[0]: "15 (+15 energy gradients)", SPEED_ROWS[1]: "10", SPEED_ROWS[2]: "4"}
         for name, r in rates.items():
-            lines.append(f"| {name} | {nfe[name]} | " + " | ".join(f"{r[b]:,.0f}" for b in BATCHES) + " | "
-                         + " | ".join(f"{r[b] / ref[b]:.2f}×" for b in BATCHES) + " |")
+            lines.append(f"| {name} | {nfe[name]} | " + " | ".join(f"{r[b]:,.0f}" for b in batches) + " | "
+                         + " | ".join(f"{r[b] / ref[b]:.2f}×" for b in batches) + " |")
     out.write_text("\n".join(lines) + "\n")
 
 
 SPEED_ROWS = ("qgpo: guided DPM-Solver-2, 15 steps", "dxmi: T = 10", "dxmi: T = 4")
 
 
-def acting_speed(repeats: int) -> dict[str, dict[int, float]]:
-    """Actions/s of QGPO's guided sampler and DxMI's T-step samplers, official sizes, one run, this machine."""
-    from bench.studies.perf_samplers import measure
+def acting_speed(repeats: int, batches: tuple[int, ...] | None = None) -> dict[str, dict[int, float]]:
+    """Actions/s of QGPO's guided sampler and DxMI's T-step samplers, official sizes, one run, this machine;
+    `batches`: perf_samplers' batches unless given."""
+    from bench.studies.perf_samplers import BATCHES, measure
 
-    return measure(torch.device("cpu"), repeats, warmup=min(3, repeats), names=SPEED_ROWS)
+    return measure(torch.device("cpu"), repeats, warmup=min(3, repeats), names=SPEED_ROWS, batches=batches or BATCHES)
 
 
 def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1,
-        finetune_csv: Path | None = None, speed_repeats: int = 10, from_rows: list[Path] | None = None) -> pd.DataFrame:
+        finetune_csv: Path | None = None, speed_repeats: int = 10, from_rows: list[Path] | None = None,
+        speed_batches: tuple[int, ...] | None = None) -> pd.DataFrame:
     """(task, seed) jobs in `workers` single-threaded processes; resumable (`bench.studies.resumable`).
-    `from_rows`: the report again from earlier runs' rows, no job run (the speed is measured again)."""
+    `from_rows`: the report again from earlier runs' rows, no job run (the speed is measured again).
+    `speed_batches`: the speed section's batches (perf_samplers' unless given)."""
     version, start = code_version(), time.perf_counter()
     budget = DXMI_BUDGETS[budget_name]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -415,7 +417,7 @@ def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command
     summary = summarise(raw)
     ddpo = ddpo_rows(finetune_csv, budget.beta, tasks, seeds) if finetune_csv is not None else pd.DataFrame()
     # claim 4, measured here once the jobs are done (a quiet machine), not read from another run
-    rates = acting_speed(speed_repeats) if speed_repeats else {}
+    rates = acting_speed(speed_repeats, speed_batches) if speed_repeats else {}
     write_report(summary, raw, out, command, budget, time.perf_counter() - start, version, ddpo, rates,
                  from_rows=from_rows is not None)
     out.with_suffix(".partial.csv").unlink(missing_ok=True)

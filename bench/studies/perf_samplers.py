@@ -25,8 +25,8 @@ from policies.core.samplers import SamplerSpec
 BATCHES = (10, 4096)
 
 
-def measure(device: torch.device, repeats: int = 10, warmup: int = 3,
-            names: tuple[str, ...] | None = None) -> dict[str, dict[int, float]]:
+def measure(device: torch.device, repeats: int = 10, warmup: int = 3, names: tuple[str, ...] | None = None,
+            batches: tuple[int, ...] = BATCHES) -> dict[str, dict[int, float]]:
     """sampler -> batch -> actions per second (median over repeats); `names`: only those samplers."""
     cfg = QGPOConfig()
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def measure(device: torch.device, repeats: int = 10, warmup: int = 3,
         if names is not None and name not in names:
             continue
         out[name] = {}
-        for batch in BATCHES:
+        for batch in batches:
             states = torch.randn(batch, OBS_DIM, device=device, generator=g)
             with torch.inference_mode():
                 seconds = _time(lambda: act(states), device, repeats * (10 if batch == 10 else 1), warmup)
