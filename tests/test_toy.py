@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,5 @@ def test_noise_floor_sits_below_the_behaviour_distance():
     assert 0 < stats["swd_floor_mean"] < stats["swd_behaviour_mean"] / 3
     assert stats["mmd_floor_mean"] > 0
     assert 0.45 < stats["acceptance_rate"] < 0.56
+    without = noise_floor(TASKS["moons"], 10.0, n=500, repeats=2, seed=0, mmd=False)  # the flow study's: same draws
+    assert math.isnan(without["mmd_floor_mean"]) and without["swd_floor_mean"] == stats["swd_floor_mean"]
