@@ -19,7 +19,11 @@ D4RL AntMaze (10; large 3, with 500k steps). The official code has no D4RL locom
 this suite takes its recommendation for new environments, `normalize_q_loss` with alpha from its grid (alpha = 10,
 the official default, not tuned on the scored data).
 Where this differs from the official code: the rewards follow the suite's protocol (the official code runs OGBench
-and D4RL AntMaze, where the transforms agree: none and r - 1); the cpu preset narrows the networks to 256 units.
+and D4RL AntMaze, where the transforms agree: none and r - 1); the cpu preset narrows the networks to 256 units; the
+layers are torch's, in shape and order the official MLP's but not in three details of utils/networks.py there: its
+flax `nn.gelu` is the tanh approximation (here the exact erf GELU; the two differ by under 1e-3), its kernels start
+Glorot-uniform (variance_scaling 1, fan_avg) with zero biases (here torch's default uniform(±1/sqrt(fan_in)) for
+both), and its layer norm's epsilon is 1e-6 (here 1e-5).
 """
 
 from __future__ import annotations
