@@ -14,7 +14,10 @@ preset (ddpm_iql_learner.py, train_ddpm_iql_offline.py): the LN-ResNet noise net
 blocks of width 256, dropout 0.1, layer norm) on T = 5 discrete VP levels, the DDPM chain that clips the action
 to the box after every step (`policies.core.ddpm`, "clipped"), the EMA copy sampling, batch 512 for the actor
 and 256 for the critic, the actor's learning rate decaying by a cosine to 0 over its steps. Where this differs:
-the official loop updates both every step for 3M steps; here each stage has its own budget.
+the official loop updates both every step for 3M steps; here each stage has its own budget; every layer starts
+from torch's default uniform(±1/sqrt(fan_in)), weights and biases, where the official jaxrl5 layers start
+Glorot-uniform (the noise network's input and output layers, the critics) or LeCun-normal (inside the residual
+blocks) with zero biases, and its layer norm's epsilon is 1e-6 (here 1e-5).
 """
 
 from __future__ import annotations
