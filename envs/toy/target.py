@@ -32,6 +32,8 @@ def tilt(sample: Callable[[int], np.ndarray], q: Callable[[np.ndarray], np.ndarr
         raise DatasetError(f"beta must be >= 0, got {beta}")
 
     def accept(x: np.ndarray) -> np.ndarray:
+        if beta == 0:  # every draw kept, whatever Q says: the same stream without Q's cost (the toys' argmins)
+            return np.ones(len(x))
         qx = q(x)
         if qx.max() > 1 + 1e-12 or qx.min() < -1e-12:
             raise DatasetError(f"{name}: Q left [0, 1] (range {qx.min()}..{qx.max()})")
