@@ -25,12 +25,21 @@ def sliced_wasserstein(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tenso
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], n_projections, generator=g, dtype=torch.float64).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    px, py = (x @ theta).sort(dim=0).values, (y @ theta).sort(dim=0).values
+    px, py = _sorted_columns(x @ theta), _sorted_columns(y @ theta)
     if px.shape[0] != py.shape[0]:
         k = max(px.shape[0], py.shape[0])
         q = (torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k
         px, py = _quantiles(px, q), _quantiles(py, q)
     return float(((px - py) ** 2).mean().sqrt())
+
+
+def _sorted_columns(p: torch.Tensor) -> torch.Tensor:
+    """Each column sorted, in p's layout: sorted as contiguous rows (torch sorts a strided dim 0 about 2x slower;
+    numpy's sort on CPU is faster still), the same values either way."""
+    rows = p.detach().T.contiguous()
+    if rows.device.type == "cpu":
+        return torch.from_numpy(np.sort(rows.numpy(), axis=1)).T.contiguous()
+    return rows.sort(dim=1).values.T.contiguous()
 
 
 def _quantiles(sorted_cols: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
