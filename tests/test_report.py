@@ -436,3 +436,31 @@ def test_performance_profiles_name_the_datasets_behind_each_entry():
 
     fig = plots.performance_profiles({"a": np.full((3, 2), 50.0), "b": np.full((3, 1), 20.0)})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a  [2 datasets]", "b  [1 dataset]"]
+
+
+def test_a_papers_per_dataset_settings_keep_one_entry_and_are_named_but_a_users_own_part_it(tmp_path):
+    """SRPO at its cpu preset takes beta 0.2 on hopper-medium-replay and regq on the UMaze from its paper's tables:
+    one method across datasets, as a paper's row is (the leaderboard had split it in two, ranking it nowhere)."""
+    from policies import config as cfg_tools
+    from bench.harness.runner import RunSpec
+
+    replay, maze = "diffbench/hopper/medium-replay-small-v0", "diffbench/pointmaze/umaze-dense-small-v0"
+    s = ResultsStore(tmp_path / "store")
+
+    def record(dataset: str, seed: int, overrides: dict, tag: str = "") -> None:
+        run = run_result("bc", GEN, seed)  # bc's scores there, recorded as srpo's on `dataset`
+        run.run_id, run.algorithm, run.dataset = f"srpo-{dataset}-{seed}{tag}", "srpo", dataset
+        run.config = cfg_tools.to_dict(RunSpec("srpo", dataset, seed=seed, preset="cpu", overrides=overrides).config())
+        s.record(run)
+
+    for dataset in (replay, maze):
+        for seed in range(3):
+            record(dataset, seed, {})
+    report = build(s)
+    assert set(report.per_dataset["entry"]) == {"srpo[cpu]"}
+    note, = [n for n in report.notes if "per-dataset settings from" in n]
+    assert f"{replay}: beta 0.2" in note and f"{maze}: regq true" in note
+    for seed in range(3):  # the user's own beta over the table's on one dataset: another entry
+        record(replay, seed, {"beta": 0.7}, "-user")
+    entries = build(s).per_dataset.groupby("dataset")["entry"].nunique()
+    assert entries[replay] == 2 and entries[maze] == 1

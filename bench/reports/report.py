@@ -26,6 +26,7 @@ from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from envs import families
+from policies import config as cfg_tools
 from policies import registry
 from policies.errors import ConfigError
 
@@ -44,11 +45,40 @@ def _variant_label(variant: str, scale: float | None) -> str:
     return " s=0 (diffusion BC)" if scale == 0 else f" s={scale:g}"
 
 
-def _config_tag(config: str, strict: bool = True) -> str:
+def table_settings(algorithm: str, preset: str, dataset: str) -> dict[str, Any]:
+    """The settings `preset` takes on `dataset` from the algorithm's own tables (a paper's per-domain and
+    per-dataset values: SRPO's beta, FQL's alpha, DAC's rho), as a run resolves them; {} for an unknown algorithm
+    or preset (a store may hold runs of a plug-in that is not installed here)."""
+    try:
+        cls = registry.get(algorithm)
+        if preset not in cls.presets:
+            return {}
+        table = {**cls.domain_overrides(preset, families.family(dataset)), **cls.dataset_overrides(preset, dataset)}
+    except ConfigError:
+        return {}
+    return json.loads(json.dumps(table))
+
+
+def _as_preset(algorithm: str, preset: str, dataset: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """`cfg` with every value that the algorithm's tables gave this dataset put back to the preset's own: a preset
+    run on several datasets with its paper's per-dataset settings is one entry, as a paper's row is one method.
+    A value the user set over the table's stays, and parts the entry."""
+    table = table_settings(algorithm, preset, dataset)
+    taken = [k for k, v in table.items() if k in cfg and json.dumps(cfg[k], sort_keys=True) == json.dumps(v, sort_keys=True)]
+    if not taken:
+        return cfg
+    base = cfg_tools.to_dict(registry.make_config(algorithm, preset))
+    return {**cfg, **{k: base.get(k) for k in taken}}
+
+
+def _config_tag(config: str, strict: bool = True, run: tuple[str, str, str] | None = None) -> str:
     """A short hash of a run's config without its seed: runs that differ only in seed share it; not `strict`,
-    runs that differ only in their family's protocol settings share it too."""
+    runs that differ only in their family's protocol settings share it too. With `run` (algorithm, preset,
+    dataset), the settings the algorithm's tables give that dataset do not part it either (`_as_preset`)."""
     cfg = json.loads(config)
     cfg.pop("seed", None)
+    if run is not None:
+        cfg = _as_preset(*run, cfg)
     protocol = cfg.get("protocol", {})
     cfg["protocol"] = {k: v for k, v in protocol.items() if k not in CURVE_DEFAULTS}  # logging: not another entry
     if not strict:  # one algorithm setting run across families differs in these: they do not part its entries
@@ -57,8 +87,11 @@ def _config_tag(config: str, strict: bool = True) -> str:
 
 
 def _entries(df: pd.DataFrame) -> pd.Series:
-    """algorithm[preset], with a config tag where the algorithm ran with several configs at that preset."""
-    loose, strict = df["config"].map(lambda c: _config_tag(c, strict=False)), df["config"].map(_config_tag)
+    """algorithm[preset], with a config tag where the algorithm ran with several configs at that preset (its
+    paper's per-dataset settings aside)."""
+    keys = list(zip(df["algorithm"], df["preset"], df["dataset"]))
+    loose = pd.Series([_config_tag(c, strict=False, run=k) for c, k in zip(df["config"], keys)], index=df.index)
+    strict = pd.Series([_config_tag(c, run=k) for c, k in zip(df["config"], keys)], index=df.index)
     # two protocols on one dataset under one loose tag: that algorithm and preset keeps the strict tags
     split = (df.assign(_l=loose, _s=strict).groupby(["algorithm", "preset", "_l", "dataset"])["_s"].nunique() > 1)
     strict_keys = {(a, p) for a, p, _, _ in split[split].index}
@@ -68,6 +101,28 @@ def _entries(df: pd.DataFrame) -> pd.Series:
     base = df["algorithm"] + "[" + df["preset"] + "]"
     many = [tags[(a, p)] > 1 for a, p in zip(df["algorithm"], df["preset"])]
     return base.where(~np.asarray(many, dtype=bool), base + "#" + tag)
+
+
+def table_settings_notes(df: pd.DataFrame) -> list[str]:
+    """For each entry whose runs took settings from its algorithm's tables other than the preset's own values,
+    those settings per dataset: the one entry stands for different values on different datasets, and the report
+    says which."""
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    notes = []
+    for entry, g in df.drop_duplicates(["run_entry", "dataset"]).groupby("run_entry"):
+        taken = []
+        for algorithm, preset, dataset, config in zip(g["algorithm"], g["preset"], g["dataset"], g["config"]):
+            cfg, table = json.loads(config), table_settings(algorithm, preset, dataset)
+            base = cfg_tools.to_dict(registry.make_config(algorithm, preset)) if table else {}
+            table = {k: v for k, v in table.items() if k in cfg and same(cfg[k], v) and not same(base.get(k), v)}
+            if table:
+                taken.append(f"{dataset}: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in sorted(table.items())))
+        if taken:
+            notes.append(f"{entry} takes per-dataset settings from its algorithm's tables (the paper's or official "
+                         f"code's values, applied by the preset, not tuned here): " + "; ".join(sorted(taken)))
+    return notes
 
 
 def entry_footnotes(df: pd.DataFrame) -> list[str]:
@@ -466,7 +521,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
         return Report(df, empty, empty, empty, empty, empty, empty, empty)
     per_dataset = _per_dataset(df)
     aggregates, notes = _aggregates(df)
-    notes = repeated + entry_footnotes(df) + notes
+    notes = repeated + entry_footnotes(df) + table_settings_notes(df) + notes
     shown, withheld = _references(load_reference(reference_dir), per_dataset)
     notes += withheld
     generated = sorted(d for d in df["dataset"].unique() if d.startswith("diffbench/"))
