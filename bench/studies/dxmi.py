@@ -393,9 +393,10 @@ SPEED_ROWS = ("qgpo: guided DPM-Solver-2, 15 steps", "dxmi: T = 10", "dxmi: T = 
 def acting_speed(repeats: int, batches: tuple[int, ...] | None = None) -> dict[str, dict[int, float]]:
     """Actions/s of QGPO's guided sampler and DxMI's T-step samplers, official sizes, one run, this machine;
     `batches`: perf_samplers' batches unless given."""
-    from bench.studies.perf_samplers import BATCHES, measure
+    from bench.studies.perf_samplers import measure
 
-    return measure(torch.device("cpu"), repeats, warmup=min(3, repeats), names=SPEED_ROWS, batches=batches or BATCHES)
+    sizes = {"batches": batches} if batches else {}  # else measure's own
+    return measure(torch.device("cpu"), repeats, warmup=min(3, repeats), names=SPEED_ROWS, **sizes)
 
 
 def run(tasks: list[str], seeds: list[int], budget_name: str, out: Path, command: str, workers: int = 1,
