@@ -98,9 +98,12 @@ def write_report(rows: list[dict], out: Path, command: str) -> None:
              f"{n} processes of one torch thread started together, the machine's steps per second = {n} x steps over "
              f"the slowest worker's time. `1 worker`: one process on {n} threads. `gain`: the first over the second, "
              "runs per hour on the same cores. `same numbers`: whether one thread and "
-             f"{n} threads ended at the same parameters (sums of values and of magnitudes, float64).", "",
-             f"| algorithm | {n} workers x 1 thread, steps/s | 1 worker x {n} threads, steps/s | gain | same numbers |",
-             "|---|---:|---:|---:|---|"]
+             f"{n} threads ended at the same parameters (sums of values and of magnitudes, float64); `workers agree`: "
+             f"whether the {n} one-thread workers, each from the same seed, did.", "",
+             f"| algorithm | {n} workers x 1 thread, steps/s | 1 worker x {n} threads, steps/s | gain | same numbers | "
+             "workers agree |",
+             "|---|---:|---:|---:|---|---|"]
     lines += [f"| {r['algorithm']} | {r['workers_steps_per_s']:.1f} | {r['threads_steps_per_s']:.1f} | "
-              f"{r['gain']:.2f}x | {'yes' if r['same_numbers'] else 'no'} |" for r in rows]
+              f"{r['gain']:.2f}x | {'yes' if r['same_numbers'] else 'no'} | {'yes' if r['repeatable'] else 'no'} |"
+              for r in rows]
     out.write_text("\n".join(lines) + "\n")
