@@ -464,3 +464,18 @@ def test_a_papers_per_dataset_settings_keep_one_entry_and_are_named_but_a_users_
         record(replay, seed, {"beta": 0.7}, "-user")
     entries = build(s).per_dataset.groupby("dataset")["entry"].nunique()
     assert entries[replay] == 2 and entries[maze] == 1
+
+
+def test_scores_of_a_subset_of_runs_tag_its_entries_among_themselves(store):
+    """`compare --spec` reads the spec's runs alone: another config of bc elsewhere in the store gives its bc rows
+    no tag."""
+    from bench.reports.report import run_scores
+
+    for seed in range(3):
+        run = run_result("bc", GEN, seed)
+        run.run_id, run.config = f"bc-lr-{seed}", {**run.config, "lr": 3e-4}
+        store.record(run)
+    tagged = {e for e in run_scores(store)["entry"] if e.startswith("bc")}
+    assert len(tagged) == 2 and all(e.startswith("bc[cpu]#") for e in tagged)
+    mine = {f"bc-{GEN}-{seed}" for seed in range(3)}
+    assert set(run_scores(store, mine)["entry"]) == {"bc[cpu]"}

@@ -190,10 +190,12 @@ def _deduplicate(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return kept.drop(columns="_key"), notes
 
 
-def run_scores(store: ResultsStore) -> pd.DataFrame:
+def run_scores(store: ResultsStore, run_ids: set[str] | None = None) -> pd.DataFrame:
     """One row per (finished run, evaluated variant): its score and what it cost; plus, for runs that chose a
-    guidance scale on held-out episodes, one row of the chosen scale's score on the reported episodes."""
-    return _run_scores(store)[0]
+    guidance scale on held-out episodes, one row of the chosen scale's score on the reported episodes. `run_ids`:
+    these runs alone (a spec's), so that other configs in the store give its entries no tags."""
+    runs = store.table("runs")
+    return _run_scores(store, runs if run_ids is None else runs[runs["run_id"].isin(run_ids)])[0]
 
 
 def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:

@@ -111,7 +111,7 @@ def _speed(speed: pd.DataFrame | None, algorithm: str, baseline: str) -> dict[st
 def table(store, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None
           ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """`versus` on the store's runs of the spec, with their learning curves: (rows, notes, the runs' scores)."""
-    scores = run_scores(store)
+    scores = run_scores(store, {run.run_id() for run in spec.runs()})
     mine = spec_scores(scores, spec) if not scores.empty else scores
     curves = plateaus(curve_points(store, mine)) if not mine.empty else pd.DataFrame()
     rows, notes = versus(mine, spec, baseline, speed, curves)
