@@ -59,12 +59,17 @@ def table_settings(algorithm: str, preset: str, dataset: str) -> dict[str, Any]:
     return json.loads(json.dumps(table))
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as the store holds them (JSON: a tuple and a list alike)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def _as_preset(algorithm: str, preset: str, dataset: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """`cfg` with every value that the algorithm's tables gave this dataset put back to the preset's own: a preset
     run on several datasets with its paper's per-dataset settings is one entry, as a paper's row is one method.
     A value the user set over the table's stays, and parts the entry."""
     table = table_settings(algorithm, preset, dataset)
-    taken = [k for k, v in table.items() if k in cfg and json.dumps(cfg[k], sort_keys=True) == json.dumps(v, sort_keys=True)]
+    taken = [k for k, v in table.items() if k in cfg and _same(cfg[k], v)]
     if not taken:
         return cfg
     base = cfg_tools.to_dict(registry.make_config(algorithm, preset))
@@ -107,16 +112,13 @@ def table_settings_notes(df: pd.DataFrame) -> list[str]:
     """For each entry whose runs took settings from its algorithm's tables other than the preset's own values,
     those settings per dataset: the one entry stands for different values on different datasets, and the report
     says which."""
-    def same(a: Any, b: Any) -> bool:
-        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
     notes = []
     for entry, g in df.drop_duplicates(["run_entry", "dataset"]).groupby("run_entry"):
         taken = []
         for algorithm, preset, dataset, config in zip(g["algorithm"], g["preset"], g["dataset"], g["config"]):
             cfg, table = json.loads(config), table_settings(algorithm, preset, dataset)
             base = cfg_tools.to_dict(registry.make_config(algorithm, preset)) if table else {}
-            table = {k: v for k, v in table.items() if k in cfg and same(cfg[k], v) and not same(base.get(k), v)}
+            table = {k: v for k, v in table.items() if k in cfg and _same(cfg[k], v) and not _same(base.get(k), v)}
             if table:
                 taken.append(f"{dataset}: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in sorted(table.items())))
         if taken:
