@@ -149,3 +149,21 @@ def test_a_run_on_a_single_task_view_records_success_rates(session_root, tmp_pat
     assert len(out["finished"]) == 1, [r.error for r in out["failed"]]
     scores = ResultsStore(tmp_path).table("final_scores").score
     assert len(scores) == 2 and set(scores) <= {0.0, 100.0}
+
+
+def test_a_headless_machine_gets_no_display_warning_from_the_renderer_probe():
+    """dm_control probes GLFW when MUJOCO_GL is unset; with no display that probe warned in every run's log."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
+    code = ("import warnings; warnings.simplefilter('always'); "
+            "from envs.ogbench import require\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always'); require()\n"
+            "    import gymnasium as gym; gym.make('cube-single-singletask-v0').close()\n"
+            "print([str(w.message) for w in seen if 'DISPLAY' in str(w.message)])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
