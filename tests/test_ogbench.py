@@ -158,7 +158,7 @@ def test_a_headless_machine_gets_no_display_warning_from_the_renderer_probe():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
-    code = ("import warnings; warnings.simplefilter('always'); "
+    code = ("import warnings\n"
             "from envs.ogbench import require\n"
             "with warnings.catch_warnings(record=True) as seen:\n"
             "    warnings.simplefilter('always'); require()\n"

@@ -76,27 +76,25 @@ def _as_preset(algorithm: str, preset: str, dataset: str, cfg: dict[str, Any]) -
     return {**cfg, **{k: base.get(k) for k in taken}}
 
 
-def _config_tag(config: str, strict: bool = True, run: tuple[str, str, str] | None = None) -> str:
-    """A short hash of a run's config without its seed: runs that differ only in seed share it; not `strict`,
-    runs that differ only in their family's protocol settings share it too. With `run` (algorithm, preset,
-    dataset), the settings the algorithm's tables give that dataset do not part it either (`_as_preset`)."""
+def _config_tags(config: str, run: tuple[str, str, str]) -> tuple[str, str]:
+    """Short hashes (strict, loose) of a run's config without its seed, nor the settings its algorithm's tables give
+    its dataset (`_as_preset`): runs that differ only in these share them; the loose one is also blind to the
+    family's protocol settings."""
     cfg = json.loads(config)
     cfg.pop("seed", None)
-    if run is not None:
-        cfg = _as_preset(*run, cfg)
-    protocol = cfg.get("protocol", {})
-    cfg["protocol"] = {k: v for k, v in protocol.items() if k not in CURVE_DEFAULTS}  # logging: not another entry
-    if not strict:  # one algorithm setting run across families differs in these: they do not part its entries
-        cfg["protocol"] = {k: v for k, v in cfg.get("protocol", {}).items() if k not in FAMILY_PROTOCOL}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
+    cfg = _as_preset(*run, cfg)
+    protocol = {k: v for k, v in cfg.get("protocol", {}).items() if k not in CURVE_DEFAULTS}  # logging: no entry
+    family_blind = {k: v for k, v in protocol.items() if k not in FAMILY_PROTOCOL}  # one setting across families
+    return tuple(hashlib.sha256(json.dumps({**cfg, "protocol": p}, sort_keys=True).encode()).hexdigest()[:6]
+                 for p in (protocol, family_blind))
 
 
 def _entries(df: pd.DataFrame) -> pd.Series:
     """algorithm[preset], with a config tag where the algorithm ran with several configs at that preset (its
     paper's per-dataset settings aside)."""
-    keys = list(zip(df["algorithm"], df["preset"], df["dataset"]))
-    loose = pd.Series([_config_tag(c, strict=False, run=k) for c, k in zip(df["config"], keys)], index=df.index)
-    strict = pd.Series([_config_tag(c, run=k) for c, k in zip(df["config"], keys)], index=df.index)
+    pairs = [_config_tags(c, k) for c, k in zip(df["config"], zip(df["algorithm"], df["preset"], df["dataset"]))]
+    strict = pd.Series([s for s, _ in pairs], index=df.index, dtype=object)
+    loose = pd.Series([lo for _, lo in pairs], index=df.index, dtype=object)
     # two protocols on one dataset under one loose tag: that algorithm and preset keeps the strict tags
     split = (df.assign(_l=loose, _s=strict).groupby(["algorithm", "preset", "_l", "dataset"])["_s"].nunique() > 1)
     strict_keys = {(a, p) for a, p, _, _ in split[split].index}

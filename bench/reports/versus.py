@@ -25,10 +25,10 @@ from bench.studies.paired import Paired, paired
 from policies.errors import ConfigError
 
 
-def spec_scores(scores: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
-    """The per-seed score rows of the spec's runs, one entry per (algorithm, dataset): a guided run's held-out
-    choice, every other run's own policy."""
-    ids = {run.run_id() for run in spec.runs()}
+def spec_scores(scores: pd.DataFrame, spec: SweepSpec, ids: set[str] | None = None) -> pd.DataFrame:
+    """The per-seed score rows of the spec's runs (`ids`: their run ids, when the caller has them), one entry per
+    (algorithm, dataset): a guided run's held-out choice, every other run's own policy."""
+    ids = {run.run_id() for run in spec.runs()} if ids is None else ids
     mine = scores[scores["run_id"].isin(ids)]
     held_out = mine["selection"] == "held-out"
     guided = set(mine.loc[held_out, "run_id"])
@@ -111,8 +111,9 @@ def _speed(speed: pd.DataFrame | None, algorithm: str, baseline: str) -> dict[st
 def table(store, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None
           ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """`versus` on the store's runs of the spec, with their learning curves: (rows, notes, the runs' scores)."""
-    scores = run_scores(store, {run.run_id() for run in spec.runs()})
-    mine = spec_scores(scores, spec) if not scores.empty else scores
+    ids = {run.run_id() for run in spec.runs()}
+    scores = run_scores(store, ids)
+    mine = spec_scores(scores, spec, ids) if not scores.empty else scores
     curves = plateaus(curve_points(store, mine)) if not mine.empty else pd.DataFrame()
     rows, notes = versus(mine, spec, baseline, speed, curves)
     return rows, notes, mine
