@@ -634,16 +634,25 @@ def _print_outcome(outcome: dict, results: Path) -> int:
         print(f"skipped (finished before): {spec.label()}")
     for r in outcome["failed"]:
         print(f"FAILED {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]: {r.error.strip().splitlines()[-1]}")
-    print(f"{len(outcome['finished'])} finished, {len(outcome['skipped'])} skipped, {len(outcome['failed'])} failed; "
-          f"store: {_existing_store(str(results)).path}")
+    for spec, projected in outcome.get("deferred", []):
+        print(f"deferred (projected {projected / 60:.0f} min, past the time limit): {spec.label()}"
+              if projected == projected else f"deferred (the time limit was reached): {spec.label()}")
+    deferred = len(outcome.get("deferred", []))
+    print(f"{len(outcome['finished'])} finished, {len(outcome['skipped'])} skipped, {len(outcome['failed'])} failed"
+          + (f", {deferred} deferred" if deferred else "") + f"; store: {_existing_store(str(results)).path}")
+    if deferred:
+        print("deferred runs were not started; run the same command again (with a new --time-limit) to make them")
     if outcome["failed"]:
         print("failed runs keep their traceback in the store (runs.error); run the same command again to retry them")
     return 1 if outcome["failed"] else 0
 
 
 def _run_options(args) -> dict:
+    from bench.harness.deadline import parse_duration
+
     return {"executor": args.executor, "workers": args.workers, "address": args.address, "device": args.device,
             "progress": not args.no_progress,
+            "time_limit": parse_duration(args.time_limit) if getattr(args, "time_limit", None) else None,
             "on_result": lambda r: print(f"{r.status}: {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]"
                                          + (f" in {r.wall_seconds:.0f} s" if r.wall_seconds else ""), flush=True)}
 
@@ -998,6 +1007,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--address", help="ray: cluster address (auto, HOST:PORT); default starts a local Ray")
         sp.add_argument("--device", help="override every run's device (cpu, cuda)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+        sp.add_argument("--time-limit", metavar="DURATION",
+                        help="local: start only runs projected (from the store's finished runs) to end within this "
+                             "time from now (5400, 90m, 2h, 1h30m); the rest are deferred to the next call")
         sp.add_argument("--trust-env", action="store_true",
                         help="make a dataset's evaluation env even when its entry point is code from outside Gymnasium, "
                              "Gymnasium-Robotics, OGBench and diffbench (making it imports and runs that code)")

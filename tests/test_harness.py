@@ -563,3 +563,60 @@ def test_a_fresh_checkout_reproduces_a_committed_leaderboard_rows_run_id(session
             [p.differences for p in planned]
         return
     assert len(planned) == 3 and all(p.status == "finished" for p in planned), [p.differences for p in planned]
+
+
+def _history(store: ResultsStore, algorithm: str, wall_seconds: float, threads: int = 1) -> None:
+    """A finished run of `algorithm` on the tiny maze that took `wall_seconds` on `threads` threads."""
+    store.record(RunResult(run_id=f"past-{algorithm}", algorithm=algorithm, dataset=TINY_ID, seed=99, preset="tiny",
+                           config={}, started=0.0, finished=wall_seconds, hardware={"torch_threads": threads}))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_pointmaze, tmp_path, capsys, workers):
+    """A run the store's history projects past the limit is deferred, not started, and does not hold back the runs
+    after it that fit; an algorithm with no history starts while time is left; the next call makes what was
+    deferred."""
+    store = ResultsStore(tmp_path)
+    _history(store, "bc", 4 * 3600.0, threads=2)  # 8 core-hours: past a 10-minute limit on any core count here
+    _history(store, "qgpo", 1.0)  # one core-second
+    slow = spec(0, algorithm="bc", overrides={"device": "cpu"}, guidance_scales=None)
+    fits = [spec(0)]
+    out = run_all([slow, *fits], tmp_path, workers=workers, time_limit=600.0)
+    assert [s.run_id() for s, _ in out["deferred"]] == [slow.run_id()]
+    assert out["deferred"][0][1] == pytest.approx(8 * 3600.0 / max(1, (os.cpu_count() or 1) // workers))
+    assert sorted(r.run_id for r in out["finished"]) == sorted(s.run_id() for s in fits)
+    assert slow.run_id() not in ResultsStore(tmp_path).status() and not slow.directory(tmp_path).exists()
+    # an algorithm without history starts; with no time left nothing does, projected or not
+    from bench.harness.deadline import TimeLimit
+
+    runs = ResultsStore(tmp_path).table("runs")
+    assert TimeLimit(600.0, runs, 1).projection(spec(0, algorithm="iql")) is None
+    assert TimeLimit(600.0, runs, 1).admit(spec(0, algorithm="iql"))
+    over = TimeLimit(600.0, runs, 1, clock=iter([0.0, 601.0, 601.0]).__next__)
+    assert not over.admit(spec(0, algorithm="iql")) and len(over.deferred) == 1
+    # the CLI says what it deferred and how to make it
+    code = main(["run", "bc", TINY_ID, "device=cpu", "--preset", "tiny", "--episodes", "2",
+                 "--results", str(tmp_path), "--time-limit", "10m", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0 and "deferred (projected " in text and "1 deferred" in text and "run the same command again" in text
+
+
+@pytest.mark.parametrize("text, seconds", [("5400", 5400.0), ("90m", 5400.0), ("1h30m", 5400.0), ("1.5h", 5400.0),
+                                           ("45s", 45.0), ("2h", 7200.0)])
+def test_time_limits_read_as_durations(text, seconds):
+    from bench.harness.deadline import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5", "2x", "h", "1h30", "inf", "nan", "1m-3s"])
+def test_an_unreadable_time_limit_is_one_error(text):
+    from bench.harness.deadline import parse_duration
+
+    with pytest.raises(ConfigError, match="--time-limit: cannot read"):
+        parse_duration(text)
+
+
+def test_a_time_limit_with_ray_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="--time-limit needs the local executor"):
+        run_all([spec(0)], tmp_path, executor="ray", time_limit=60.0)

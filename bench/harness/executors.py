@@ -13,12 +13,13 @@ import shutil
 import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from bench.harness.deadline import TimeLimit
 from bench.harness.runner import RunSpec, execute, read_progress
 from bench.harness.store import ResultsStore, RunResult
 from policies.errors import ConfigError
@@ -30,21 +31,38 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _local(specs: Sequence[RunSpec], results: Path, workers: int, device: str | None) -> Iterator[RunResult]:
+def _local(specs: Sequence[RunSpec], results: Path, workers: int, device: str | None,
+           admit: Callable[[RunSpec], bool] = lambda spec: True) -> Iterator[RunResult]:
+    """Runs in spec order, `workers` at a time; each is submitted only when a worker is free, so that `admit`
+    (a time limit) decides with the time then left."""
     if workers <= 1:
         for spec in specs:
-            yield execute(spec, results, 0, device)
+            if admit(spec):
+                yield execute(spec, results, 0, device)
         return
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start can deadlock
     threads = threads_per_worker(workers)
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    queue, running = list(specs), {}
+
+    def fill() -> None:
+        while queue and len(running) < workers:
+            spec = queue.pop(0)
+            if admit(spec):
+                running[pool.submit(execute, spec, results, threads, device)] = spec
+
     try:
-        futures = {pool.submit(execute, spec, results, threads, device): spec for spec in specs}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception:  # the worker process itself died (killed, out of memory, a crash in C)
-                yield crashed(futures[future])
+        fill()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                spec = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception:  # the worker process itself died (killed, out of memory, a crash in C)
+                    result = crashed(spec)
+                fill()  # the freed worker starts its next run before the driver records this one
+                yield result
     except BaseException:  # Ctrl-C or an error in the driver: stop the workers now; their checkpoints stay
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
             proc.terminate()
@@ -156,8 +174,13 @@ class _Watch(threading.Thread):
 
 def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local", workers: int = 1,
             address: str | None = None, device: str | None = None, progress: bool = False,
-            on_result: Callable[[RunResult], None] | None = None, rerun: Collection[str] = ()) -> dict[str, list]:
-    """Run every spec not already finished in `results`' store; returns {"skipped", "finished", "failed"}.
+            on_result: Callable[[RunResult], None] | None = None, rerun: Collection[str] = (),
+            time_limit: float | None = None) -> dict[str, list]:
+    """Run every spec not already finished in `results`' store; returns {"skipped", "finished", "failed",
+    "deferred"}.
+
+    `time_limit`: seconds from now; a run starts only if its projection fits in what is left (`deadline`), and
+    "deferred" lists the others as (spec, projected seconds), left for the next sweep. Local executor only.
 
     `rerun`: algorithms whose finished runs are made again from their first own stage (after a fix to
     the code: a run's identity is its config and protocol, not the code version). Stages shared across
@@ -169,6 +192,9 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if time_limit is not None and executor != "local":
+        raise ConfigError("--time-limit needs the local executor: a Ray cluster queues its tasks itself, so when each "
+                          "would start is not known here; drop --time-limit or use --executor local")
     present = sorted({spec.algorithm for spec in specs})
     if set(rerun) - set(present):
         raise ConfigError(f"--rerun names algorithms these runs do not have: {', '.join(sorted(set(rerun) - set(present)))}"
@@ -186,8 +212,13 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     for spec in todo:
         if spec.algorithm in rerun:
             set_aside(spec.directory(results))
-    outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": []}
-    stream = _local(todo, results, workers, device) if executor == "local" else _ray(todo, results, workers, device, address)
+    outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": [], "deferred": []}
+    limit = None
+    if time_limit is not None:
+        limit = TimeLimit(time_limit, store.table("runs"), threads_per_worker(workers))
+        outcome["deferred"] = limit.deferred
+    stream = (_local(todo, results, workers, device, *([limit.admit] if limit else [])) if executor == "local"
+              else _ray(todo, results, workers, device, address))
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
     watch = _Watch(bar, todo, Path(results)) if progress and todo else None
     if watch is not None:

@@ -1,0 +1,75 @@
+"""A time limit for a sweep: start only the runs the store's history says will end before it.
+
+A job on a machine held for a fixed time (a SLURM allocation, a preemptible VM, a working session) loses every run
+still going when the time is up, back to its last checkpoint, or all of it where the disk does not outlive the job.
+With a limit, a run is started only when its projected wall time fits in what is left; the rest are deferred, said
+so, and made by the same command later. A run that does not fit does not block the ones after it that do.
+
+Projection: the mean cost alone (`wall_seconds`: restored shared stages counted, as if it trained them) of the
+store's finished runs of the same algorithm on the same dataset family, else on any family, in core-seconds,
+divided by the threads this run gets. A run resuming from checkpoints is projected as a fresh one. An algorithm
+with no finished run in the store has no projection and is started while any time is left. A started run is
+never stopped by the limit: leave a margin for the projection's error.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pandas as pd
+
+from bench.harness.provenance import run_threads
+from bench.harness.runner import RunSpec
+from envs.families import family
+from policies.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "5400", "90m", "2h", "1h30m" or "1.5h"; one error naming the accepted forms otherwise."""
+    value = str(text).strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _PART.findall(value)
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts) if "".join(n + u for n, u in parts) == value else -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"--time-limit: cannot read {text!r} as a positive duration; write seconds (5400) or "
+                          "hours, minutes and seconds (2h, 90m, 1h30m)")
+    return seconds
+
+
+class TimeLimit:
+    """Which runs fit before `seconds` from now, each projected from the finished runs in `runs` (a store's runs
+    table), on `threads` torch threads per run."""
+
+    def __init__(self, seconds: float, runs: pd.DataFrame, threads: int, clock=time.time):
+        self.clock, self.until, self.threads = clock, clock() + seconds, max(1, threads)
+        self.deferred: list[tuple[RunSpec, float]] = []
+        done = runs[runs["status"] == "finished"] if len(runs) else runs
+        self._core_seconds: dict[tuple[str, str], list[float]] = {}
+        for r in done.itertuples():
+            if pd.notna(r.wall_seconds):
+                key = (r.algorithm, family(r.dataset))
+                self._core_seconds.setdefault(key, []).append(float(r.wall_seconds) * run_threads(r.hardware))
+
+    def projection(self, spec: RunSpec) -> float | None:
+        """The run's projected wall seconds here, or None where the store has no finished run of its algorithm."""
+        same = self._core_seconds.get((spec.algorithm, family(spec.dataset)))
+        every = [s for (algo, _), v in self._core_seconds.items() if algo == spec.algorithm for s in v]
+        basis = same or every
+        return sum(basis) / len(basis) / self.threads if basis else None
+
+    def left(self) -> float:
+        return self.until - self.clock()
+
+    def admit(self, spec: RunSpec) -> bool:
+        """Whether to start `spec` now; a run that does not fit is remembered in `deferred`."""
+        left, projected = self.left(), self.projection(spec)
+        if left > 0 and (projected is None or projected <= left):
+            return True
+        self.deferred.append((spec, projected if projected is not None else float("nan")))
+        return False
