@@ -129,17 +129,20 @@ def _print_summary(s: dict) -> None:
 
 
 def cmd_generate(args) -> int:
-    if args.id not in catalog.generatable():
-        raise DatasetError(f"diffbench cannot generate {args.id!r}; it makes: {', '.join(catalog.generatable())}")
+    unknown = [i for i in args.ids if i not in catalog.generatable()]
+    if unknown:
+        raise DatasetError(f"diffbench cannot generate {', '.join(map(repr, unknown))}; it makes: "
+                           f"{', '.join(catalog.generatable())}")
     off = catalog.version_mismatches()
     if off:
         print("diffbench: warning: generating under other versions than the committed results were made with ("
               + ", ".join(f"{k} {v}" for k, v in off.items()) + "); the dataset may hold other bytes, and its runs "
               "will be kept apart from theirs (the card records the versions)", file=sys.stderr)
-    path = catalog.generate(args.id, steps=args.steps, seed=args.seed, ref_episodes=args.ref_episodes,
-                            overwrite=args.overwrite, progress=not args.no_progress,
-                            policies=Path(args.policies) if args.policies else None)
-    print(f"wrote {args.id} to {path}")
+    for dataset in dict.fromkeys(args.ids):
+        path = catalog.generate(dataset, steps=args.steps, seed=args.seed, ref_episodes=args.ref_episodes,
+                                overwrite=args.overwrite, progress=not args.no_progress,
+                                policies=Path(args.policies) if args.policies else None)
+        print(f"wrote {dataset} to {path}", flush=True)
     return 0
 
 
@@ -881,7 +884,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     gen = dsub.add_parser("generate", help="make a D4RL-style dataset and write it as a Minari dataset")
-    gen.add_argument("id", metavar="ID", help="a dataset diffbench makes (`diffbench datasets list` marks them)")
+    gen.add_argument("ids", nargs="+", metavar="ID", help="datasets diffbench makes (`diffbench datasets list` marks "
+                                                          "them), made one after another")
     gen.add_argument("--steps", type=int, help="transitions to collect (default: the recipe's size)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the collection (the controller's noise, the envs' resets)")
     gen.add_argument("--ref-episodes", type=int, help="PointMaze: episodes per reference score (default 100)")

@@ -182,6 +182,18 @@ def _load_singletask(name: str, base: str, env: str, task: int | None, action_to
     return singletask.view(ds, singletask.episode_states(mds, where), name, env, task), episodes
 
 
+def missing_generatable(names: list[str]) -> list[str]:
+    """The datasets diffbench makes that `names` need (an OGBench single-task view needs its play data) and that are
+    not on disk, in order, each once: what one `diffbench datasets generate` call would make."""
+    makes, out = set(generatable()), []
+    for name in names:
+        task = singletask.parse(name)
+        base = task[0] if task is not None else name
+        if base in makes and base not in out and not (minari_source.dataset_dir(base) / "data").is_dir():
+            out.append(base)
+    return out
+
+
 def _missing_hint(name: str) -> str:
     if name in generatable():
         return f"Generate it with: diffbench datasets generate {name}"

@@ -49,6 +49,23 @@ def test_generate_refuses_unknown_recipe(capsys):
     assert "cannot generate 'diffbench/pointmaze/nowhere-v0'" in err and "diffbench/pointmaze/umaze-v0" in err
 
 
+def test_a_sweep_short_of_several_datasets_names_them_all_in_one_command(capsys, tmp_path, monkeypatch):
+    """A fresh machine lacks every generated dataset: one error lists them all (an OGBench single-task view by its
+    play data) with the one command that makes them, rather than one dataset per attempt; that command refuses
+    an id it cannot make before making anything."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty"))
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("algorithms: [bc, iql]\npreset: tiny\ndatasets: [diffbench/hopper/medium-small-v0, "
+                    "diffbench/ogbench/cube-single-play-small-singletask-v0, diffbench/hopper/medium-small-v0, "
+                    "diffbench/ogbench/cube-single-play-small-singletask-task2-v0, diffbench/pointmaze/umaze-small-v0]\n")
+    code, out, err = run(capsys, "sweep", str(spec), "--plan", "--results", str(tmp_path / "runs"))
+    missing = "diffbench/hopper/medium-small-v0 diffbench/ogbench/cube-single-play-small-v0 diffbench/pointmaze/umaze-small-v0"
+    assert code == 2 and out == "" and "3 datasets these runs need are not on disk" in err
+    assert err.strip().endswith(f"Generate them all with: diffbench datasets generate {missing}")
+    code, _, err = run(capsys, "datasets", "generate", "diffbench/pointmaze/umaze-small-v0", "diffbench/nowhere-v0")
+    assert code == 2 and "cannot generate 'diffbench/nowhere-v0'" in err and not (tmp_path / "empty").exists()
+
+
 def test_help_loads_none_of_the_heavy_libraries():
     """Issue 35: `diffbench --help` took seconds (torch, Minari and MuJoCo imported to build the parser)."""
     import subprocess

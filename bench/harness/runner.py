@@ -28,8 +28,9 @@ from bench.harness.locks import atomic_write_text, run_lock
 from bench.harness.provenance import code_version, hardware, package_versions
 from bench.harness.scalars import Scalars
 from bench.harness.store import RunResult
-from envs import catalog, families
+from envs import catalog, families, minari_source
 from envs.dataset import OfflineDataset
+from envs.errors import DatasetNotFoundError
 from envs.transitions import REWARD_TRANSFORMS
 from policies import config as cfg_tools
 from policies import registry
@@ -214,6 +215,12 @@ def preflight(specs: list[RunSpec]) -> None:
     Raises the one error that says what to fix."""
     for spec in specs:
         spec.config()
+    missing = catalog.missing_generatable(list(dict.fromkeys(s.dataset for s in specs)))
+    if len(missing) > 1:  # one is the loader's own error, below
+        raise DatasetNotFoundError(
+            f"{len(missing)} datasets these runs need are not on disk: {', '.join(missing)} (datasets root "
+            f"{minari_source.datasets_root()}, set by MINARI_DATASETS_PATH). Generate them all with: "
+            f"diffbench datasets generate {' '.join(missing)}")
     for dataset, transform in sorted({(s.dataset, s.transform()) for s in specs}):
         check_eval_env(catalog.load_dataset(dataset, reward_transform=transform))
 
