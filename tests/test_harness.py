@@ -36,7 +36,7 @@ def spec(seed: int = 0, **kw) -> RunSpec:
 
 
 def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_pointmaze, tmp_path):
-    s = spec(eval_every=25, curve_episodes=2)
+    s = spec(eval_every=25, curve_episodes=3)
     out = run_all([s], tmp_path)
     assert [r.status for r in out["finished"]] == ["finished"], [r.error for r in out["failed"]]
     store = ResultsStore(tmp_path)
@@ -45,15 +45,19 @@ def test_a_run_records_config_costs_curve_and_episodes_and_is_not_redone(tiny_po
     assert run.code_version and "logical CPUs" in run.hardware and '"torch"' in run.packages
     assert set(json.loads(run.stage_seconds)) == {"behaviour", "support", "critic", "energy"}
     ev = store.table("evaluations")
-    curve = ev[ev.stage == "energy"]
-    assert curve.step.tolist() == [25] and curve.gradient_steps.tolist() == [60 + 40 + 25]
-    assert curve.variant.tolist() == ["guidance_scale=1"]  # the config's scale, named
+    curve = ev[ev.stage == "energy"].sort_values("step")
+    assert curve.step.tolist() == [25, 50] and curve.gradient_steps.tolist() == [60 + 40 + 25, 60 + 40 + 50]
+    assert set(curve.variant) == {"guidance_scale=1"}  # the config's scale, named
     behaviour = ev[ev.stage == "behaviour"].sort_values("step")  # diffusion BC's curve: the behaviour model at s = 0
-    assert behaviour.step.tolist() == [25, 50] and set(behaviour.variant) == {"guidance_scale=0"}
+    assert behaviour.step.tolist() == [25, 50, 60] and set(behaviour.variant) == {"guidance_scale=0"}
     final = ev[ev.stage == "final"].sort_values("guidance_scale")
     assert final.variant.tolist() == ["guidance_scale=0", "guidance_scale=1"] and (final.actions_per_second > 0).all()
-    # each final evaluation closes the curve of the stage that made its policy, after that stage's training time
+    # each final evaluation closes the curve of the stage that made its policy, after that stage's training time;
+    # each curve also ends there on its own episodes (3 here, on the curve's env seeds; the final's are 2 others)
     assert final.policy_stage.tolist() == ["behaviour", "energy"] and final.policy_step.tolist() == [60, 50]
+    ends = pd.concat([behaviour.iloc[[-1]], curve.iloc[[-1]]])
+    assert ends.episodes.tolist() == [3, 3] and final.episodes.tolist() == [2, 2]
+    assert ends.cpu_seconds.tolist() == final.cpu_seconds.tolist() and ends.policy_step.tolist() == [60, 50]
     seconds = [behaviour.cpu_seconds.iloc[0], behaviour.cpu_seconds.iloc[1], final.cpu_seconds.iloc[0],
                curve.cpu_seconds.iloc[0], final.cpu_seconds.iloc[1]]
     assert all(0 < a < b for a, b in zip(seconds, seconds[1:])), seconds

@@ -311,11 +311,13 @@ def test_the_critic_check_table_keeps_two_configs_of_one_algorithm_apart_as_the_
     assert (critic["runs"] == 3).all()
 
 
-def curve_run(algo: str, seed: int, points: list[float], final: float, stage: str = "policy") -> RunResult:
-    """A run whose learning curve (every 10 steps of `stage`, 1 CPU-second a step) is `points`, then `final`."""
+def curve_run(algo: str, seed: int, points: list[float], final: float, stage: str = "policy",
+              ends_at: float | None = None) -> RunResult:
+    """A run whose learning curve (every 10 steps of `stage`, 1 CPU-second a step) is `points`, then `final`; with
+    `ends_at`, the curve's own point at the last step (its episodes, not the final evaluation's), as runs make now."""
     evaluations = [{"stage": stage, "step": 10 * (i + 1), "gradient_steps": 10 * (i + 1), "variant": "default",
                     "episodes": 2, "score_mean": p, "policy_stage": stage, "policy_step": 10 * (i + 1),
-                    "cpu_seconds": 10.0 * (i + 1)} for i, p in enumerate(points)]
+                    "cpu_seconds": 10.0 * (i + 1)} for i, p in enumerate(points + ([ends_at] if ends_at is not None else []))]
     end = 10 * (len(points) + 1)
     evaluations.append({"stage": "final", "step": end, "gradient_steps": end, "variant": "default", "episodes": 2,
                         "score_mean": final, "policy_stage": stage, "policy_step": end, "cpu_seconds": float(end)})
@@ -326,25 +328,31 @@ def curve_run(algo: str, seed: int, points: list[float], final: float, stage: st
 
 
 def test_curves_end_at_the_final_evaluation_and_say_whether_they_flattened(tmp_path):
+    """Flatness is read on the curve's own episodes: the final evaluation, on other episodes, sits apart (here 10
+    below the curve's end, as a set of easier curve episodes would put it) and is no change of the policy's."""
     s = ResultsStore(tmp_path / "store")
     for seed, shift in enumerate((-2.0, 0.0, 2.0)):
-        s.record(curve_run("bc", seed, [10 + shift, 30 + shift, 49 + shift], 50 + shift))  # flat: +1 against range 4
+        s.record(curve_run("bc", seed, [10 + shift, 49 + shift], 40 + shift, ends_at=50 + shift))  # flat: +1, range 4
         s.record(curve_run("iql", seed, [10 + shift, 20 + shift, 30 + shift], 40 + shift))  # still rising: +10
+    s.record(curve_run("td3bc", 0, [10.0, 20.0, 21.0], 21.0, ends_at=35.0))  # a run from before curves ended...
+    s.record(curve_run("td3bc", 1, [12.0, 22.0, 22.0], 22.0))  # ...beside one that ends: the steps both have
     report = build(s)
-    bc = report.curves[report.curves.entry == "bc[cpu]"].sort_values("policy_step")
-    assert bc.policy_step.tolist() == [10, 20, 30, 40] and bc["final"].tolist() == [False, False, False, True]
-    assert bc["mean"].tolist() == pytest.approx([10, 30, 49, 50]) and bc.cpu_seconds.tolist() == [10, 20, 30, 40]
+    bc = report.curves[report.curves.entry == "bc[cpu]"].sort_values(["policy_step", "final"])
+    assert bc.policy_step.tolist() == [10, 20, 30, 30] and bc["final"].tolist() == [False, False, False, True]
+    assert bc["mean"].tolist() == pytest.approx([10, 49, 50, 40]) and bc.cpu_seconds.tolist() == [10, 20, 30, 30]
     assert (bc.seeds == 3).all() and (bc.lower <= bc["mean"]).all() and (bc["mean"] <= bc.upper).all()
     flat = report.plateau.set_index("entry")
     assert flat.loc["bc[cpu]", "flat"] and flat.loc["bc[cpu]", "change"] == pytest.approx(1.0)
+    assert flat.loc["bc[cpu]", "last"] == pytest.approx(50.0) and flat.loc["bc[cpu]", "steps"] == 30
     assert not flat.loc["iql[cpu]", "flat"] and flat.loc["iql[cpu]", "seed_spread"] == pytest.approx(4.0)
+    assert flat.loc["td3bc[cpu]", "steps"] == 30 and flat.loc["td3bc[cpu]", "change"] == pytest.approx(0.5)
     s.record(RunResult(**{**curve_run("bc", 3, [1.0], 2.0).__dict__, "run_id": "late", "finished": 2.0,
                           "diagnostics": {"dataset": {"data_score": 44.5, "how": "the collector on the eval env"}}}))
     written = main(["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--format", "md"])
     assert written == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert f"| {GEN} | behaviour data (reference) | 44.5 |  |  | reference: the collector on the eval env |" in text
-    assert "| diffbench/pointmaze/umaze-v0 | iql[cpu] | policy | 40 | 30.0 | 40.0 | 10.0 | 4.0 | no |" in text
+    assert "| diffbench/pointmaze/umaze-v0 | iql[cpu] | policy | 30 | 20.0 | 30.0 | 10.0 | 4.0 | no |" in text
     assert (tmp_path / "out" / "curves.png").exists()
 
 

@@ -102,8 +102,8 @@ def performance_profiles(scores: dict[str, np.ndarray]) -> Figure:
 
 def learning_curves(curves: pd.DataFrame) -> Figure:
     """Score against the steps of the stage that made the policy (top) and against the run's training CPU-minutes
-    (bottom), one panel per dataset, one line per entry; band: 95% interval over seeds; the final evaluation is
-    the last point (ringed)."""
+    (bottom), one panel per dataset, one line per entry through the points on the curve's own episodes; band: 95%
+    interval over seeds; the final evaluation, on other episodes, ringed and not joined to the line."""
     datasets = sorted(curves["dataset"].unique())
     entries = sorted(curves["entry"].unique())
     colours, markers = _colours(entries), _markers(entries)
@@ -113,12 +113,13 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
     for col, dataset in enumerate(datasets):
         for entry, g in curves[curves["dataset"] == dataset].groupby("entry"):
             g = g.sort_values("policy_step")
-            for ax, x in ((axes[0][col], g["policy_step"]), (axes[1][col], g["cpu_seconds"] / 60)):
-                ax.plot(x, g["mean"], marker=markers[entry], markersize=3,
-                        color=colours[entry], label=entry)
-                ax.fill_between(x, g["lower"], g["upper"], color=colours[entry], alpha=0.2)
-                last = g["final"].to_numpy()
-                ax.scatter(x[last], g["mean"][last], s=60, facecolors="none", edgecolors=colours[entry])
+            line, final = g[~g["final"].astype(bool)], g[g["final"].astype(bool)]
+            for ax, x in ((axes[0][col], "policy_step"), (axes[1][col], "cpu_seconds")):
+                scale = 1 / 60 if x == "cpu_seconds" else 1
+                ax.plot(line[x] * scale, line["mean"], marker=markers[entry], markersize=3, color=colours[entry],
+                        label=entry)
+                ax.fill_between(line[x] * scale, line["lower"], line["upper"], color=colours[entry], alpha=0.2)
+                ax.scatter(final[x] * scale, final["mean"], s=60, facecolors="none", edgecolors=colours[entry])
         axes[0][col].set_title(dataset, fontsize="small")
         axes[0][col].set_xlabel("gradient steps of the stage that makes the policy")
         axes[1][col].set_xlabel("training CPU-minutes (all stages so far)")

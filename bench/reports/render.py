@@ -89,9 +89,10 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "sweep (h)": sh["sweep_hours"].map(lambda v: fmt(v, 2)), "saving": sh["saving"].map(lambda v: f"{v:.2f}×")})
     if not report.plateau.empty:
         pl = report.plateau
-        out["Learning curves: the last two points (means over seeds) against the seeds' spread there"] = pd.DataFrame({
+        out["Learning curves: the last two points on the curve's own episodes (means over seeds) against the seeds' "
+            "spread there"] = pd.DataFrame({
             "dataset": pl["dataset"], "entry": pl["entry"], "stage": pl["stage"], "steps": pl["steps"],
-            "second to last": pl["before_last"].map(fmt), "last (final evaluation)": pl["last"].map(fmt),
+            "second to last": pl["before_last"].map(fmt), "last": pl["last"].map(fmt),
             "change": pl["change"].map(fmt), "seeds' spread": pl["seed_spread"].map(fmt),
             "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
     if not report.critic.empty:
@@ -177,7 +178,8 @@ def _figures(report: Report) -> dict[str, Callable]:
 CAPTIONS = {"aggregates": "Aggregate metrics with 95% stratified-bootstrap intervals",
             "profiles": "Performance profiles (fraction of runs above each score)",
             "curves": "Learning curves against the policy's own training steps and against training CPU-minutes "
-                      "(band: 95% interval over seeds; ringed: the final evaluation)",
+                      "(band: 95% interval over seeds; the line: the curve's own episodes; ringed, apart: the final evaluation, on "
+                      "its own episodes)",
             "cost": "Score versus cost"}
 
 

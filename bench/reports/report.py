@@ -403,7 +403,7 @@ def _curves(points: pd.DataFrame) -> pd.DataFrame:
     """The learning curves over seeds: per dataset, entry and step of the stage that made the policy, the mean
     score with its 95% interval and the mean training CPU-seconds up to that point."""
     rows = []
-    for (dataset, entry, stage, step), g in points.groupby(["dataset", "entry", "policy_stage", "policy_step"]):
+    for (dataset, entry, stage, step, _), g in points.groupby(["dataset", "entry", "policy_stage", "policy_step", "final"]):
         values = g["score"].to_numpy(dtype=np.float64)
         low, high = _seed_interval(values) if len(values) > 1 and not np.isnan(values).any() else (np.nan, np.nan)
         rows.append({"dataset": dataset, "entry": entry, "policy_stage": stage, "policy_step": int(step),
@@ -418,13 +418,17 @@ FLAT_TOLERANCE = 1.0  # normalised points: a smaller change counts as flat, howe
 def plateaus(points: pd.DataFrame) -> pd.DataFrame:
     """Whether each curve had flattened by the end of its budget: the change between its last two points (means
     over seeds) within the seeds' spread there (the larger of the two points' ranges over seeds, which holds the
-    seeds' differences and the noise of each point's episodes), or under FLAT_TOLERANCE."""
+    seeds' differences and the noise of each point's episodes), or under FLAT_TOLERANCE. Both points are on the
+    curve's own episodes, at steps every run of the entry evaluated: the final evaluation's episodes are others,
+    whose level can differ by the episodes alone. A run made before curves ended at their stage's last step has
+    its last curve point a tenth of the budget before it."""
     rows = []
-    for (dataset, entry), g in points.groupby(["dataset", "entry"]):
-        steps = sorted(g["policy_step"].unique())
-        if len(steps) < 2 or not g[g["policy_step"] == steps[-1]]["final"].all():
+    curve = points[~points["final"].astype(bool)]
+    for (dataset, entry), g in curve.groupby(["dataset", "entry"]):
+        common = sorted(set.intersection(*(set(r["policy_step"]) for _, r in g.groupby("run_id"))))
+        if len(common) < 2:
             continue
-        last, before = g[g["policy_step"] == steps[-1]]["score"], g[g["policy_step"] == steps[-2]]["score"]
+        last, before = g[g["policy_step"] == common[-1]]["score"], g[g["policy_step"] == common[-2]]["score"]
         spread = max(float(last.max() - last.min()), float(before.max() - before.min()))
         change = float(last.mean() - before.mean())
         many = len(last) > 1 and len(before) > 1
@@ -432,7 +436,7 @@ def plateaus(points: pd.DataFrame) -> pd.DataFrame:
                      "before_last": float(before.mean()), "last": float(last.mean()), "change": change,
                      "seed_spread": spread if many else np.nan,
                      "flat": bool(abs(change) <= max(spread, FLAT_TOLERANCE)) if many else None,
-                     "steps": int(steps[-1])})
+                     "steps": int(common[-1])})
     return pd.DataFrame(rows)
 
 

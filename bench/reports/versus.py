@@ -143,7 +143,8 @@ def write(store, spec: SweepSpec, spec_path: str, baseline: str, out: Path, comm
                 f"{baseline}'s from that same run. " if speed is not None else "")
              + "Core-minutes: the median run's training stages' wall time times its threads (shared stages "
              "counted in every run that uses them, as a user running it alone would pay). Curve: the learning "
-             "curve's last two points (means over seeds; the last is the final evaluation) and whether it had "
+             "curve's last two points on its own episodes (means over seeds; the final evaluation's episodes are others) "
+             "and whether it had "
              "flattened (their change within the seeds' spread there, or under 1 point), per scale for a guided "
              "run.", ""]
     data = data_references(store.table("runs"), list(spec.datasets)).set_index("dataset")

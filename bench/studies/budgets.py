@@ -125,10 +125,10 @@ def curves_figure(table: pd.DataFrame):
                           & ((curves["scale"] == scale) | (pd.isna(scale) & curves["scale"].isna()))]
             for factor, g in mine.groupby("factor"):
                 g = g.sort_values("policy_step")
-                ax.plot(g["policy_step"], g["mean"], marker="o", markersize=2.5, color=colours[factor],
+                own, last = g[~g["final"].astype(bool)], g[g["final"].astype(bool)]
+                ax.plot(own["policy_step"], own["mean"], marker="o", markersize=2.5, color=colours[factor],
                         label=f"×{factor:g}")
-                ax.fill_between(g["policy_step"], g["lower"], g["upper"], color=colours[factor], alpha=0.15)
-                last = g[g["final"]]
+                ax.fill_between(own["policy_step"], own["lower"], own["upper"], color=colours[factor], alpha=0.15)
                 ax.scatter(last["policy_step"], last["mean"], s=40, facecolors="none", edgecolors=colours[factor])
             name = algorithm + (f" s={scale:g}" if pd.notna(scale) else "")
             ax.set_title(f"{name}, {dataset.split('/')[1]}/{dataset.split('/')[2]}", fontsize="small")
@@ -205,8 +205,8 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
              "mean ± std over seeds [95% bootstrap interval]; guided algorithms at s = 0 (their diffusion BC) and s = 1 "
              "(the exact tilt), fixed, not chosen. Core-minutes: the median run's wall time times the threads it held, "
              "evaluations included; training CPU-minutes: process CPU time up to the stage that made the policy, "
-             "evaluations left out. `curve`: the learning curve's last two points (means over seeds; the last is the "
-             "final evaluation); `flat`: their change within the seeds' spread there (the larger of the two points' "
+             "evaluations left out. `curve`: the learning curve's last two points on its own episodes (means over seeds; "
+             "the final evaluation's episodes are others); `flat`: their change within the seeds' spread there (the larger of the two points' "
              "ranges over seeds) or under 1 point. `flat from`: the smallest budget "
              "whose mean is within the largest budget's seed std (at least 1 point) of the largest's mean. `Q_0 / data's return`: the "
              "critic check's Q_0 on dataset actions against the data's discounted returns, and their correlation "
@@ -240,5 +240,6 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
         fig.savefig(figure, dpi=110)
         lines += [f"![Learning curves at each budget]({figure.name})", "",
                   f"{figure.name}: each algorithm's learning curve at each budget (rows: algorithm, and scale for a "
-                  "guided one; columns: datasets; band: 95% interval over seeds; ringed: the final evaluation).", ""]
+                  "guided one; columns: datasets; band: 95% interval over seeds; ringed, apart from the line: the final "
+                  "evaluation, on its own episodes).", ""]
     return write_page(out, lines)
