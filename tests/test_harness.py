@@ -581,10 +581,10 @@ def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_point
     after it that fit; an algorithm with no history starts while time is left; the next call makes what was
     deferred."""
     store = ResultsStore(tmp_path)
-    _history(store, "bc", 4 * 3600.0, threads=2)  # 8 core-hours: past a 10-minute limit on any core count here
-    _history(store, "qgpo", 1.0)  # one core-second
-    slow = spec(0, algorithm="bc", overrides={"device": "cpu"}, guidance_scales=None)
-    fits = [spec(0)]
+    _history(store, "qgpo", 4 * 3600.0, threads=2)  # 8 core-hours: past a 10-minute limit on any core count here
+    _history(store, "bc", 1.0)  # one core-second
+    slow = spec(0)
+    fits = [spec(0, algorithm="bc", overrides={"device": "cpu"}, guidance_scales=None)]
     out = run_all([slow, *fits], tmp_path, workers=workers, time_limit=600.0)
     assert [s.run_id() for s, _ in out["deferred"]] == [slow.run_id()]
     assert out["deferred"][0][1] == pytest.approx(8 * 3600.0 / max(1, (os.cpu_count() or 1) // workers))
@@ -599,7 +599,7 @@ def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_point
     over = TimeLimit(600.0, runs, 1, clock=iter([0.0, 601.0, 601.0]).__next__)
     assert not over.admit(spec(0, algorithm="iql")) and len(over.deferred) == 1
     # the CLI says what it deferred and how to make it
-    code = main(["run", "bc", TINY_ID, "device=cpu", "--preset", "tiny", "--episodes", "2",
+    code = main(["run", "qgpo", TINY_ID, "device=cpu", "--preset", "tiny", "--episodes", "2",
                  "--results", str(tmp_path), "--time-limit", "10m", "--no-progress"])
     text = capsys.readouterr().out
     assert code == 0 and "deferred (projected " in text and "1 deferred" in text and "run the same command again" in text
