@@ -95,6 +95,9 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "second to last": pl["before_last"].map(fmt), "last": pl["last"].map(fmt),
             "change": pl["change"].map(fmt), "seeds' spread": pl["seed_spread"].map(fmt),
             "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
+    if not report.gains.empty:
+        out["Over diffusion BC: each method built on QGPO's behaviour model against that model sampled alone (s = 0), "
+            "paired seed by seed"] = report.gains.drop(columns=["mean", "low", "high"])
     if not report.critic.empty:
         out["Critic check: each critic's Q on dataset actions, and its policy's gap over them"] = critic_frame(report.critic)
     if not report.guidance.empty:
@@ -233,7 +236,7 @@ def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: 
         for name, df in {"per_dataset": report.per_dataset, "per_domain": report.per_domain,
                          "aggregates": report.aggregates, "improvement": report.improvement,
                          "curves": report.curves, "cost": report.cost, "runs": report.scores.drop(columns=["config"]),
-                         "reference": report.reference, "critic": report.critic, "guidance": report.guidance,
+                         "reference": report.reference, "critic": report.critic, "guidance": report.guidance, "gains": report.gains,
                          "plateau": report.plateau, "data_reference": report.data_reference}.items():
             path = out / f"{name}.csv"
             df.to_csv(path, index=False)

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks, guidance_checks
+from bench.reports.gains import gains_over_behaviour
 from bench.reports.sharing import shared_stage_savings, stage_agreement
 from bench.harness.plan import identity_fields
 from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
@@ -279,6 +280,7 @@ class Report:
     guidance: pd.DataFrame = field(default_factory=pd.DataFrame)  # critic.guidance_checks
     plateau: pd.DataFrame = field(default_factory=pd.DataFrame)  # plateaus(): had each curve flattened?
     data_reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # data_references(): the data's own score
+    gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.gains_over_behaviour(): over diffusion BC, paired
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # budgets(): what each entry trained with
     short: dict[str, str] = field(default_factory=dict)  # short_of_competence(): entries shown but ranked nowhere
     protocol: list[str] = field(default_factory=list)
@@ -572,7 +574,8 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of), short=short,
-                  data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())))
+                  data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())),
+                  gains=gains_over_behaviour(df, runs))
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

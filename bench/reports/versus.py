@@ -21,7 +21,7 @@ from bench.reports.report import (_core_minutes, curve_points, data_references, 
                                   short_of_competence)
 from bench.reports.sweep_cost import NONE_FOUND
 from bench.reports.render import markdown_table
-from bench.studies.paired import Paired, paired
+from bench.studies.paired import paired, verdict
 from policies.errors import ConfigError
 
 
@@ -83,13 +83,6 @@ def _curve(plateau: pd.DataFrame, own: pd.DataFrame) -> str:
     parts = [f"{r.entry[len(run_entry):].strip() + ': ' if len(mine) > 1 else ''}{r.before_last:.1f} → {r.last:.1f}, "
              f"{'yes' if r.flat else 'no' if r.flat is not None else '?'}" for r in mine.itertuples()]
     return "; ".join(parts) or "–"
-
-
-def verdict(diff: Paired) -> str:
-    """"better" or "worse" when the interval excludes zero, "tie" when it covers it; "–" with under two seeds."""
-    if diff.seeds < 2 or np.isnan(diff.low):
-        return "–"
-    return "better" if diff.low > 0 else "worse" if diff.high < 0 else "tie"
 
 
 def _nfe(own: pd.DataFrame, speed: pd.DataFrame | None, algorithm: str) -> str:

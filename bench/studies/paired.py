@@ -59,6 +59,14 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, col: str, ratio: bool = False, col_
     return Paired(mean, low, high, len(d), ratio)
 
 
+def verdict(diff: Paired) -> str:
+    """For a difference a - b: "better" or "worse" when the interval excludes zero, "tie" when it covers it; "–"
+    with under two seeds."""
+    if diff.seeds < 2 or np.isnan(diff.low):
+        return "–"
+    return "better" if diff.low > 0 else "worse" if diff.high < 0 else "tie"
+
+
 def closer(diff: Paired) -> str | None:
     """For a distance difference a - b: "a" (interval below 0), "b" (above), "tie", or None (no interval)."""
     if math.isnan(diff.low):

@@ -1,0 +1,66 @@
+"""What guidance and fine-tuning add over diffusion BC, paired on the behaviour model they share.
+
+QGPO at s = 0 samples its behaviour model alone: diffusion behaviour cloning. Every algorithm that restores that
+model (its class lists "behaviour" in `shared_stages`: QGPO's guided scales, DDPO, CTRL, DxMI, SRPO) starts, seed by
+seed, from the very same weights, so what it adds is read seed by seed against that seed's s = 0: the mean of the
+per-seed differences with its 95% t-interval, "better" or "worse" when the interval excludes zero, "tie" when it
+covers it. A pair is made only on the same dataset content, preset and seed; where both runs recorded the behaviour
+weights' digest (`diagnostics.weights`), only when the digests agree, so a pair never joins two different models.
+The scale chosen on the reported episodes is left out: it was picked with the target in hand.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from bench.studies.paired import paired, verdict
+from policies import registry
+
+BASE = "qgpo"
+STAGE = "behaviour"
+COLUMNS = ["dataset", "entry", "against", "pairs", "diffusion BC", "gain [95% CI]", "verdict", "mean", "low", "high"]
+
+
+def _shares_behaviour(algorithm: str) -> bool:
+    try:
+        return STAGE in getattr(registry.get(algorithm), "shared_stages", ())
+    except Exception:  # an algorithm no longer registered: its rows pair with nothing
+        return False
+
+
+def _digests(runs: pd.DataFrame) -> dict[str, str]:
+    """run_id -> the digest of its behaviour model's weights, where the run recorded it."""
+    out = {}
+    for run_id, diag in zip(runs["run_id"], runs["diagnostics"] if "diagnostics" in runs else []):
+        weights = (json.loads(diag) if isinstance(diag, str) and diag else {}).get("weights") or {}
+        if STAGE in weights and weights[STAGE].get("digest"):
+            out[run_id] = weights[STAGE]["digest"]
+    return out
+
+
+def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and entry built on QGPO's behaviour model: its paired gain over diffusion BC (`scores`: the
+    report's per-seed score rows; `runs`: the store's runs table, for the weights' digests)."""
+    if scores.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    digest = _digests(runs)
+    base = scores[(scores["algorithm"] == BASE) & (scores["guidance_scale"] == 0) & (scores["selection"] == "none")]
+    key = ["dataset", "preset", "seed"]
+    base = base.assign(base_digest=base["run_id"].map(digest), base_score=base["score"], base_entry=base["entry"])
+    built = scores[scores["algorithm"].map(_shares_behaviour) & (scores["selection"] != "reported-episodes")
+                   & ~scores.index.isin(base.index)]
+    pairs = built.merge(base[key + ["base_digest", "base_score", "base_entry", "run_id"]].rename(
+        columns={"run_id": "base_run"}), on=key)
+    mine = pairs["run_id"].map(digest)
+    same = mine.isna() | pairs["base_digest"].isna() | (mine == pairs["base_digest"])
+    pairs = pairs[same]
+    rows = []
+    for (dataset, entry, base_entry), g in pairs.groupby(["dataset", "entry", "base_entry"], sort=True):
+        g = g.drop_duplicates(["seed"])  # one base per seed; a second QGPO config on the same seed would pair twice
+        diff = paired(g, g, "score", col_b="base_score")
+        rows.append({"dataset": dataset, "entry": entry, "against": base_entry, "pairs": diff.seeds,
+                     "diffusion BC": f"{g['base_score'].mean():.1f}", "gain [95% CI]": diff.text(1),
+                     "verdict": verdict(diff), "mean": diff.mean, "low": diff.low, "high": diff.high})
+    return pd.DataFrame(rows, columns=COLUMNS)

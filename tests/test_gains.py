@@ -1,0 +1,47 @@
+"""The report's gains over diffusion BC: each method built on QGPO's behaviour model, paired seed by seed with that
+model sampled alone, and only where the two runs share the very weights."""
+
+import pytest
+
+from bench.cli import main
+from bench.harness.store import ResultsStore, RunResult
+from bench.reports.report import build
+
+GEN = "diffbench/pointmaze/umaze-v0"
+
+
+def run(algo: str, seed: int, scores: dict, digest: str | None, selected: float | None = None) -> RunResult:
+    """A finished run on GEN whose final episodes score `scores` (variant's guidance scale or None -> score)."""
+    final = []
+    for scale, score in scores.items():
+        variant = "default" if scale is None else f"guidance_scale={scale:g}"
+        final += [{"variant": variant, "guidance_scale": scale, "episode": i, "return": score, "length": 10,
+                   "score": score} for i in range(2)]
+    weights = {"behaviour": {"digest": digest, "shared_as": "behaviour-abc"}} if digest else {}
+    return RunResult(run_id=f"{algo}-{seed}", algorithm=algo, dataset=GEN, seed=seed, preset="cpu",
+                     config={"seed": seed}, started=0.0, finished=1.0, gradient_steps=10, nfe_per_action=1,
+                     selected_guidance_scale=selected, final=final, diagnostics={"weights": weights} if weights else {})
+
+
+def test_gains_pair_each_seed_with_its_own_behaviour_model_and_say_when_they_are_told_apart(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    for seed, (bc_score, guided) in enumerate([(20.0, 25.0), (30.0, 33.0), (40.0, 47.0)]):
+        s.record(run("qgpo", seed, {0.0: bc_score, 1.0: guided}, f"w{seed}", selected=1.0))
+    s.record(run("srpo", 0, {None: 10.0}, "w0"))  # -10 against seed 0's model
+    s.record(run("srpo", 1, {None: 99.0}, "retrained-otherwise"))  # another model: never paired
+    s.record(run("srpo", 2, {None: 45.0}, None))  # no digest recorded: paired by dataset, preset and seed (+5)
+    s.record(run("ddpo", 7, {None: 50.0}, None))  # no QGPO run on its seed: nothing to pair with
+    s.record(run("bc", 0, {None: 90.0}, None))  # its own policy, no behaviour model of QGPO's
+    gains = build(s).gains.set_index("entry")
+    assert set(gains.index) == {"qgpo[cpu] s=1", "qgpo[cpu] s=held-out choice", "srpo[cpu]"}
+    assert (gains["against"] == "qgpo[cpu] s=0 (diffusion BC)").all()
+    guided = gains.loc["qgpo[cpu] s=1"]
+    assert guided["pairs"] == 3 and guided["mean"] == pytest.approx(5.0) and guided["verdict"] == "better"
+    assert guided["low"] > 0 and guided["diffusion BC"] == "30.0"
+    srpo = gains.loc["srpo[cpu]"]
+    assert srpo["pairs"] == 2 and srpo["mean"] == pytest.approx(-2.5) and srpo["verdict"] == "tie"
+    assert main(["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--format", "md,csv"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Over diffusion BC: each method built on QGPO's behaviour model" in text
+    assert f"| {GEN} | qgpo[cpu] s=1 | qgpo[cpu] s=0 (diffusion BC) | 3 | 30.0 | +5.0 [" in text
+    assert (tmp_path / "out" / "gains.csv").exists()
