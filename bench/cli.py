@@ -699,8 +699,15 @@ def cmd_sweep(args) -> int:
 
         runs = _existing_store(args.results).table("runs") if (Path(args.results) / "results.sqlite").exists() \
             else pd.DataFrame(columns=["run_id", "status"])
+        from bench.harness.deadline import projected_line
+        from bench.harness.executors import threads_per_worker
+
         print(f"sweep {args.spec} against {args.results}: {len(specs)} runs")
-        print("\n".join(describe(plan(specs, runs))))
+        planned = plan(specs, runs)
+        print("\n".join(describe(planned)))
+        left = [p.spec for p in planned if p.status != "finished"]
+        if left:
+            print(projected_line(left, runs, args.workers, threads_per_worker(args.workers)))
         return 0
     rerun = [a.strip() for a in args.rerun.split(",") if a.strip()]
     print(f"sweep {args.spec}: {len(specs)} runs into {args.results}" + (f"; {', '.join(rerun)} made again" if rerun else ""))

@@ -509,7 +509,9 @@ def test_a_sweep_plan_says_what_is_finished_and_what_parts_a_run_from_the_stored
     assert main(["sweep", str(sweep), "--results", str(tmp_path), "--plan"]) == 0
     out = capsys.readouterr().out
     assert "0 finished in the store (skipped), 0 new, 1 differing" in out
-    assert out.rstrip().endswith("differs in: steps 50 -> 7"), out
+    assert "differs in: steps 50 -> 7\n" in out, out
+    # and what is left would take here, at the cost of the store's finished run of the algorithm
+    assert out.rstrip().splitlines()[-1].startswith("left to run: 1 run, projected 0.0 core-hours"), out
 
 
 def test_a_sweep_shows_each_running_jobs_stage_and_step(tiny_pointmaze, tmp_path):
@@ -595,6 +597,7 @@ def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_point
 
     runs = ResultsStore(tmp_path).table("runs")
     assert TimeLimit(600.0, runs, 1).projection(spec(0, algorithm="iql")) is None
+    assert TimeLimit(600.0, runs, 4).projection(spec(0)) == pytest.approx(2 * 3600.0)  # 8 core-hours on 4 threads
     assert TimeLimit(600.0, runs, 1).admit(spec(0, algorithm="iql"))
     over = TimeLimit(600.0, runs, 1, clock=iter([0.0, 601.0, 601.0]).__next__)
     assert not over.admit(spec(0, algorithm="iql")) and len(over.deferred) == 1

@@ -42,13 +42,12 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-class TimeLimit:
-    """Which runs fit before `seconds` from now, each projected from the finished runs in `runs` (a store's runs
-    table), on `threads` torch threads per run."""
+class Projection:
+    """Each run's projected wall seconds on `threads` torch threads, from the finished runs in `runs` (a store's runs
+    table): None where the store has no finished run of its algorithm."""
 
-    def __init__(self, seconds: float, runs: pd.DataFrame, threads: int, clock=time.time):
-        self.clock, self.until, self.threads = clock, clock() + seconds, max(1, threads)
-        self.deferred: list[tuple[RunSpec, float]] = []
+    def __init__(self, runs: pd.DataFrame, threads: int):
+        self.threads = max(1, threads)
         done = runs[runs["status"] == "finished"] if len(runs) else runs
         self._core_seconds: dict[tuple[str, str], list[float]] = {}
         for r in done.itertuples():
@@ -56,12 +55,34 @@ class TimeLimit:
                 key = (r.algorithm, family(r.dataset))
                 self._core_seconds.setdefault(key, []).append(float(r.wall_seconds) * run_threads(r.hardware))
 
-    def projection(self, spec: RunSpec) -> float | None:
-        """The run's projected wall seconds here, or None where the store has no finished run of its algorithm."""
+    def __call__(self, spec: RunSpec) -> float | None:
         same = self._core_seconds.get((spec.algorithm, family(spec.dataset)))
         every = [s for (algo, _), v in self._core_seconds.items() if algo == spec.algorithm for s in v]
         basis = same or every
         return sum(basis) / len(basis) / self.threads if basis else None
+
+
+def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int) -> str:
+    """What `specs` (the runs left) would take here, for `sweep --plan`."""
+    project = Projection(runs, threads)
+    seconds = [project(spec) for spec in specs]
+    known = [s for s in seconds if s is not None]
+    unknown = len(seconds) - len(known)
+    core_hours = sum(known) * project.threads / 3600
+    return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
+            f"{sum(known) / max(1, workers) / 3600:.1f} hours on {workers} worker(s) here (each at the mean cost alone "
+            "of its algorithm's finished runs in the store, on the same dataset family where there are some)"
+            + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
+
+
+class TimeLimit:
+    """Which runs fit before `seconds` from now, each projected from the finished runs in `runs` (a store's runs
+    table), on `threads` torch threads per run."""
+
+    def __init__(self, seconds: float, runs: pd.DataFrame, threads: int, clock=time.time):
+        self.clock, self.until = clock, clock() + seconds
+        self.projection = Projection(runs, threads)
+        self.deferred: list[tuple[RunSpec, float]] = []
 
     def left(self) -> float:
         return self.until - self.clock()
