@@ -6,6 +6,7 @@ import argparse
 import errno
 import importlib
 import json
+import math
 import os
 import shlex
 import signal
@@ -129,10 +130,10 @@ def _print_summary(s: dict) -> None:
 
 
 def cmd_generate(args) -> int:
-    unknown = [i for i in args.ids if i not in catalog.generatable()]
+    makes = catalog.generatable()
+    unknown = [i for i in args.ids if i not in makes]
     if unknown:
-        raise DatasetError(f"diffbench cannot generate {', '.join(map(repr, unknown))}; it makes: "
-                           f"{', '.join(catalog.generatable())}")
+        raise DatasetError(f"diffbench cannot generate {', '.join(map(repr, unknown))}; it makes: {', '.join(makes)}")
     off = catalog.version_mismatches()
     if off:
         print("diffbench: warning: generating under other versions than the committed results were made with ("
@@ -637,12 +638,12 @@ def _print_outcome(outcome: dict, results: Path) -> int:
         print(f"skipped (finished before): {spec.label()}")
     for r in outcome["failed"]:
         print(f"FAILED {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]: {r.error.strip().splitlines()[-1]}")
-    for spec, projected in outcome.get("deferred", []):
-        print(f"deferred (projected {projected / 60:.0f} min, past the time limit): {spec.label()}"
-              if projected == projected else f"deferred (the time limit was reached): {spec.label()}")
-    deferred = len(outcome.get("deferred", []))
+    deferred = outcome.get("deferred", [])
+    for spec, projected in deferred:
+        print(f"deferred (the time limit was reached): {spec.label()}" if math.isnan(projected)
+              else f"deferred (projected {projected / 60:.0f} min, past the time limit): {spec.label()}")
     print(f"{len(outcome['finished'])} finished, {len(outcome['skipped'])} skipped, {len(outcome['failed'])} failed"
-          + (f", {deferred} deferred" if deferred else "") + f"; store: {_existing_store(str(results)).path}")
+          + (f", {len(deferred)} deferred" if deferred else "") + f"; store: {_existing_store(str(results)).path}")
     if deferred:
         print("deferred runs were not started; run the same command again (with a new --time-limit) to make them")
     if outcome["failed"]:

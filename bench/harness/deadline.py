@@ -56,9 +56,8 @@ class Projection:
                 self._core_seconds.setdefault(key, []).append(float(r.wall_seconds) * run_threads(r.hardware))
 
     def __call__(self, spec: RunSpec) -> float | None:
-        same = self._core_seconds.get((spec.algorithm, family(spec.dataset)))
-        every = [s for (algo, _), v in self._core_seconds.items() if algo == spec.algorithm for s in v]
-        basis = same or every
+        basis = (self._core_seconds.get((spec.algorithm, family(spec.dataset)))
+                 or [s for (algo, _), v in self._core_seconds.items() if algo == spec.algorithm for s in v])
         return sum(basis) / len(basis) / self.threads if basis else None
 
 

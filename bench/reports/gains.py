@@ -17,6 +17,7 @@ import pandas as pd
 
 from bench.studies.paired import paired, verdict
 from policies import registry
+from policies.errors import ConfigError
 
 BASE = "qgpo"
 STAGE = "behaviour"
@@ -26,7 +27,7 @@ COLUMNS = ["dataset", "entry", "against", "pairs", "diffusion BC", "gain [95% CI
 def _shares_behaviour(algorithm: str) -> bool:
     try:
         return STAGE in getattr(registry.get(algorithm), "shared_stages", ())
-    except Exception:  # an algorithm no longer registered: its rows pair with nothing
+    except ConfigError:  # an algorithm no longer registered: its rows pair with nothing
         return False
 
 

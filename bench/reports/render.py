@@ -181,8 +181,8 @@ def _figures(report: Report) -> dict[str, Callable]:
 CAPTIONS = {"aggregates": "Aggregate metrics with 95% stratified-bootstrap intervals",
             "profiles": "Performance profiles (fraction of runs above each score)",
             "curves": "Learning curves against the policy's own training steps and against training CPU-minutes "
-                      "(band: 95% interval over seeds; the line: the curve's own episodes; ringed, apart: the final evaluation, on "
-                      "its own episodes)",
+                      "(band: 95% interval over seeds; the line: the curve's own episodes; ringed, apart: the final "
+                      "evaluation, on its own episodes)",
             "cost": "Score versus cost"}
 
 
@@ -236,8 +236,8 @@ def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: 
         for name, df in {"per_dataset": report.per_dataset, "per_domain": report.per_domain,
                          "aggregates": report.aggregates, "improvement": report.improvement,
                          "curves": report.curves, "cost": report.cost, "runs": report.scores.drop(columns=["config"]),
-                         "reference": report.reference, "critic": report.critic, "guidance": report.guidance, "gains": report.gains,
-                         "plateau": report.plateau, "data_reference": report.data_reference}.items():
+                         "reference": report.reference, "critic": report.critic, "guidance": report.guidance,
+                         "gains": report.gains, "plateau": report.plateau, "data_reference": report.data_reference}.items():
             path = out / f"{name}.csv"
             df.to_csv(path, index=False)
             written.append(path)
