@@ -32,7 +32,7 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _local(specs: Sequence[RunSpec], results: Path, workers: int, device: str | None,
-           admit: Callable[[RunSpec], bool]) -> Iterator[RunResult]:
+           admit: Callable[[RunSpec], bool] = lambda spec: True) -> Iterator[RunResult]:
     """Runs in spec order, `workers` at a time; each is submitted only when a worker is free, so that `admit`
     (a time limit) decides with the time then left."""
     if workers <= 1:
@@ -217,8 +217,8 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     if time_limit is not None:
         limit = TimeLimit(time_limit, store.table("runs"), threads_per_worker(workers))
         outcome["deferred"] = limit.deferred
-    stream = (_local(todo, results, workers, device, limit.admit if limit else lambda spec: True)
-              if executor == "local" else _ray(todo, results, workers, device, address))
+    stream = (_local(todo, results, workers, device, *([limit.admit] if limit else [])) if executor == "local"
+              else _ray(todo, results, workers, device, address))
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo)
     watch = _Watch(bar, todo, Path(results)) if progress and todo else None
     if watch is not None:
