@@ -292,6 +292,12 @@ def test_a_shared_stage_trained_again_from_a_store_snapshot_is_checked_against_t
                    "where algorithm = 'ddpo'")
     line = next(n for n in build(ResultsStore(snapshot)).notes if n.startswith("shared stages:"))
     assert "; 1 differ: behaviour-" in line and " other" in line and "changed nothing" not in line
+    with sqlite3.connect(snapshot / "results.sqlite") as db:  # a first training from before digests were recorded
+        db.execute("update runs set diagnostics = json_remove(diagnostics, '$.weights') where algorithm = 'qgpo'")
+        (qgpo,) = db.execute("select run_id from runs where algorithm = 'qgpo'").fetchone()
+    line = next(n for n in build(ResultsStore(snapshot)).notes if n.startswith("shared stages:"))
+    assert line.startswith("shared stages: 3 used by 1 run, 0 of them by more than one; 3 trained more than once")
+    assert f"3 of them first trained by a run from before the weights' digests were recorded ({qgpo})" in line
 
 
 def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path, monkeypatch):

@@ -6,10 +6,11 @@ With a limit, a run is started only when its projected wall time fits in what is
 so, and made by the same command later. A run that does not fit does not block the ones after it that do.
 
 Projection: the mean cost alone (`wall_seconds`: restored shared stages counted, as if it trained them) of the
-store's finished runs of the same algorithm on the same dataset family, else on any family, in core-seconds,
-divided by the threads this run gets. A run resuming from checkpoints is projected as a fresh one. An algorithm
-with no finished run in the store has no projection and is started while any time is left. A started run is
-never stopped by the limit: leave a margin for the projection's error.
+store's finished runs of the same algorithm on the same dataset family, else on the families it has, scaled by the
+families' cost ratio for other algorithms (`cost_model`), in core-seconds, divided by the threads this run gets. A
+run resuming from checkpoints is projected as a fresh one. An algorithm with no finished run in the store has no
+projection and is started while any time is left. A started run is never stopped by the limit: leave a margin for
+the projection's error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 import pandas as pd
 
+from bench.harness.cost_model import estimate
 from bench.harness.provenance import run_threads
 from bench.harness.runner import RunSpec
 from envs.families import family
@@ -49,16 +51,16 @@ class Projection:
     def __init__(self, runs: pd.DataFrame, threads: int):
         self.threads = max(1, threads)
         done = runs[runs["status"] == "finished"] if len(runs) else runs
-        self._core_seconds: dict[tuple[str, str], list[float]] = {}
+        core_seconds: dict[tuple[str, str], list[float]] = {}
         for r in done.itertuples():
             if pd.notna(r.wall_seconds):
                 key = (r.algorithm, family(r.dataset))
-                self._core_seconds.setdefault(key, []).append(float(r.wall_seconds) * run_threads(r.hardware))
+                core_seconds.setdefault(key, []).append(float(r.wall_seconds) * run_threads(r.hardware))
+        self._means = {key: sum(v) / len(v) for key, v in core_seconds.items()}
 
     def __call__(self, spec: RunSpec) -> float | None:
-        basis = (self._core_seconds.get((spec.algorithm, family(spec.dataset)))
-                 or [s for (algo, _), v in self._core_seconds.items() if algo == spec.algorithm for s in v])
-        return sum(basis) / len(basis) / self.threads if basis else None
+        found = estimate(self._means, spec.algorithm, family(spec.dataset))
+        return found.seconds / self.threads if found else None
 
 
 def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int) -> str:
@@ -70,7 +72,8 @@ def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threa
     core_hours = sum(known) * project.threads / 3600
     return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
             f"{sum(known) / max(1, workers) / 3600:.1f} hours on {workers} worker(s) here (each at the mean cost alone "
-            "of its algorithm's finished runs in the store, on the same dataset family where there are some)"
+            "of its algorithm's finished runs in the store, on the same dataset family where there are some, else "
+            "scaled from the families it has)"
             + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
 
 

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from bench.harness.cost_model import Estimate, estimate
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.runner import RunSpec
@@ -92,10 +93,19 @@ def _per_run(store: ResultsStore, spec: SweepSpec) -> pd.DataFrame:
     return costs.assign(domain=costs["dataset"].map(domain))
 
 
-def _basis(per_run: pd.DataFrame, algorithm: str, where: str) -> tuple[pd.DataFrame, bool]:
-    """The finished runs an estimate for (algorithm, domain) rests on: that domain's, else every domain's."""
+def _means(per_run: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(algorithm, domain) -> the mean own core-seconds of its finished runs there."""
+    own = per_run.groupby(["run_id", "algorithm", "domain"])["core_seconds"].sum().reset_index()
+    return own.groupby(["algorithm", "domain"])["core_seconds"].mean().to_dict()
+
+
+def _basis(per_run: pd.DataFrame, means: dict[tuple[str, str], float], algorithm: str, where: str
+           ) -> tuple[pd.DataFrame, Estimate | None]:
+    """The finished runs an estimate for (algorithm, domain) rests on (that domain's, else every domain's), and the
+    estimate of a run's own cost there (`cost_model`: another domain's scaled by the domains' cost ratio)."""
+    found = estimate(means, algorithm, where)
     same = per_run[(per_run["algorithm"] == algorithm) & (per_run["domain"] == where)]
-    return (same, True) if len(same) else (per_run[per_run["algorithm"] == algorithm], False)
+    return (same if len(same) else per_run[per_run["algorithm"] == algorithm]), found
 
 
 def _planned_by_domain(planned: list[tuple[RunSpec, str]], skip: set[str] = frozenset()) -> dict[tuple[str, str], int]:
@@ -113,33 +123,39 @@ def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec
                ) -> pd.DataFrame:
     """Per algorithm, the spec's runs not yet finished and the core-hours they would take at the mean own cost of
     that algorithm's finished runs anywhere in the store (other sweeps, other code versions): on the same
-    domain where it has any, else on every domain. An estimate for planning, not a measurement."""
-    per_run = _per_run(store, spec).groupby(["run_id", "algorithm", "domain"])["core_seconds"].sum().reset_index()
+    domain where it has any, else on the domains it has, scaled by their cost ratio for the algorithms with runs on
+    both. An estimate for planning, not a measurement."""
+    per_run = _per_run(store, spec)
+    means = _means(per_run)
     rows = []
     for (algorithm, where), n in sorted(_planned_by_domain(planned, set(mine["run_id"])).items()):
-        basis, same = _basis(per_run, algorithm, where)
-        mean = float(basis["core_seconds"].mean()) if len(basis) else float("nan")
+        basis, found = _basis(per_run, means, algorithm, where)
+        runs = basis["run_id"].nunique()
         rows.append({"algorithm": algorithm, "domain": where, "runs left": n,
-                     "core-min per run": round(mean / 60, 1) if len(basis) else "?",
-                     "projected core-hours": round(n * mean / 3600, 2) if len(basis) else "?",
-                     "from": f"{len(basis)} finished run(s)" + ("" if same else ", other domains") if len(basis)
-                     else "no finished run of it in the store"})
+                     "core-min per run": round(found.seconds / 60, 1) if found else "?",
+                     "projected core-hours": round(n * found.seconds / 3600, 2) if found else "?",
+                     "from": found.describe(runs) if found else "no finished run of it in the store"})
     return pd.DataFrame(rows, columns=["algorithm", "domain", "runs left", "core-min per run", "projected core-hours",
                                        "from"])
 
 
 def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]]) -> pd.DataFrame:
     """The whole spec's core-seconds per algorithm and category at the mean per-run cost of each category in the
-    algorithm's finished runs in the store (same domain where there are some), finished runs included."""
+    algorithm's finished runs in the store (same domain where there are some, else scaled from the domains it has),
+    finished runs included."""
     per_run = _per_run(store, spec)
+    means = _means(per_run)
     rows = []
     for (algorithm, where), n in sorted(_planned_by_domain(planned).items()):
-        basis, _ = _basis(per_run, algorithm, where)
-        if not len(basis):
+        basis, found = _basis(per_run, means, algorithm, where)
+        if found is None:
             continue
         runs = basis["run_id"].nunique()
+        # categories in the basis runs' proportions, scaled to the estimate of a run's cost on this domain
+        pooled = basis["core_seconds"].sum() / runs
+        scale = found.seconds / pooled if pooled > 0 else 1.0
         for category, seconds in basis.groupby("category")["core_seconds"].sum().items():
-            rows.append({"algorithm": algorithm, "category": category, "core_seconds": n * seconds / runs})
+            rows.append({"algorithm": algorithm, "category": category, "core_seconds": n * scale * seconds / runs})
     frame = pd.DataFrame(rows, columns=["algorithm", "category", "core_seconds"])
     return frame.groupby(["algorithm", "category"], as_index=False)["core_seconds"].sum()
 
@@ -240,7 +256,8 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
         lines += ["## What is left, projected", "",
                   f"{int(left['runs left'].sum())} runs of the spec are not finished. Projected at the mean own "
                   "cost of each algorithm's finished runs in the store (any sweep, any code version; on the same "
-                  "domain where there are some), they would take about "
+                  "domain where there are some, else on the domains it has, scaled by their cost ratio for the "
+                  "algorithms with runs on both), they would take about "
                   f"{known.sum():.1f} core-hours" + (" besides the runs of algorithms with no finished run"
                                                      if known.isna().any() else "") +
                   ": an estimate for planning, not a measurement. Runs made under load (more processes than cores) "

@@ -296,11 +296,12 @@ class QGPO(PretrainedAlgorithm):
     def policy_stage(self, scale: float | None) -> str | None:
         return "behaviour" if scale == 0 else "energy"
 
-    def fingerprint(self, stage: str) -> dict[str, Any]:
+    @classmethod
+    def stage_fingerprint(cls, config: QGPOConfig, stage: str) -> dict[str, Any]:
         """Interleaved, the critic stage trains f_phi too, so its checkpoint depends on f_phi's settings."""
-        out = super().fingerprint(stage)
-        if self.config.interleave and stage == "critic":
-            mine = self.config.identity()  # as the base fingerprint reads it: LATER settings at their old value left out
+        out = super().stage_fingerprint(config, stage)
+        if config.interleave and stage == "critic":
+            mine = config.identity()  # as the base fingerprint reads it: LATER settings at their old value left out
             out |= {k: mine[k] for k in _STAGE_FIELDS["energy"] if k != "energy_steps" and k in mine}
         return out
 

@@ -124,12 +124,23 @@ class StagedAlgorithm(Algorithm):
 
     # -- stage checkpoints
 
-    def fingerprint(self, stage: str) -> dict[str, Any]:
+    @classmethod
+    def stage_fingerprint(cls, config: Any, stage: str) -> dict[str, Any]:
         """The config fields `stage` and the stages before it depend on (`independent_stages`: its own alone)."""
-        mine = self.config.identity()
-        before = (stage,) if stage in self.independent_stages else self.stages[: self.stages.index(stage) + 1]
-        keys = [k for name in before for k in self.stage_fields[name]]
+        mine = config.identity()
+        before = (stage,) if stage in cls.independent_stages else cls.stages[: cls.stages.index(stage) + 1]
+        keys = [k for name in before for k in cls.stage_fields[name]]
         return {k: mine[k] for k in keys if k in mine}
+
+    def fingerprint(self, stage: str) -> dict[str, Any]:
+        return self.stage_fingerprint(self.config, stage)
+
+    @classmethod
+    def shared_name(cls, config: Any, stage: str) -> str:
+        """The name of `stage` in the shared store: the stage and a digest of its fingerprint (what a run's record
+        calls `shared_as`), computable from a stored run's config alone."""
+        key = json.dumps(cls.stage_fingerprint(config, stage), sort_keys=True, default=str)
+        return f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def owners(self, stage: str) -> tuple[str, ...]:
         """Whose checkpoints of `stage` this algorithm restores (shared stages: anyone's)."""
@@ -177,8 +188,7 @@ class StagedAlgorithm(Algorithm):
         """Where `stage` lives in the shared store: named by the stage and a digest of its fingerprint."""
         if stage not in self.shared_stages or hooks is None or hooks.shared_stages is None:
             return None
-        key = json.dumps(self.fingerprint(stage), sort_keys=True, default=str)
-        return Path(hooks.shared_stages) / f"{stage}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+        return Path(hooks.shared_stages) / f"{self.shared_name(self.config, stage)}.pt"
 
     @contextmanager
     def stage(self, name: str, workdir: Path | None, hooks: TrainHooks | None = None) -> Iterator[bool]:
