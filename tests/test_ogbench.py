@@ -124,6 +124,50 @@ def test_success_is_the_score_of_a_single_task_view(episodes, session_root):
     assert res.lengths.tolist() == [200, 200] and res.normalized.tolist() == [0.0, 0.0]  # standing still never succeeds
 
 
+def test_the_plan_oracle_that_made_the_data_succeeds_through_our_evaluation(session_root):
+    """The positive control for every 0% on cube-single: OGBench's own plan oracle (noise as in the data), given the
+    task's goal and acting in the single-task view's evaluation envs, succeeds there, and our evaluation scores it
+    100 per episode. So a learned policy's 0% is its own, not the env, the task's goal or the success bookkeeping."""
+    from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+
+    from bench.harness.evaluation import evaluate
+    from envs.catalog import load_dataset
+    from envs.minari_source import pinned_root
+    from envs.minari_writer import write_dataset
+
+    with pinned_root(session_root):
+        write_dataset(ID, overwrite=True, **play.build(ID, episodes=1, seed=5, progress=False, episode_steps=11))
+        ds = load_dataset(ID.replace("-v0", "-singletask-v0"))
+    made = []
+    make = ds.make_vector_env
+    object.__setattr__(ds, "make_vector_env", lambda n, *a, **k: made.append(make(n, *a, **k)) or made[-1])
+
+    def told_the_goal(env):  # what the data-collection mode tells the oracle, from the task's goal instead
+        info = env.compute_ob_info()
+        info |= {"privileged/target_block": 0, "privileged/target_block_yaw": np.zeros(1),
+                 "privileged/target_block_pos": env._data.mocap_pos[env._cube_target_mocap_ids[0]].copy()}
+        return info
+
+    class Oracle:
+        def seed(self, seed):
+            np.random.seed(seed)  # the oracle's noise draws from NumPy's global generator
+            self.agents = None
+
+        def act(self, obs):
+            envs = [e.unwrapped for e in made[-1].envs]
+            if self.agents is None:
+                self.agents = [CubePlanOracle(env=made[-1].envs[0], noise=play.NOISE,
+                                              noise_smoothing=play.NOISE_SMOOTHING) for _ in envs]
+                for agent, env in zip(self.agents, envs):
+                    agent.reset(None, told_the_goal(env))
+            return np.stack([np.clip(agent.select_action(None, told_the_goal(env)), -1, 1)
+                             for agent, env in zip(self.agents, envs)]).astype(np.float32)
+
+    res = evaluate(Oracle(), ds, episodes=3, seed=0)
+    assert res.normalized.tolist() == [100.0] * 3 and (res.lengths < 200).all(), res.lengths
+    assert (res.returns == -(res.lengths - 1)).all()  # -1 a step until the step that succeeds
+
+
 def test_unknown_recipes_and_states_are_one_clear_error():
     with pytest.raises(DatasetError, match="no recipe generates"):
         play.build("diffbench/ogbench/cube-double-play-v0", episodes=1, seed=0, progress=False)
