@@ -531,6 +531,9 @@ def test_a_sweep_shows_each_running_jobs_stage_and_step(tiny_pointmaze, tmp_path
     began = clock.time()
     s = spec()
     run_all([s], tmp_path)
+    result = s.directory(tmp_path) / "result.json"
+    assert read_progress(s.directory(tmp_path), began) is None  # finished, by this driver or another: not shown
+    result.rename(result.with_suffix(".aside"))  # as it stood while it ran
     progress = read_progress(s.directory(tmp_path), began)
     assert progress["stage"] == "energy" and progress["step"] == progress["steps"] == 50
     assert read_progress(s.directory(tmp_path), clock.time() + 60) is None  # older than the sweep: not shown

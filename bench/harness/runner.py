@@ -296,12 +296,13 @@ def write_progress(workdir: Path, stage: str, done: int, steps: int, seconds: fl
 
 
 def read_progress(workdir: Path, since: float) -> dict | None:
-    """A job's last progress written after `since` (a sweep's start), or None."""
+    """A job's last progress written after `since` (a sweep's start), or None; None too once the job has its result
+    (another driver on the same store may have finished it: its last progress would stand on the bar for good)."""
     try:
         out = json.loads((Path(workdir) / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return out if out.get("time", 0) >= since else None
+    return out if out.get("time", 0) >= since and not (Path(workdir) / RESULT_FILE).exists() else None
 
 
 def _finished_result(workdir: Path) -> RunResult | None:
