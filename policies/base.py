@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from envs.dataset import OfflineDataset
+from policies.competence import family_shortfall
 from policies.core.fqe import CriticSpec
 from policies.core.training import TrainHooks
 
@@ -37,6 +38,12 @@ class Algorithm(ABC):
     # reference's own learning curve): reports show such rows but rank them nowhere, since a method is compared only
     # once trained to competence; a flat curve of our own cannot say this where the method has not begun to learn
     short_of_competence: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def shortfall(cls, preset: str, dataset: str) -> str | None:
+        """Why `preset` stops short of competence on `dataset`: this algorithm's own declaration for the preset, else
+        one for every algorithm on the dataset's family (`policies.competence`); None where neither is known."""
+        return cls.short_of_competence.get(preset) or family_shortfall(preset, dataset)
 
     @classmethod
     def domain_overrides(cls, preset: str, family: str) -> dict[str, Any]:

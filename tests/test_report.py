@@ -439,6 +439,33 @@ def test_a_preset_declared_short_of_competence_is_shown_but_ranked_nowhere(store
     assert "bc[cpu]" in ranking(build(store), "IQM")["entry"].tolist()  # only the named preset
 
 
+def test_a_family_where_a_preset_is_short_for_every_algorithm_is_shown_and_on_no_board(store, tmp_path, monkeypatch):
+    """OGBench at the cpu preset: every method's 0 there is the budget's (`policies.competence`). Its scores stay in
+    the per-dataset table; the boards rank the other datasets, as if it were not there; the sweep makes its runs
+    last."""
+    from bench.harness.sweep import load_sweep
+    from bench.reports.leaderboard import boards
+    from envs.families import family
+    from policies import competence
+
+    monkeypatch.setitem(competence.FAMILY_SHORTFALLS, ("cpu", family(GEN)), "its rewards need more steps")
+    report = build(store)
+    assert {"bc[cpu]", "qgpo[cpu] s=1"} <= set(report.per_dataset.query("dataset == @GEN")["entry"])
+    assert [datasets for _, datasets, _ in boards(report)] == [[D4RL]]
+    assert set(ranking(report, "IQM")["entry"]) == set(ranking(report, "IQM", [D4RL])["entry"]) != set()
+    assert ranking(report, "IQM", [GEN]).empty
+    assert set(report.aggregates["datasets"]) == {1} and set(report.improvement["datasets"]) == {1}  # D4RL's alone
+    out = tmp_path / "LEADERBOARD.md"
+    assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
+    board = out.read_text()
+    assert f"## Shown, not ranked" in board and board.count(GEN) >= 2  # named as not ranked, and scored per dataset
+    assert f"not ranked on {family(GEN)} at the cpu preset: its rewards need more steps" in board
+    assert f"over {GEN}" not in board
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"algorithms: [bc, iql]\ndatasets: [{GEN}, {D4RL}]\nseeds: [0]\npreset: cpu\norder: dataset\n")
+    assert [r.dataset for r in load_sweep(spec).runs()] == [D4RL, D4RL, GEN, GEN]  # ranked runs first
+
+
 def test_performance_profiles_name_the_datasets_behind_each_entry():
     from bench.reports import plots
 

@@ -61,8 +61,8 @@ def test_a_sweeps_cost_splits_each_runs_own_time_and_counts_shared_stages_once(t
     with monkeypatch.context() as patch:  # a preset declared short of competence: its share is told apart
         patch.setattr(registry.get("ddpo"), "short_of_competence", {"tiny": "later"})
         assert main(["perf", "sweep", str(grown), "--results", str(tmp_path / "r"), "--out", str(out)]) == 0
-    assert (f"Of these, {2 * own['ddpo']:.1f} core-hours are runs of ddpo[tiny], declared short of competence"
-            in out.read_text())
+    assert (f"Of these, {2 * own['ddpo']:.1f} core-hours are runs declared short of competence at this preset "
+            "(ddpo[tiny] everywhere)" in out.read_text())
     # the same store through the paired comparison (one seed: no interval, so no verdict)
     report = tmp_path / "versus.md"
     assert main(["compare", "--spec", str(spec), "--baseline", "qgpo", "--results", str(tmp_path / "r"),

@@ -75,18 +75,23 @@ class SweepSpec:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if self.order == "dataset":  # a stable sort: within a dataset, the algorithms' order (shared stages first)
             specs.sort(key=lambda spec: self.datasets.index(spec.dataset))
-        # a preset declared short of competence is shown but ranked nowhere: its runs go after all others, so that what
-        # the boards rank is complete first (a stable sort keeps each part's order)
-        short = self.short_of_competence()
-        specs.sort(key=lambda spec: spec.algorithm in short)
+        # a run whose preset is declared short of competence (the algorithm's everywhere, or every algorithm's on the
+        # dataset's family) is shown but ranked nowhere: such runs go after all others, so that what the boards rank is
+        # complete first (a stable sort keeps each part's order)
+        specs.sort(key=self.is_short)
         for spec in specs:
             spec.config()  # unknown algorithm, preset or key: fail now, not an hour in
         return specs
 
 
     def short_of_competence(self) -> tuple[str, ...]:
-        """The spec's algorithms whose preset is declared short of competence (`Algorithm.short_of_competence`)."""
+        """The spec's algorithms whose preset is declared short of competence everywhere
+        (`Algorithm.short_of_competence`)."""
         return tuple(a for a in self.algorithms if self.preset in registry.get(a).short_of_competence)
+
+    def is_short(self, spec: RunSpec) -> bool:
+        """Whether `spec`'s preset is declared short of competence on its dataset (`Algorithm.shortfall`)."""
+        return registry.get(spec.algorithm).shortfall(spec.preset, spec.dataset) is not None
 
     def overrides_for(self, algorithm: str) -> dict[str, Any]:
         shared = {k: v for k, v in self.overrides.items() if k not in self.algorithms}

@@ -28,6 +28,7 @@ from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from envs import families
 from policies import config as cfg_tools
+from policies.competence import family_shortfall
 from policies import registry
 from policies.errors import ConfigError
 
@@ -283,6 +284,8 @@ class Report:
     gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.gains_over_behaviour(): over diffusion BC, paired
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # budgets(): what each entry trained with
     short: dict[str, str] = field(default_factory=dict)  # short_of_competence(): entries shown but ranked nowhere
+    # short_cells(): (entry, dataset) shown but not ranked, its preset short of competence on the dataset's family
+    short_cells: dict[tuple[str, str], str] = field(default_factory=dict)
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -459,6 +462,20 @@ def short_of_competence(df: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def short_cells(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(entry, dataset) -> why the entry's preset is short of competence for every algorithm on the dataset's family
+    (`policies.competence`): such cells are shown, and no board ranks them."""
+    out: dict[tuple[str, str], str] = {}
+    if "preset" not in df:
+        return out
+    for (preset, dataset), g in df.groupby(["preset", "dataset"]):
+        why = family_shortfall(preset, dataset)
+        if why:
+            out.update({(entry, dataset): f"{families.family(dataset)} at the {preset} preset: {why}"
+                        for entry in g["entry"].unique()})
+    return out
+
+
 def data_references(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     """Per dataset, the data's own score on its evaluation env as its runs recorded it (`OfflineDataset.data_score`):
     the level behaviour cloning should reach, shown as a reference row, never ranked."""
@@ -528,7 +545,11 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
         empty = pd.DataFrame()
         return Report(df, empty, empty, empty, empty, empty, empty, empty)
     per_dataset = _per_dataset(df)
-    aggregates, notes = _aggregates(df)
+    cells = short_cells(df)
+    # cells whose preset is short of competence on their family are shown per dataset, and left out of what compares
+    # entries across datasets (aggregates, P(X > Y)): a 0 there says nothing of the method
+    ranked = df[[(e, d) not in cells for e, d in zip(df["entry"], df["dataset"])]] if cells else df
+    aggregates, notes = _aggregates(ranked)
     notes = repeated + entry_footnotes(df) + table_settings_notes(df) + notes
     shown, withheld = _references(load_reference(reference_dir), per_dataset)
     notes += withheld
@@ -564,16 +585,18 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     points = curve_points(store, df)
     curves = _curves(points)
     entry_of = df.drop_duplicates("run_id").set_index("run_id")["run_entry"]
-    improvement, parted = _improvement(df)
+    improvement, parted = _improvement(ranked)
     notes += parted
     notes += stage_agreement(runs)
     short = short_of_competence(df)
     notes += sorted({f"not ranked: {why}" for why in short.values()})
+    notes += sorted({f"not ranked on {why}" for why in cells.values()})
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=improvement, curves=curves, plateau=plateaus(points), cost=_cost(df), budget=budgets(df),
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of), short=short,
+                  short_cells=cells,
                   data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())),
                   gains=gains_over_behaviour(df, runs))
 

@@ -19,6 +19,7 @@ from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.runner import RunSpec
 from bench.harness.sweep import SweepSpec
+from policies.competence import family_shortfall
 
 EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
 PERIODIC = "periodic evaluation"
@@ -139,16 +140,18 @@ def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec
                                        "from"])
 
 
-def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]]) -> pd.DataFrame:
+def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]], ranked_only: bool = False
+               ) -> pd.DataFrame:
     """The whole spec's core-seconds per algorithm and category at the mean per-run cost of each category in the
     algorithm's finished runs in the store (same domain where there are some, else scaled from the domains it has),
     finished runs included."""
     per_run = _per_run(store, spec)
     means = _means(per_run)
+    short = _short_groups(spec, planned) if ranked_only else set()
     rows = []
     for (algorithm, where), n in sorted(_planned_by_domain(planned).items()):
         basis, found = _basis(per_run, means, algorithm, where)
-        if found is None:
+        if found is None or (algorithm, where) in short:
             continue
         runs = basis["run_id"].nunique()
         # categories in the basis runs' proportions, scaled to the estimate of a run's cost on this domain
@@ -187,33 +190,53 @@ def before_after(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSp
                           "before / after": per_algo["ratio"].round(2).values})
     table.loc[len(table)] = ["all", round(total_b, 2), round(total_a, 2), round(total_b / total_a, 2)]
     missing = sorted({run.algorithm for run, _ in planned} - set(per_algo.index))
-    short = per_algo[per_algo.index.isin(spec.short_of_competence())]
-    ranked_b, ranked_a = total_b - short["before"].sum(), total_a - short["after"].sum()
+    ranked = project(whole_spec(store, spec, planned, ranked_only=True), speedup)
+    ranked_b, ranked_a = ranked["before"].sum() / 3600, ranked["after"].sum() / 3600
+    short = _short_names(spec, planned)
     lines = [f"The whole spec ({len(planned)} runs) at the store's mean per-run cost of each algorithm and category "
              "(same domain where there are finished runs; the projection's basis): \"after\". \"Before\": each "
              "category times the before/after ratio that `diffbench perf speedup` measured for it, side by side on "
              f"this machine (its CSV: {speedup.attrs.get('source', '?')}, before = {speedup.attrs.get('before', '?')}"
              f", after = {speedup.attrs.get('after', '?')}). Whole spec: {total_b:.1f} core-hours before, "
              f"{total_a:.1f} after, {total_b / total_a:.2f}x."
-             + (f" Without {', '.join(f'{a}[{spec.preset}]' for a in short.index)} (declared short of competence: "
-                f"ranked nowhere), what the boards need: {ranked_b:.1f} before, {ranked_a:.1f} after, "
-                f"{ranked_b / ranked_a:.2f}x." if len(short) else "")
+             + (f" Without the runs declared short of competence ({short}: ranked nowhere), what the boards need: "
+                f"{ranked_b:.1f} before, {ranked_a:.1f} after, {ranked_b / ranked_a:.2f}x." if short else "")
              + " A ratio a few percent either side of 1 for an algorithm whose code did not change is the "
              "measurement's noise (each category is one probe run per version)."
              + (f" Not in either: {', '.join(missing)} (no finished run in the store)." if missing else "")]
     return table, lines
 
 
-def _short_share(spec: SweepSpec, left: pd.DataFrame, known: pd.Series) -> str:
-    """The part of the projection that goes to presets declared short of competence (shown, ranked nowhere, made
-    after every ranked run), so that what the boards need is read apart from it."""
-    short = sorted(spec.short_of_competence())
+def _short_groups(spec: SweepSpec, planned: list[tuple[RunSpec, str]]) -> set[tuple[str, str]]:
+    """(algorithm, domain) groups whose every run's preset is declared short of competence there (`SweepSpec.is_short`)."""
+    from bench.reports.report import domain
+
+    groups: dict[tuple[str, str], list[bool]] = {}
+    for run, _ in planned:
+        groups.setdefault((run.algorithm, domain(run.dataset)), []).append(spec.is_short(run))
+    return {key for key, short in groups.items() if all(short)}
+
+
+def _short_names(spec: SweepSpec, planned: list[tuple[RunSpec, str]]) -> str:
+    """What is declared short of competence, in words: whole algorithms, then whole domains."""
+    from bench.reports.report import domain
+
+    whole = [f"{a}[{spec.preset}]" for a in sorted(spec.short_of_competence())]
+    domains = sorted({domain(run.dataset) for run, _ in planned if family_shortfall(spec.preset, run.dataset)})
+    return "; ".join([*([", ".join(whole) + " everywhere"] if whole else []),
+                      *(f"every algorithm on {d}" for d in domains)])
+
+
+def _short_share(spec: SweepSpec, planned: list[tuple[RunSpec, str]], left: pd.DataFrame, known: pd.Series) -> str:
+    """The part of the projection that goes to runs whose preset is declared short of competence (shown, ranked
+    nowhere, made after every ranked run), so that what the boards need is read apart from it."""
+    short = _short_groups(spec, planned)
     if not short:
         return ""
-    part = known[left["algorithm"].isin(short)].sum()
-    return (f" Of these, {part:.1f} core-hours are runs of {', '.join(f'{a}[{spec.preset}]' for a in short)}, "
-            "declared short of competence at this preset: shown, ranked nowhere, and made after every ranked run; "
-            f"the boards need the other {known.sum() - part:.1f}.")
+    part = known[[(a, d) in short for a, d in zip(left["algorithm"], left["domain"])]].sum()
+    return (f" Of these, {part:.1f} core-hours are runs declared short of competence at this preset "
+            f"({_short_names(spec, planned)}): shown, ranked nowhere, and made after every ranked run; the boards "
+            f"need the other {known.sum() - part:.1f}.")
 
 
 def total_core_hours(costs: pd.DataFrame) -> float:
@@ -261,7 +284,7 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
                   f"{known.sum():.1f} core-hours" + (" besides the runs of algorithms with no finished run"
                                                      if known.isna().any() else "") +
                   ": an estimate for planning, not a measurement. Runs made under load (more processes than cores) "
-                  "count their wall time, so it errs high." + _short_share(spec, left, known), "",
+                  "count their wall time, so it errs high." + _short_share(spec, planned, left, known), "",
                   markdown_table(left), ""]
     if speedup is not None:
         table, said = before_after(store, spec, planned, speedup)
