@@ -547,7 +547,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     per_dataset = _per_dataset(df)
     cells = short_cells(df)
     # cells whose preset is short of competence on their family are shown per dataset, and left out of what compares
-    # entries across datasets (aggregates, P(X > Y)): a 0 there says nothing of the method
+    # entries (aggregates, P(X > Y), gains over diffusion BC): a 0 there says nothing of the method
     ranked = df[[(e, d) not in cells for e, d in zip(df["entry"], df["dataset"])]] if cells else df
     aggregates, notes = _aggregates(ranked)
     notes = repeated + entry_footnotes(df) + table_settings_notes(df) + notes
@@ -598,7 +598,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of), short=short,
                   short_cells=cells,
                   data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())),
-                  gains=gains_over_behaviour(df, runs))
+                  gains=gains_over_behaviour(ranked, runs))
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
