@@ -95,6 +95,10 @@ def cmd_algorithms(args) -> int:
               f"stages: {', '.join(r['stages'])}" + ("; guided (--guidance-scales)" if r["guided"] else "")
               + "".join(f"\n{'':13s} {p}: short of competence, ranked nowhere (`diffbench algorithms --json` says why)"
                         for p in r["short_of_competence"]))
+    from policies.competence import FAMILY_SHORTFALLS
+
+    for (preset, family), why in sorted(FAMILY_SHORTFALLS.items()):
+        print(f"\nevery algorithm's {preset} preset on {family}: short of competence, ranked nowhere: {why}")
     return 0
 
 

@@ -560,7 +560,9 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     episodes = sorted(df["episodes"].unique())
     seeds = sorted(per_dataset["seeds"].unique())
     protocol = [
-        "score: D4RL-normalised, 100 (R - random) / (expert - random), mean over the final evaluation's episodes",
+        "score: D4RL-normalised, 100 (R - random) / (expert - random), mean over the final evaluation's episodes"
+        + ("; on OGBench the success rate x 100" if any(families.family(d) == "ogbench-manipulation"
+                                                       for d in df["dataset"].unique()) else ""),
         "checkpoint: the last (end of training), not the best seen during training",
         f"episodes per evaluation: {', '.join(str(e) for e in episodes)}; seeds per dataset: "
         f"{', '.join(str(s) for s in seeds)}",

@@ -201,7 +201,7 @@ def write(table: pd.DataFrame, out: Path, command: str, code: str, hardware: str
     lines = study_page("Training budgets: each algorithm at several budgets, with its learning curve", command, code,
                        hardware,
                        f"A budget is a factor on the step counts of every stage at the `{preset}` preset (each algorithm's "
-             "`budget_fields`); scores are D4RL-normalised, the last checkpoint, the final evaluation's episodes, "
+             "`budget_fields`); scores are D4RL-normalised (on OGBench the success rate x 100), the last checkpoint, the final evaluation's episodes, "
              "mean ± std over seeds [95% bootstrap interval]; guided algorithms at s = 0 (their diffusion BC) and s = 1 "
              "(the exact tilt), fixed, not chosen. Core-minutes: the median run's wall time times the threads it held, "
              "evaluations included; training CPU-minutes: process CPU time up to the stage that made the policy, "
