@@ -374,6 +374,20 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert total.startswith("| all | | | 2 |") and total.endswith(f"{saving['saving']:.2f}× |")
     assert section[-2] == f"| qgpo, ddpo, ctrl, dxmi | 2 | {saving['alone_hours']:.2f} | {saving['sweep_hours']:.2f} | " \
                           f"{saving['saving']:.2f}× |"
+    # cut after the shared stages and resumed from its own directory, they are still the shared store's (its cost
+    # stays with qgpo's run), not stages it trained
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        for table in ("evaluations", "final_scores", "runs"):
+            db.execute(f"delete from {table} where run_id in (select run_id from runs where algorithm = 'ddpo')")
+    for name in ("finetune.pt", "result.json"):
+        (ddpo_dir / name).unlink()
+    code, out, _ = run_cli(capsys, "run", "ddpo", TINY_ID, "--preset", "tiny", "device=cpu", "--episodes", "2",
+                           "--results", str(tmp_path), "--no-progress")
+    assert code == 0 and "1 finished, 0 skipped, 0 failed" in out, out
+    again = ResultsStore(tmp_path).table("runs").set_index("algorithm")
+    assert json.loads(again.loc["ddpo", "shared_stages"]) == ["behaviour", "critic", "support"]
 
 
 @pytest.mark.parametrize("name,other,stages", [("ddpo_umaze", "ddpo", ("behaviour", "support", "critic")),

@@ -181,7 +181,9 @@ class StagedAlgorithm(Algorithm):
             if not path.exists():
                 break
             self._restore_from(path, stage, f"use a new run directory, or delete {stage}.pt and the stages after it")
-            self.restored[stage] = "run"
+            # a stage this run restored from the shared store before it was cut is still the shared store's: its cost
+            # stays with the run that trained it (`shared_marker`)
+            self.restored[stage] = "shared" if shared_marker(Path(workdir), stage).exists() else "run"
         return set(self.restored)
 
     def shared_path(self, stage: str, hooks: TrainHooks | None) -> Path | None:
@@ -216,6 +218,7 @@ class StagedAlgorithm(Algorithm):
                 except CorruptCheckpoint:
                     self._quarantine(store, name, log)
             if restored:
+                shared_marker(Path(workdir), name).write_text(store.name + "\n")  # before the link: see `resume`
                 publish(store, Path(workdir) / f"{name}.pt")
                 self.restored[name] = "shared"
                 self.records.setdefault(name, {})["shared_as"] = store.stem
@@ -263,6 +266,11 @@ class StagedAlgorithm(Algorithm):
             algo.records[stage] = ckpt.get("record", {})
             algo.restore(stage, ckpt)
         return algo
+
+
+def shared_marker(workdir: Path, stage: str) -> Path:
+    """Beside a run's copy of a stage it restored from the shared store: says so to a later resume of the run."""
+    return workdir / f"{stage}.shared"
 
 
 class OneStageAlgorithm(StagedAlgorithm):
