@@ -176,7 +176,8 @@ def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> l
         left = unranked(report, datasets)
         if left:
             md_boards.append("Not ranked here, for want of a score on every dataset above: " + ", ".join(left) + ".")
-        short = [e for e in covering(report, datasets) if e in report.short and (entries is None or e in entries)]
+        short = [e for e in covering(report, datasets) if (entries is None or e in entries) and (
+            e in report.short or any((e, d) in report.short_cells for d in datasets))]
         if short:
             md_boards.append("Not ranked, short of competence at their preset's budget (why: Notes): "
                              + ", ".join(short) + ".")
