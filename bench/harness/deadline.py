@@ -24,6 +24,7 @@ from bench.harness.cost_model import estimate
 from bench.harness.provenance import run_threads
 from bench.harness.runner import RunSpec
 from envs.families import family
+from policies import registry
 from policies.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -70,10 +71,14 @@ def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threa
     known = [s for s in seconds if s is not None]
     unknown = len(seconds) - len(known)
     core_hours = sum(known) * project.threads / 3600
+    short = sum(s for spec, s in zip(specs, seconds)
+                if s is not None and registry.get(spec.algorithm).shortfall(spec.preset, spec.dataset))
     return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
             f"{sum(known) / max(1, workers) / 3600:.1f} hours on {workers} worker(s) here (each at the mean cost alone "
             "of its algorithm's finished runs in the store, on the same dataset family where there are some, else "
             "scaled from the families it has)"
+            + (f"; {short * project.threads / 3600:.1f} of those core-hours are runs declared short of competence "
+               "(ranked nowhere, made last)" if short else "")
             + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
 
 
