@@ -37,6 +37,7 @@ class _Deferred:
 
 catalog = _Deferred("envs.catalog")
 registry = _Deferred("policies.registry")
+DEFERRED_LISTED = 20  # a time limit can defer hundreds of runs: the first ones, then a count
 
 
 
@@ -643,9 +644,12 @@ def _print_outcome(outcome: dict, results: Path) -> int:
     for r in outcome["failed"]:
         print(f"FAILED {r.algorithm} {r.dataset} seed {r.seed} [{r.run_id}]: {r.error.strip().splitlines()[-1]}")
     deferred = outcome.get("deferred", [])
-    for spec, projected in deferred:
+    for spec, projected in deferred[:DEFERRED_LISTED]:
         print(f"deferred (the time limit was reached): {spec.label()}" if math.isnan(projected)
               else f"deferred (projected {projected / 60:.0f} min, past the time limit): {spec.label()}")
+    if len(deferred) > DEFERRED_LISTED:
+        print(f"... and {len(deferred) - DEFERRED_LISTED} more deferred (`diffbench sweep SPEC --plan` lists what is "
+              "left)")
     print(f"{len(outcome['finished'])} finished, {len(outcome['skipped'])} skipped, {len(outcome['failed'])} failed"
           + (f", {len(deferred)} deferred" if deferred else "") + f"; store: {_existing_store(str(results)).path}")
     if deferred:
