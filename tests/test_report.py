@@ -456,6 +456,10 @@ def test_a_family_where_a_preset_is_short_for_every_algorithm_is_shown_and_on_no
     assert ranking(report, "IQM", [GEN]).empty
     assert set(report.aggregates["datasets"]) == {1} and set(report.improvement["datasets"]) == {1}  # D4RL's alone
     assert GEN not in set(report.gains["dataset"]) and D4RL in set(report.gains["dataset"])
+    from bench.reports.render import _figures
+
+    profiles = _figures(report)["profiles"]()
+    assert all(t.get_text().endswith("[1 dataset]") for t in profiles.axes[0].get_legend().get_texts())
     out = tmp_path / "LEADERBOARD.md"
     assert main(["leaderboard", "--results", str(store.path.parent), "--out", str(out)]) == 0
     board = out.read_text()

@@ -170,7 +170,10 @@ def _figures(report: Report) -> dict[str, Callable]:
     if not report.aggregates.empty:
         figs["aggregates"] = lambda: plots.aggregate_intervals(report.aggregates)
         entries = sorted(report.aggregates["entry"].unique())
-        figs["profiles"] = lambda: plots.performance_profiles({e: score_matrix(report.scores, e)[0] for e in entries})
+        # over the datasets the aggregates read: a cell short of competence on its family is left out, as there
+        scores = report.scores[[(e, d) not in report.short_cells
+                                for e, d in zip(report.scores["entry"], report.scores["dataset"])]]
+        figs["profiles"] = lambda: plots.performance_profiles({e: score_matrix(scores, e)[0] for e in entries})
     if not report.curves.empty:
         figs["curves"] = lambda: plots.learning_curves(report.curves)
     if not report.cost.empty:
