@@ -218,6 +218,7 @@ class StagedAlgorithm(Algorithm):
                 except CorruptCheckpoint:
                     self._quarantine(store, name, log)
             if restored:
+                Path(workdir).mkdir(parents=True, exist_ok=True)
                 shared_marker(Path(workdir), name).write_text(store.name + "\n")  # before the link: see `resume`
                 publish(store, Path(workdir) / f"{name}.pt")
                 self.restored[name] = "shared"
