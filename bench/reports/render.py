@@ -164,15 +164,14 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def _figures(report: Report) -> dict[str, Callable]:
     from bench.reports import plots
-    from bench.reports.report import score_matrix
+    from bench.reports.report import score_matrix, without_cells
 
     figs: dict[str, Callable] = {}
     if not report.aggregates.empty:
         figs["aggregates"] = lambda: plots.aggregate_intervals(report.aggregates)
         entries = sorted(report.aggregates["entry"].unique())
         # over the datasets the aggregates read: a cell short of competence on its family is left out, as there
-        scores = report.scores[[(e, d) not in report.short_cells
-                                for e, d in zip(report.scores["entry"], report.scores["dataset"])]]
+        scores = without_cells(report.scores, report.short_cells)
         figs["profiles"] = lambda: plots.performance_profiles({e: score_matrix(scores, e)[0] for e in entries})
     if not report.curves.empty:
         figs["curves"] = lambda: plots.learning_curves(report.curves)

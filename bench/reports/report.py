@@ -476,6 +476,11 @@ def short_cells(df: pd.DataFrame) -> dict[tuple[str, str], str]:
     return out
 
 
+def without_cells(scores: pd.DataFrame, cells: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """`scores` less the rows of the (entry, dataset) cells named in `cells` (`short_cells`)."""
+    return scores[[(e, d) not in cells for e, d in zip(scores["entry"], scores["dataset"])]] if cells else scores
+
+
 def data_references(runs: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     """Per dataset, the data's own score on its evaluation env as its runs recorded it (`OfflineDataset.data_score`):
     the level behaviour cloning should reach, shown as a reference row, never ranked."""
@@ -548,7 +553,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     cells = short_cells(df)
     # cells whose preset is short of competence on their family are shown per dataset, and left out of what compares
     # entries (aggregates, P(X > Y), gains over diffusion BC): a 0 there says nothing of the method
-    ranked = df[[(e, d) not in cells for e, d in zip(df["entry"], df["dataset"])]] if cells else df
+    ranked = without_cells(df, cells)
     aggregates, notes = _aggregates(ranked)
     notes = repeated + entry_footnotes(df) + table_settings_notes(df) + notes
     shown, withheld = _references(load_reference(reference_dir), per_dataset)

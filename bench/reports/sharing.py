@@ -64,8 +64,8 @@ def stage_agreement(runs: pd.DataFrame) -> list[str]:
     retrained = sum(1 for n in trainings.values() if n > 1)
     runs_n = len({run for v in uses.values() for run, _, _ in v})
     shared = sum(1 for v in uses.values() if len(v) > 1)
-    head = (f"shared stages: {len(uses)} used by {runs_n} run{'' if runs_n == 1 else 's'}, {shared} of them by more than one; {retrained} trained "
-            "more than once (their checkpoint gone, or two runs at once)")
+    head = (f"shared stages: {len(uses)} used by {runs_n} run{'' if runs_n == 1 else 's'}, {shared} of them by more "
+            f"than one; {retrained} trained more than once (their checkpoint gone, or two runs at once)")
     if undigested:
         first = sorted({run for v in undigested.values() for run in v})
         head += (f"; {len(undigested)} of them first trained by a run from before the weights' digests were recorded "
