@@ -803,6 +803,35 @@ def cmd_leaderboard(args) -> int:
     return _wrote(written)
 
 
+def cmd_findings(args) -> int:
+    import pandas as pd
+
+    from bench.harness.sweep import load_sweep
+    from bench.reports.findings import coverage, write_findings
+    from bench.reports.reference import load_reference
+
+    if not args.spec:
+        raise ConfigError("findings needs --spec (e.g. bench/sweeps/leaderboard.yaml): the page says how much of that "
+                          "sweep the store holds, and reads only its runs")
+    checked = Path(args.checked) if args.checked else None
+    if checked is not None and not checked.is_file():
+        raise ConfigError(f"--checked {args.checked}: no such file (name the hand-written notes on checked cells, "
+                          "or leave the option out)")
+    report = _built_report(args, "write findings from")
+    if report is None:
+        return 1
+    runs = load_sweep(Path(args.spec)).runs()
+    planned = pd.DataFrame({"run_id": [r.run_id() for r in runs], "algorithm": [r.algorithm for r in runs],
+                            "dataset": [r.dataset for r in runs]})
+    stored = _existing_store(args.results).table("runs")
+    finished = set(stored.loc[stored["status"] == "finished", "run_id"]) if not stored.empty else set()
+    out = Path(args.out) if args.out else Path(args.results) / "FINDINGS.md"
+    _writable(out.parent)
+    reference = load_reference(Path(args.reference) if args.reference else None)
+    return _wrote([write_findings(report, out, reference, coverage(planned, finished), checked, _command(args),
+                                  args.metric)])
+
+
 def cmd_compare(args) -> int:
     from bench.reports.leaderboard import compare
     from bench.reports.render import markdown_table
@@ -1156,6 +1185,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "<!-- headline:end -->): per domain, the top entries with intervals and cost")
     lb.add_argument("--top", type=int, default=3, help="with --readme: entries shown per domain (more on a shared rank)")
     lb.set_defaults(func=cmd_leaderboard)
+
+    fi = sub.add_parser("findings", help="FINDINGS.md: what the leaderboard says (tie groups, gains over diffusion BC, "
+                                         "P(X > IQL), the published order), from the store, with the hand-written "
+                                         "notes on checked cells")
+    store_args(fi)
+    fi.add_argument("--out", help="where FINDINGS.md goes (default RESULTS/FINDINGS.md)")
+    fi.add_argument("--checked", help="hand-written Markdown on the cells that looked wrong and what was run to check "
+                                      "them, included as it stands")
+    fi.add_argument("--metric", default="IQM", help="IQM, mean, median or optimality gap")
+    fi.set_defaults(func=cmd_findings)
 
     cmp_ = sub.add_parser("compare", help="two algorithms, entries or runs side by side on their shared datasets; or "
                                           "with --spec, every algorithm of a sweep against one baseline by paired "

@@ -140,3 +140,10 @@ def test_the_competence_checks_read_each_claim_off_the_store(tmp_path):
                  "--preset", "cpu"]) == 0
     text = (tmp_path / "c.md").read_text()
     assert "## Variants run beside the preset" in text and "| beta_q=0.0 | qgpo s = 0 score |" in text
+
+
+def test_the_curves_axis_names_a_success_rate_on_ogbench_and_a_normalised_score_elsewhere():
+    cube, hopper = "diffbench/ogbench/cube-single-play-small-singletask-v0", "diffbench/hopper/medium-small-v0"
+    assert budgets.score_label([cube]) == "success rate (%)"
+    assert budgets.score_label([hopper]) == "normalised score"
+    assert budgets.score_label([hopper, cube]) == "normalised score (OGBench: success %)"

@@ -149,28 +149,28 @@ def test_parallel_workers_lose_nothing_and_a_failure_is_recorded(tiny_pointmaze,
 
 
 def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint_bit_for_bit(tiny_pointmaze, tmp_path, session_root):
-    overrides = ["behaviour_steps=1000", "q_steps=10", "energy_steps=10", "device=cpu"]
+    overrides = ["behaviour_steps=400", "q_steps=10", "energy_steps=10", "device=cpu"]
     cmd = [sys.executable, "-m", "bench.cli", "run", "qgpo", TINY_ID, *overrides, "--preset", "tiny",
-           "--episodes", "2", "--checkpoint-every", "100", "--results", str(tmp_path / "killed"), "--no-progress"]
+           "--episodes", "2", "--checkpoint-every", "50", "--results", str(tmp_path / "killed"), "--no-progress"]
     env = {**os.environ, "MINARI_DATASETS_PATH": str(session_root)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    s = spec(overrides={"device": "cpu", "behaviour_steps": 1000, "q_steps": 10, "energy_steps": 10}, guidance_scales=None,
-             checkpoint_every=100)
+    s = spec(overrides={"device": "cpu", "behaviour_steps": 400, "q_steps": 10, "energy_steps": 10}, guidance_scales=None,
+             checkpoint_every=50)
     partial = s.directory(tmp_path / "killed") / "behaviour.partial.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if partial.exists() and torch.load(partial, weights_only=True)["step"] >= 200:
+        if partial.exists() and torch.load(partial, weights_only=True)["step"] >= 100:
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[0]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(partial, weights_only=True)["step"]
-    assert 200 <= killed_at < 1000
+    assert 100 <= killed_at < 400
 
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"behaviour: resumed at step {killed_at} of 1000" in resumed.stdout
+    assert f"behaviour: resumed at step {killed_at} of 400" in resumed.stdout
     assert not partial.exists()
     run = ResultsStore(tmp_path / "killed").table("runs").iloc[0]
     stage_seconds = json.loads(run.stage_seconds)

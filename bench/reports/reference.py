@@ -15,7 +15,7 @@ import pandas as pd
 
 from policies.errors import ConfigError
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"  # the repository's, beside bench/
 COLUMNS = ("algorithm", "dataset", "score", "source", "table", "dataset_version")
 PROTOCOL = ("checkpoint", "episodes", "scale_selection")  # optional; missing or 'unstated' never matches
 UNSTATED = "unstated"
@@ -23,6 +23,9 @@ UNSTATED = "unstated"
 
 def load_reference(directory: Path | None = None) -> pd.DataFrame:
     """Every `*.csv` in `directory` (default: the repository's results/reference), rows checked."""
+    if directory is not None and not Path(directory).is_dir():
+        raise ConfigError(f"--reference {directory}: no such directory (name the directory of published reference "
+                          "CSVs, or leave the option out for the repository's results/reference)")
     directory = DEFAULT_DIR if directory is None else Path(directory)
     files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
     if not files:

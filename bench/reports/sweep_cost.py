@@ -140,27 +140,27 @@ def projection(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec
                                        "from"])
 
 
-def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]], ranked_only: bool = False
-               ) -> pd.DataFrame:
-    """The whole spec's core-seconds per algorithm and category at the mean per-run cost of each category in the
-    algorithm's finished runs in the store (same domain where there are some, else scaled from the domains it has),
-    finished runs included."""
+def whole_spec(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]]) -> pd.DataFrame:
+    """The whole spec's core-seconds per algorithm, category and rank (`short`: the runs declared short of
+    competence) at the mean per-run cost of each category in the algorithm's finished runs in the store (same
+    domain where there are some, else scaled from the domains it has), finished runs included."""
     per_run = _per_run(store, spec)
     means = _means(per_run)
-    short = _short_groups(spec, planned) if ranked_only else set()
+    short = _short_groups(spec, planned)
     rows = []
     for (algorithm, where), n in sorted(_planned_by_domain(planned).items()):
         basis, found = _basis(per_run, means, algorithm, where)
-        if found is None or (algorithm, where) in short:
+        if found is None:
             continue
         runs = basis["run_id"].nunique()
         # categories in the basis runs' proportions, scaled to the estimate of a run's cost on this domain
         pooled = basis["core_seconds"].sum() / runs
         scale = found.seconds / pooled if pooled > 0 else 1.0
         for category, seconds in basis.groupby("category")["core_seconds"].sum().items():
-            rows.append({"algorithm": algorithm, "category": category, "core_seconds": n * scale * seconds / runs})
-    frame = pd.DataFrame(rows, columns=["algorithm", "category", "core_seconds"])
-    return frame.groupby(["algorithm", "category"], as_index=False)["core_seconds"].sum()
+            rows.append({"algorithm": algorithm, "category": category, "short": (algorithm, where) in short,
+                         "core_seconds": n * scale * seconds / runs})
+    frame = pd.DataFrame(rows, columns=["algorithm", "category", "short", "core_seconds"])
+    return frame.groupby(["algorithm", "category", "short"], as_index=False)["core_seconds"].sum()
 
 
 def project(costs: pd.DataFrame, ratio_table: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +181,8 @@ def before_after(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSp
                  ) -> tuple[pd.DataFrame, list[str]]:
     """Per algorithm, the whole spec's core-hours now and before the change `speedup` measured (each category
     times its measured before/after ratio), and the lines that say how."""
-    projected = project(whole_spec(store, spec, planned), speedup)
+    costs = whole_spec(store, spec, planned)
+    projected = project(costs, speedup)
     per_algo = projected.groupby("algorithm")[["before", "after"]].sum() / 3600
     per_algo = per_algo.assign(ratio=per_algo["before"] / per_algo["after"]).sort_values("after", ascending=False)
     total_b, total_a = per_algo["before"].sum(), per_algo["after"].sum()
@@ -190,7 +191,7 @@ def before_after(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSp
                           "before / after": per_algo["ratio"].round(2).values})
     table.loc[len(table)] = ["all", round(total_b, 2), round(total_a, 2), round(total_b / total_a, 2)]
     missing = sorted({run.algorithm for run, _ in planned} - set(per_algo.index))
-    ranked = project(whole_spec(store, spec, planned, ranked_only=True), speedup)
+    ranked = project(costs[~costs["short"]], speedup)
     ranked_b, ranked_a = ranked["before"].sum() / 3600, ranked["after"].sum() / 3600
     short = _short_names(spec, planned)
     lines = [f"The whole spec ({len(planned)} runs) at the store's mean per-run cost of each algorithm and category "

@@ -21,7 +21,7 @@ from bench.harness.runner import RunSpec
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.reports import report as reports
-from envs import catalog
+from envs import catalog, families
 from policies import registry
 from policies.errors import ConfigError
 
@@ -105,6 +105,13 @@ def budget_table(store: ResultsStore, preset: str = "cpu") -> pd.DataFrame:
     return table
 
 
+def score_label(datasets: Sequence[str]) -> str:
+    """OGBench's score is a success rate, not a normalised return: the axis says which a panel shows."""
+    kinds = {families.family(d) == "ogbench-manipulation" for d in datasets}
+    return {frozenset({True}): "success rate (%)", frozenset({False}): "normalised score"}.get(
+        frozenset(kinds), "normalised score (OGBench: success %)")
+
+
 def curves_figure(table: pd.DataFrame):
     """One panel per algorithm entry (a guided one per scale) and dataset: the learning curve at each budget
     (score against the steps of the stage that made the policy; the final evaluation ringed)."""
@@ -136,7 +143,7 @@ def curves_figure(table: pd.DataFrame):
             ax.tick_params(labelsize="x-small")
             if mine.empty:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, fontsize="small")
-        line[0].set_ylabel("normalised score", fontsize="small")
+        line[0].set_ylabel(score_label(datasets), fontsize="small")
         drawn = [ax for ax in line if ax.lines]
         if drawn:  # the legend on the panel with the most budgets (a row's first dataset may have none)
             max(drawn, key=lambda ax: len(ax.lines)).legend(fontsize="x-small")
