@@ -143,7 +143,9 @@ def test_the_competence_checks_read_each_claim_off_the_store(tmp_path):
 
 
 def test_the_curves_axis_names_a_success_rate_on_ogbench_and_a_normalised_score_elsewhere():
+    from bench.reports.plots import score_label
+
     cube, hopper = "diffbench/ogbench/cube-single-play-small-singletask-v0", "diffbench/hopper/medium-small-v0"
-    assert budgets.score_label([cube]) == "success rate (%)"
-    assert budgets.score_label([hopper]) == "normalised score"
-    assert budgets.score_label([hopper, cube]) == "normalised score (OGBench: success %)"
+    assert score_label([cube]) == "success rate (%)"
+    assert score_label([hopper]) == "normalised score"
+    assert score_label([hopper, cube]) == "normalised score (OGBench: success %)"

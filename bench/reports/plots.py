@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from bench.reports import stats  # noqa: E402
+from envs import families  # noqa: E402
 
 
 def _colours(entries: list[str]) -> dict[str, tuple]:
@@ -100,6 +101,13 @@ def performance_profiles(scores: dict[str, np.ndarray]) -> Figure:
     return fig
 
 
+def score_label(datasets: list[str]) -> str:
+    """OGBench's score is a success rate, not a normalised return: the axis says which a panel shows."""
+    kinds = {families.family(d) == "ogbench-manipulation" for d in datasets}
+    return {frozenset({True}): "success rate (%)", frozenset({False}): "normalised score"}.get(
+        frozenset(kinds), "normalised score (OGBench: success %)")
+
+
 def learning_curves(curves: pd.DataFrame) -> Figure:
     """Score against the steps of the stage that made the policy (top) and against the run's training CPU-minutes
     (bottom), one panel per dataset, one line per entry through the points on the curve's own episodes; band: 95%
@@ -124,7 +132,7 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
         axes[0][col].set_xlabel("gradient steps of the stage that makes the policy")
         axes[1][col].set_xlabel("training CPU-minutes (all stages so far)")
         for ax in axes[:, col]:
-            ax.set_ylabel("normalised score")
+            ax.set_ylabel(score_label([dataset]))
             ax.grid(alpha=0.3)
     _legend_below(fig, axes, columns=4, row_inches=0.22, height=height, fontsize="x-small")
     return fig
@@ -155,7 +163,7 @@ def score_vs_cost(cost: pd.DataFrame) -> Figure:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(label, fontsize="small")
-            ax.set_ylabel("mean normalised score")
+            ax.set_ylabel("mean " + score_label([dataset]))
             ax.set_title(dataset, fontsize="small")
             ax.grid(alpha=0.3)
     _legend_below(fig, axes, columns=3, row_inches=0.25, height=height, fontsize="small")

@@ -21,7 +21,8 @@ from bench.harness.runner import RunSpec
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.reports import report as reports
-from envs import catalog, families
+from bench.reports.plots import score_label
+from envs import catalog
 from policies import registry
 from policies.errors import ConfigError
 
@@ -103,13 +104,6 @@ def budget_table(store: ResultsStore, preset: str = "cpu") -> pd.DataFrame:
     table = table.sort_values(["algorithm", "scale", "dataset", "factor"], na_position="first").reset_index(drop=True)
     table.attrs["curves"] = report.curves  # for the figure
     return table
-
-
-def score_label(datasets: Sequence[str]) -> str:
-    """OGBench's score is a success rate, not a normalised return: the axis says which a panel shows."""
-    kinds = {families.family(d) == "ogbench-manipulation" for d in datasets}
-    return {frozenset({True}): "success rate (%)", frozenset({False}): "normalised score"}.get(
-        frozenset(kinds), "normalised score (OGBench: success %)")
 
 
 def curves_figure(table: pd.DataFrame):
