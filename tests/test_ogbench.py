@@ -122,6 +122,20 @@ def test_success_is_the_score_of_a_single_task_view(episodes, session_root):
         assert fingerprint(ID.replace("-v0", "-singletask-task2-v0")) != before  # other play data, another view
     res = evaluate(Still(), ds, episodes=2, seed=0)
     assert res.lengths.tolist() == [200, 200] and res.normalized.tolist() == [0.0, 0.0]  # standing still never succeeds
+    # the vector env that evaluation kept scores as a new one (tests/test_env_pool.py: the maze and MuJoCo's hopper)
+    from bench.harness import env_pool
+
+    from .test_env_pool import Noisy
+
+    policy, seen = Noisy(ds.action_space.low, ds.action_space.high), []
+    for s in (3, 4, 3):
+        evaluate(policy, ds, episodes=2, seed=s, max_steps=25)
+        seen.append(policy.observed())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("bench.harness.evaluation.POOL", env_pool.EnvPool())
+        evaluate(policy, ds, episodes=2, seed=3, max_steps=25)
+    assert np.array_equal(seen[0], seen[2]) and np.array_equal(seen[0], policy.observed())
+    assert not np.array_equal(seen[0], seen[1])  # other seeds, other states: the record tells them apart
 
 
 def test_the_plan_oracle_that_made_the_data_succeeds_through_our_evaluation(session_root):

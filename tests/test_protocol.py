@@ -435,8 +435,11 @@ def test_no_evaluation_builds_more_envs_at_once_than_the_default_limit(tiny_poin
         def seed(self, seed):
             pass
 
+    from bench.harness import env_pool
+
+    monkeypatch.setattr("bench.harness.evaluation.POOL", env_pool.EnvPool())
     result = evaluate(Still(), ds, episodes=7, seed=0, max_steps=3)
-    assert built == [3, 3, 1] and len(result.returns) == 7
+    assert built == [3, 1] and len(result.returns) == 7  # waves of 3, 3, 1: the second wave steps the first's envs
     assert "eval_envs_at_once" not in RunSpec("bc", TINY_ID, episodes=3, curve_episodes=3).protocol()  # no waves
     assert RunSpec("bc", TINY_ID, episodes=4, curve_episodes=3).protocol()["eval_envs_at_once"] == 3
     monkeypatch.setattr(families, "DEFAULT_MAX_VECTOR_ENVS", 100)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
+from bench.harness.env_pool import POOL
 from envs.dataset import OfflineDataset
 from envs.errors import DatasetError
 from envs.families import max_vector_envs
@@ -115,8 +116,7 @@ class _Rollout:
 def _rollout(act, dataset: OfflineDataset, seeds: list[int], max_steps: int | None) -> _Rollout:
     """One vector env of len(seeds) envs, env j reset with seeds[j], until every env's first episode ends."""
     n = len(seeds)
-    env = dataset.make_vector_env(n)
-    try:
+    with POOL.borrow(dataset, n) as env:
         obs, _ = env.reset(seed=seeds)
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
@@ -141,8 +141,6 @@ def _rollout(act, dataset: OfflineDataset, seeds: list[int], max_steps: int | No
                 success[ending] = np.asarray(info["success"], dtype=bool)[ending]
             done |= terminated | truncated
         return _Rollout(returns, lengths, success, time.perf_counter() - start, calls, policy_seconds)
-    finally:
-        env.close()
 
 
 def evaluate_blocks(policy: Algorithm, act, dataset: OfflineDataset, blocks: int, episodes: int, seed: int,
