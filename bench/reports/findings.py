@@ -31,6 +31,8 @@ def coverage(planned: pd.DataFrame, finished: set[str], seeds: int = 3) -> pd.Da
     finished, and whether it is complete."""
     cells = planned.assign(done=planned["run_id"].isin(finished)).groupby(["algorithm", "dataset"])["done"]
     out = cells.agg(planned="size", finished="sum").reset_index()
+    order = {d: i for i, d in enumerate(dict.fromkeys(planned["dataset"]))}  # the sweep's own order of datasets
+    out = out.sort_values("dataset", key=lambda d: d.map(order), kind="stable").reset_index(drop=True)
     return out.assign(complete=out["finished"] >= out["planned"].clip(upper=seeds))
 
 
@@ -191,7 +193,9 @@ def write_findings(report: Report, out: Path, reference: pd.DataFrame, cells: pd
              "",
              f"Coverage: {complete} of {total} cells (algorithm × dataset) of the sweep have their seeds finished"
              + (f"; {len(missing)} are not yet complete, so every statement below is over the cells the store has."
-                if len(missing) else "; the sweep is complete."), ""]
+                if len(missing) else "; the sweep is complete."), "", "By dataset, cells complete: " + "; ".join(
+                 f"{d.split('/', 1)[-1]} {int(g['complete'].sum())}/{len(g)}"
+                 for d, g in cells.groupby("dataset", sort=False)) + ".", ""]
     lines += ["## Which entries the boards tell apart", "", *told_apart(report, metric), "", RANK_NOTE, ""]
     gains, said = over_diffusion_bc(report)
     lines += ["## Where guidance and fine-tuning help over diffusion BC", "",
