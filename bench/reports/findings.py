@@ -26,23 +26,19 @@ LOCOMOTION_TASKS = 9
 BASELINE = "iql[cpu]"
 
 
-def coverage(planned: pd.DataFrame, finished: set[str], seeds: int = 3) -> pd.DataFrame:
-    """Per (algorithm, dataset) cell of a sweep (`planned`: one row per run, with run_id): its runs planned and
-    finished, and whether it is complete."""
+def coverage(planned: pd.DataFrame, finished: set[str]) -> pd.DataFrame:
+    """Per (algorithm, dataset) cell of a sweep (`planned`: one row per run, with run_id): its runs (seeds) planned
+    and finished, and whether every one is."""
     cells = planned.assign(done=planned["run_id"].isin(finished)).groupby(["algorithm", "dataset"])["done"]
     out = cells.agg(planned="size", finished="sum").reset_index()
     order = {d: i for i, d in enumerate(dict.fromkeys(planned["dataset"]))}  # the sweep's own order of datasets
     out = out.sort_values("dataset", key=lambda d: d.map(order), kind="stable").reset_index(drop=True)
-    return out.assign(complete=out["finished"] >= out["planned"].clip(upper=seeds))
-
-
-def _entry_algorithm(entry: str) -> str:
-    return entry.split("[")[0]
+    return out.assign(complete=out["finished"] == out["planned"])
 
 
 def told_apart(report: Report, metric: str = "IQM") -> list[str]:
-    """Each board's tie groups, best first: entries in one group are not told apart; every entry of a group is
-    told apart from (its interval lies wholly above) at least one entry of each lower group's rank count."""
+    """Each board's tie groups, best first, by the leaderboard's ranks (1 + the entries whose interval lies wholly
+    above an entry's own): entries that share a rank are not told apart."""
     lines = []
     for title, datasets, entries in boards(report):
         board = ranking(report, metric, datasets, entries)
