@@ -58,7 +58,7 @@ def test_the_page_says_what_each_section_read_and_includes_the_checked_notes(sto
                                    checked, "diffbench findings ...").read_text()
     assert "Coverage: 1 of 2 cells" in text and "1 are not yet complete" in text
     assert "By dataset, cells complete: hopper-medium-v2 1/2." in text
-    assert "**locomotion** (1 dataset(s): hopper-medium-v2; IQM [95% CI]) — rank 1: qgpo[cpu] s=1" in text
+    assert "**locomotion** (1 dataset(s): hopper-medium-v2; IQM [95% CI])\n  - rank 1: qgpo[cpu] s=1" in text
     better = next(line for line in text.splitlines() if line.startswith("- better than diffusion BC: "))
     assert "qgpo[cpu] s=1 on hopper-medium-v2 (+30.0 [+30.0, +30.0])" in better  # 70 - 40, 80 - 50, 90 - 60
     assert "No pair with IQL yet." in text  # no iql in this store

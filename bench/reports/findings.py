@@ -44,11 +44,10 @@ def told_apart(report: Report, metric: str = "IQM") -> list[str]:
         board = ranking(report, metric, datasets, entries)
         if board.empty:
             continue
-        groups = [f"{rank.lstrip('=')}: " + "; ".join(f"{e} {v}" for e, v in zip(g["entry"], g[metric]))
-                  for rank, g in board.groupby("rank", sort=False)]
         names = ", ".join(d.split("/", 1)[-1] for d in datasets)
-        lines.append(f"- **{title}** ({len(datasets)} dataset(s): {names}; {metric} [95% CI]) — rank "
-                     + " · rank ".join(groups))
+        lines.append(f"- **{title}** ({len(datasets)} dataset(s): {names}; {metric} [95% CI])")
+        lines += [f"  - rank {rank.lstrip('=')}: " + "; ".join(f"{e} {v}" for e, v in zip(g["entry"], g[metric]))
+                  for rank, g in board.groupby("rank", sort=False)]
     return lines
 
 
