@@ -5,6 +5,7 @@ import pytest
 
 from bench.cli import main
 from bench.reports import findings
+from bench.reports.leaderboard import ranked_boards
 from bench.reports.reference import DEFAULT_DIR, load_reference
 from bench.reports.report import build
 from policies.errors import ConfigError
@@ -39,12 +40,12 @@ def test_a_published_average_needs_all_nine_tasks():
 
 def test_the_published_order_is_read_pair_by_pair_against_the_boards_ranks(store):  # noqa: F811
     report = build(store)  # hopper-medium-v2 (locomotion): qgpo's best scale 80 [70, 90] above bc's 50 [45, 55]
-    table, said = findings.published_order(report, published({"QGPO": 86.6, "BC": 51.9}))
+    table, said = findings.published_order(ranked_boards(report), published({"QGPO": 86.6, "BC": 51.9}))
     assert "Published pairs kept here: QGPO > BC." in said
     rows = table.set_index("algorithm")
     assert rows.loc["QGPO", "our rank"] == "=1" and rows.loc["BC", "our rank"] == "3"  # s=0 is rank 2
     assert rows.loc["QGPO", "published (9 D4RL v2 tasks)"] == "86.6 (A paper, last)"
-    _, said = findings.published_order(report, published({"QGPO": 40.0, "BC": 51.9}))
+    _, said = findings.published_order(ranked_boards(report), published({"QGPO": 40.0, "BC": 51.9}))
     assert "Reversed here (the order seen here): QGPO > BC." in said  # the paper put BC first; this board does not
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.reports.leaderboard import RANK_NOTE, boards, rank_value, ranking
-from bench.reports.render import fmt, markdown_table, write_page
+from bench.reports.leaderboard import RANK_NOTE, entry_aliases, rank_value, ranked_boards
+from bench.reports.render import markdown_table, write_page
 from bench.reports.report import BEST_ON_REPORTED, Report, provenance
 
 # our algorithm -> its name in results/reference and the entry that follows its paper's scale protocol
@@ -24,6 +24,12 @@ PUBLISHED_NAMES = {"bc": "BC", "td3bc": "TD3+BC", "iql": "IQL", "qgpo": "QGPO", 
 D4RL_LOCOMOTION = re.compile(r"^(halfcheetah|hopper|walker2d)-(medium|medium-replay|medium-expert)-v2$")
 LOCOMOTION_TASKS = 9
 BASELINE = "iql[cpu]"
+Boards = list[tuple[str, list[str], list[str] | None, pd.DataFrame]]  # `leaderboard.ranked_boards`
+
+
+def _name(dataset: str) -> str:
+    """A dataset without its source's prefix ("hopper/medium-small-v0"), as the page names it."""
+    return dataset.split("/", 1)[-1]
 
 
 def coverage(planned: pd.DataFrame, finished: set[str]) -> pd.DataFrame:
@@ -36,15 +42,14 @@ def coverage(planned: pd.DataFrame, finished: set[str]) -> pd.DataFrame:
     return out.assign(complete=out["finished"] == out["planned"])
 
 
-def told_apart(report: Report, metric: str = "IQM") -> list[str]:
+def told_apart(ranked: Boards, metric: str = "IQM") -> list[str]:
     """Each board's tie groups, best first, by the leaderboard's ranks (1 + the entries whose interval lies wholly
     above an entry's own): entries that share a rank are not told apart."""
     lines = []
-    for title, datasets, entries in boards(report):
-        board = ranking(report, metric, datasets, entries)
+    for title, datasets, _, board in ranked:
         if board.empty:
             continue
-        names = ", ".join(d.split("/", 1)[-1] for d in datasets)
+        names = ", ".join(_name(d) for d in datasets)
         lines.append(f"- **{title}** ({len(datasets)} dataset(s): {names}; {metric} [95% CI])")
         lines += [f"  - rank {rank.lstrip('=')}: " + "; ".join(f"{e} {v}" for e, v in zip(g["entry"], g[metric]))
                   for rank, g in board.groupby("rank", sort=False)]
@@ -64,12 +69,12 @@ def over_diffusion_bc(report: Report) -> tuple[pd.DataFrame, list[str]]:
         cells = g[g["verdict"] == word]
         if not cells.empty:
             said.append(f"{phrase} diffusion BC: " + "; ".join(
-                f"{e} on {d.split('/', 1)[-1]} ({c})" for e, d, c in zip(cells["entry"], cells["dataset"],
+                f"{e} on {_name(d)} ({c})" for e, d, c in zip(cells["entry"], cells["dataset"],
                                                                        cells["gain [95% CI]"])))
     thin = g[~g["verdict"].isin(["better", "worse", "tie"])]
     if not thin.empty:
         said.append("not judged (under two paired seeds): " + ", ".join(
-            f"{e} on {d.split('/', 1)[-1]}" for e, d in zip(thin["entry"], thin["dataset"])))
+            f"{e} on {_name(d)}" for e, d in zip(thin["entry"], thin["dataset"])))
     return table, said
 
 
@@ -107,11 +112,10 @@ def published_averages(reference: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["algorithm", "source", "checkpoint", "average"])
 
 
-def _locomotion_board(report: Report, metric: str) -> pd.DataFrame:
-    for title, datasets, entries in boards(report):
+def _locomotion_board(ranked: Boards) -> pd.DataFrame:
+    for title, datasets, _, board in ranked:
         if title.startswith("locomotion"):
-            board = ranking(report, metric, datasets, entries)
-            return board.assign(board=title, datasets_named=", ".join(d.split("/", 1)[-1] for d in datasets))
+            return board.assign(board=title, datasets_named=", ".join(_name(d) for d in datasets))
     return pd.DataFrame()
 
 
@@ -119,21 +123,14 @@ def _ours_for(board: pd.DataFrame, algorithm: str) -> pd.Series | None:
     """The board row of `algorithm` under its paper's protocol: QGPO's best scale on the reported episodes, the
     others' only entry."""
     label = f"{algorithm}[cpu]" + (BEST_ON_REPORTED if algorithm == "qgpo" else "")
-    rows = board[board["entry"].map(lambda e: label in _aliases(e))]
+    rows = board[board["entry"].map(lambda e: label in entry_aliases(e))]
     return rows.iloc[0] if not rows.empty else None
 
 
-def _aliases(label: str) -> list[str]:
-    """A board row's entry and the entries it stands for ("qgpo[cpu] s=1 (= s=best on reported episodes)")."""
-    main, _, rest = label.partition(" (= ")
-    base = main.split(" s=")[0]
-    return [main, *(f"{base} {other}" for other in rest.rstrip(")").split(", ") if other)]
-
-
-def published_order(report: Report, reference: pd.DataFrame, metric: str = "IQM") -> tuple[pd.DataFrame, list[str]]:
-    """The published locomotion averages beside our locomotion board, and each published pair's fate here: kept
-    (told apart the same way), reversed (told apart the other way) or not told apart."""
-    board = _locomotion_board(report, metric)
+def published_order(ranked: Boards, reference: pd.DataFrame, metric: str = "IQM") -> tuple[pd.DataFrame, list[str]]:
+    """The published locomotion averages beside our locomotion board (from `ranked_boards`), and each published
+    pair's fate here: kept (told apart the same way), reversed (told apart the other way) or not told apart."""
+    board = _locomotion_board(ranked)
     published = published_averages(reference)
     if board.empty or published.empty:
         return pd.DataFrame(), ["No locomotion board or no published locomotion average to set beside it yet."]
@@ -189,9 +186,10 @@ def write_findings(report: Report, out: Path, reference: pd.DataFrame, cells: pd
              f"Coverage: {complete} of {total} cells (algorithm × dataset) of the sweep have their seeds finished"
              + (f"; {len(missing)} are not yet complete, so every statement below is over the cells the store has."
                 if len(missing) else "; the sweep is complete."), "", "By dataset, cells complete: " + "; ".join(
-                 f"{d.split('/', 1)[-1]} {int(g['complete'].sum())}/{len(g)}"
+                 f"{_name(d)} {int(g['complete'].sum())}/{len(g)}"
                  for d, g in cells.groupby("dataset", sort=False)) + ".", ""]
-    lines += ["## Which entries the boards tell apart", "", *told_apart(report, metric), "", RANK_NOTE, ""]
+    ranked = ranked_boards(report, metric)
+    lines += ["## Which entries the boards tell apart", "", *told_apart(ranked, metric), "", RANK_NOTE, ""]
     gains, said = over_diffusion_bc(report)
     lines += ["## Where guidance and fine-tuning help over diffusion BC", "",
               "Paired seed by seed on the behaviour model both use (QGPO's s = 0 is that model sampled alone); "
@@ -204,7 +202,7 @@ def write_findings(report: Report, out: Path, reference: pd.DataFrame, cells: pd
               "P(X > Y): the probability that a run of X scores above a run of Y on a dataset both ran, with its "
               "stratified-bootstrap interval; told apart when the interval excludes 1/2.", ""]
     lines += [markdown_table(vs), ""] if not vs.empty else ["No pair with IQL yet.", ""]
-    table, said = published_order(report, reference, metric)
+    table, said = published_order(ranked, reference, metric)
     lines += ["## What the CPU budget changes relative to the published ordering", "", *[f"- {s}" for s in said], ""]
     if not table.empty:
         lines += [markdown_table(table), ""]

@@ -101,6 +101,20 @@ RANK_NOTE = ("Rank: 1 + the number of entries whose interval lies wholly better;
              "scales as the entries named there.")
 
 
+def ranked_boards(report: Report, metric: str = "IQM") -> list[tuple[str, list[str], list[str] | None, pd.DataFrame]]:
+    """Each of `boards` with its `ranking` by `metric`: (title, datasets, entries, board), each ranked once."""
+    return [(title, datasets, entries, ranking(report, metric, datasets, entries))
+            for title, datasets, entries in boards(report)]
+
+
+def entry_aliases(label: str) -> list[str]:
+    """A board row's entry and the entries it stands for, as `ranking` labels them
+    ("qgpo[cpu] s=1 (= s=best on reported episodes)")."""
+    main, _, rest = label.partition(" (= ")
+    base = main.split(" s=")[0]
+    return [main, *(f"{base} {other}" for other in rest.rstrip(")").split(", ") if other)]
+
+
 def _trim_note(metric: str, board: pd.DataFrame, datasets: int) -> str:
     """The IQM drops a quarter of the scores at each end: with fewer than 4 scores it drops none."""
     if metric != "IQM" or board.empty:
@@ -167,8 +181,7 @@ def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> l
     """LEADERBOARD.md and LEADERBOARD.html beside it: one ranking per set of datasets (`boards`)."""
     ranked: dict[str, pd.DataFrame] = {}
     md_boards: list[str] = []
-    for title, datasets, entries in boards(report):
-        board = ranking(report, metric, datasets, entries)
+    for title, datasets, entries, board in ranked_boards(report, metric):
         heading = f"Ranked by {metric} over {title} (95% stratified-bootstrap CI)"
         ranked[heading] = board
         md_boards += [f"## {heading}", "Datasets: " + ", ".join(datasets) + ".", markdown_table(board),
@@ -245,7 +258,7 @@ def headline(report: Report, metric: str = "IQM", top: int = 3, command: str = "
     domain's datasets are shown board by board instead, so that a half-run domain is not summed up by its few
     complete entries."""
     where = report.per_dataset.drop_duplicates("dataset").set_index("dataset")["domain"]
-    ranked = [(title, datasets, ranking(report, metric, datasets, entries)) for title, datasets, entries in boards(report)
+    ranked = [(title, datasets, board) for title, datasets, _, board in ranked_boards(report, metric)
               if title != "every dataset"]  # domains do not share a score scale
     rows = []
     for name in sorted(set(where)):
