@@ -16,5 +16,5 @@ $db perf sweep bench/sweeps/leaderboard.yaml --results "$store" \
     --speedup results/sweep_speedup.csv --out results/sweep_cost.md
 $db report --results "$store" --spec bench/sweeps/leaderboard.yaml --out results/leaderboard
 $db leaderboard --results "$store" --spec bench/sweeps/leaderboard.yaml --out results/LEADERBOARD.md --readme README.md
-$db findings --results "$store" --spec bench/sweeps/leaderboard.yaml --checked results/findings_checked.md \
+$db findings --results "$store" --spec bench/sweeps/leaderboard.yaml --checked docs/findings-checked.md \
     --out results/FINDINGS.md
