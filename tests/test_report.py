@@ -386,18 +386,51 @@ def test_two_generations_of_one_dataset_id_are_two_datasets_in_the_report(tmp_pa
     assert any("2 different contents" in n for n in report.notes)
 
 
-def test_a_dataset_whose_entries_its_domain_board_leaves_out_gets_a_board_of_its_own(tmp_path):
-    """Two contents of one dataset id: bc ran both, qgpo one; qgpo is still ranked, on its own dataset's board."""
+def test_of_two_contents_of_one_dataset_id_the_board_takes_the_one_most_algorithms_ran(tmp_path):
+    """Two contents of one dataset id, never pooled: bc ran both, qgpo one. The domain's board takes the content both
+    ran (ranking both), the other content is a board of its own; a legacy content (recorded none) never leads."""
     from bench.reports.leaderboard import boards
 
     s = ResultsStore(tmp_path / "store")
-    for algo, content in (("bc", "aaa"), ("bc", "bbb"), ("qgpo", "aaa")):
+    for algo, content in (("bc", "aaa"), ("bc", "bbb"), ("qgpo", "aaa"), ("iql", None), ("bc", None), ("td3bc", None)):
         for seed in range(3):
-            run = run_result(algo, GEN, seed)
-            run.run_id, run.dataset_content = f"{algo}-{content}-{seed}", content
+            run = run_result("bc" if algo in ("iql", "td3bc") else algo, GEN, seed)
+            run.run_id, run.algorithm, run.dataset_content = f"{algo}-{content}-{seed}", algo, content
             s.record(run)
-    titles = {title: names for title, names, _ in boards(build(s))}
-    assert titles[f"{GEN} @aaa"] == [f"{GEN} @aaa"] and f"{GEN} @bbb" not in titles  # bbb: bc only, ranked above
+    got = {title.split(",")[0]: names for title, names, _ in boards(build(s))}
+    assert got == {domain(GEN): [f"{GEN} @aaa"], f"{GEN} @bbb": [f"{GEN} @bbb"],
+                   f"{GEN} @unrecorded": [f"{GEN} @unrecorded"]}
+
+
+def test_a_dataset_one_entry_ran_ahead_onto_has_its_own_board_and_does_not_shrink_its_domains(tmp_path):
+    """bc, qgpo and iql ran hopper; bc alone ran walker2d too (cheap runs finish first in a sweep): the locomotion
+    board keeps hopper and its three algorithms, walker2d is a board of its own, until half of them have run it."""
+    from bench.reports.leaderboard import EVERY, boards
+
+    walker = "walker2d-medium-v2"
+    s = ResultsStore(tmp_path / "store")
+    for seed in range(3):
+        for algo in ("bc", "qgpo"):
+            s.record(run_result(algo, D4RL, seed))
+        iql = run_result("bc", D4RL, seed)
+        iql.run_id, iql.algorithm = f"iql-{seed}", "iql"
+        s.record(iql)
+        ahead = run_result("bc", D4RL, seed)
+        ahead.run_id, ahead.dataset = f"bc-walker-{seed}", walker
+        s.record(ahead)
+    got = boards(build(s))
+    assert [(t.split(",")[0], d) for t, d, _ in got] == [("locomotion", [D4RL]), (walker, [walker])]
+    assert "half its algorithms" in got[0][0] and EVERY not in got[0][0]  # one domain: no "every dataset" board
+    report = build(s)
+    assert {e.split(" ")[0] for e in ranking(report, "IQM", got[0][1])["entry"]} == {"bc[cpu]", "iql[cpu]", "qgpo[cpu]"}
+    # two of the three on walker2d: half have run it, so the domain's board takes it (and ranks those two); iql, on
+    # hopper only, is ranked on hopper's own board
+    for seed in range(3):
+        more = run_result("qgpo", D4RL, seed)
+        more.run_id, more.dataset = f"qgpo-walker-{seed}", walker
+        s.record(more)
+    got = boards(build(s))
+    assert [(t, d) for t, d, _ in got] == [("locomotion", [D4RL, walker]), (D4RL, [D4RL])]
 
 
 def test_the_readme_headline_is_rewritten_between_its_markers_and_nowhere_else(capsys, store, tmp_path):

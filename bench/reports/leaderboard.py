@@ -13,35 +13,46 @@ import pandas as pd
 
 from bench.reports import stats
 from bench.reports.render import fmt, html_page, markdown_table, tables
-from bench.reports.report import (BEST_ON_REPORTED, REPS, SELECTED, Report, cohort_difference, entry_cohorts, provenance,
-                                  score_matrix)
+from bench.reports.report import (BEST_ON_REPORTED, REPS, SELECTED, UNRECORDED, Report, cohort_difference,
+                                  entry_cohorts, provenance, score_matrix)
 from policies.errors import ConfigError
 
 LOWER_IS_BETTER = {"optimality gap"}
+EVERY = "every dataset"
+PART = "datasets at least half its algorithms ran (the others: boards of their own)"
 
 
 def boards(report: Report) -> list[tuple[str, list[str], list[str] | None]]:
     """(title, datasets, entries) of each ranking: every dataset in the store, then each domain's when there are
     several domains. An aggregate ranks entries only over one set of datasets, so entries that ran on
     different datasets are never ranked against each other; nor are entries that ran those datasets under different
-    presets or protocols (`report.cohort`): each such group is a board of its own (entries None: one group)."""
+    presets or protocols (`report.cohort`): each such group is a board of its own (entries None: one group).
+    While a sweep fills, a domain's board takes only the datasets at least half its algorithms have run (`core`):
+    one cheap entry that ran ahead onto a new dataset would otherwise shrink the board to itself."""
     left_out = set(unrankable(report))
     rows = report.per_dataset[~report.per_dataset["dataset"].isin(left_out)]
     if rows.empty:
         return []
     datasets = rows.groupby("domain")["dataset"].apply(lambda d: sorted(set(d))).to_dict()
-    every = sorted(rows["dataset"].unique())
-    sets = [(next(iter(datasets)), every)] if len(datasets) == 1 else \
-        [("every dataset", every), *((name, datasets[name]) for name in sorted(datasets))]
-    # a dataset whose entries its domain's board leaves out (they ran none of the domain's other datasets, or another
-    # content of the same id) gets a board of its own, so that every entry is ranked somewhere it can be
+    cores = {name: core(report, group) for name, group in datasets.items()}
+    every = sorted(d for group in cores.values() for d in group)
+    whole = all(cores[name] == datasets[name] for name in datasets)
+    named = {name: name if cores[name] == datasets[name] else f"{name}, {PART}" for name in datasets}
+    sets = [(named[next(iter(datasets))], cores[next(iter(datasets))])] if len(datasets) == 1 else \
+        [(EVERY if whole else f"{EVERY}, each domain's {PART}", every),
+         *((named[name], cores[name]) for name in sorted(datasets))]
+    # a dataset outside its domain's core, or whose entries its domain's board leaves out (they ran none of the
+    # domain's other datasets, or another content of the same id), gets a board of its own, so that every entry is
+    # ranked somewhere it can be
     for name in sorted(datasets):
-        group = datasets[name]
-        if len(group) > 1:
-            ranked = set(covering(report, group))
-            sets += [(dataset, [dataset]) for dataset in group if set(covering(report, [dataset])) - ranked]
+        group = cores[name]
+        ranked = set(covering(report, group)) if len(group) > 1 else set()
+        sets += [(dataset, [dataset]) for dataset in datasets[name]
+                 if dataset not in group or (len(group) > 1 and set(covering(report, [dataset])) - ranked)]
     out: list[tuple[str, list[str], list[str] | None]] = []
     for title, names in sets:
+        if not names:  # no dataset of the domain has half its algorithms yet: each has its own board
+            continue
         groups: dict[tuple[str, ...], list[str]] = {}
         for entry in covering(report, names):
             held = entry_cohorts(report.scores, entry, names)
@@ -167,6 +178,19 @@ def unrankable(report: Report) -> list[str]:
     return [d for d in every if all((e, d) in report.short_cells for e in covering(report, [d]))]
 
 
+def core(report: Report, datasets: list[str]) -> list[str]:
+    """The datasets among `datasets` that a domain's board takes: of each id's contents (`id @content`, never
+    pooled) the one most algorithms ran (contents recorded before first), and of those the ones at least half the
+    algorithms on any of them ran."""
+    df = report.scores[report.scores["dataset"].isin(datasets)]
+    ran = df.groupby("dataset")["algorithm"].nunique()
+    main: dict[str, str] = {}
+    for d in sorted(set(datasets), key=lambda x: (not x.endswith(" @" + UNRECORDED), ran.get(x, 0))):
+        main[d.split(" @")[0]] = d  # the last, the most run, stays
+    algorithms = df.loc[df["dataset"].isin(main.values()), "algorithm"].nunique()
+    return sorted(d for d in main.values() if 2 * ran.get(d, 0) >= algorithms)
+
+
 def covering(report: Report, datasets: list[str]) -> list[str]:
     """Entries with a score on every one of `datasets`."""
     return [e for e, n in _held(report, datasets).items() if n == len(set(datasets))]
@@ -259,7 +283,7 @@ def headline(report: Report, metric: str = "IQM", top: int = 3, command: str = "
     complete entries."""
     where = report.per_dataset.drop_duplicates("dataset").set_index("dataset")["domain"]
     ranked = [(title, datasets, board) for title, datasets, _, board in ranked_boards(report, metric)
-              if title != "every dataset"]  # domains do not share a score scale
+              if not title.startswith(EVERY)]  # domains do not share a score scale
     rows = []
     for name in sorted(set(where)):
         mine = [(t, b) for t, d, b in ranked if {where[x] for x in d} == {name} and not b.empty]
