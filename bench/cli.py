@@ -716,7 +716,7 @@ def cmd_sweep(args) -> int:
         print("\n".join(describe(planned)))
         left = [p.spec for p in planned if p.status != "finished"]
         if left:
-            print(projected_line(left, runs, args.workers, threads_per_worker(args.workers)))
+            print(projected_line(left, runs, args.workers, threads_per_worker(args.workers), Path(args.results)))
         return 0
     rerun = [a.strip() for a in args.rerun.split(",") if a.strip()]
     print(f"sweep {args.spec}: {len(specs)} runs into {args.results}" + (f"; {', '.join(rerun)} made again" if rerun else ""))

@@ -631,6 +631,34 @@ def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_point
     assert code == 0 and "deferred (projected " in text and "1 deferred" in text and "run the same command again" in text
 
 
+def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_store_holds_it(tiny_pointmaze, tmp_path):
+    """A run's wall_seconds counts the stages it restored as if it trained them (its cost alone); a plan or a time
+    limit that charged them again to every run sharing them would project DDPO at QGPO's pretraining plus its own."""
+    from bench.harness.deadline import Projection, projected_line
+
+    store = ResultsStore(tmp_path)
+    shared = {"behaviour": 100.0, "support": 50.0, "critic": 200.0}
+    for algorithm, own in (("qgpo", {"energy": 10.0}), ("ddpo", {"finetune": 300.0})):
+        seconds = {**shared, **own}
+        store.record(RunResult(run_id=f"past-{algorithm}", algorithm=algorithm, dataset=TINY_ID, seed=99, preset="tiny",
+                               config={}, started=0.0, finished=sum(seconds.values()) + 40.0, stage_seconds=seconds,
+                               hardware={"torch_threads": 1}))
+    runs = store.table("runs")
+    qgpo, ddpo = (spec(0, algorithm=a, overrides={"device": "cpu"}, guidance_scales=None) for a in ("qgpo", "ddpo"))
+    assert Projection(runs, 1)(ddpo) == pytest.approx(690.0)  # nothing known about the shared store: all of it
+    project = Projection(runs, 1, tmp_path)
+    assert project(ddpo) == pytest.approx(690.0)  # the store holds none of its stages yet
+    planned: set = set()
+    assert project(qgpo, planned) == pytest.approx(400.0) and project(ddpo, planned) == pytest.approx(340.0)
+    assert "projected 0.2 core-hours" in projected_line([qgpo, ddpo], runs, 1, 1, tmp_path)  # 740 s, not 1090
+    files = dict(project.shared_files(ddpo))
+    assert files == dict(project.shared_files(qgpo)) and set(files) == set(shared)  # one file per stage, theirs alike
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    assert project(ddpo) == pytest.approx(340.0) and project(qgpo) == pytest.approx(50.0)
+
+
 @pytest.mark.parametrize("text, seconds", [("5400", 5400.0), ("90m", 5400.0), ("1h30m", 5400.0), ("1.5h", 5400.0),
                                            ("45s", 45.0), ("2h", 7200.0)])
 def test_time_limits_read_as_durations(text, seconds):

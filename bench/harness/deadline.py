@@ -5,18 +5,23 @@ still going when the time is up, back to its last checkpoint, or all of it where
 With a limit, a run is started only when its projected wall time fits in what is left; the rest are deferred, said
 so, and made by the same command later. A run that does not fit does not block the ones after it that do.
 
-Projection: the mean cost alone (`wall_seconds`: restored shared stages counted, as if it trained them) of the
-store's finished runs of the same algorithm on the same dataset family, else on the families it has, scaled by the
-families' cost ratio for other algorithms (`cost_model`), in core-seconds, divided by the threads this run gets. A
-run resuming from checkpoints is projected as a fresh one. An algorithm with no finished run in the store has no
-projection and is started while any time is left. A started run is never stopped by the limit: leave a margin for
-the projection's error.
+Projection: the mean cost of the store's finished runs of the same algorithm on the same dataset family, else on the
+families it has, scaled by the families' cost ratio for other algorithms (`cost_model`), in core-seconds, divided by
+the threads this run gets. A stage several algorithms share (QGPO's behaviour model and critic, which DDPO, CTRL,
+DxMI and SfBC restore) is costed apart: counted where the run will train it, not where the shared store already holds
+it (nor, in a plan, where an earlier run of the plan trains it). A run's `wall_seconds` counts its restored stages as
+if it trained them (its cost alone), so charging that to every run sharing a stage would project a sweep at several
+times what it spends. A run resuming from checkpoints is projected as a fresh one. An algorithm with no finished run
+in the store has no projection and is started while any time is left. A started run is never stopped by the limit:
+leave a margin for the projection's error.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,38 +50,82 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _shared_stages(algorithm: str) -> tuple[str, ...]:
+    try:
+        cls = registry.get(algorithm)
+    except ConfigError:  # a run of an algorithm no longer registered: nothing of it is shared
+        return ()
+    return tuple(s for s in getattr(cls, "shared_stages", ()) or () if s in getattr(cls, "stages", ()))
+
+
 class Projection:
     """Each run's projected wall seconds on `threads` torch threads, from the finished runs in `runs` (a store's runs
-    table): None where the store has no finished run of its algorithm."""
+    table): None where the store has no finished run of its algorithm. With `results` (the sweep's directory), a
+    shared stage its shared store holds costs nothing."""
 
-    def __init__(self, runs: pd.DataFrame, threads: int):
-        self.threads = max(1, threads)
+    def __init__(self, runs: pd.DataFrame, threads: int, results: Path | None = None):
+        self.threads, self.results = max(1, threads), results
         done = runs[runs["status"] == "finished"] if len(runs) else runs
-        core_seconds: dict[tuple[str, str], list[float]] = {}
+        own: dict[tuple[str, str], list[float]] = {}
+        stages: dict[tuple[str, str], list[float]] = {}
         for r in done.itertuples():
-            if pd.notna(r.wall_seconds):
-                key = (r.algorithm, family(r.dataset))
-                core_seconds.setdefault(key, []).append(float(r.wall_seconds) * run_threads(r.hardware))
-        self._means = {key: sum(v) / len(v) for key, v in core_seconds.items()}
+            if pd.isna(r.wall_seconds):
+                continue
+            threads_then, group = run_threads(r.hardware), family(r.dataset)
+            recorded = getattr(r, "stage_seconds", None)
+            seconds = json.loads(recorded) if isinstance(recorded, str) and recorded else {}
+            shared = {stage: float(seconds[stage]) for stage in _shared_stages(r.algorithm) if stage in seconds}
+            own.setdefault((r.algorithm, group), []).append(
+                max(0.0, float(r.wall_seconds) - sum(shared.values())) * threads_then)
+            for stage, value in shared.items():
+                stages.setdefault((f"{r.algorithm}/{stage}", group), []).append(value * threads_then)
+        self._own = {key: sum(v) / len(v) for key, v in own.items()}
+        self._stages = {key: sum(v) / len(v) for key, v in stages.items()}
 
-    def __call__(self, spec: RunSpec) -> float | None:
-        found = estimate(self._means, spec.algorithm, family(spec.dataset))
-        return found.seconds / self.threads if found else None
+    def shared_files(self, spec: RunSpec) -> list[tuple[str, Path | None]]:
+        """(stage, its file in the shared store) for each stage `spec` shares; None where that cannot be known here
+        (no results directory, or a dataset not on this machine)."""
+        names = _shared_stages(spec.algorithm)
+        if not names or self.results is None:
+            return [(stage, None) for stage in names]
+        try:
+            cls, config, where = registry.get(spec.algorithm), spec.config(), spec.shared_directory(self.results)
+        except (ConfigError, OSError):
+            return [(stage, None) for stage in names]
+        return [(stage, where / f"{cls.shared_name(config, stage)}.pt") for stage in names]
+
+    def __call__(self, spec: RunSpec, planned: set[Path] | None = None) -> float | None:
+        """`planned`: the shared stages earlier runs of a plan train (this run's are added)."""
+        group = family(spec.dataset)
+        found = estimate(self._own, spec.algorithm, group)
+        if found is None:
+            return None
+        seconds = found.seconds
+        for stage, path in self.shared_files(spec):
+            if path is not None and (path.exists() or (planned is not None and path in planned)):
+                continue
+            if path is not None and planned is not None:
+                planned.add(path)
+            cost = estimate(self._stages, f"{spec.algorithm}/{stage}", group)
+            seconds += cost.seconds if cost else 0.0
+        return seconds / self.threads
 
 
-def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int) -> str:
-    """What `specs` (the runs left) would take here, for `sweep --plan`."""
-    project = Projection(runs, threads)
-    seconds = [project(spec) for spec in specs]
+def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
+                   results: Path | None = None) -> str:
+    """What `specs` (the runs left, in the order a sweep makes them) would take here, for `sweep --plan`."""
+    project, planned = Projection(runs, threads, results), set()
+    seconds = [project(spec, planned) for spec in specs]
     known = [s for s in seconds if s is not None]
     unknown = len(seconds) - len(known)
     core_hours = sum(known) * project.threads / 3600
     short = sum(s for spec, s in zip(specs, seconds)
                 if s is not None and registry.get(spec.algorithm).shortfall(spec.preset, spec.dataset))
     return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
-            f"{sum(known) / max(1, workers) / 3600:.1f} hours on {workers} worker(s) here (each at the mean cost alone "
-            "of its algorithm's finished runs in the store, on the same dataset family where there are some, else "
-            "scaled from the families it has)"
+            f"{sum(known) / max(1, workers) / 3600:.1f} hours on {workers} worker(s) here (each at the mean cost of "
+            "its algorithm's finished runs in the store, on the same dataset family where there are some, else "
+            "scaled from the families it has; a shared stage counted once, and not at all where the shared store "
+            "holds it)"
             + (f"; {short * project.threads / 3600:.1f} of those core-hours are runs declared short of competence "
                "(ranked nowhere, made last)" if short else "")
             + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
@@ -84,11 +133,13 @@ def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threa
 
 class TimeLimit:
     """Which runs fit before `seconds` from now, each projected from the finished runs in `runs` (a store's runs
-    table), on `threads` torch threads per run."""
+    table), on `threads` torch threads per run; `results`: the sweep's directory, whose shared stages a run restores
+    instead of training."""
 
-    def __init__(self, seconds: float, runs: pd.DataFrame, threads: int, clock=time.time):
+    def __init__(self, seconds: float, runs: pd.DataFrame, threads: int, clock=time.time,
+                 results: Path | None = None):
         self.clock, self.until = clock, clock() + seconds
-        self.projection = Projection(runs, threads)
+        self.projection = Projection(runs, threads, results)
         self.deferred: list[tuple[RunSpec, float]] = []
 
     def left(self) -> float:

@@ -215,7 +215,7 @@ def run_all(specs: Sequence[RunSpec], results: Path, *, executor: str = "local",
     outcome: dict[str, list] = {"skipped": skipped, "finished": [], "failed": [], "deferred": []}
     limit = None
     if time_limit is not None:
-        limit = TimeLimit(time_limit, store.table("runs"), threads_per_worker(workers))
+        limit = TimeLimit(time_limit, store.table("runs"), threads_per_worker(workers), results=Path(results))
         outcome["deferred"] = limit.deferred
     stream = (_local(todo, results, workers, device, *([limit.admit] if limit else [])) if executor == "local"
               else _ray(todo, results, workers, device, address))
