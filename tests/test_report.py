@@ -423,6 +423,10 @@ def test_a_dataset_one_entry_ran_ahead_onto_has_its_own_board_and_does_not_shrin
     assert "half its algorithms" in got[0][0] and EVERY not in got[0][0]  # one domain: no "every dataset" board
     report = build(s)
     assert {e.split(" ")[0] for e in ranking(report, "IQM", got[0][1])["entry"]} == {"bc[cpu]", "iql[cpu]", "qgpo[cpu]"}
+    out = tmp_path / "LB.md"
+    assert main(["leaderboard", "--results", str(s.path.parent), "--out", str(out)]) == 0
+    assert f"Left to boards of their own until at least half the algorithms of their domain have run them (or, for " \
+           f"another content of a dataset id, until it is the one most ran): {walker}." in out.read_text()
     # two of the three on walker2d: half have run it, so the domain's board takes it (and ranks those two); iql, on
     # hopper only, is ranked on hopper's own board
     for seed in range(3):

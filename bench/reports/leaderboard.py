@@ -19,7 +19,7 @@ from policies.errors import ConfigError
 
 LOWER_IS_BETTER = {"optimality gap"}
 EVERY = "every dataset"
-PART = "datasets at least half its algorithms ran (the others: boards of their own)"
+PART = "the datasets at least half its algorithms ran"
 
 
 def boards(report: Report) -> list[tuple[str, list[str], list[str] | None]]:
@@ -39,7 +39,7 @@ def boards(report: Report) -> list[tuple[str, list[str], list[str] | None]]:
     whole = all(cores[name] == datasets[name] for name in datasets)
     named = {name: name if cores[name] == datasets[name] else f"{name}, {PART}" for name in datasets}
     sets = [(named[next(iter(datasets))], cores[next(iter(datasets))])] if len(datasets) == 1 else \
-        [(EVERY if whole else f"{EVERY}, each domain's {PART}", every),
+        [(EVERY if whole else f"{EVERY}: each domain's datasets at least half its algorithms ran", every),
          *((named[name], cores[name]) for name in sorted(datasets))]
     # a dataset outside its domain's core, or whose entries its domain's board leaves out (they ran none of the
     # domain's other datasets, or another content of the same id), gets a board of its own, so that every entry is
@@ -191,6 +191,14 @@ def core(report: Report, datasets: list[str]) -> list[str]:
     return sorted(d for d in main.values() if 2 * ran.get(d, 0) >= algorithms)
 
 
+def held_back(report: Report, datasets: list[str]) -> list[str]:
+    """The rankable datasets of the domains `datasets` span that a domain's (or every dataset's) board over
+    `datasets` leaves out (`core`)."""
+    rows = report.per_dataset[~report.per_dataset["dataset"].isin(unrankable(report))]
+    domains = set(rows.loc[rows["dataset"].isin(datasets), "domain"])
+    return sorted(set(rows.loc[rows["domain"].isin(domains), "dataset"]) - set(datasets))
+
+
 def covering(report: Report, datasets: list[str]) -> list[str]:
     """Entries with a score on every one of `datasets`."""
     return [e for e, n in _held(report, datasets).items() if n == len(set(datasets))]
@@ -210,6 +218,11 @@ def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> l
         ranked[heading] = board
         md_boards += [f"## {heading}", "Datasets: " + ", ".join(datasets) + ".", markdown_table(board),
                       RANK_NOTE + _trim_note(metric, board, len(datasets))]
+        later = held_back(report, datasets) if title not in datasets else []  # not a dataset's own board
+        if later:
+            md_boards.append("Left to boards of their own until at least half the algorithms of their domain have run "
+                             "them (or, for another content of a dataset id, until it is the one most ran): "
+                             + ", ".join(later) + ".")
         left = unranked(report, datasets)
         if left:
             md_boards.append("Not ranked here, for want of a score on every dataset above: " + ", ".join(left) + ".")
