@@ -806,6 +806,7 @@ def cmd_leaderboard(args) -> int:
 def cmd_findings(args) -> int:
     import pandas as pd
 
+    from bench.harness.deadline import projected_cost
     from bench.harness.sweep import load_sweep
     from bench.reports.findings import coverage, write_findings
     from bench.reports.reference import load_reference
@@ -828,8 +829,15 @@ def cmd_findings(args) -> int:
     out = Path(args.out) if args.out else Path(args.results) / "FINDINGS.md"
     _writable(out.parent)
     reference = load_reference(Path(args.reference) if args.reference else None)
+    left = [r for r in runs if r.run_id() not in finished]
+    said = ""
+    if left:  # in core-hours, which do not depend on the machine that writes the page
+        core_hours, _, short, unknown = projected_cost(left, stored, 1, Path(args.results))
+        said = (f"Left to run: {len(left)} run{'s' * (len(left) != 1)}, projected {core_hours:.1f} core-hours at the costs of the store's "
+                f"finished runs ({short:.1f} of them runs declared short of competence, made last"
+                + (f"; {unknown} runs of algorithms with no finished run not counted" if unknown else "") + ").")
     return _wrote([write_findings(report, out, reference, coverage(planned, finished), checked, _command(args),
-                                  args.metric)])
+                                  args.metric, said)])
 
 
 def cmd_compare(args) -> int:

@@ -74,6 +74,29 @@ def test_the_command_needs_the_sweep_and_an_existing_notes_file(capsys, store, t
     assert "no such file" in capsys.readouterr().err
 
 
+def test_the_page_says_what_the_sweep_has_left_in_core_hours(tmp_path):
+    """A sweep of three bc runs, two in the store (90 s each on one thread): the third is projected at their mean."""
+    from bench.harness.store import ResultsStore
+    from bench.harness.sweep import load_sweep
+
+    from .test_report import run_result
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"algorithms: [bc]\ndatasets: [{D4RL}]\nseeds: [0, 1, 2]\npreset: cpu\n")
+    s = ResultsStore(tmp_path / "store")
+    for planned in load_sweep(spec).runs()[:2]:
+        run = run_result("bc", D4RL, planned.seed)
+        run.run_id, run.hardware = planned.run_id(), {"description": "test CPU", "torch_threads": 1}
+        s.record(run)
+    out = tmp_path / "FINDINGS.md"
+    assert main(["findings", "--results", str(s.path.parent), "--spec", str(spec), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Coverage: 0 of 1 cells" in text and "Left to run: 1 run, projected 0.0 core-hours" in text
+    from bench.harness.deadline import projected_cost
+
+    assert projected_cost(load_sweep(spec).runs()[2:], s.table("runs"), 1)[0] == pytest.approx(90 / 3600)
+
+
 def test_the_default_reference_is_the_repositorys_and_a_missing_one_is_an_error(tmp_path):
     assert DEFAULT_DIR.is_dir() and (DEFAULT_DIR / "offline_rl.csv").is_file()
     ref = load_reference()

@@ -111,22 +111,29 @@ class Projection:
         return seconds / self.threads
 
 
-def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
-                   results: Path | None = None) -> str:
-    """What `specs` (the runs left, in the order a sweep makes them) would take here, for `sweep --plan`."""
+def projected_cost(specs: list[RunSpec], runs: pd.DataFrame, threads: int,
+                   results: Path | None = None) -> tuple[float, float, float, int]:
+    """What `specs` (the runs left, in the order a sweep makes them) would take: (core-hours, wall hours on one
+    worker of `threads` threads, core-hours of runs declared short of competence, runs with no projection)."""
     project, planned = Projection(runs, threads, results), set()
     seconds = [project(spec, planned) for spec in specs]
     known = [s for s in seconds if s is not None]
-    unknown = len(seconds) - len(known)
-    core_hours = sum(known) * project.threads / 3600
     short = sum(s for spec, s in zip(specs, seconds)
                 if s is not None and registry.get(spec.algorithm).shortfall(spec.preset, spec.dataset))
+    return (sum(known) * project.threads / 3600, sum(known) / 3600, short * project.threads / 3600,
+            len(seconds) - len(known))
+
+
+def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
+                   results: Path | None = None) -> str:
+    """What `specs` (the runs left, in the order a sweep makes them) would take here, for `sweep --plan`."""
+    core_hours, hours, short, unknown = projected_cost(specs, runs, threads, results)
     return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
-            f"{sum(known) / max(1, workers) / 3600:.1f} hours on {workers} worker(s) here (each at the mean cost of "
+            f"{hours / max(1, workers):.1f} hours on {workers} worker(s) here (each at the mean cost of "
             "its algorithm's finished runs in the store, on the same dataset family where there are some, else "
             "scaled from the families it has; a shared stage counted once, and not at all where the shared store "
             "holds it)"
-            + (f"; {short * project.threads / 3600:.1f} of those core-hours are runs declared short of competence "
+            + (f"; {short:.1f} of those core-hours are runs declared short of competence "
                "(ranked nowhere, made last)" if short else "")
             + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
 

@@ -174,7 +174,8 @@ def published_order(ranked: Boards, reference: pd.DataFrame, metric: str = "IQM"
 
 
 def write_findings(report: Report, out: Path, reference: pd.DataFrame, cells: pd.DataFrame, checked: Path | None,
-                   command: str, metric: str = "IQM") -> Path:
+                   command: str, metric: str = "IQM", left: str = "") -> Path:
+    """`left`: a sentence on what the sweep has left to run (`cmd_findings` projects it from the store)."""
     prov = provenance(report.scores)
     complete, total = int(cells["complete"].sum()), len(cells)
     missing = cells[~cells["complete"]]
@@ -185,7 +186,7 @@ def write_findings(report: Report, out: Path, reference: pd.DataFrame, cells: pd
              "",
              f"Coverage: {complete} of {total} cells (algorithm × dataset) of the sweep have their seeds finished"
              + (f"; {len(missing)} are not yet complete, so every statement below is over the cells the store has."
-                if len(missing) else "; the sweep is complete."), "", "By dataset, cells complete: " + "; ".join(
+                if len(missing) else "; the sweep is complete.") + (f" {left}" if left else ""), "", "By dataset, cells complete: " + "; ".join(
                  f"{_name(d)} {int(g['complete'].sum())}/{len(g)}"
                  for d, g in cells.groupby("dataset", sort=False)) + ".", ""]
     ranked = ranked_boards(report, metric)
