@@ -657,6 +657,13 @@ def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_s
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     assert project(ddpo) == pytest.approx(340.0) and project(qgpo) == pytest.approx(50.0)
+    # a run at qgpo's very config (another seed) is what it costs; the older preset's run above is set aside
+    store.record(RunResult(run_id="past-qgpo-now", algorithm="qgpo", dataset=TINY_ID, seed=98, preset="tiny",
+                           config={**qgpo.config().to_dict(), "seed": 98}, started=0.0, finished=30.0,
+                           stage_seconds={"behaviour": 5.0, "support": 5.0, "critic": 10.0},
+                           hardware={"torch_threads": 1}))
+    assert Projection(store.table("runs"), 1, tmp_path)(qgpo) == pytest.approx(10.0)
+    assert Projection(store.table("runs"), 1)(qgpo) == pytest.approx(30.0)
 
 
 @pytest.mark.parametrize("text, seconds", [("5400", 5400.0), ("90m", 5400.0), ("1h30m", 5400.0), ("1.5h", 5400.0),

@@ -5,8 +5,10 @@ still going when the time is up, back to its last checkpoint, or all of it where
 With a limit, a run is started only when its projected wall time fits in what is left; the rest are deferred, said
 so, and made by the same command later. A run that does not fit does not block the ones after it that do.
 
-Projection: the mean cost of the store's finished runs of the same algorithm on the same dataset family, else on the
-families it has, scaled by the families' cost ratio for other algorithms (`cost_model`), in core-seconds, divided by
+Projection: the mean cost of the store's finished runs of the same algorithm at the same config but the seed (a
+preset's steps change over time, and a run of an older preset says little of this one's cost), else on the same
+dataset family, else on the families it has, scaled by the families' cost ratio for other algorithms (`cost_model`),
+in core-seconds, divided by
 the threads this run gets. A stage several algorithms share (QGPO's behaviour model and critic, which DDPO, CTRL,
 DxMI and SfBC restore) is costed apart: counted where the run will train it, not where the shared store already holds
 it (nor, in a plan, where an earlier run of the plan trains it). A run's `wall_seconds` counts its restored stages as
@@ -68,19 +70,35 @@ class Projection:
         done = runs[runs["status"] == "finished"] if len(runs) else runs
         own: dict[tuple[str, str], list[float]] = {}
         stages: dict[tuple[str, str], list[float]] = {}
+        # each run: (algorithm and dataset family, config, own core-seconds, {shared stage: core-seconds})
+        self._runs: list[tuple[tuple[str, str], dict, float, dict[str, float]]] = []
         for r in done.itertuples():
             if pd.isna(r.wall_seconds):
                 continue
             threads_then, group = run_threads(r.hardware), family(r.dataset)
             recorded = getattr(r, "stage_seconds", None)
             seconds = json.loads(recorded) if isinstance(recorded, str) and recorded else {}
-            shared = {stage: float(seconds[stage]) for stage in _shared_stages(r.algorithm) if stage in seconds}
-            own.setdefault((r.algorithm, group), []).append(
-                max(0.0, float(r.wall_seconds) - sum(shared.values())) * threads_then)
+            shared = {stage: float(seconds[stage]) * threads_then
+                      for stage in _shared_stages(r.algorithm) if stage in seconds}
+            mine = max(0.0, float(r.wall_seconds) * threads_then - sum(shared.values()))
+            own.setdefault((r.algorithm, group), []).append(mine)
             for stage, value in shared.items():
-                stages.setdefault((f"{r.algorithm}/{stage}", group), []).append(value * threads_then)
+                stages.setdefault((f"{r.algorithm}/{stage}", group), []).append(value)
+            config = json.loads(r.config) if isinstance(getattr(r, "config", None), str) and r.config else {}
+            self._runs.append(((r.algorithm, group), config, mine, shared))
         self._own = {key: sum(v) / len(v) for key, v in own.items()}
         self._stages = {key: sum(v) / len(v) for key, v in stages.items()}
+
+    def _same_config(self, spec: RunSpec) -> list[tuple[tuple[str, str], dict, float, dict[str, float]]]:
+        """The stored runs of `spec`'s algorithm on its dataset family at its very config but the seed (a preset's
+        steps change over time: a run of an older preset says little of the cost of this one)."""
+        try:
+            mine = json.loads(json.dumps(spec.config().to_dict(), default=str))
+        except ConfigError:
+            return []
+        mine.pop("seed", None)
+        key = (spec.algorithm, family(spec.dataset))
+        return [r for r in self._runs if r[0] == key and all(r[1].get(k) == v for k, v in mine.items())]
 
     def shared_files(self, spec: RunSpec) -> list[tuple[str, Path | None]]:
         """(stage, its file in the shared store) for each stage `spec` shares; None where that cannot be known here
@@ -95,19 +113,21 @@ class Projection:
         return [(stage, where / f"{cls.shared_name(config, stage)}.pt") for stage in names]
 
     def __call__(self, spec: RunSpec, planned: set[Path] | None = None) -> float | None:
-        """`planned`: the shared stages earlier runs of a plan train (this run's are added)."""
-        group = family(spec.dataset)
+        """`planned`: the shared stages earlier runs of a plan train (this run's are added). From the runs at the
+        same config where there are some, else the family's (`cost_model.estimate`)."""
+        group, same = family(spec.dataset), self._same_config(spec)
         found = estimate(self._own, spec.algorithm, group)
         if found is None:
             return None
-        seconds = found.seconds
+        seconds = sum(r[2] for r in same) / len(same) if same else found.seconds
         for stage, path in self.shared_files(spec):
             if path is not None and (path.exists() or (planned is not None and path in planned)):
                 continue
             if path is not None and planned is not None:
                 planned.add(path)
+            alike = [r[3][stage] for r in same if stage in r[3]]
             cost = estimate(self._stages, f"{spec.algorithm}/{stage}", group)
-            seconds += cost.seconds if cost else 0.0
+            seconds += sum(alike) / len(alike) if alike else cost.seconds if cost else 0.0
         return seconds / self.threads
 
 
