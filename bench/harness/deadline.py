@@ -150,7 +150,7 @@ def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threa
     core_hours, hours, short, unknown = projected_cost(specs, runs, threads, results)
     return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
             f"{hours / max(1, workers):.1f} hours on {workers} worker(s) here (each at the mean cost of "
-            "its algorithm's finished runs in the store, on the same dataset family where there are some, else "
+            "its algorithm's finished runs in the store at the same config, else on the same dataset family, else "
             "scaled from the families it has; a shared stage counted once, and not at all where the shared store "
             "holds it)"
             + (f"; {short:.1f} of those core-hours are runs declared short of competence "
