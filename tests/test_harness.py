@@ -635,6 +635,7 @@ def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_s
     """A run's wall_seconds counts the stages it restored as if it trained them (its cost alone); a plan or a time
     limit that charged them again to every run sharing them would project DDPO at QGPO's pretraining plus its own."""
     from bench.harness.deadline import Projection, projected_line
+    from bench.harness.plan import wanted_config
 
     store = ResultsStore(tmp_path)
     shared = {"behaviour": 100.0, "support": 50.0, "critic": 200.0}
@@ -659,7 +660,7 @@ def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_s
     assert project(ddpo) == pytest.approx(340.0) and project(qgpo) == pytest.approx(50.0)
     # a run at qgpo's very config (another seed) is what it costs; the older preset's run above is set aside
     store.record(RunResult(run_id="past-qgpo-now", algorithm="qgpo", dataset=TINY_ID, seed=98, preset="tiny",
-                           config={**qgpo.config().to_dict(), "seed": 98}, started=0.0, finished=30.0,
+                           config={**wanted_config(qgpo), "seed": 98}, started=0.0, finished=30.0,
                            stage_seconds={"behaviour": 5.0, "support": 5.0, "critic": 10.0},
                            hardware={"torch_threads": 1}))
     assert Projection(store.table("runs"), 1, tmp_path)(qgpo) == pytest.approx(10.0)

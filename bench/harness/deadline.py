@@ -24,10 +24,12 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bench.harness.cost_model import estimate
+from bench.harness.plan import identity_key, wanted_config
 from bench.harness.provenance import run_threads
 from bench.harness.runner import RunSpec
 from envs.families import family
@@ -70,8 +72,8 @@ class Projection:
         done = runs[runs["status"] == "finished"] if len(runs) else runs
         own: dict[tuple[str, str], list[float]] = {}
         stages: dict[tuple[str, str], list[float]] = {}
-        # each run: (algorithm and dataset family, config, own core-seconds, {shared stage: core-seconds})
-        self._runs: list[tuple[tuple[str, str], dict, float, dict[str, float]]] = []
+        # each run: (algorithm, dataset family, `identity_key` of its config, own core-seconds, {shared stage: ...})
+        self._runs: list[tuple[str, str, str, float, dict[str, float]]] = []
         for r in done.itertuples():
             if pd.isna(r.wall_seconds):
                 continue
@@ -85,29 +87,26 @@ class Projection:
             for stage, value in shared.items():
                 stages.setdefault((f"{r.algorithm}/{stage}", group), []).append(value)
             config = json.loads(r.config) if isinstance(getattr(r, "config", None), str) and r.config else {}
-            self._runs.append(((r.algorithm, group), config, mine, shared))
+            self._runs.append((r.algorithm, group, identity_key(config), mine, shared))
         self._own = {key: sum(v) / len(v) for key, v in own.items()}
         self._stages = {key: sum(v) / len(v) for key, v in stages.items()}
 
-    def _same_config(self, spec: RunSpec) -> list[tuple[tuple[str, str], dict, float, dict[str, float]]]:
-        """The stored runs of `spec`'s algorithm on its dataset family at its very config but the seed (a preset's
-        steps change over time: a run of an older preset says little of the cost of this one)."""
-        try:
-            mine = json.loads(json.dumps(spec.config().to_dict(), default=str))
-        except ConfigError:
-            return []
-        mine.pop("seed", None)
-        key = (spec.algorithm, family(spec.dataset))
-        return [r for r in self._runs if r[0] == key and all(r[1].get(k) == v for k, v in mine.items())]
+    def _same_config(self, spec: RunSpec, config: Any) -> list[tuple[str, str, str, float, dict[str, float]]]:
+        """The stored runs of `spec` (`config`: its config) but the seed, on its dataset family (a preset's steps
+        change over time: a run of an older preset says little of the cost of this one)."""
+        key = identity_key(wanted_config(spec, config))
+        group = family(spec.dataset)
+        return [r for r in self._runs if r[:3] == (spec.algorithm, group, key)]
 
-    def shared_files(self, spec: RunSpec) -> list[tuple[str, Path | None]]:
-        """(stage, its file in the shared store) for each stage `spec` shares; None where that cannot be known here
-        (no results directory, or a dataset not on this machine)."""
+    def shared_files(self, spec: RunSpec, config: Any = None) -> list[tuple[str, Path | None]]:
+        """(stage, its file in the shared store) for each stage `spec` (`config`: its config, made when None) shares;
+        None where that cannot be known here (no results directory, or a dataset not on this machine)."""
         names = _shared_stages(spec.algorithm)
         if not names or self.results is None:
             return [(stage, None) for stage in names]
         try:
-            cls, config, where = registry.get(spec.algorithm), spec.config(), spec.shared_directory(self.results)
+            config = spec.config() if config is None else config
+            cls, where = registry.get(spec.algorithm), spec.shared_directory(self.results)
         except (ConfigError, OSError):
             return [(stage, None) for stage in names]
         return [(stage, where / f"{cls.shared_name(config, stage)}.pt") for stage in names]
@@ -115,17 +114,23 @@ class Projection:
     def __call__(self, spec: RunSpec, planned: set[Path] | None = None) -> float | None:
         """`planned`: the shared stages earlier runs of a plan train (this run's are added). From the runs at the
         same config where there are some, else the family's (`cost_model.estimate`)."""
-        group, same = family(spec.dataset), self._same_config(spec)
+        group = family(spec.dataset)
         found = estimate(self._own, spec.algorithm, group)
         if found is None:
             return None
-        seconds = sum(r[2] for r in same) / len(same) if same else found.seconds
-        for stage, path in self.shared_files(spec):
+        try:
+            config = spec.config()
+        except ConfigError:
+            config, same = None, []
+        else:
+            same = self._same_config(spec, config)
+        seconds = sum(r[3] for r in same) / len(same) if same else found.seconds
+        for stage, path in self.shared_files(spec, config):
             if path is not None and (path.exists() or (planned is not None and path in planned)):
                 continue
             if path is not None and planned is not None:
                 planned.add(path)
-            alike = [r[3][stage] for r in same if stage in r[3]]
+            alike = [r[4][stage] for r in same if stage in r[4]]
             cost = estimate(self._stages, f"{spec.algorithm}/{stage}", group)
             seconds += sum(alike) / len(alike) if alike else cost.seconds if cost else 0.0
         return seconds / self.threads

@@ -37,6 +37,18 @@ def identity_fields(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k.removeprefix("protocol.") not in CURVE_DEFAULTS}
 
 
+def wanted_config(spec: RunSpec, config: Any = None) -> dict[str, Any]:
+    """The config a run of `spec` records (its preset and protocol with it), to hold stored runs' configs to;
+    `config`: `spec.config()` where the caller made it already."""
+    made = spec.config() if config is None else config
+    return {**cfg_tools.to_dict(made), "preset": spec.preset, "protocol": spec.protocol()}
+
+
+def identity_key(config: dict[str, Any]) -> str:
+    """`identity_fields` as one comparable string: two configs with the same key differ in seed or device alone."""
+    return json.dumps(identity_fields(config), sort_keys=True, default=str)
+
+
 def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     a, b = identity_fields(stored), identity_fields(wanted)
     return [f"{k} {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b))
@@ -58,7 +70,7 @@ def plan(specs: list[RunSpec], runs: pd.DataFrame) -> list[Planned]:
         if same.empty:
             out.append(Planned(spec, run_id, "new"))
             continue
-        wanted = {**cfg_tools.to_dict(spec.config()), "preset": spec.preset, "protocol": spec.protocol()}
+        wanted = wanted_config(spec)
         content = catalog.fingerprint(spec.dataset)
         best: tuple[int, str, list[str]] | None = None
         for row in same.itertuples():
