@@ -829,13 +829,13 @@ def cmd_findings(args) -> int:
     out = Path(args.out) if args.out else Path(args.results) / "FINDINGS.md"
     _writable(out.parent)
     reference = load_reference(Path(args.reference) if args.reference else None)
-    left = [r for r in runs if r.run_id() not in finished]
+    left = [r for r, run_id in zip(runs, planned["run_id"]) if run_id not in finished]  # ids made once, above
     said = ""
     if left:  # in core-hours, which do not depend on the machine that writes the page
         core_hours, _, short, unknown = projected_cost(left, stored, 1, Path(args.results))
-        said = (f"Left to run: {len(left)} run{'s' * (len(left) != 1)}, projected {core_hours:.1f} core-hours at the costs of the store's "
-                f"finished runs ({short:.1f} of them runs declared short of competence, made last"
-                + (f"; {unknown} runs of algorithms with no finished run not counted" if unknown else "") + ").")
+        said = (f"Left to run: {len(left)} run{'s' * (len(left) != 1)}, projected {core_hours:.1f} core-hours at "
+                f"the costs of the store's finished runs ({short:.1f} of them runs declared short of competence, "
+                "made last" + (f"; {unknown} runs of algorithms with no finished run not counted" if unknown else "") + ").")
     return _wrote([write_findings(report, out, reference, coverage(planned, finished), checked, _command(args),
                                   args.metric, said)])
 
