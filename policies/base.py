@@ -111,5 +111,7 @@ class Algorithm(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "Algorithm":
-        """A trained algorithm from `workdir`; with `dataset`, its shapes are checked against the checkpoint."""
+    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto",
+             every_stage: bool = False) -> "Algorithm":
+        """A trained algorithm from `workdir`, ready to act; with `dataset`, its shapes are checked against the
+        checkpoint. `every_stage`: also the networks acting does not use (a study reading them)."""

@@ -99,6 +99,14 @@ def test_srpo_acts_in_bounds_reproducibly_and_the_same_after_loading(umaze, tmp_
     algo.fit(umaze, tmp_path)
     check_acting(algo, umaze, tmp_path)
     assert algo.cost["nfe_per_action"] == 1
+    # acting needs the critic and the policy only: the behaviour model is left as built unless asked for, and says so
+    trained = algo.behaviour.state_dict()
+    acting_only = SRPO.load(tmp_path, umaze, device="cpu")
+    assert acting_only.untrained == ("behaviour",)
+    assert not all(torch.equal(v, acting_only.behaviour.state_dict()[k]) for k, v in trained.items())
+    whole = SRPO.load(tmp_path, umaze, device="cpu", every_stage=True)
+    assert whole.untrained == ()
+    assert all(torch.equal(v, whole.behaviour.state_dict()[k]) for k, v in trained.items())
 
 
 def test_the_official_beta_per_dataset_and_regq_where_there_is_none():

@@ -72,6 +72,7 @@ class StagedAlgorithm(Algorithm):
         self.records: dict[str, dict] = {}
         self.restored: dict[str, str] = {}  # stage -> where its checkpoint came from ("run", "shared")
         self.data_tag: dict[str, Any] | None = None
+        self.untrained: tuple[str, ...] = ()  # stages whose networks `load` left as built
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
             torch.manual_seed(config.seed)
             self.build(observation_dim, action_dim)
@@ -243,12 +244,18 @@ class StagedAlgorithm(Algorithm):
             log(f"{name}: the shared stage {store.name} is damaged; moved to {aside.name}, training it again")
 
     @classmethod
-    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto") -> "StagedAlgorithm":
+    def load(cls, workdir: Path, dataset: OfflineDataset | None = None, device: str = "auto",
+             every_stage: bool = False) -> "StagedAlgorithm":
+        """The stages acting needs (`policy_stages`); the networks of the others (SRPO's behaviour model, a
+        fine-tuner's critic) stay as built, untrained, and `untrained` names their stages. `every_stage` restores
+        those too, for a study that reads them."""
         workdir = Path(workdir)
-        paths = {s: workdir / f"{s}.pt" for s in cls.policy_stages}
+        wanted = cls.stages if every_stage else cls.policy_stages
+        paths = {s: workdir / f"{s}.pt" for s in wanted}
         missing = [s for s, p in paths.items() if not p.is_file()]
         if missing:
-            raise CheckpointError(f"{workdir} has no trained {cls.name} policy (missing "
+            what = "stage checkpoints" if every_stage else "policy"
+            raise CheckpointError(f"{workdir} has no trained {cls.name} {what} (missing "
                                   f"{', '.join(m + '.pt' for m in missing)}); run `fit` to finish training first")
         last = cls.policy_stages[-1]
         owners = (SHARED, cls.name) if last in cls.shared_stages else (cls.name,)
@@ -261,11 +268,12 @@ class StagedAlgorithm(Algorithm):
                                       f"{d['action_dim']}; {dataset.id} has {t.obs_dim} and {t.action_dim}")
         algo = cls(cls.config_cls.from_dict(head["config"]), d["observation_dim"], d["action_dim"],
                    head["action_low"].numpy(), head["action_high"].numpy(), device)
-        for stage in cls.policy_stages:
+        for stage in wanted:
             ckpt = load_checkpoint(paths[stage], algorithm=algo.owners(stage), stage=stage, dims=algo.dims,
                                    map_location=algo.device)
             algo.records[stage] = ckpt.get("record", {})
             algo.restore(stage, ckpt)
+        algo.untrained = tuple(s for s in cls.stages if s not in wanted)
         return algo
 
 
