@@ -89,6 +89,11 @@ def check_acting(r: dict, dataset: Any) -> None:
     loaded = r["cls"].load(r["root"] / "straight", dataset)
     loaded.seed(3)
     assert np.array_equal(loaded.act(obs), a)
+    assert loaded.untrained == tuple(s for s in r["cls"].stages if s not in r["cls"].policy_stages)
+    whole = r["cls"].load(r["root"] / "straight", dataset, every_stage=True)  # a study reading every network
+    assert whole.untrained == () and set(whole.records) == set(r["cls"].stages)
+    whole.seed(3)
+    assert np.array_equal(whole.act(obs), a)
     with pytest.raises(ConfigError, match="observations"):
         algo.act(np.zeros((3, dataset.transitions.obs_dim + 1), np.float32))
 
