@@ -843,6 +843,7 @@ def cmd_findings(args) -> int:
 def cmd_compare(args) -> int:
     from bench.reports.leaderboard import compare
     from bench.reports.render import markdown_table
+    from bench.reports.report import entry_footnotes
 
     if args.spec:
         return _compare_spec(args)
@@ -857,6 +858,9 @@ def cmd_compare(args) -> int:
         print(f"{args.a} and {args.b} share no dataset with normalised scores")
         return 1
     print(markdown_table(table))
+    named = set(table["A"]) | set(table["B"])
+    for note in entry_footnotes(report.scores[report.scores["entry"].isin(named)]):
+        print(f"- {note}")  # what each #tag in the table stands for
     return 0
 
 

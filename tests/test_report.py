@@ -147,6 +147,8 @@ def test_leaderboard_ranks_by_the_chosen_metric_and_compare_pairs_datasets(capsy
     assert (committed.read_bytes() if committed.exists() else None) == before
     table = compare(report, "bc", "qgpo[cpu] s=1").set_index("dataset")
     assert table.loc[D4RL, "A − B"] == "-30.0" and table.loc[GEN, "A score"] == "20.0 ± 10.0 (3)"
+    # seed by seed: -25, -30, -35; their mean with t(2) = 4.30 times 5 / sqrt(3) either side
+    assert table.loc[D4RL, "A − B, paired by seed [95% CI]"] == "-30.0 [-42.4, -17.6] (3), worse"
     capsys.readouterr()
     assert main(["compare", "bc", "nothing-such", "--results", str(store.path.parent)]) == 2
     assert "nothing in the store is called 'nothing-such'" in capsys.readouterr().err
@@ -556,3 +558,19 @@ def test_scores_of_a_subset_of_runs_tag_its_entries_among_themselves(store):
     assert len(tagged) == 2 and all(e.startswith("bc[cpu]#") for e in tagged)
     mine = {f"bc-{GEN}-{seed}" for seed in range(3)}
     assert set(run_scores(store, mine)["entry"]) == {"bc[cpu]"}
+
+
+def test_compare_pairs_two_configs_of_one_algorithm_seed_by_seed_and_says_what_each_tag_is(capsys, tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    for lr, scores in ((1e-3, [10, 20, 30]), (1e-2, [14, 22, 36])):
+        for seed in range(3):
+            r = run_result("bc", GEN, seed)
+            shift = scores[seed] - SCORES[("bc", GEN)][None][seed]
+            r.final = [{**row, "score": row["score"] + shift, "return": row["return"] + shift} for row in r.final]
+            r.run_id, r.config = f"bc-{lr}-{seed}", {"seed": seed, "lr": lr}
+            s.record(r)
+    assert main(["compare", "bc", "bc", "--results", str(s.path.parent)]) == 0
+    out = capsys.readouterr().out
+    # differences 4, 2, 6 (or their negatives): mean 4, std 2, t(2) = 4.30: 4 +- 4.97, a tie
+    assert "+4.0 [-1.0, +9.0] (3), tie" in out and "-4.0 [-9.0, +1.0] (3), tie" in out
+    assert "bc[cpu] is 2 entries, one per config; they differ in lr" in out

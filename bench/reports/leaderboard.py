@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.reports import stats
 from bench.reports.render import fmt, html_page, markdown_table, tables
+from bench.studies.paired import paired, verdict
 from bench.reports.report import (BEST_ON_REPORTED, REPS, SELECTED, UNRECORDED, Report, cohort_difference,
                                   entry_cohorts, provenance, score_matrix)
 from policies.errors import ConfigError
@@ -262,7 +263,9 @@ def resolve_entries(report: Report, name: str) -> list[str]:
 
 
 def compare(report: Report, a: str, b: str) -> pd.DataFrame:
-    """Each pair of entries named by `a` and `b`, on every dataset both have: means, difference, P(A > B)."""
+    """Each pair of entries named by `a` and `b`, on every dataset both have: means, the mean of the per-seed
+    differences over the seeds both ran with its 95% t-interval (a run of one seed pairs with the other's run of that
+    seed: the same data order and, for runs on shared stages, the same pretrained weights), and P(A > B)."""
     rows = []
     for ea in resolve_entries(report, a):
         for eb in resolve_entries(report, b):
@@ -276,12 +279,18 @@ def compare(report: Report, a: str, b: str) -> pd.DataFrame:
                 if np.isnan(x).any() or np.isnan(y).any():
                     continue
                 p, lo, hi = stats.probability_of_improvement_interval(x, y, reps=REPS)
+                ra, rb = (report.scores[(report.scores["entry"] == e) & (report.scores["dataset"] == dataset)]
+                          for e in (ea, eb))
+                diff = paired(ra, rb, "score")
                 ca, cb = (entry_cohorts(report.scores, e, [dataset])[dataset] for e in (ea, eb))
                 rows.append({"dataset": dataset, "A": ea, "B": eb, "protocol": "same" if ca == cb else
                              "NOT THE SAME: " + cohort_difference(ca, cb),
                              "A score": f"{x.mean():.1f} ± {x.std(ddof=1) if len(x) > 1 else float('nan'):.1f} ({len(x)})",
                              "B score": f"{y.mean():.1f} ± {y.std(ddof=1) if len(y) > 1 else float('nan'):.1f} ({len(y)})",
-                             "A − B": f"{x.mean() - y.mean():+.1f}", "P(A > B) [95% CI]": f"{p:.2f} [{lo:.2f}, {hi:.2f}]"})
+                             "A − B": f"{x.mean() - y.mean():+.1f}",
+                             "A − B, paired by seed [95% CI]": f"{diff.text(1)} ({diff.seeds}), {verdict(diff)}"
+                             if diff.seeds else "no seed in common",
+                             "P(A > B) [95% CI]": f"{p:.2f} [{lo:.2f}, {hi:.2f}]"})
     return pd.DataFrame(rows)
 
 
