@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.reports.leaderboard import compare, ranking
+from bench.reports.leaderboard import compare, ranking, write_leaderboard
 from bench.reports.report import build, domain
 from bench.harness.store import ResultsStore, RunResult
 from policies import registry
@@ -574,3 +574,18 @@ def test_compare_pairs_two_configs_of_one_algorithm_seed_by_seed_and_says_what_e
     # differences 4, 2, 6 (or their negatives): mean 4, std 2, t(2) = 4.30: 4 +- 4.97, a tie
     assert "+4.0 [-1.0, +9.0] (3), tie" in out and "-4.0 [-9.0, +1.0] (3), tie" in out
     assert "bc[cpu] is 2 entries, one per config; they differ in lr" in out
+
+
+def test_an_entry_whose_seeds_are_still_running_is_listed_not_ranked(store, tmp_path):
+    """One finished seed of three has no interval (its IQM's bootstrap is one point): a board holds it back."""
+    for dataset, seeds in ((D4RL, range(3)), (GEN, range(1))):
+        for seed in seeds:
+            r = run_result("bc", dataset, seed)
+            r.run_id, r.algorithm = f"iql-{dataset}-{seed}", "iql"
+            store.record(r)
+    report = build(store)
+    assert "iql[cpu]" not in " ".join(ranking(report, "IQM", [D4RL, GEN])["entry"])
+    assert "iql[cpu]" in " ".join(ranking(report, "IQM", [D4RL])["entry"])  # its own complete cell ranks
+    write_leaderboard(report, tmp_path / "LEADERBOARD.md", "IQM", "test")
+    assert f"Not ranked yet, their seeds still running: iql[cpu] (1 of 3 seeds on {GEN})." in \
+        (tmp_path / "LEADERBOARD.md").read_text()

@@ -77,8 +77,9 @@ def ranking(report: Report, metric: str = "IQM", datasets: list[str] | None = No
         left_out = set(unrankable(report))
         datasets = sorted(d for d in report.per_dataset["dataset"].unique() if d not in left_out)
     rows = []
+    still = filling(report, datasets)
     chosen = [e for e in covering(report, datasets) if (entries is None or e in entries) and e not in report.short
-              and not any((e, d) in report.short_cells for d in datasets)]
+              and not any((e, d) in report.short_cells for d in datasets) and e not in still]
     budget = report.budget.set_index("entry")["core_minutes"] if not report.budget.empty else pd.Series(dtype=float)
     for entry, same in _coincident(report, chosen, datasets).items():
         m, _, n = score_matrix(report.scores, entry, datasets)
@@ -205,6 +206,21 @@ def covering(report: Report, datasets: list[str]) -> list[str]:
     return [e for e, n in _held(report, datasets).items() if n == len(set(datasets))]
 
 
+def filling(report: Report, datasets: list[str]) -> dict[str, str]:
+    """Entries on every one of `datasets` with fewer seeds on one of them than another entry there has (a cell a
+    sweep is still filling), each with what it has: one seed's score has no interval, and a seed count cut to the
+    smallest would rank every seed of it against one. Ranked once their seeds are in."""
+    seeds = report.per_dataset[report.per_dataset["dataset"].isin(datasets)].set_index(["dataset", "entry"])["seeds"]
+    most = seeds.groupby(level="dataset").max()
+    out = {}
+    for entry in covering(report, datasets):
+        short = [f"{int(seeds[(d, entry)])} of {int(most[d])} seeds on {d}" for d in sorted(set(datasets))
+                 if seeds[(d, entry)] < most[d]]
+        if short:
+            out[entry] = "; ".join(short)
+    return out
+
+
 def unranked(report: Report, datasets: list[str]) -> list[str]:
     """Entries on some but not all of `datasets`, each with how many it covers."""
     return [f"{e} ({n} of {len(set(datasets))})" for e, n in _held(report, datasets).items() if n < len(set(datasets))]
@@ -227,6 +243,9 @@ def write_leaderboard(report: Report, out: Path, metric: str, command: str) -> l
         left = unranked(report, datasets)
         if left:
             md_boards.append("Not ranked here, for want of a score on every dataset above: " + ", ".join(left) + ".")
+        still = [f"{e} ({what})" for e, what in filling(report, datasets).items() if entries is None or e in entries]
+        if still:
+            md_boards.append("Not ranked yet, their seeds still running: " + ", ".join(still) + ".")
         short = [e for e in covering(report, datasets) if (entries is None or e in entries) and (
             e in report.short or any((e, d) in report.short_cells for d in datasets))]
         if short:
