@@ -206,7 +206,7 @@ def cmd_verify(args) -> int:
     if report["eval_env"].startswith("not checked: its entry point"):
         print(f"diffbench: warning: {report['eval_env']}", file=sys.stderr)
     if args.against is not None:
-        report["against"], matches = _against_store(args.id, report["fingerprint"], Path(args.against))
+        report["against"], matches = _against_store(args.id, report, Path(args.against))
         report["ok"] = report["ok"] and matches is not False
     if args.json:
         _print_json(report)
@@ -216,8 +216,10 @@ def cmd_verify(args) -> int:
     return 0 if report["ok"] else 1
 
 
-def _against_store(dataset: str, mine: str, results: Path) -> tuple[str, bool | None]:
-    """Whether the runs a results store holds on `dataset` trained on this copy's content (None: nothing to say)."""
+def _against_store(dataset: str, report: dict, results: Path) -> tuple[str, bool | None]:
+    """Whether the runs a results store holds on `dataset` trained on this copy's content (None: nothing to say);
+    where not, what differed: the versions, the CPU, and which of the two the dataset's kind depends on."""
+    mine = report["fingerprint"]
     runs = _existing_store(str(results)).table("runs")
     runs = runs[(runs["dataset"] == dataset) & (runs["status"] == "finished")]
     if runs.empty:
@@ -231,10 +233,20 @@ def _against_store(dataset: str, mine: str, results: Path) -> tuple[str, bool | 
     if other.empty:
         return f"same content as the {same} run(s) on it in {results} ({mine})", True
     versions = sorted({json.loads(p).get("mujoco", "?") for p in other["packages"].dropna()})
+    cpus = sorted({json.loads(h).get("description", "?").split(",")[0] for h in other["hardware"].dropna()})
     kinds = ", ".join(sorted(other["dataset_content"].unique()))
-    return (f"{len(other)} run(s) in {results} trained on other content ({kinds}) than this copy ({mine}); "
-            f"{same} on this one. Those runs had mujoco {', '.join(versions)}: regenerate under the versions in their "
-            "dataset card to match them"), False
+    text = (f"{len(other)} run(s) in {results} trained on other content ({kinds}) than this copy ({mine}); "
+            f"{same} on this one. Those runs had mujoco {', '.join(versions)} on {', '.join(cpus)}; "
+            + (f"this copy was made on {report['generated_on']} ({report['numerics']})"
+               if report["generated_on"] != "not recorded" else "this copy's card does not say on which CPU it was made")
+            + ". Regenerate under the versions in their dataset card to match them")
+    from envs.families import family
+
+    if family(dataset) == "locomotion":
+        text += ("; where the versions are the same, the CPU is the difference: the SAC actor that rolls these data "
+                 "out multiplies in torch (MKL), whose kernels differ between Intel and AMD CPUs, so make these cells "
+                 "on a machine like theirs (README: The same bytes on another machine)")
+    return text, False
 
 
 def cmd_budgets(args) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import minari
 
-from envs import d4rl_hdf5, families, minari_source, minari_writer, pointmaze
+from envs import d4rl_hdf5, families, minari_source, minari_writer, numerics, pointmaze
 from envs.locomotion import recipes as locomotion
 from envs.ogbench import play as ogbench_play, singletask
 from envs.checksum import episodes_checksum
@@ -259,6 +259,8 @@ def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted")
         "checksum": checksum,
         "checksum_matches_card": None if expected is None else expected == checksum,
         "fingerprint": fingerprint(name),  # the content identity runs record (and their run ids hash)
+        "generated_on": card.get("generated_on", "not recorded"),
+        "numerics": _numerics_text(card.get("numerics")),
     }
     entry = ds.eval_env_spec.entry_point if ds.eval_env_spec is not None else None
     if make_env == "never":
@@ -277,6 +279,13 @@ def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted")
     env_ok = checks["eval_env"] == "ok" or checks["eval_env"].startswith("not checked")
     checks["ok"] = checks["checksum_matches_card"] is not False and env_ok
     return {"id": ds.id, "location": ds.location, **checks}
+
+
+def _numerics_text(recorded: dict[str, Any] | None) -> str:
+    if not recorded:
+        return "not recorded (made before diffbench pinned numpy's and OpenBLAS's kernels, or not generated here)"
+    how = "pinned" if recorded.get("pinned") else "native (not pinned)"
+    return f"{how}: numpy at {recorded.get('numpy_dispatch')}, OpenBLAS {recorded.get('openblas_coretype')}"
 
 
 # The versions of the packages that decide a generated dataset's bytes (the simulator, the envs' code), as the
@@ -309,8 +318,18 @@ def generate(
     policies: Path | None = None,
 ) -> Path:
     """Make a generatable dataset and write it as a Minari dataset; nothing is left half-written.
-    `policies`: locomotion only, a directory of actors to use instead of the committed ones."""
+    `policies`: locomotion only, a directory of actors to use instead of the committed ones. Made under pinned
+    numeric kernels (`envs.numerics`), in a child process when this one did not start under them."""
     minari_writer.ensure_writable(dataset_id, overwrite)  # before collecting, which takes minutes
+    settings = {"dataset_id": dataset_id, "steps": steps, "seed": seed, "ref_episodes": ref_episodes,
+                "overwrite": overwrite, "progress": progress, "policies": None if policies is None else str(policies)}
+    if numerics.applies() and not numerics.is_pinned():
+        return Path(numerics.run_pinned("envs.catalog:_generate_here", settings))
+    return Path(_generate_here(**settings))
+
+
+def _generate_here(dataset_id: str, steps: int | None, seed: int, ref_episodes: int | None, overwrite: bool,
+                   progress: bool, policies: str | None) -> str:
     began = time.perf_counter()
     if dataset_id in ogbench_play.RECIPES:
         if ref_episodes is not None:
@@ -320,10 +339,12 @@ def generate(
     elif dataset_id in locomotion.RECIPES:
         if ref_episodes is not None:
             raise DatasetError("--ref-episodes is for PointMaze; locomotion datasets use D4RL's reference returns")
-        kwargs = locomotion.build(dataset_id, steps=steps, seed=seed, progress=progress, root=policies)
+        kwargs = locomotion.build(dataset_id, steps=steps, seed=seed, progress=progress,
+                                  root=None if policies is None else Path(policies))
     else:
         kwargs = pointmaze.build(dataset_id, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
     kwargs["card"] = kwargs["card"] | {"generation_seconds": round(time.perf_counter() - began, 1),
                                        "generation_cores": os.cpu_count(), "pinned_versions": GENERATION_PINS,
-                                       "versions_off_pin": version_mismatches()}
-    return minari_writer.write_dataset(dataset_id, overwrite=overwrite, **kwargs)
+                                       "versions_off_pin": version_mismatches(),
+                                       "generated_on": numerics.cpu_model(), "numerics": numerics.state()}
+    return str(minari_writer.write_dataset(dataset_id, overwrite=overwrite, **kwargs))

@@ -7,6 +7,9 @@ import pytest
 # Mish runs eager in tests: fusing it costs a compile (5-25 s) per process and changes values by rounding only;
 # tests/test_networks_mish.py checks the fused kernel against the eager one.
 os.environ.setdefault("DIFFBENCH_COMPILE", "0")
+# Datasets are generated in this process with the CPU's own kernels: a pinned child per dataset costs seconds of
+# imports each; tests/test_numerics.py checks the pinned path itself.
+os.environ.setdefault("DIFFBENCH_NUMERICS", "native")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `pytest -n N`'s workers: one thread each, or N workers fight for cores
     import torch

@@ -6,11 +6,12 @@ import hashlib
 import json
 import importlib.metadata as md
 import os
-import platform
 import subprocess
 from pathlib import Path
 
 import torch
+
+from envs.numerics import cpu_model
 
 
 def code_version() -> str:
@@ -30,15 +31,7 @@ def budget_label(name: str, budget: object) -> str:
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical CPUs"
+    text = f"{cpu_model()}, {os.cpu_count()} logical CPUs"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
