@@ -589,3 +589,10 @@ def test_an_entry_whose_seeds_are_still_running_is_listed_not_ranked(store, tmp_
     write_leaderboard(report, tmp_path / "LEADERBOARD.md", "IQM", "test")
     assert f"Not ranked yet, their seeds still running: iql[cpu] (1 of 3 seeds on {GEN})." in \
         (tmp_path / "LEADERBOARD.md").read_text()
+    # the report's aggregates read its complete cell alone (3 seeds on one dataset), not every cell cut to one seed
+    agg = report.aggregates[report.aggregates["entry"] == "iql[cpu]"]
+    assert set(agg["datasets"]) == {1} and set(agg["seeds"]) == {3}
+    assert (agg["upper"] > agg["lower"]).all()
+    assert f"iql[cpu] on {GEN} (1 of 3 seeds)" in " ".join(report.notes)
+    assert not report.improvement[(report.improvement["x"] == "iql[cpu]") | (report.improvement["y"] == "iql[cpu]")
+                                  ]["datasets"].gt(1).any()

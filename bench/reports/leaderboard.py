@@ -210,12 +210,10 @@ def filling(report: Report, datasets: list[str]) -> dict[str, str]:
     """Entries on every one of `datasets` with fewer seeds on one of them than another entry there has (a cell a
     sweep is still filling), each with what it has: one seed's score has no interval, and a seed count cut to the
     smallest would rank every seed of it against one. Ranked once their seeds are in."""
-    seeds = report.per_dataset[report.per_dataset["dataset"].isin(datasets)].set_index(["dataset", "entry"])["seeds"]
-    most = seeds.groupby(level="dataset").max()
     out = {}
     for entry in covering(report, datasets):
-        short = [f"{int(seeds[(d, entry)])} of {int(most[d])} seeds on {d}" for d in sorted(set(datasets))
-                 if seeds[(d, entry)] < most[d]]
+        short = [f"{report.filling_cells[(entry, d)]} on {d}" for d in sorted(set(datasets))
+                 if (entry, d) in report.filling_cells]
         if short:
             out[entry] = "; ".join(short)
     return out

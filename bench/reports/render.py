@@ -170,8 +170,9 @@ def _figures(report: Report) -> dict[str, Callable]:
     if not report.aggregates.empty:
         figs["aggregates"] = lambda: plots.aggregate_intervals(report.aggregates)
         entries = sorted(report.aggregates["entry"].unique())
-        # over the datasets the aggregates read: a cell short of competence on its family is left out, as there
-        scores = without_cells(report.scores, report.short_cells)
+        # over the datasets the aggregates read: a cell short of competence on its family or still filling is left
+        # out, as there
+        scores = without_cells(report.scores, report.short_cells | report.filling_cells)
         figs["profiles"] = lambda: plots.performance_profiles({e: score_matrix(scores, e)[0] for e in entries})
     if not report.curves.empty:
         figs["curves"] = lambda: plots.learning_curves(report.curves)

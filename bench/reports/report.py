@@ -286,6 +286,8 @@ class Report:
     short: dict[str, str] = field(default_factory=dict)  # short_of_competence(): entries shown but ranked nowhere
     # short_cells(): (entry, dataset) shown but not ranked, its preset short of competence on the dataset's family
     short_cells: dict[tuple[str, str], str] = field(default_factory=dict)
+    # filling_cells(): (entry, dataset) with fewer seeds than another entry there, left out of every comparison
+    filling_cells: dict[tuple[str, str], str] = field(default_factory=dict)
     protocol: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -476,6 +478,17 @@ def short_cells(df: pd.DataFrame) -> dict[tuple[str, str], str]:
     return out
 
 
+def filling_cells(per_dataset: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(entry, dataset) -> "n of m seeds" where the entry has fewer seeds than the most another entry has there (a
+    sweep still filling the cell). Such a cell is shown, and left out of what compares entries until its seeds are
+    in: cutting every entry to its fewest seeds would put one seed against three, with a point for an interval."""
+    if per_dataset.empty:
+        return {}
+    most = per_dataset.groupby("dataset")["seeds"].max()
+    return {(r.entry, r.dataset): f"{int(r.seeds)} of {int(most[r.dataset])} seeds"
+            for r in per_dataset.itertuples() if r.seeds < most[r.dataset]}
+
+
 def without_cells(scores: pd.DataFrame, cells: dict[tuple[str, str], str]) -> pd.DataFrame:
     """`scores` less the rows of the (entry, dataset) cells named in `cells` (`short_cells`)."""
     return scores[[(e, d) not in cells for e, d in zip(scores["entry"], scores["dataset"])]] if cells else scores
@@ -550,10 +563,11 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
         empty = pd.DataFrame()
         return Report(df, empty, empty, empty, empty, empty, empty, empty)
     per_dataset = _per_dataset(df)
-    cells = short_cells(df)
-    # cells whose preset is short of competence on their family are shown per dataset, and left out of what compares
-    # entries (aggregates, P(X > Y), gains over diffusion BC): a 0 there says nothing of the method
-    ranked = without_cells(df, cells)
+    cells, filling = short_cells(df), filling_cells(per_dataset)
+    # cells whose preset is short of competence on their family, and cells whose seeds are still running, are shown
+    # per dataset and left out of what compares entries (aggregates, P(X > Y), gains over diffusion BC): a 0 there
+    # says nothing of the method, and one seed is no interval
+    ranked = without_cells(df, cells | filling)
     aggregates, notes = _aggregates(ranked)
     notes = repeated + entry_footnotes(df) + table_settings_notes(df) + notes
     shown, withheld = _references(load_reference(reference_dir), per_dataset)
@@ -598,12 +612,15 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     short = short_of_competence(df)
     notes += sorted({f"not ranked: {why}" for why in short.values()})
     notes += sorted({f"not ranked on {why}" for why in cells.values()})
+    if filling:
+        notes.append("seeds still running, so left out of the aggregates, P(X > Y) and the gains over diffusion BC "
+                     "until they are in: " + "; ".join(f"{e} on {d} ({n})" for (e, d), n in sorted(filling.items())))
     return Report(scores=df, per_dataset=per_dataset, per_domain=_per_domain(per_dataset), aggregates=aggregates,
                   improvement=improvement, curves=curves, plateau=plateaus(points), cost=_cost(df), budget=budgets(df),
                   reference=shown,
                   sharing=shared_stage_savings(runs), protocol=protocol, notes=notes,
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of), short=short,
-                  short_cells=cells,
+                  short_cells=cells, filling_cells=filling,
                   data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())),
                   gains=gains_over_behaviour(ranked, runs))
 
