@@ -188,7 +188,9 @@ def test_the_tilt_stage_reaches_the_per_start_noise_tilt_when_the_chain_remember
         for k in range(2):
             x = sampler.step(x, k, torch.zeros(len(x), 0), g)
     shift = (x - x0).mean(0)  # E[a - x_0]: the per-x_0 shift, averaged
-    assert torch.allclose(shift, beta * conditional_var * c, atol=0.04), (shift, beta * conditional_var * c)
+    # SGD's noise at this budget: over training seeds 1, 2, 5 and 7 the shift lands up to 0.13 from the optimum
+    # (1200 or 2400 iterations alike); the action law's tilt, which this tells the optimum apart from, is 2|c| away
+    assert torch.allclose(shift, beta * conditional_var * c, atol=0.15), (shift, beta * conditional_var * c)
     assert float((x - shift).var(0).mean()) == pytest.approx(1 + conditional_var, rel=0.03)
     assert not torch.allclose(x.mean(0), beta * (1 + conditional_var) * c, atol=0.5)  # not the action law's tilt
 
