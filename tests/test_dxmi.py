@@ -3,6 +3,7 @@ reference kernel, end to end on the maze with resume, stage sharing, a diverging
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -300,6 +301,24 @@ def test_beta_zero_keeps_the_imitation_sampler(umaze, tmp_path):
 def test_dxmi_cut_mid_imitation_resumes_bit_for_bit(umaze, tmp_path):
     resumed = cut_and_resume(DxMI, tiny(imitation_iterations=30), umaze, tmp_path, "imitation")
     assert set(resumed["resumed"]) == {"behaviour", "support", "critic"}
+    assert same_checkpoints(tmp_path, "imitation", ("model", "value"))
+    assert same_checkpoints(tmp_path, "finetune", ("model",))
+
+
+def test_the_imitation_sampler_acts_for_a_learning_curve_and_the_run_stays_the_same(umaze, tmp_path):
+    """A curve point during imitation acts with the sampler being imitated (before, acting raised until the finetune
+    stage), and acting there leaves the run as it is without curves."""
+    algo, obs, seen = DxMI.for_dataset(umaze, tiny(imitation_iterations=8)), umaze.transitions.observations[:4].numpy(), []
+
+    def on_eval(stage: str, step: int) -> None:
+        if stage in algo.curve_stages:
+            algo.seed(step)
+            seen.append((stage, algo.act(obs)))
+
+    algo.fit(umaze, tmp_path / "cut", hooks=TrainHooks(eval_every=4, on_eval=on_eval))
+    assert [stage for stage, _ in seen] == ["imitation", "finetune"]  # step 4 of 8 and of 5 (ends are the caller's)
+    assert all(a.shape == (4, umaze.transitions.action_dim) and np.isfinite(a).all() for _, a in seen)
+    DxMI.for_dataset(umaze, tiny(imitation_iterations=8)).fit(umaze, tmp_path / "straight")
     assert same_checkpoints(tmp_path, "imitation", ("model", "value"))
     assert same_checkpoints(tmp_path, "finetune", ("model",))
 

@@ -358,6 +358,24 @@ def test_curves_end_at_the_final_evaluation_and_say_whether_they_flattened(tmp_p
     assert (tmp_path / "out" / "curves.png").exists()
 
 
+def test_a_curve_through_two_stages_judges_flatness_on_the_stage_that_made_the_policy(tmp_path):
+    """DxMI's curve runs through imitation (its own steps 10-30, falling to 5 at the end), then fine-tuning (10-30,
+    flat near 20): each stage is its own line, and the plateau reads the fine-tuning one."""
+    s = ResultsStore(tmp_path / "store")
+    for seed in range(3):
+        run = curve_run("dxmi", seed, [19.0, 20.0, 20.5], 20.0, stage="finetune", ends_at=20.5)
+        imitation = [{"stage": "imitation", "step": k, "gradient_steps": k, "variant": "default", "episodes": 2,
+                      "score_mean": p, "policy_stage": "imitation", "policy_step": k, "cpu_seconds": k / 100}
+                     for k, p in ((10, 30.0), (20, 15.0), (30, 5.0))]
+        s.record(RunResult(**{**run.__dict__, "evaluations": imitation + run.evaluations}))
+    report = build(s)
+    curves = report.curves
+    assert set(curves[curves.policy_stage == "imitation"]["last_stage"]) == {False}
+    assert set(curves[curves.policy_stage == "finetune"]["last_stage"]) == {True}
+    flat = report.plateau.set_index("entry").loc["dxmi[cpu]"]
+    assert flat["stage"] == "finetune" and flat["flat"] and flat["last"] == pytest.approx(20.5)
+
+
 def test_two_generations_of_one_dataset_id_are_two_datasets_in_the_report(tmp_path, monkeypatch, capsys):
     """Issue 35: UMaze regenerated under another mujoco held other bytes and its runs were ranked as the same dataset.
     Two generations (here: another collection seed, the card recording another simulator version) are kept apart,

@@ -119,13 +119,15 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
     height = 7.2 + 0.22 * legend_rows + 0.3
     fig, axes = plt.subplots(2, len(datasets), figsize=(max(5 * len(datasets), 12), height), squeeze=False)
     for col, dataset in enumerate(datasets):
-        for entry, g in curves[curves["dataset"] == dataset].groupby("entry"):
+        for (entry, stage), g in curves[curves["dataset"] == dataset].groupby(["entry", "policy_stage"]):
             g = g.sort_values("policy_step")
             line, final = g[~g["final"].astype(bool)], g[g["final"].astype(bool)]
+            # a stage before the one that made the entry's policy (DxMI's imitation): dashed, named, its own steps
+            earlier = "last_stage" in g and not g["last_stage"].all()
             for ax, x in ((axes[0][col], "policy_step"), (axes[1][col], "cpu_seconds")):
                 scale = 1 / 60 if x == "cpu_seconds" else 1
                 ax.plot(line[x] * scale, line["mean"], marker=markers[entry], markersize=3, color=colours[entry],
-                        label=entry)
+                        linestyle="--" if earlier else "-", label=f"{entry} ({stage})" if earlier else entry)
                 ax.fill_between(line[x] * scale, line["lower"], line["upper"], color=colours[entry], alpha=0.2)
                 ax.scatter(final[x] * scale, final["mean"], s=60, facecolors="none", edgecolors=colours[entry])
         axes[0][col].set_title(dataset, fontsize="small")

@@ -379,7 +379,7 @@ def _improvement(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 CURVE_COLUMNS = ["dataset", "entry", "policy_stage", "policy_step", "cpu_seconds", "mean", "lower", "upper", "seeds",
-                 "final"]
+                 "final", "last_stage"]
 
 
 def curve_points(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
@@ -406,16 +406,30 @@ def curve_points(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
                          "final": (ev["stage"] == "final").to_numpy()}, columns=columns)
 
 
+def in_last_stage(points: pd.DataFrame) -> pd.Series:
+    """Whether each curve row is of its (dataset, entry)'s last policy stage, the one that made the policy the entry
+    reports (its final evaluation's; else the latest trained): DxMI's curve runs through imitation, then fine-tuning,
+    and each stage counts its own steps."""
+    if points.empty:
+        return pd.Series(dtype=bool)
+    key = ["dataset", "entry"]
+    latest = points.sort_values("cpu_seconds", na_position="first").groupby(key)["policy_stage"].last()
+    stage = latest.to_dict() | points[points["final"].astype(bool)].groupby(key)["policy_stage"].first().to_dict()
+    return pd.Series([stage[(d, e)] == s for d, e, s in zip(points["dataset"], points["entry"], points["policy_stage"])],
+                     index=points.index, dtype=bool)
+
+
 def _curves(points: pd.DataFrame) -> pd.DataFrame:
     """The learning curves over seeds: per dataset, entry and step of the stage that made the policy, the mean
     score with its 95% interval and the mean training CPU-seconds up to that point."""
+    points = points.assign(last_stage=in_last_stage(points))
     rows = []
     for (dataset, entry, stage, step, _), g in points.groupby(["dataset", "entry", "policy_stage", "policy_step", "final"]):
         values = g["score"].to_numpy(dtype=np.float64)
         low, high = _seed_interval(values) if len(values) > 1 and not np.isnan(values).any() else (np.nan, np.nan)
         rows.append({"dataset": dataset, "entry": entry, "policy_stage": stage, "policy_step": int(step),
                      "cpu_seconds": g["cpu_seconds"].mean(), "mean": values.mean(), "lower": low, "upper": high,
-                     "seeds": len(values), "final": bool(g["final"].all())})
+                     "seeds": len(values), "final": bool(g["final"].all()), "last_stage": bool(g["last_stage"].all())})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -430,7 +444,7 @@ def plateaus(points: pd.DataFrame) -> pd.DataFrame:
     whose level can differ by the episodes alone. A run made before curves ended at their stage's last step has
     its last curve point a tenth of the budget before it."""
     rows = []
-    curve = points[~points["final"].astype(bool)]
+    curve = points[~points["final"].astype(bool) & in_last_stage(points)] if not points.empty else points
     for (dataset, entry), g in curve.groupby(["dataset", "entry"]):
         common = sorted(set.intersection(*(set(r["policy_step"]) for _, r in g.groupby("run_id"))))
         if len(common) < 2:

@@ -114,7 +114,10 @@ def curves_figure(table: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = table.attrs["curves"].merge(table[["entry", "dataset", "algorithm", "scale", "factor"]],
+    curves = table.attrs["curves"]
+    if "last_stage" in curves:  # the stage that made each policy (DxMI's imitation curve stands in the report)
+        curves = curves[curves["last_stage"].astype(bool)]
+    curves = curves.merge(table[["entry", "dataset", "algorithm", "scale", "factor"]],
                                          on=["entry", "dataset"])
     rows = table[["algorithm", "scale"]].drop_duplicates().itertuples(index=False)
     rows, datasets = list(rows), sorted(table["dataset"].unique())

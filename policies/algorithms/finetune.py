@@ -387,12 +387,17 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
                 self.save(workdir, "finetune", self.policy.trained_state())
         return {"stages": self.records, "resumed": sorted(self.restored), "cost": self.cost}
 
+    def acting_policy(self) -> FinetunedPolicy | None:
+        """The chain `act` runs: the fine-tuned one, once there is one."""
+        return self.policy
+
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:
-        if self.policy is None:
+        policy = self.acting_policy()
+        if policy is None:
             raise ConfigError(f"{self.name} has no fine-tuned policy yet; fit it or load a trained run")
         states = self.policy_states(self.observations(observations))
-        return self.clip(self.policy.sample(states, self._act_generator))
+        return self.clip(policy.sample(states, self._act_generator))
 
     def stage_steps(self) -> dict[str, int]:
         """Gradient steps of each stage before `finetune` (the config's budget)."""
