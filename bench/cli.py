@@ -772,9 +772,10 @@ def _built_report(args, doing: str):
     store = _existing_store(args.results)
     ids = None
     if getattr(args, "spec", None):
+        from bench.harness.plan import read_ids
         from bench.harness.sweep import load_sweep
 
-        ids = {run.run_id() for run in load_sweep(Path(args.spec)).runs()}
+        ids = set(read_ids(load_sweep(Path(args.spec)).runs(), store.table("runs")))
     report = build(store, Path(args.reference) if getattr(args, "reference", None) else None, ids)
     if report.empty:
         print(f"nothing to {doing}: {store.path} holds no finished run" + (f" of {args.spec}'s" if ids else "")
@@ -819,6 +820,7 @@ def cmd_findings(args) -> int:
     import pandas as pd
 
     from bench.harness.deadline import projected_cost
+    from bench.harness.plan import read_ids
     from bench.harness.sweep import load_sweep
     from bench.reports.findings import coverage, write_findings
     from bench.reports.reference import load_reference
@@ -833,10 +835,9 @@ def cmd_findings(args) -> int:
     report = _built_report(args, "write findings from")
     if report is None:
         return 1
-    runs = load_sweep(Path(args.spec)).runs()
-    planned = pd.DataFrame({"run_id": [r.run_id() for r in runs], "algorithm": [r.algorithm for r in runs],
+    runs, stored = load_sweep(Path(args.spec)).runs(), _existing_store(args.results).table("runs")
+    planned = pd.DataFrame({"run_id": read_ids(runs, stored), "algorithm": [r.algorithm for r in runs],
                             "dataset": [r.dataset for r in runs]})
-    stored = _existing_store(args.results).table("runs")
     finished = set(stored.loc[stored["status"] == "finished", "run_id"]) if not stored.empty else set()
     out = Path(args.out) if args.out else Path(args.results) / "FINDINGS.md"
     _writable(out.parent)

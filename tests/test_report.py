@@ -528,6 +528,30 @@ def test_a_family_where_a_preset_is_short_for_every_algorithm_is_shown_and_on_no
     assert [r.dataset for r in load_sweep(spec).runs()] == [D4RL, D4RL, GEN, GEN]  # ranked runs first
 
 
+def test_a_spec_reads_its_runs_made_on_other_data_than_the_local_copy(tmp_path, monkeypatch):
+    """The leaderboard's locomotion data made on an Intel CPU differ from the AMD machines' that made its runs: a
+    report of the spec read them at the local copy's content and silently dropped every such run. It reads a
+    dataset at the content the store's runs recorded unless the store holds runs on the local copy; a sweep (which
+    trains on the local copy) still sees them as left to run."""
+    from envs import catalog
+    from bench.harness.plan import read_ids
+    from bench.harness.sweep import load_sweep
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    name, results, spec = "diffbench/pointmaze/umaze-small-v0", tmp_path / "results", tmp_path / "s.yaml"
+    spec.write_text(f"algorithms: [bc]\ndatasets: [{name}]\nseeds: [0]\npreset: tiny\nepisodes: 2\n"
+                    "overrides: {device: cpu}\n")
+    catalog.generate(name, steps=400, seed=0, ref_episodes=2, progress=False)
+    assert main(["sweep", str(spec), "--results", str(results), "--no-progress"]) == 0
+    stored, = ResultsStore(results).table("runs")["run_id"]
+    catalog.generate(name, steps=400, seed=1, ref_episodes=2, progress=False, overwrite=True)  # another machine's
+    runs = load_sweep(spec).runs()
+    assert runs[0].run_id() != stored and read_ids(runs, ResultsStore(results).table("runs")) == [stored]
+    assert main(["report", "--results", str(results), "--spec", str(spec), "--out", str(tmp_path / "out"),
+                 "--format", "md"]) == 0
+    assert "bc[tiny]" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_performance_profiles_name_the_datasets_behind_each_entry():
     from bench.reports import plots
 

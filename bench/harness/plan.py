@@ -55,6 +55,26 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
             if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
 
 
+def read_contents(runs: pd.DataFrame, datasets: list[str]) -> dict[str, str]:
+    """Per dataset, the content a report reads a store's runs at: this machine's copy where the store holds runs
+    on it, else the content most of the store's runs on the dataset recorded. A store made on another machine (a
+    locomotion dataset made on an AMD CPU differs from an Intel one's) or read without the data on disk is read as
+    it is; a sweep, which trains on the local copy, always hashes the local content."""
+    recorded = runs[runs["status"] == "finished"].dropna(subset=["dataset_content"]) \
+        if not runs.empty and "dataset_content" in runs else pd.DataFrame(columns=["dataset", "dataset_content"])
+    out = {}
+    for dataset in dict.fromkeys(datasets):
+        local, held = catalog.fingerprint(dataset), recorded[recorded["dataset"] == dataset]["dataset_content"]
+        out[dataset] = local if held.empty or local in set(held) else held.value_counts().index[0]
+    return out
+
+
+def read_ids(specs: list[RunSpec], runs: pd.DataFrame) -> list[str]:
+    """The specs' run ids at the contents `read_contents` chooses: the runs a report of the store reads."""
+    contents = read_contents(runs, [s.dataset for s in specs])
+    return [s.run_id(contents[s.dataset]) for s in specs]
+
+
 def plan(specs: list[RunSpec], runs: pd.DataFrame) -> list[Planned]:
     """Each spec against the store's runs table."""
     finished = runs[runs["status"] == "finished"] if not runs.empty else runs

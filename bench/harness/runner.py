@@ -161,12 +161,13 @@ class RunSpec:
             out["eval_envs_at_once"] = limit  # evaluated in waves, which orders the policy's noise: part of the numbers
         return out
 
-    def run_id(self) -> str:
+    def run_id(self, content: str | None = None) -> str:
         """The hash of what makes the numbers: algorithm, dataset content, config and evaluation protocol. The
         learning-curve settings only add evaluations beside training (which they leave bit for bit the same), so
-        runs that differ in them alone are one run: they are hashed at their defaults."""
+        runs that differ in them alone are one run: they are hashed at their defaults. `content`: a content other
+        than the local copy's (`catalog.fingerprint`), to read a store's runs made on other data (`read_ids`)."""
         same = dataclasses.replace(self, **CURVE_DEFAULTS)
-        return cfg_tools.config_hash(self.algorithm, self.dataset, catalog.fingerprint(self.dataset),
+        return cfg_tools.config_hash(self.algorithm, self.dataset, content or catalog.fingerprint(self.dataset),
                                      self.config().identity(), same.protocol())
 
     def directory(self, results: Path) -> Path:

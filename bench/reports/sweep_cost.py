@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness.cost_model import Estimate, estimate
+from bench.harness.plan import read_ids
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from bench.harness.runner import RunSpec
@@ -24,20 +25,21 @@ from policies.competence import family_shortfall
 EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
 PERIODIC = "periodic evaluation"
 OTHER = "other (data, envs, checkpoints, store)"
-NONE_FOUND = ("No finished run of the spec's is in the store. Run ids hash each dataset's content, so the datasets "
-              "must be on disk as the runs saw them (`diffbench datasets generate NAME`), and the runs made "
-              "(`diffbench sweep {spec} --results {store}`).")
+NONE_FOUND = ("No finished run of the spec's is in the store: make them with `diffbench sweep {spec} --results "
+              "{store}`.")
 
 
-def spec_ids(spec: SweepSpec) -> list[tuple[RunSpec, str]]:
-    """Each of the spec's runs with its id (an id hashes the dataset's content: computed once per report)."""
-    return [(run, run.run_id()) for run in spec.runs()]
+def spec_ids(spec: SweepSpec, store: ResultsStore) -> list[tuple[RunSpec, str]]:
+    """Each of the spec's runs with the id the store holds it under (`plan.read_ids`: an id hashes the dataset's
+    content; computed once per report)."""
+    runs = spec.runs()
+    return list(zip(runs, read_ids(runs, store.table("runs"))))
 
 
 def finished_runs(store: ResultsStore, spec: SweepSpec, planned: list[tuple[RunSpec, str]] | None = None) -> pd.DataFrame:
     """The store's rows of the spec's finished runs (by run id: other runs in a shared store are not read).
-    `planned`: `spec_ids(spec)`, if computed."""
-    ids = {run_id for _, run_id in (spec_ids(spec) if planned is None else planned)}
+    `planned`: `spec_ids(spec, store)`, if computed."""
+    ids = {run_id for _, run_id in (spec_ids(spec, store) if planned is None else planned)}
     runs = store.table("runs")
     return runs[runs["run_id"].isin(ids) & (runs["status"] == "finished")]
 
@@ -252,7 +254,7 @@ def write(store: ResultsStore, spec: SweepSpec, spec_path: str, out, command: st
 
     from bench.reports.render import markdown_table
 
-    planned = spec_ids(spec)
+    planned = spec_ids(spec, store)
     mine = finished_runs(store, spec, planned)
     costs = run_costs(store, spec, mine)
     out = Path(out)

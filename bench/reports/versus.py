@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.harness.plan import read_ids
 from bench.harness.sweep import SweepSpec
 from bench.reports.report import (_core_minutes, curve_points, data_references, plateaus, run_scores,
                                   short_of_competence)
@@ -104,7 +105,7 @@ def _speed(speed: pd.DataFrame | None, algorithm: str, baseline: str) -> dict[st
 def table(store, spec: SweepSpec, baseline: str, speed: pd.DataFrame | None = None
           ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """`versus` on the store's runs of the spec, with their learning curves: (rows, notes, the runs' scores)."""
-    ids = {run.run_id() for run in spec.runs()}
+    ids = set(read_ids(spec.runs(), store.table("runs")))
     scores = run_scores(store, ids)
     mine = spec_scores(scores, spec, ids) if not scores.empty else scores
     curves = plateaus(curve_points(store, mine)) if not mine.empty else pd.DataFrame()
