@@ -40,6 +40,7 @@ def test_gains_pair_each_seed_with_its_own_behaviour_model_and_say_when_they_are
     assert guided["low"] > 0 and guided["diffusion BC"] == "30.0"
     srpo = gains.loc["srpo[cpu]"]
     assert srpo["pairs"] == 2 and srpo["mean"] == pytest.approx(-2.5) and srpo["verdict"] == "tie"
+    assert f"srpo[cpu] on {GEN} (seed 1)" in " ".join(build(s).notes)  # said, not silently dropped
     assert main(["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--format", "md,csv"]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## Over diffusion BC: each method built on QGPO's behaviour model" in text

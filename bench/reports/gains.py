@@ -41,11 +41,9 @@ def _digests(runs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and entry built on QGPO's behaviour model: its paired gain over diffusion BC (`scores`: the
-    report's per-seed score rows; `runs`: the store's runs table, for the weights' digests)."""
-    if scores.empty:
-        return pd.DataFrame(columns=COLUMNS)
+def _pairs(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each score row built on QGPO's behaviour model beside its seed's s = 0 row, with `same`: whether the two
+    behaviour models are one (their digests agree, or one of them recorded none)."""
     digest = _digests(runs)
     base = scores[(scores["algorithm"] == BASE) & (scores["guidance_scale"] == 0) & (scores["selection"] == "none")]
     key = ["dataset", "preset", "seed"]
@@ -55,8 +53,32 @@ def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFra
     pairs = built.merge(base[key + ["base_digest", "base_score", "base_entry", "run_id"]].rename(
         columns={"run_id": "base_run"}), on=key)
     mine = pairs["run_id"].map(digest)
-    same = mine.isna() | pairs["base_digest"].isna() | (mine == pairs["base_digest"])
-    pairs = pairs[same]
+    return pairs.assign(same=mine.isna() | pairs["base_digest"].isna() | (mine == pairs["base_digest"]))
+
+
+def unpaired(scores: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """A line naming the cells whose seeds found a QGPO run but another behaviour model there (the shared stage
+    trained again, e.g. on another kind of CPU after its checkpoint was gone): left out of the gains, never joined."""
+    if scores.empty:
+        return []
+    apart = _pairs(scores, runs).drop_duplicates(["dataset", "entry", "seed"])
+    apart = apart[~apart["same"]]
+    if apart.empty:
+        return []
+    cells = [f"{entry} on {dataset} (seed{'s' * (len(g) > 1)} {', '.join(str(s) for s in sorted(g['seed']))})"
+             for (dataset, entry), g in apart.groupby(["dataset", "entry"])]
+    return ["not paired with diffusion BC, their behaviour model another than QGPO's of the same seed (the shared "
+            "stage trained again, its checkpoint gone; on another CPU the same config gives other weights): "
+            + "; ".join(cells)]
+
+
+def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and entry built on QGPO's behaviour model: its paired gain over diffusion BC (`scores`: the
+    report's per-seed score rows; `runs`: the store's runs table, for the weights' digests)."""
+    if scores.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    pairs = _pairs(scores, runs)
+    pairs = pairs[pairs["same"]]
     rows = []
     for (dataset, entry, base_entry), g in pairs.groupby(["dataset", "entry", "base_entry"], sort=True):
         g = g.drop_duplicates(["seed"])  # one base per seed; a second QGPO config on the same seed would pair twice

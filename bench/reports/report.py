@@ -20,7 +20,7 @@ import pandas as pd
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks, guidance_checks
-from bench.reports.gains import gains_over_behaviour
+from bench.reports.gains import gains_over_behaviour, unpaired
 from bench.reports.sharing import shared_stage_savings, stage_agreement
 from bench.harness.plan import identity_fields
 from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
@@ -623,6 +623,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
     improvement, parted = _improvement(ranked)
     notes += parted
     notes += stage_agreement(runs)
+    notes += unpaired(ranked, runs)
     short = short_of_competence(df)
     notes += sorted({f"not ranked: {why}" for why in short.values()})
     notes += sorted({f"not ranked on {why}" for why in cells.values()})
