@@ -686,3 +686,17 @@ def test_an_unreadable_time_limit_is_one_error(text):
 def test_a_time_limit_with_ray_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="--time-limit needs the local executor"):
         run_all([spec(0)], tmp_path, executor="ray", time_limit=60.0)
+
+
+def test_a_run_that_would_wait_on_a_running_runs_shared_stage_is_passed_over():
+    """Two workers on QGPO seed 0 then DDPO seed 0: DDPO restores QGPO's behaviour model, so started beside it it
+    would wait on that stage's lock with its core idle; the next run that waits on nothing goes first."""
+    from bench.harness.executors import next_run
+
+    qgpo0, ddpo0, bc0, ddpo1 = (RunSpec(a, TINY_ID, seed=s, preset="tiny")
+                                for a, s in (("qgpo", 0), ("ddpo", 0), ("bc", 0), ("ddpo", 1)))
+    assert next_run([ddpo0, bc0, ddpo1], [qgpo0]) == 1  # bc shares nothing
+    assert next_run([ddpo0, ddpo1], [qgpo0]) == 1  # another seed's behaviour model is nobody's yet
+    assert next_run([ddpo0], [qgpo0]) == 0  # nothing else to start: it waits, as before
+    assert next_run([ddpo0, bc0], [RunSpec("qgpo", TINY_ID, seed=0, preset="cpu")]) == 0  # another preset's stage
+    assert next_run([ddpo0, bc0], []) == 0
