@@ -716,7 +716,7 @@ def cmd_sweep(args) -> int:
     if args.plan:  # what would run, against the store, and why a stored run would not be reused
         import pandas as pd
 
-        from bench.harness.plan import describe, plan
+        from bench.harness.plan import describe, other_data, plan
 
         runs = _existing_store(args.results).table("runs") if (Path(args.results) / "results.sqlite").exists() \
             else pd.DataFrame(columns=["run_id", "status"])
@@ -724,12 +724,20 @@ def cmd_sweep(args) -> int:
         from bench.harness.executors import threads_per_worker
 
         print(f"sweep {args.spec} against {args.results}: {len(specs)} runs")
+        if other_data(specs, runs):
+            print(f"warning: {other_data(specs, runs)}")
         planned = plan(specs, runs)
         print("\n".join(describe(planned)))
         left = [p.spec for p in planned if p.status != "finished"]
         if left:
             print(projected_line(left, runs, args.workers, threads_per_worker(args.workers), Path(args.results)))
         return 0
+    if not args.other_data and (Path(args.results) / "results.sqlite").exists():
+        from bench.harness.plan import other_data
+
+        forked = other_data(specs, _existing_store(args.results).table("runs"))
+        if forked:
+            raise DatasetError(forked + "; pass --other-data to run them here all the same")
     rerun = [a.strip() for a in args.rerun.split(",") if a.strip()]
     print(f"sweep {args.spec}: {len(specs)} runs into {args.results}" + (f"; {', '.join(rerun)} made again" if rerun else ""))
     return _print_outcome(run_all(specs, Path(args.results), **_run_options(args), rerun=rerun), Path(args.results))
@@ -1172,6 +1180,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--rerun", default="", help="algorithms (comma-separated) whose finished runs are made again, "
                                                 "e.g. after a fix: their old files are set aside until each new run "
                                                 "finishes (back if it fails or is cut), shared stages kept")
+    sw.add_argument("--other-data", action="store_true",
+                    help="run on datasets whose local copy holds other bytes than the store's runs on them were "
+                         "trained on (made on another kind of CPU, or regenerated), starting their cells again there")
     executor_args(sw)
     sw.set_defaults(func=cmd_sweep)
 

@@ -528,11 +528,11 @@ def test_a_family_where_a_preset_is_short_for_every_algorithm_is_shown_and_on_no
     assert [r.dataset for r in load_sweep(spec).runs()] == [D4RL, D4RL, GEN, GEN]  # ranked runs first
 
 
-def test_a_spec_reads_its_runs_made_on_other_data_than_the_local_copy(tmp_path, monkeypatch):
+def test_a_spec_reads_its_runs_made_on_other_data_than_the_local_copy(tmp_path, monkeypatch, capsys):
     """The leaderboard's locomotion data made on an Intel CPU differ from the AMD machines' that made its runs: a
     report of the spec read them at the local copy's content and silently dropped every such run. It reads a
     dataset at the content the store's runs recorded unless the store holds runs on the local copy; a sweep (which
-    trains on the local copy) still sees them as left to run."""
+    trains on the local copy) refuses to start those cells again on other data unless told to."""
     from envs import catalog
     from bench.harness.plan import read_ids
     from bench.harness.sweep import load_sweep
@@ -550,6 +550,12 @@ def test_a_spec_reads_its_runs_made_on_other_data_than_the_local_copy(tmp_path, 
     assert main(["report", "--results", str(results), "--spec", str(spec), "--out", str(tmp_path / "out"),
                  "--format", "md"]) == 0
     assert "bc[tiny]" in (tmp_path / "out" / "report.md").read_text()
+    capsys.readouterr()
+    sweep = ["sweep", str(spec), "--results", str(results), "--no-progress"]
+    assert main(sweep) != 0  # it would start the cell again on other data: said, nothing run
+    assert f"{name} (here {catalog.fingerprint(name)}, the store's" in capsys.readouterr().err
+    assert len(ResultsStore(results).table("runs")) == 1
+    assert main(sweep + ["--other-data"]) == 0 and len(ResultsStore(results).table("runs")) == 2
 
 
 def test_performance_profiles_name_the_datasets_behind_each_entry():

@@ -69,6 +69,21 @@ def read_contents(runs: pd.DataFrame, datasets: list[str]) -> dict[str, str]:
     return out
 
 
+def other_data(specs: list[RunSpec], runs: pd.DataFrame) -> str:
+    """What a sweep here would start again on other data: the datasets whose every finished run in the store was
+    trained on other bytes than this machine's copy ("" where none). Made here, their cells would stand beside
+    the store's as a second dataset, kept apart in the reports."""
+    local = {d: catalog.fingerprint(d) for d in dict.fromkeys(s.dataset for s in specs)}
+    apart = {d: c for d, c in read_contents(runs, list(local)).items() if c != local[d]}
+    if not apart:
+        return ""
+    return (f"this machine's copies of {len(apart)} dataset(s) hold other bytes than the store's runs on them were "
+            "trained on: " + ", ".join(f"{d} (here {local[d]}, the store's {c})" for d, c in apart.items())
+            + "; a sweep here would make their cells again on other data. Make them where the copies match "
+            "(`diffbench datasets verify ID --against RESULTS` says what differs) or leave these datasets out of "
+            "the spec")
+
+
 def read_ids(specs: list[RunSpec], runs: pd.DataFrame) -> list[str]:
     """The specs' run ids at the contents `read_contents` chooses: the runs a report of the store reads."""
     contents = read_contents(runs, [s.dataset for s in specs])
