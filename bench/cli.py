@@ -724,8 +724,9 @@ def cmd_sweep(args) -> int:
         from bench.harness.executors import threads_per_worker
 
         print(f"sweep {args.spec} against {args.results}: {len(specs)} runs")
-        if other_data(specs, runs):
-            print(f"warning: {other_data(specs, runs)}")
+        forked = other_data(specs, runs)
+        if forked:
+            print(f"warning: {forked}")
         planned = plan(specs, runs)
         print("\n".join(describe(planned)))
         left = [p.spec for p in planned if p.status != "finished"]

@@ -62,8 +62,8 @@ def above_ceiling() -> list[str]:
     return [t for t in past if features.get(t)]
 
 
-def pinned_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+def pinned_env() -> dict[str, str]:
+    env = dict(os.environ)
     env["NPY_DISABLE_CPU_FEATURES"] = " ".join(above_ceiling())
     env["OPENBLAS_CORETYPE"] = OPENBLAS_CORE
     return env
@@ -83,14 +83,14 @@ def is_pinned() -> bool:
             and bool(_numpy_cpu()[1].get(CEILING)))
 
 
-def run_pinned(target: str, kwargs: dict[str, Any], base_env: dict[str, str] | None = None) -> Any:
+def run_pinned(target: str, kwargs: dict[str, Any]) -> Any:
     """`module:function`(**kwargs) in a child process started under the pin; its JSON-able result. A
     DatasetError there is one here, with its message; anything else names the child's exit status (its
     traceback is on stderr above)."""
     with tempfile.TemporaryDirectory(prefix="diffbench-pinned-") as tmp:
         out = Path(tmp) / "result.json"
         job = json.dumps({"target": target, "kwargs": kwargs, "out": str(out)})
-        done = subprocess.run([sys.executable, "-m", "envs.numerics", job], env=pinned_env(base_env))
+        done = subprocess.run([sys.executable, "-m", "envs.numerics", job], env=pinned_env())
         reply = json.loads(out.read_text()) if out.is_file() else None
     if reply is None:
         raise DatasetError(f"{target} failed in its pinned-numerics process (exit status {done.returncode}; its "
