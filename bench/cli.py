@@ -242,10 +242,14 @@ def _against_store(dataset: str, report: dict, results: Path) -> tuple[str, bool
             + ". Regenerate under the versions in their dataset card to match them")
     from envs.families import family
 
-    if family(dataset) == "locomotion":
+    if family(dataset) == "locomotion" and report.get("actor_math", "torch") == "torch":
         text += ("; where the versions are the same, the CPU is the difference: the SAC actor that rolls these data "
                  "out multiplies in torch (MKL), whose kernels differ between Intel and AMD CPUs, so make these cells "
                  "on a machine like theirs (README: The same bytes on another machine)")
+    elif family(dataset) == "locomotion":
+        text += ("; this copy's actor acted in numpy float64, the same bytes on any x86-64-v3 CPU, so where the "
+                 "versions are the same those runs were trained on the data of the recipe before it left torch: "
+                 "make their cells again on this copy (`diffbench sweep ... --other-data`)")
     return text, False
 
 

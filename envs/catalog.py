@@ -262,6 +262,8 @@ def verify(name: str, action_tolerance: float = 1e-3, make_env: str = "trusted")
         "generated_on": card.get("generated_on", "not recorded"),
         "numerics": _numerics_text(card.get("numerics")),
     }
+    if str(card.get("generator", "")).startswith("envs.locomotion"):  # cards before the field acted in torch
+        checks["actor_math"] = (card.get("recipe") or {}).get("actor_math", "torch")
     entry = ds.eval_env_spec.entry_point if ds.eval_env_spec is not None else None
     if make_env == "never":
         checks["eval_env"] = "not checked (asked not to make it)"

@@ -10,8 +10,9 @@ Both settings are read when numpy is imported, so a process that did not start w
 child process that does (`run_pinned`).
 
 Not pinned here: torch's CPU matrix products (MKL, which picks its kernels by CPU vendor). The locomotion
-recipes roll out a SAC actor in torch, so their bytes still differ between Intel and AMD CPUs
-(README, "The same bytes on another machine").
+recipes roll their SAC actor out in numpy float64 for that reason, except the -medium-small ones, kept on
+torch for their committed runs, whose bytes still differ between Intel and AMD CPUs (README, "The same bytes
+on another machine").
 """
 
 from __future__ import annotations

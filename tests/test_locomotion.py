@@ -13,6 +13,7 @@ from envs import DatasetError
 from envs.locomotion.actor import ActorSpec, SquashedGaussianActor, check_spaces, from_sb3, load_actor, save_actor
 from envs.locomotion.recipes import RECIPES, _replay_segments, pick_policies
 from envs.locomotion.sac import SacSettings, read_curve, train
+from .generated import fingerprint_made_under
 
 TINY = SacSettings(steps=400, checkpoint_every=100, state_every=200, eval_episodes=1, learning_starts=100)
 
@@ -61,6 +62,34 @@ def test_our_actor_acts_as_the_sb3_actor_it_was_read_from():
     np.testing.assert_allclose(actor.act(obs, np.random.default_rng(1)), expected, atol=1e-5)
 
 
+def test_the_float64_actor_acts_as_the_torch_actor(sac_run):
+    actor, _ = load_actor(sac_run / "checkpoints" / "step-0000400.pt")
+    portable = actor.portable()
+    obs = np.random.default_rng(0).standard_normal((6, 11))
+    np.testing.assert_allclose(portable.act(obs), actor.act(obs), atol=1e-5)
+    np.testing.assert_allclose(portable.act(obs, np.random.default_rng(1)), actor.act(obs, np.random.default_rng(1)),
+                               atol=1e-5)  # the same noise draws, in the same order
+    one = portable.act(obs[0], np.random.default_rng(2))
+    assert one.shape == (3,) and one.dtype == np.float32
+    np.testing.assert_allclose(one, actor.act(obs[0], np.random.default_rng(2)), atol=1e-5)
+
+
+def test_rollouts_do_not_follow_torchs_cpu_kernels(sac_run, tmp_path):
+    """Intel and AMD CPUs run torch's matrix products on other MKL kernels; the data must not see which. Here
+    the kernels are moved on one CPU: with the torch actor (the -medium-small recipes) these settings moved
+    4,000 steps of hopper's committed medium to three different fingerprints."""
+    dest = tmp_path / "policies"
+    index = pick_policies("hopper", sac_run, dest, replay_every=100, heldout_episodes=0)
+    (dest / "index.json").write_text(json.dumps({**index, "medium": "step-0000300.pt", "expert": "step-0000400.pt"}))
+    dataset = "diffbench/hopper/medium-expert-small-v0"
+    assert RECIPES[dataset].actor_math == "float64" and RECIPES["diffbench/hopper/medium-small-v0"].actor_math == "torch"
+    made = {fingerprint_made_under(s, tmp_path / str(i), dataset, steps=300, seed=0, progress=False,
+                                   policies=str(dest))
+            for i, s in enumerate([{}, {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
+                                   {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}])}
+    assert len(made) == 1, made
+
+
 def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run, tmp_path, session_root):
     from envs.catalog import generate, load_dataset, verify
     from envs.minari_source import pinned_root
@@ -83,6 +112,7 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
                      policies=dest)
             sums.append(verify("diffbench/hopper/medium-replay-small-v0")["checksum"])
         assert sums[0] == sums[1]
+        assert verify("diffbench/hopper/medium-replay-small-v0", make_env="never")["actor_math"] == "float64"
         ds = load_dataset("diffbench/hopper/medium-replay-small-v0")
         card = ds.metadata["card"]
         assert card["reward_transform"] == "locomotion" and card["approximation"] and card["steps"] == len(ds.transitions)

@@ -2,15 +2,13 @@
 CPU has AVX-512, as they did before (the dense UMaze from an Intel Xeon differed from the AMD EPYC one)."""
 
 import json
-import os
 import platform
-import subprocess
-import sys
 
 import pytest
 
 from envs import catalog, numerics
 from envs.errors import DatasetError
+from .generated import fingerprint_made_under
 
 TINY = "diffbench/pointmaze/umaze-dense-small-v0"
 ARGS = dict(steps=400, seed=0, ref_episodes=2, progress=False)
@@ -26,13 +24,8 @@ def _avx2_machine_bytes(root) -> str:
 
     dispatch, features = list(core.__cpu_dispatch__), core.__cpu_features__
     past = [t for t in dispatch[dispatch.index("X86_V3") + 1:] if features.get(t)]
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(root), DIFFBENCH_NUMERICS="native",
-               NPY_DISABLE_CPU_FEATURES=" ".join(past), OPENBLAS_CORETYPE="ZEN")
-    code = ("from envs import catalog; "
-            f"catalog.generate({TINY!r}, steps=400, seed=0, ref_episodes=2, progress=False); "
-            f"print(catalog.verify({TINY!r}, make_env='never')['fingerprint'])")
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.split()[-1]
+    return fingerprint_made_under({"NPY_DISABLE_CPU_FEATURES": " ".join(past), "OPENBLAS_CORETYPE": "ZEN"}, root,
+                                  TINY, **ARGS)
 
 
 def test_pinned_generation_makes_the_bytes_a_cpu_without_avx512_makes(tmp_path, monkeypatch):

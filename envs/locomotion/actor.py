@@ -4,6 +4,13 @@ Datasets are regenerated from committed weights, so the weights are read with `t
 weights_only=True)` (no pickled code) into this module, which is the squashed-Gaussian MLP of
 stable-baselines3's SAC (`latent_pi` ReLU MLP, `mu` and `log_std` heads, log std clipped to [-20, 2],
 tanh): the same actions from the same weights and noise.
+
+Two ways to compute an action. `act` runs the module in torch float32, as it trained; its last bits follow
+torch's CPU matrix products (MKL), which take other kernels on Intel and AMD CPUs, and a MuJoCo rollout turns
+one last-bit difference into other trajectories: data rolled out that way differ between the two vendors.
+`portable()` is the same function in numpy float64 without BLAS (elementwise products, numpy's pairwise sums),
+whose bits follow numpy's SIMD dispatch alone, which dataset generation pins (envs/numerics.py): the same bytes
+on any x86-64-v3 CPU.
 """
 
 from __future__ import annotations
@@ -59,6 +66,39 @@ class SquashedGaussianActor(nn.Module):
             mean = mean + std * noise
         a = torch.tanh(mean).numpy()
         return a[0] if single else a
+
+    def portable(self) -> "Float64Actor":
+        """This actor in numpy float64, for rollouts whose bytes must not depend on the CPU's vendor."""
+        def weights(layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+            return (layer.weight.detach().cpu().numpy().astype(np.float64),
+                    layer.bias.detach().cpu().numpy().astype(np.float64))
+
+        return Float64Actor(tuple(weights(m) for m in self.latent_pi if isinstance(m, nn.Linear)),
+                            weights(self.mu), weights(self.log_std))
+
+
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    # products then numpy's sum over the contiguous last axis: no BLAS, whose kernels and threads vary by CPU
+    return (x[..., None, :] * weight).sum(axis=-1) + bias
+
+
+@dataclass(frozen=True)
+class Float64Actor:
+    """`SquashedGaussianActor.act` in numpy float64; actions rounded to float32 as the data store them."""
+
+    hidden: tuple[tuple[np.ndarray, np.ndarray], ...]
+    mu: tuple[np.ndarray, np.ndarray]
+    log_std: tuple[np.ndarray, np.ndarray]
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float32).astype(np.float64)  # the observation as the torch actor reads it
+        for weight, bias in self.hidden:
+            x = np.maximum(_linear(x, weight, bias), 0.0)
+        mean = _linear(x, *self.mu)
+        if rng is not None:
+            std = np.exp(np.clip(_linear(x, *self.log_std), LOG_STD_MIN, LOG_STD_MAX))
+            mean = mean + std * rng.standard_normal(mean.shape)
+        return np.tanh(mean).astype(np.float32)
 
 
 def check_spaces(spec: ActorSpec, env: gym.Env, where: str) -> None:

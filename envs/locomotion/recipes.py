@@ -13,6 +13,9 @@ truncation), terminals from the env (Hopper and Walker2d fall; HalfCheetah never
   `learning_starts`, as SAC's warm-up), each segment starting a new episode; `steps` caps it, shrinking
   every segment alike (D4RL kept the buffer itself, of its own size).
 Deterministic per seed: the same seed gives the same episodes (and checksum).
+The actors act in numpy float64 (`actor_math` "float64"), whose bytes are the same on any x86-64-v3 CPU under
+the generation pin; the three -medium-small recipes keep torch float32 ("torch"), as their committed results
+were made, so their bytes differ between Intel and AMD CPUs (README, "The same bytes on another machine").
 """
 
 from __future__ import annotations
@@ -45,14 +48,20 @@ class LocomotionRecipe:
     env: str
     level: str
     steps: int  # per policy; medium-expert holds twice this
+    actor_math: str = "float64"  # "torch": the actor's float32 torch forward pass, CPU-vendor dependent
 
     @property
     def env_id(self) -> str:
         return env_id(self.env)
 
 
+# The leaderboard's runs on the -medium-small datasets were trained on torch-rolled bytes made on AMD CPUs;
+# those recipes stay as they were so the runs keep their data. Every other recipe rolls out portably.
+TORCH_MADE = ("medium-small",)
+
 RECIPES: dict[str, LocomotionRecipe] = {
-    f"diffbench/{env}/{level}{suffix}-v0": LocomotionRecipe(env, level, steps)
+    f"diffbench/{env}/{level}{suffix}-v0": LocomotionRecipe(
+        env, level, steps, "torch" if f"{level}{suffix}" in TORCH_MADE else "float64")
     for env in ENVS for level in LEVELS for suffix, steps in (("", FULL), ("-small", SMALL))
 }
 
@@ -159,7 +168,7 @@ def build(dataset_id: str, steps: int | None, seed: int, progress: bool, root: P
         else:
             actor, card = _actor(recipe.env, file, root, env)
             used[file] = card
-            act = actor.act
+            act = actor.act if recipe.actor_math == "torch" else actor.portable().act
         buffers.extend(collect(env, n, rng, seed if not buffers else None, act, len(buffers),
                                f"{dataset_id} {role}", progress))
 
