@@ -737,12 +737,18 @@ def cmd_sweep(args) -> int:
         if left:
             print(projected_line(left, runs, args.workers, threads_per_worker(args.workers), Path(args.results)))
         return 0
-    if not args.other_data and (Path(args.results) / "results.sqlite").exists():
-        from bench.harness.plan import other_data
+    if args.other_data != "run" and (Path(args.results) / "results.sqlite").exists():
+        from bench.harness.plan import apart, other_data
 
-        forked = other_data(specs, _existing_store(args.results).table("runs"))
-        if forked:
-            raise DatasetError(forked + "; pass --other-data to run them here all the same")
+        runs = _existing_store(args.results).table("runs")
+        if args.other_data == "skip":
+            left_out = apart(specs, runs)
+            specs = [s for s in specs if s.dataset not in left_out]
+            for dataset, (mine, theirs) in left_out.items():
+                print(f"left out: {dataset} (this copy {mine}, the store's runs {theirs}; "
+                      f"`diffbench datasets verify {dataset} --against {args.results}`)")
+        elif forked := other_data(specs, runs):
+            raise DatasetError(forked + "; or pass --other-data run to make them here all the same")
     rerun = [a.strip() for a in args.rerun.split(",") if a.strip()]
     print(f"sweep {args.spec}: {len(specs)} runs into {args.results}" + (f"; {', '.join(rerun)} made again" if rerun else ""))
     return _print_outcome(run_all(specs, Path(args.results), **_run_options(args), rerun=rerun), Path(args.results))
@@ -1185,9 +1191,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--rerun", default="", help="algorithms (comma-separated) whose finished runs are made again, "
                                                 "e.g. after a fix: their old files are set aside until each new run "
                                                 "finishes (back if it fails or is cut), shared stages kept")
-    sw.add_argument("--other-data", action="store_true",
-                    help="run on datasets whose local copy holds other bytes than the store's runs on them were "
-                         "trained on (made on another kind of CPU, or regenerated), starting their cells again there")
+    sw.add_argument("--other-data", nargs="?", const="run", choices=("run", "skip"), default=None,
+                    help="datasets whose local copy holds other bytes than the store's runs on them were trained on "
+                         "(made on another kind of CPU, or regenerated): without this option the sweep names them and "
+                         "runs nothing; 'run' (the option alone) starts their cells again on this copy; 'skip' makes "
+                         "the rest of the spec and leaves them out")
     executor_args(sw)
     sw.set_defaults(func=cmd_sweep)
 

@@ -555,6 +555,8 @@ def test_a_spec_reads_its_runs_made_on_other_data_than_the_local_copy(tmp_path, 
     assert main(sweep) != 0  # it would start the cell again on other data: said, nothing run
     assert f"{name} (here {catalog.fingerprint(name)}, the store's" in capsys.readouterr().err
     assert len(ResultsStore(results).table("runs")) == 1
+    assert main(sweep + ["--other-data", "skip"]) == 0 and len(ResultsStore(results).table("runs")) == 1
+    assert f"left out: {name}" in capsys.readouterr().out
     assert main(sweep + ["--other-data"]) == 0 and len(ResultsStore(results).table("runs")) == 2
 
 

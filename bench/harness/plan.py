@@ -69,19 +69,24 @@ def read_contents(runs: pd.DataFrame, datasets: list[str]) -> dict[str, str]:
     return out
 
 
-def other_data(specs: list[RunSpec], runs: pd.DataFrame) -> str:
-    """What a sweep here would start again on other data: the datasets whose every finished run in the store was
-    trained on other bytes than this machine's copy ("" where none). Made here, their cells would stand beside
-    the store's as a second dataset, kept apart in the reports."""
+def apart(specs: list[RunSpec], runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """The spec's datasets whose every finished run in the store was trained on other bytes than this machine's
+    copy: dataset -> (the local content, the store's)."""
     local = {d: catalog.fingerprint(d) for d in dict.fromkeys(s.dataset for s in specs)}
-    apart = {d: c for d, c in read_contents(runs, list(local)).items() if c != local[d]}
-    if not apart:
+    return {d: (local[d], c) for d, c in read_contents(runs, list(local)).items() if c != local[d]}
+
+
+def other_data(specs: list[RunSpec], runs: pd.DataFrame) -> str:
+    """What a sweep here would start again on other data ("" where nothing). Made here, those cells would stand
+    beside the store's as a second dataset, kept apart in the reports."""
+    forked = apart(specs, runs)
+    if not forked:
         return ""
-    return (f"this machine's copies of {len(apart)} dataset(s) hold other bytes than the store's runs on them were "
-            "trained on: " + ", ".join(f"{d} (here {local[d]}, the store's {c})" for d, c in apart.items())
+    return (f"this machine's copies of {len(forked)} dataset(s) hold other bytes than the store's runs on them were "
+            "trained on: " + ", ".join(f"{d} (here {mine}, the store's {c})" for d, (mine, c) in forked.items())
             + "; a sweep here would make their cells again on other data. Make them where the copies match "
             "(`diffbench datasets verify ID --against RESULTS` says what differs) or leave these datasets out of "
-            "the spec")
+            "this call (`--other-data skip`)")
 
 
 def read_ids(specs: list[RunSpec], runs: pd.DataFrame) -> list[str]:
