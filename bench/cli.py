@@ -724,7 +724,7 @@ def cmd_sweep(args) -> int:
 
         runs = _existing_store(args.results).table("runs") if (Path(args.results) / "results.sqlite").exists() \
             else pd.DataFrame(columns=["run_id", "status"])
-        from bench.harness.deadline import projected_line
+        from bench.harness.deadline import projected_line, where_the_hours_go
         from bench.harness.executors import threads_per_worker
 
         print(f"sweep {args.spec} against {args.results}: {len(specs)} runs")
@@ -735,7 +735,9 @@ def cmd_sweep(args) -> int:
         print("\n".join(describe(planned)))
         left = [p.spec for p in planned if p.status != "finished"]
         if left:
-            print(projected_line(left, runs, args.workers, threads_per_worker(args.workers), Path(args.results)))
+            threads = threads_per_worker(args.workers)
+            print(projected_line(left, runs, args.workers, threads, Path(args.results)))
+            print("\n".join(where_the_hours_go(left, runs, threads, Path(args.results))))
         return 0
     if args.other_data != "run" and (Path(args.results) / "results.sqlite").exists():
         from bench.harness.plan import apart, other_data

@@ -136,17 +136,54 @@ class Projection:
         return seconds / self.threads
 
 
+def projected_runs(specs: list[RunSpec], runs: pd.DataFrame, threads: int,
+                   results: Path | None = None) -> pd.DataFrame:
+    """One row per run of `specs` (the runs left, in the order a sweep makes them): its algorithm, dataset,
+    projected `seconds` on one worker of `threads` threads (NaN: no projection) and `short` (declared short of
+    competence at its preset there: ranked nowhere, made last)."""
+    project, planned = Projection(runs, threads, results), set()
+    rows = []
+    for spec in specs:
+        seconds = project(spec, planned)
+        rows.append({"algorithm": spec.algorithm, "dataset": spec.dataset,
+                     "seconds": float("nan") if seconds is None else seconds,
+                     "core_hours": float("nan") if seconds is None else seconds * project.threads / 3600,
+                     "short": bool(registry.get(spec.algorithm).shortfall(spec.preset, spec.dataset))})
+    return pd.DataFrame(rows, columns=["algorithm", "dataset", "seconds", "core_hours", "short"])
+
+
 def projected_cost(specs: list[RunSpec], runs: pd.DataFrame, threads: int,
                    results: Path | None = None) -> tuple[float, float, float, int]:
     """What `specs` (the runs left, in the order a sweep makes them) would take: (core-hours, wall hours on one
     worker of `threads` threads, core-hours of runs declared short of competence, runs with no projection)."""
-    project, planned = Projection(runs, threads, results), set()
-    seconds = [project(spec, planned) for spec in specs]
-    known = [s for s in seconds if s is not None]
-    short = sum(s for spec, s in zip(specs, seconds)
-                if s is not None and registry.get(spec.algorithm).shortfall(spec.preset, spec.dataset))
-    return (sum(known) * project.threads / 3600, sum(known) / 3600, short * project.threads / 3600,
-            len(seconds) - len(known))
+    rows = projected_runs(specs, runs, threads, results)
+    return (float(rows["core_hours"].sum()), float(rows["seconds"].sum()) / 3600,
+            float(rows.loc[rows["short"], "core_hours"].sum()), int(rows["seconds"].isna().sum()))
+
+
+def where_the_hours_go(specs: list[RunSpec], runs: pd.DataFrame, threads: int, results: Path | None = None,
+                       top: int = 15) -> list[str]:
+    """`sweep --plan`'s breakdown of the projected core-hours, by dataset and by algorithm, largest first, the part
+    declared short of competence apart: what to cut or move to a bigger machine."""
+    rows = projected_runs(specs, runs, threads, results)
+    if rows.empty:
+        return []
+    lines = []
+    for key in ("dataset", "algorithm"):
+        parts = rows.assign(ranked=rows["core_hours"].where(~rows["short"], 0.0),
+                            unranked=rows["core_hours"].where(rows["short"], 0.0))
+        table = parts.groupby(key).agg(runs=("algorithm", "size"), hours=("core_hours", "sum"),
+                                       ranked=("ranked", "sum"), unranked=("unranked", "sum"))
+        table = table.sort_values("hours", ascending=False)
+        lines.append(f"by {key}: core-hours (runs) [of which short of competence]")
+        width = max(len(str(k)) for k in table.index)
+        for name, r in table.head(top).iterrows():
+            lines.append(f"  {name:<{width}}  {r['hours']:6.1f} ({int(r['runs'])})"
+                         + (f"  [{r['unranked']:.1f}]" if r["unranked"] > 0 else ""))
+        if len(table) > top:
+            rest = table.iloc[top:]
+            lines.append(f"  {len(rest)} more  {rest['hours'].sum():6.1f} ({int(rest['runs'].sum())})")
+    return lines
 
 
 def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
