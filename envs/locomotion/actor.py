@@ -9,8 +9,9 @@ Two ways to compute an action. `act` runs the module in torch float32, as it tra
 torch's CPU matrix products (MKL), which take other kernels on Intel and AMD CPUs, and a MuJoCo rollout turns
 one last-bit difference into other trajectories: data rolled out that way differ between the two vendors.
 `portable()` is the same function in numpy float64 without BLAS (elementwise products, numpy's pairwise sums),
-whose bits follow numpy's SIMD dispatch alone, which dataset generation pins (envs/numerics.py): the same bytes
-on any x86-64-v3 CPU.
+whose bits follow numpy's SIMD dispatch (and glibc's libm) alone, which dataset generation pins
+(envs/numerics.py): meant to be the same bytes on any x86-64-v3 CPU with the same packages. Checked on one CPU
+by moving torch's kernels, which moves torch-rolled data and not these (tests/test_locomotion.py).
 """
 
 from __future__ import annotations
