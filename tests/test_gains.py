@@ -28,7 +28,7 @@ def test_gains_pair_each_seed_with_its_own_behaviour_model_and_say_when_they_are
     for seed, (bc_score, guided) in enumerate([(20.0, 25.0), (30.0, 33.0), (40.0, 47.0)]):
         s.record(run("qgpo", seed, {0.0: bc_score, 1.0: guided}, f"w{seed}", selected=1.0))
     s.record(run("srpo", 0, {None: 10.0}, "w0"))  # -10 against seed 0's model
-    s.record(run("srpo", 1, {None: 99.0}, "retrained-otherwise"))  # another model: never paired
+    s.record(run("srpo", 1, {None: 99.0}, "retrained-otherwise"))  # another model: never paired with seed 1's
     s.record(run("srpo", 2, {None: 45.0}, None))  # no digest recorded: paired by dataset, preset and seed (+5)
     s.record(run("ddpo", 7, {None: 50.0}, None))  # no QGPO run on its seed: nothing to pair with
     s.record(run("bc", 0, {None: 90.0}, None))  # its own policy, no behaviour model of QGPO's
@@ -38,11 +38,28 @@ def test_gains_pair_each_seed_with_its_own_behaviour_model_and_say_when_they_are
     guided = gains.loc["qgpo[cpu] s=1"]
     assert guided["pairs"] == 3 and guided["mean"] == pytest.approx(5.0) and guided["verdict"] == "better"
     assert guided["low"] > 0 and guided["diffusion BC"] == "30.0"
+    assert (gains.loc[["qgpo[cpu] s=1", "qgpo[cpu] s=held-out choice"], "pairing"] == "paired").all()
+    # one seed's model trained apart: the cell is compared unpaired, Welch's interval over all three seeds
     srpo = gains.loc["srpo[cpu]"]
-    assert srpo["pairs"] == 2 and srpo["mean"] == pytest.approx(-2.5) and srpo["verdict"] == "tie"
-    assert f"srpo[cpu] on {GEN} (seed 1)" in " ".join(build(s).notes)  # said, not silently dropped
+    assert srpo["pairing"] == "unpaired (Welch)" and srpo["pairs"] == 3
+    assert srpo["mean"] == pytest.approx((10 + 99 + 45) / 3 - 30.0) and srpo["verdict"] == "tie"
+    assert f"srpo[cpu] on {GEN} (seed 1)" in " ".join(build(s).notes)  # said, with why
     assert main(["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--format", "md,csv"]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## Over diffusion BC: each method built on QGPO's behaviour model" in text
-    assert f"| {GEN} | qgpo[cpu] s=1 | qgpo[cpu] s=0 (diffusion BC) | 3 | 30.0 | +5.0 [" in text
+    assert f"| {GEN} | qgpo[cpu] s=1 | qgpo[cpu] s=0 (diffusion BC) | 3 | paired | 30.0 | +5.0 [" in text
     assert (tmp_path / "out" / "gains.csv").exists()
+
+
+def test_welchs_interval_for_seeds_that_share_nothing():
+    from bench.studies.paired import paired, welch
+    import numpy as np
+    import pandas as pd
+
+    x, y = np.array([10.0, 12.0, 14.0]), np.array([1.0, 2.0, 3.0])
+    w = welch(x, y)  # se = sqrt(4/3 + 1/3); df = (5/3)^2 / ((4/3)^2/2 + (1/3)^2/2) = 2.94 -> t(0.975, 2) = 4.303
+    assert w.mean == pytest.approx(10.0) and w.high - w.mean == pytest.approx(4.303 * np.sqrt(5 / 3))
+    assert welch(x, y[:1]).low != welch(x, y[:1]).low  # one seed on a side: no interval (NaN)
+    # the same numbers paired seed by seed: differences 9, 10, 11, a far narrower interval
+    rows = pd.DataFrame({"seed": [0, 1, 2], "a": x, "b": y})
+    assert paired(rows, rows, "a", col_b="b").high - 10.0 < w.high - 10.0

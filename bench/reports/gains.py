@@ -6,6 +6,9 @@ seed, from the very same weights, so what it adds is read seed by seed against t
 per-seed differences with its 95% t-interval, "better" or "worse" when the interval excludes zero, "tie" when it
 covers it. A pair is made only on the same dataset content, preset and seed; where both runs recorded the behaviour
 weights' digest (`diagnostics.weights`), only when the digests agree, so a pair never joins two different models.
+Where a seed's two models differ (the shared stage trained again on another CPU after its checkpoint was gone:
+the same config gives other weights), the cell is compared unpaired instead: the difference of the seeds' means
+with Welch's t-interval, wider than a paired one, and said so in its `pairing` column.
 The scale chosen on the reported episodes is left out: it was picked with the target in hand.
 """
 
@@ -15,13 +18,15 @@ import json
 
 import pandas as pd
 
-from bench.studies.paired import paired, verdict
+from bench.studies.paired import paired, verdict, welch
 from policies import registry
 from policies.errors import ConfigError
 
 BASE = "qgpo"
 STAGE = "behaviour"
-COLUMNS = ["dataset", "entry", "against", "pairs", "diffusion BC", "gain [95% CI]", "verdict", "mean", "low", "high"]
+COLUMNS = ["dataset", "entry", "against", "pairs", "pairing", "diffusion BC", "gain [95% CI]", "verdict", "mean", "low",
+           "high"]
+PAIRED, UNPAIRED = "paired", "unpaired (Welch)"
 
 
 def _shares_behaviour(algorithm: str) -> bool:
@@ -67,9 +72,9 @@ def unpaired(scores: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
         return []
     cells = [f"{entry} on {dataset} (seed{'s' * (len(g) > 1)} {', '.join(str(s) for s in sorted(g['seed']))})"
              for (dataset, entry), g in apart.groupby(["dataset", "entry"])]
-    return ["not paired with diffusion BC, their behaviour model another than QGPO's of the same seed (the shared "
-            "stage trained again, its checkpoint gone; on another CPU the same config gives other weights): "
-            + "; ".join(cells)]
+    return ["compared with diffusion BC unpaired (Welch's interval over the seeds), their behaviour model another "
+            "than QGPO's of the same seed (the shared stage trained again, its checkpoint gone; on another CPU the same "
+            "config gives other weights): " + "; ".join(cells)]
 
 
 def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,12 +83,13 @@ def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFra
     if scores.empty:
         return pd.DataFrame(columns=COLUMNS)
     pairs = _pairs(scores, runs)
-    pairs = pairs[pairs["same"]]
     rows = []
     for (dataset, entry, base_entry), g in pairs.groupby(["dataset", "entry", "base_entry"], sort=True):
         g = g.drop_duplicates(["seed"])  # one base per seed; a second QGPO config on the same seed would pair twice
-        diff = paired(g, g, "score", col_b="base_score")
+        together = bool(g["same"].all())
+        diff = paired(g, g, "score", col_b="base_score") if together else welch(g["score"], g["base_score"])
         rows.append({"dataset": dataset, "entry": entry, "against": base_entry, "pairs": diff.seeds,
+                     "pairing": PAIRED if together else UNPAIRED,
                      "diffusion BC": f"{g['base_score'].mean():.1f}", "gain [95% CI]": diff.text(1),
                      "verdict": verdict(diff), "mean": diff.mean, "low": diff.low, "high": diff.high})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -97,7 +97,8 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
             "flattened": pl["flat"].map({True: "yes", False: "no", None: "—"})})
     if not report.gains.empty:
         out["Over diffusion BC: each method built on QGPO's behaviour model against that model sampled alone (s = 0), "
-            "paired seed by seed"] = report.gains.drop(columns=["mean", "low", "high"])
+            "paired seed by seed (unpaired where a seed's two models were trained apart)"] = \
+            report.gains.drop(columns=["mean", "low", "high"])
     if not report.critic.empty:
         out["Critic check: each critic's Q on dataset actions, and its policy's gap over them"] = critic_frame(report.critic)
     if not report.guidance.empty:
