@@ -736,8 +736,8 @@ def cmd_sweep(args) -> int:
         left = [p.spec for p in planned if p.status != "finished"]
         if left:
             threads = threads_per_worker(args.workers)
-            print(projected_line(left, runs, args.workers, threads, Path(args.results)))
             print("\n".join(where_the_hours_go(left, runs, threads, Path(args.results))))
+            print(projected_line(left, runs, args.workers, threads, Path(args.results)))
         return 0
     if args.other_data != "run" and (Path(args.results) / "results.sqlite").exists():
         from bench.harness.plan import apart, other_data
