@@ -1,6 +1,7 @@
 """Locomotion datasets: SAC behaviour policies trained, resumed and scored along the curve; the recipes
 rolled out from picked checkpoints, deterministically; bad policy files and envs are one clear error."""
 
+import importlib.metadata as md
 import json
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.cli import main
+from bench.harness.store import ResultsStore, RunResult
 from envs import DatasetError
 from envs.locomotion.actor import ActorSpec, SquashedGaussianActor, check_spaces, from_sb3, load_actor, save_actor
 from envs.locomotion.recipes import RECIPES, _replay_segments, pick_policies
@@ -90,7 +93,7 @@ def test_rollouts_do_not_follow_torchs_cpu_kernels(sac_run, tmp_path):
     assert len(made) == 1, made
 
 
-def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run, tmp_path, session_root):
+def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run, tmp_path, session_root, capsys):
     from envs.catalog import generate, load_dataset, verify
     from envs.minari_source import pinned_root
 
@@ -113,6 +116,15 @@ def test_the_recipes_roll_out_deterministically_from_picked_checkpoints(sac_run,
             sums.append(verify("diffbench/hopper/medium-replay-small-v0")["checksum"])
         assert sums[0] == sums[1]
         assert verify("diffbench/hopper/medium-replay-small-v0", make_env="never")["actor_math"] == "float64"
+        # runs in a store trained on the earlier, torch-rolled bytes: `verify --against` says the recipe moved
+        store = ResultsStore(tmp_path / "store")
+        store.record(RunResult(run_id="before", algorithm="bc", dataset="diffbench/hopper/medium-replay-small-v0",
+                               seed=0, preset="cpu", config={}, started=0.0, finished=1.0, dataset_content="torch-made",
+                               packages={"mujoco": md.version("mujoco")}, hardware={"description": "AMD EPYC"}))
+        assert main(["datasets", "verify", "diffbench/hopper/medium-replay-small-v0", "--no-env", "--against",
+                     str(tmp_path / "store")]) == 1
+        said = capsys.readouterr().out
+        assert "acted in numpy float64" in said and "--other-data" in said and "MKL" not in said
         ds = load_dataset("diffbench/hopper/medium-replay-small-v0")
         card = ds.metadata["card"]
         assert card["reward_transform"] == "locomotion" and card["approximation"] and card["steps"] == len(ds.transitions)
