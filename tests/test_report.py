@@ -646,3 +646,20 @@ def test_an_entry_whose_seeds_are_still_running_is_listed_not_ranked(store, tmp_
     assert f"iql[cpu] on {GEN} (1 of 3 seeds)" in " ".join(report.notes)
     assert not report.improvement[(report.improvement["x"] == "iql[cpu]") | (report.improvement["y"] == "iql[cpu]")
                                   ]["datasets"].gt(1).any()
+
+
+def test_a_dataset_made_again_is_read_at_its_newer_bytes_when_the_runs_tie(monkeypatch):
+    """Without the data on disk a report reads each dataset at the content most of its runs hold; hopper's
+    medium-replay, made again on the portable recipe, held three runs on each content for a while."""
+    import pandas as pd
+
+    from bench.harness import plan
+
+    monkeypatch.setattr(plan.catalog, "fingerprint", lambda name: "unavailable")
+    runs = pd.DataFrame({"dataset": ["d"] * 4, "status": "finished",
+                         "dataset_content": ["old", "old", "new", "new"], "finished": [1.0, 2.0, 3.0, 4.0]})
+    assert plan.read_contents(runs, ["d"]) == {"d": "new"}  # a tie: the content whose runs finished last
+    more = pd.concat([runs, runs.iloc[[0]].assign(finished=0.5)])
+    assert plan.read_contents(more, ["d"]) == {"d": "old"}  # more runs: the majority, whenever made
+    monkeypatch.setattr(plan.catalog, "fingerprint", lambda name: "new")
+    assert plan.read_contents(more, ["d"]) == {"d": "new"}  # the local copy, where the store holds runs on it

@@ -57,15 +57,21 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 
 def read_contents(runs: pd.DataFrame, datasets: list[str]) -> dict[str, str]:
     """Per dataset, the content a report reads a store's runs at: this machine's copy where the store holds runs
-    on it, else the content most of the store's runs on the dataset recorded. A store made on another machine (a
-    locomotion dataset made on an AMD CPU differs from an Intel one's) or read without the data on disk is read as
-    it is; a sweep, which trains on the local copy, always hashes the local content."""
+    on it, else the content most of the store's runs on the dataset recorded (on a tie, the one whose latest run
+    finished last: a recipe made again is read at its new bytes). A store made on another machine (a locomotion
+    dataset made on an AMD CPU differs from an Intel one's) or read without the data on disk is read as it is; a
+    sweep, which trains on the local copy, always hashes the local content."""
+    columns = ["dataset", "dataset_content", "finished"]
     recorded = runs[runs["status"] == "finished"].dropna(subset=["dataset_content"]) \
-        if not runs.empty and "dataset_content" in runs else pd.DataFrame(columns=["dataset", "dataset_content"])
+        if not runs.empty and "dataset_content" in runs else pd.DataFrame(columns=columns)
     out = {}
     for dataset in dict.fromkeys(datasets):
-        local, held = catalog.fingerprint(dataset), recorded[recorded["dataset"] == dataset]["dataset_content"]
-        out[dataset] = local if held.empty or local in set(held) else held.value_counts().index[0]
+        local, held = catalog.fingerprint(dataset), recorded[recorded["dataset"] == dataset]
+        if held.empty or local in set(held["dataset_content"]):
+            out[dataset] = local
+            continue
+        tally = held.groupby("dataset_content")["finished"].agg(["size", "max"])
+        out[dataset] = str(tally.sort_values(["size", "max"], ascending=False).index[0])
     return out
 
 
