@@ -68,9 +68,10 @@ def cmd_list(args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    print(f"{'id':45s} {'source':10s} {'on disk':8s} generatable")
+    print(f"{'id':45s} {'source':10s} {'on disk':8s} {'generatable':12s} same bytes on")
     for r in rows:
-        print(f"{r['id']:45s} {r['source']:10s} {'yes' if r['on_disk'] else 'no':8s} {'yes' if r['generatable'] else 'no'}")
+        print(f"{r['id']:45s} {r['source']:10s} {'yes' if r['on_disk'] else 'no':8s} "
+              f"{'yes' if r['generatable'] else 'no':12s} {r.get('same_bytes_on') or '-'}")
     return 0
 
 

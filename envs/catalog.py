@@ -215,13 +215,23 @@ def known_ids() -> list[str]:
     return sorted(set(local_minari_ids()) | set(generatable()))
 
 
+def same_bytes_on(dataset_id: str) -> str | None:
+    """Where a recipe's bytes are the same: "x86-64-v3" (any such CPU, generation pinned), "one CPU vendor" (a
+    locomotion recipe whose actor acts in torch, whose kernels differ between Intel and AMD), None (not made here)."""
+    if dataset_id in locomotion.RECIPES:
+        return "one CPU vendor" if locomotion.RECIPES[dataset_id].actor_math == "torch" else "x86-64-v3"
+    return "x86-64-v3" if dataset_id in pointmaze.RECIPES or dataset_id in ogbench_play.RECIPES else None
+
+
 def list_datasets() -> list[dict[str, Any]]:
-    """Every dataset on disk and every one diffbench can generate, with where it lives."""
+    """Every dataset on disk and every one diffbench can generate, with where it lives and, for a generated one,
+    on which machines it comes out as the same bytes."""
     local = set(local_minari_ids())
     makes = set(generatable())
     rows = [{"id": i, "source": "minari", "on_disk": True, "generatable": i in makes,
+             "same_bytes_on": same_bytes_on(i) if i in makes else None,
              "location": str(minari_source.dataset_dir(i))} for i in sorted(local)]
-    rows += [{"id": i, "source": "minari", "on_disk": False, "generatable": True,
+    rows += [{"id": i, "source": "minari", "on_disk": False, "generatable": True, "same_bytes_on": same_bytes_on(i),
               "location": str(minari_source.dataset_dir(i))} for i in sorted(makes - local)]
     # OGBench play data on disk (ours, or OGBench's own files) run as single-task views: list them too
     bases = [(i, str(minari_source.dataset_dir(i))) for i in sorted(local) if i in ogbench_play.RECIPES]

@@ -18,6 +18,11 @@ def test_list_shows_generatable_and_local(capsys, tiny_pointmaze):
     rows = {r["id"]: r for r in json.loads(out)}
     assert code == 0
     assert rows[TINY_ID]["on_disk"] and rows["diffbench/pointmaze/large-v0"]["generatable"]
+    # which recipes make the same bytes on Intel and AMD CPUs: all but the torch-rolled -medium-small locomotion
+    assert rows[TINY_ID]["same_bytes_on"] == rows["diffbench/hopper/medium-replay-small-v0"]["same_bytes_on"] == "x86-64-v3"
+    assert rows["diffbench/hopper/medium-small-v0"]["same_bytes_on"] == "one CPU vendor"
+    code, out, _ = run(capsys, "datasets", "list")
+    assert out.splitlines()[0].split()[-3:] == ["same", "bytes", "on"]
 
 
 def test_info_json(capsys, tiny_pointmaze):
