@@ -72,7 +72,8 @@ def welch(x: np.ndarray, y: np.ndarray) -> Paired:
     if se == 0:
         return Paired(mean, mean, mean, len(x))
     df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
-    half = T_95.get(max(2, int(math.floor(df)) + 1), 1.96) * se  # T_95 is keyed by a sample's size: df + 1
+    # T_95 is keyed by a sample's size (df + 1); past its last entry, that entry's (larger) quantile
+    half = T_95[min(max(2, int(math.floor(df)) + 1), max(T_95))] * se
     return Paired(mean, mean - half, mean + half, len(x))
 
 
