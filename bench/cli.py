@@ -243,12 +243,12 @@ def _against_store(dataset: str, report: dict, results: Path) -> tuple[str, bool
             + ". Regenerate under the versions in their dataset card to match them")
     from envs.families import family
 
-    if family(dataset) == "locomotion" and report.get("actor_math", "torch") == "torch":
+    if family(dataset) == "locomotion":
         text += ("; where the versions are the same, the CPU is the difference: the SAC actor that rolls these data "
                  "out multiplies in torch (MKL), whose kernels differ between Intel and AMD CPUs, so make these cells "
-                 "on a machine like theirs (README: The same bytes on another machine)")
-    elif family(dataset) == "locomotion":
-        text += ("; this copy's actor acted in numpy float64, the same bytes on any x86-64-v3 CPU, so where the "
+                 "on a machine like theirs (README: The same bytes on another machine)"
+                 if report.get("actor_math", "torch") == "torch" else
+                 "; this copy's actor acted in numpy float64, the same bytes on any x86-64-v3 CPU, so where the "
                  "versions are the same those runs were trained on the data of the recipe before it left torch: "
                  "make their cells again on this copy (`diffbench sweep ... --other-data`)")
     return text, False
@@ -725,7 +725,7 @@ def cmd_sweep(args) -> int:
 
         runs = _existing_store(args.results).table("runs") if (Path(args.results) / "results.sqlite").exists() \
             else pd.DataFrame(columns=["run_id", "status"])
-        from bench.harness.deadline import projected_line, where_the_hours_go
+        from bench.harness.deadline import cost_line, projected_runs, where_the_hours_go
         from bench.harness.executors import threads_per_worker
 
         print(f"sweep {args.spec} against {args.results}: {len(specs)} runs")
@@ -736,9 +736,9 @@ def cmd_sweep(args) -> int:
         print("\n".join(describe(planned)))
         left = [p.spec for p in planned if p.status != "finished"]
         if left:
-            threads = threads_per_worker(args.workers)
-            print("\n".join(where_the_hours_go(left, runs, threads, Path(args.results))))
-            print(projected_line(left, runs, args.workers, threads, Path(args.results)))
+            rows = projected_runs(left, runs, threads_per_worker(args.workers), Path(args.results))
+            print("\n".join(where_the_hours_go(rows)))
+            print(cost_line(rows, args.workers))
         return 0
     if args.other_data != "run" and (Path(args.results) / "results.sqlite").exists():
         from bench.harness.plan import apart, other_data

@@ -637,7 +637,7 @@ def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_point
 def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_store_holds_it(tiny_pointmaze, tmp_path):
     """A run's wall_seconds counts the stages it restored as if it trained them (its cost alone); a plan or a time
     limit that charged them again to every run sharing them would project DDPO at QGPO's pretraining plus its own."""
-    from bench.harness.deadline import Projection, projected_line, where_the_hours_go
+    from bench.harness.deadline import Projection, projected_line, projected_runs, where_the_hours_go
     from bench.harness.plan import wanted_config
 
     store = ResultsStore(tmp_path)
@@ -655,7 +655,7 @@ def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_s
     planned: set = set()
     assert project(qgpo, planned) == pytest.approx(400.0) and project(ddpo, planned) == pytest.approx(340.0)
     assert "projected 0.2 core-hours" in projected_line([qgpo, ddpo], runs, 1, 1, tmp_path)  # 740 s, not 1090
-    hours = where_the_hours_go([qgpo, ddpo], runs, 1, tmp_path)  # the breakdown `sweep --plan` prints: same charges
+    hours = where_the_hours_go(projected_runs([qgpo, ddpo], runs, 1, tmp_path))  # `sweep --plan`'s: same charges
     assert hours[0].startswith("by dataset") and f"{TINY_ID}     0.2 (2)" in hours[1]
     assert hours[2].startswith("by algorithm") and hours[3].split() == ["qgpo", "0.1", "(1)"]  # 400 s, then 340
     assert hours[4].split() == ["ddpo", "0.1", "(1)"]

@@ -152,29 +152,28 @@ def projected_runs(specs: list[RunSpec], runs: pd.DataFrame, threads: int,
     return pd.DataFrame(rows, columns=["algorithm", "dataset", "seconds", "core_hours", "short"])
 
 
-def projected_cost(specs: list[RunSpec], runs: pd.DataFrame, threads: int,
-                   results: Path | None = None) -> tuple[float, float, float, int]:
-    """What `specs` (the runs left, in the order a sweep makes them) would take: (core-hours, wall hours on one
-    worker of `threads` threads, core-hours of runs declared short of competence, runs with no projection)."""
-    rows = projected_runs(specs, runs, threads, results)
+def _totals(rows: pd.DataFrame) -> tuple[float, float, float, int]:
     return (float(rows["core_hours"].sum()), float(rows["seconds"].sum()) / 3600,
             float(rows.loc[rows["short"], "core_hours"].sum()), int(rows["seconds"].isna().sum()))
 
 
-def where_the_hours_go(specs: list[RunSpec], runs: pd.DataFrame, threads: int, results: Path | None = None,
-                       top: int = 15) -> list[str]:
-    """`sweep --plan`'s breakdown of the projected core-hours, by dataset and by algorithm, largest first, the part
-    declared short of competence apart: what to cut or move to a bigger machine."""
-    rows = projected_runs(specs, runs, threads, results)
+def projected_cost(specs: list[RunSpec], runs: pd.DataFrame, threads: int,
+                   results: Path | None = None) -> tuple[float, float, float, int]:
+    """What `specs` (the runs left, in the order a sweep makes them) would take: (core-hours, wall hours on one
+    worker of `threads` threads, core-hours of runs declared short of competence, runs with no projection)."""
+    return _totals(projected_runs(specs, runs, threads, results))
+
+
+def where_the_hours_go(rows: pd.DataFrame, top: int = 15) -> list[str]:
+    """`sweep --plan`'s breakdown of the projected core-hours (`projected_runs`' rows), by dataset and by algorithm,
+    largest first, the part declared short of competence apart: what to cut or move to a bigger machine."""
     if rows.empty:
         return []
+    parts = rows.assign(unranked=rows["core_hours"].where(rows["short"], 0.0))
     lines = []
     for key in ("dataset", "algorithm"):
-        parts = rows.assign(ranked=rows["core_hours"].where(~rows["short"], 0.0),
-                            unranked=rows["core_hours"].where(rows["short"], 0.0))
         table = parts.groupby(key).agg(runs=("algorithm", "size"), hours=("core_hours", "sum"),
-                                       ranked=("ranked", "sum"), unranked=("unranked", "sum"))
-        table = table.sort_values("hours", ascending=False)
+                                       unranked=("unranked", "sum")).sort_values("hours", ascending=False)
         lines.append(f"by {key}: core-hours (runs) [of which short of competence]")
         width = max(len(str(k)) for k in table.index)
         for name, r in table.head(top).iterrows():
@@ -186,11 +185,10 @@ def where_the_hours_go(specs: list[RunSpec], runs: pd.DataFrame, threads: int, r
     return lines
 
 
-def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
-                   results: Path | None = None) -> str:
-    """What `specs` (the runs left, in the order a sweep makes them) would take here, for `sweep --plan`."""
-    core_hours, hours, short, unknown = projected_cost(specs, runs, threads, results)
-    return (f"left to run: {len(specs)} run{'s' * (len(specs) != 1)}, projected {core_hours:.1f} core-hours, about "
+def cost_line(rows: pd.DataFrame, workers: int) -> str:
+    """What the runs left (`projected_runs`' rows) would take here, for `sweep --plan`."""
+    core_hours, hours, short, unknown = _totals(rows)
+    return (f"left to run: {len(rows)} run{'s' * (len(rows) != 1)}, projected {core_hours:.1f} core-hours, about "
             f"{hours / max(1, workers):.1f} hours on {workers} worker(s) here (each at the mean cost of "
             "its algorithm's finished runs in the store at the same config, else on the same dataset family, else "
             "scaled from the families it has; a shared stage counted once, and not at all where the shared store "
@@ -198,6 +196,12 @@ def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threa
             + (f"; {short:.1f} of those core-hours are runs declared short of competence "
                "(ranked nowhere, made last)" if short else "")
             + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
+
+
+def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
+                   results: Path | None = None) -> str:
+    """What `specs` (the runs left, in the order a sweep makes them) would take here."""
+    return cost_line(projected_runs(specs, runs, threads, results), workers)
 
 
 class TimeLimit:
