@@ -768,6 +768,16 @@ def cmd_drop(args) -> int:
     return 0
 
 
+def cmd_starts(args) -> int:
+    from bench.harness.starts import add_starts
+
+    outcomes = add_starts(_existing_store(args.results), dry_run=args.dry_run)
+    added = sum(o.added for o in outcomes)
+    print(f"{added} start(s) {'would be ' if args.dry_run else ''}added, {len(outcomes) - added} run(s) left as they were"
+          if outcomes else "every run with a start holds it already")
+    return 0
+
+
 def _wrote(paths: list[Path]) -> int:
     for path in paths:
         print(f"wrote {path}")
@@ -1214,6 +1224,12 @@ def build_parser() -> argparse.ArgumentParser:
     drop.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="the run ids to drop (`diffbench results export` lists them)")
     drop.add_argument("--results", default="runs", help='results directory holding results.sqlite')
     drop.set_defaults(func=cmd_drop)
+    st = rsub.add_parser("starts", help="evaluate the start (a fine-tuner's chain before fine-tuning) of runs made before "
+                                        "runs evaluated it, from their run directories, where their final episodes "
+                                        "reproduce exactly here")
+    st.add_argument("--results", default="runs", help='results directory holding results.sqlite')
+    st.add_argument("--dry-run", action="store_true", help="evaluate and say what would be added; record nothing")
+    st.set_defaults(func=cmd_starts)
 
     def store_args(sp, reference: bool = True):
         sp.add_argument("--results", default="runs", help="results directory holding results.sqlite")

@@ -71,6 +71,13 @@ class Algorithm(ABC):
         x axis of that policy's learning curve."""
         return self.curve_stages[-1] if self.curve_stages else None
 
+    def start(self) -> "Algorithm | None":
+        """This algorithm acting as it did before its last stage trained (a fine-tuner: the chain its fine-tuning
+        started from), the rest shared. The harness evaluates it on the final episodes beside the trained policy, so
+        what that stage added is paired within the run, whichever machine made the stages before it. None: no such
+        start (an algorithm trained from scratch)."""
+        return None
+
     def q_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """The Q(s, a) that improves this algorithm's policy, on raw states (the pessimistic twin where there are two),
         for the harness's critic check; None for an algorithm without one."""

@@ -3,6 +3,8 @@ optimum of the KL-regularised objective, beta = 0 identity, bad inputs, resume a
 
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 import torch
@@ -214,6 +216,34 @@ def test_beta_zero_or_no_iterations_leave_the_pretrained_policy(umaze, tmp_path)
     trained.fit(umaze, tmp_path / "some")
     tuned, pre = trained.policy.model.state_dict(), trained.behaviour.state_dict()
     assert not all(torch.equal(tuned[k], pre[k]) for k in pre)
+
+
+@pytest.mark.parametrize("name", ["ddpo", "ctrl", "dxmi"])
+def test_a_fine_tuners_start_acts_as_its_chain_before_fine_tuning_and_leaves_the_trained_one_as_it_was(
+        umaze, tmp_path, name):
+    """`start()`, which the harness evaluates beside the final policy on the same episodes: the very actions a run of
+    the same stages with no fine-tuning step takes (DxMI: its imitation sampler's), and the fine-tuned policy, acting
+    after it, unchanged."""
+    cls = registry.get(name)
+    obs = umaze.transitions.observations[:16].numpy()
+    untuned = cls.for_dataset(umaze, registry.make_config(name, "tiny", {"device": "cpu", "iterations": 0}))
+    untuned.fit(umaze, tmp_path / "untuned")
+    algo = cls.for_dataset(umaze, registry.make_config(name, "tiny", {"device": "cpu", "iterations": 4}))
+    algo.fit(umaze, tmp_path / "tuned")
+    algo.seed(5)
+    tuned = algo.act(obs)
+    start = algo.start()
+    untuned.seed(5), start.seed(5)
+    before = start.act(obs)
+    assert np.array_equal(before, untuned.act(obs))
+    # four fine-tuning iterations moved the chain (its samples before the clip to the bounds: the tiny policies'
+    # actions sit mostly at the bounds)
+    chain = lambda a: a.acting_policy().sample(a.policy_states(a.observations(obs)),  # noqa: E731
+                                               torch.Generator().manual_seed(0))
+    assert not torch.equal(chain(start), chain(algo)) and torch.equal(chain(start), chain(untuned))
+    algo.seed(5)
+    assert np.array_equal(algo.act(obs), tuned)
+    assert cls.for_dataset(umaze, registry.make_config(name, "tiny", {"device": "cpu"})).start() is None  # not fitted
 
 
 def test_fine_tuning_moves_the_actions_toward_higher_q0(umaze):

@@ -22,6 +22,7 @@ from bench.reports.render import tables
 from bench.reports.report import build
 from bench.reports.sharing import shared_stage_savings
 from bench.studies.perf import sharing_section
+from policies import registry
 from policies.errors import ConfigError
 
 from .conftest import TINY_ID
@@ -302,7 +303,6 @@ def test_a_shared_stage_trained_again_from_a_store_snapshot_is_checked_against_t
 
 def test_a_sweep_crosses_everything_with_per_algorithm_overrides(tmp_path, monkeypatch):
     from bench.harness.sweep import load_sweep
-    from policies import registry
 
     path = tmp_path / "sweep.yaml"
     path.write_text("algorithms: [qgpo, bc]\ndatasets: [a/b-v0, c/d-v0]\nseeds: [0, 1]\npreset: tiny\n"
@@ -357,6 +357,44 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     assert checks["qgpo"] == checks["ddpo"] and checks["qgpo"]["probe_states"] > 0
     assert all(np.isfinite(g["policy_gap_mean"]) and 0 <= g["policy_gap_positive"] <= 1 for g in gaps.values())
     report = build(ResultsStore(tmp_path))
+    # DDPO's start (the pretrained chain on its final episodes) is a reference the run carries, never an entry
+    assert "its start, before finetune, on the same episodes: return" in out
+    final = ResultsStore(tmp_path).table("final_scores")
+    own = final[final["run_id"] == runs.loc["ddpo", "run_id"]].set_index(["variant", "episode"])["score"]
+    assert sorted(own.index.get_level_values(0).unique()) == ["default", "start"] and len(own["start"]) == 2
+    assert sorted(report.scores.loc[report.scores["algorithm"] == "ddpo", "entry"]) == ["ddpo[tiny]"]
+    start = report.start_gains.set_index("entry").loc["ddpo[tiny]"]
+    assert start["seeds"] == 1 and start["mean"] == pytest.approx(own["default"].mean() - own["start"].mean())
+    assert set(report.start_gains["entry"]) == {"ddpo[tiny]"}  # qgpo has no start
+    evals = ResultsStore(tmp_path).table("evaluations")
+    row = evals[(evals["run_id"] == runs.loc["ddpo", "run_id"]) & (evals["stage"] == "start")].iloc[0]
+    tiny_ddpo = registry.make_config("ddpo", "tiny")
+    assert row["episodes"] == 2 and row["gradient_steps"] == tiny_ddpo.behaviour_steps + tiny_ddpo.q_steps
+    assert row["gradient_steps"] < runs.loc["ddpo", "gradient_steps"]  # before fine-tuning's steps
+    # a run from before starts were evaluated gets its start from its run directory, the same numbers, once its
+    # final episodes reproduce here; where they do not, it is left as it was
+    import sqlite3
+
+    ddpo_id = runs.loc["ddpo", "run_id"]
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        for table, column in (("evaluations", "stage"), ("final_scores", "variant")):
+            db.execute(f"delete from {table} where run_id = ? and {column} = 'start'", (ddpo_id,))
+        (first,) = db.execute("select return from final_scores where run_id = ? and variant = 'default' and "
+                              "episode = 0", (ddpo_id,)).fetchone()
+        db.execute("update final_scores set return = ? where run_id = ? and episode = 0", (first + 1, ddpo_id))
+    code, out, _ = run_cli(capsys, "results", "starts", "--results", str(tmp_path))
+    assert code == 0 and "left as it was, its policy evaluated again here returns otherwise on 1 of 2 episodes" in out
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute("update final_scores set return = ? where run_id = ? and episode = 0", (first, ddpo_id))
+    code, out, _ = run_cli(capsys, "results", "starts", "--results", str(tmp_path))
+    assert code == 0 and f"{ddpo_id} (ddpo {TINY_ID} seed 0): added, its final 2 episodes reproduced exactly" in out
+    back = ResultsStore(tmp_path).table("final_scores")
+    back = back[(back["run_id"] == ddpo_id) & (back["variant"] == "start")].set_index("episode")["score"]
+    assert back.tolist() == own["start"].tolist()
+    assert json.loads(ResultsStore(tmp_path).table("runs").set_index("run_id").loc[ddpo_id, "diagnostics"])[
+        "start"]["reproduced_final_episodes"] == 2
+    code, out, _ = run_cli(capsys, "results", "starts", "--results", str(tmp_path))
+    assert code == 0 and "every run with a start holds it already" in out
     guidance = report.guidance.set_index("entry")  # QGPO's own: f_phi's fit near t = 0 beside the target's
     assert guidance.loc["qgpo[tiny]", "fit_t"] == 0.01 and -1 <= guidance.loc["qgpo[tiny]", "rank_correlation"] <= 1
     shown = next(t for name, t in tables(report).items() if name.startswith("Guidance check"))
@@ -398,7 +436,6 @@ def test_the_committed_fine_tuning_sweeps_share_their_stages_with_qgpo(tmp_path,
     import numpy as np
 
     from bench.harness.sweep import load_sweep
-    from policies import registry
     from policies.core.training import TrainHooks
 
     runs = load_sweep(Path(__file__).parents[1] / "bench" / "sweeps" / f"{name}.yaml").runs()

@@ -287,6 +287,9 @@ def _execute(spec: RunSpec, config: Any, results: Path, base: dict, log: Any) ->
 
 
 RESULT_FILE = "result.json"
+# the variant (and evaluation stage) of a run's start (`Algorithm.start`: a fine-tuner's chain before fine-tuning),
+# evaluated on the final episodes: a reference the run carries, never an entry of its own
+START = "start"
 PROGRESS_FILE = "progress.json"
 
 
@@ -394,20 +397,44 @@ def _final_evaluation(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, workdi
     for row, res in _evaluate_rows(algo, ds, scales, spec.final_episodes(), spec.eval_seed, max_steps):
         scale = row["guidance_scale"]
         evaluations.append(row | {"stage": "final", "step": total, "gradient_steps": total} | _policy_end(algo, scale))
-        for i in range(len(res.returns)):
-            final.append({"variant": row["variant"], "guidance_scale": scale, "episode": i,
-                          "return": float(res.returns[i]), "length": int(res.lengths[i]),
-                          "score": float(res.normalized[i]) if res.normalized is not None else None})
+        final += _episode_rows(row["variant"], scale, res)
         episodes.append(row)
         scalars.add(f"final/score/{row['variant']}", row["score_mean"], total)
         log(f"[{spec.label()}] final {row['variant']}: return {row['return_mean']:.2f} ± {row['return_std']:.2f}"
             + (f", score {row['score_mean']:.1f} ± {row['score_std']:.1f}" if row["score_mean"] is not None else "")
             + f" ({row['episodes']} episodes)" + (" [selected]" if selected is not None and scale == selected else ""))
+    start = evaluate_start(algo, ds, spec.final_episodes(), spec.eval_seed, max_steps)
+    if start is not None:
+        row, rows = start
+        evaluations.append(row)
+        final += rows
+        log(f"[{spec.label()}] its start, before {algo.policy_stage(None) or 'training'}, on the same episodes: "
+            f"return {row['return_mean']:.2f}" + (f", score {row['score_mean']:.1f}" if row["score_mean"] is not None else ""))
     (workdir / "final.json").write_text(json.dumps({"evaluations": episodes, "episodes": final, "cost": cost,
                                                     "selected_guidance_scale": selected}, indent=2))
     if spec.curves() or spec.eval_every:
         evaluations += _curve_ends(spec, algo, ds, scales, max_steps)
     return evaluations, final, episodes, cost, selected
+
+
+def evaluate_start(algo: Algorithm, ds: OfflineDataset, episodes: int, seed: int,
+                   max_steps: int) -> tuple[dict, list[dict]] | None:
+    """The run's start (`Algorithm.start`) on the final evaluation's episodes: its evaluation row and its episodes'
+    rows (variant START); None for an algorithm without one."""
+    start = algo.start()
+    if start is None:
+        return None
+    (row, res), = _evaluate_rows(start, ds, [None], episodes, seed, max_steps)
+    stage = algo.policy_stage(None)
+    before = _steps_before(algo, stage) if stage is not None else algo.cost["gradient_steps_total"]
+    return (row | {"variant": START, "stage": START, "step": before, "gradient_steps": before},
+            _episode_rows(START, None, res))
+
+
+def _episode_rows(variant: str, scale: float | None, res: Any) -> list[dict]:
+    return [{"variant": variant, "guidance_scale": scale, "episode": i, "return": float(res.returns[i]),
+             "length": int(res.lengths[i]), "score": float(res.normalized[i]) if res.normalized is not None else None}
+            for i in range(len(res.returns))]
 
 
 def _curve_ends(spec: RunSpec, algo: Algorithm, ds: OfflineDataset, scales: list[float | None],

@@ -234,6 +234,25 @@ class ResultsStore:
             con.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                             values)
 
+    def add_start(self, run_id: str, evaluation: dict[str, Any], episodes: list[dict[str, Any]],
+                  note: dict[str, Any]) -> None:
+        """Add a finished run's start (its evaluation row and episode rows, variant "start") evaluated after the run
+        was recorded (`bench.harness.starts`), with `note` under the run's diagnostics["start"]: what made it. A run
+        that holds a start already, or is not a finished run here, is an error and nothing is written."""
+        with closing(self._connect()) as con, con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute("SELECT status, diagnostics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row[0] != "finished":
+                raise StoreError(f"no finished run {run_id} in {self.path} to add a start to")
+            if con.execute("SELECT 1 FROM final_scores WHERE run_id = ? AND variant = ?",
+                           (run_id, evaluation["variant"])).fetchone():
+                raise StoreError(f"run {run_id} already holds its start; nothing added")
+            self._insert(con, "evaluations", _EVAL_COLUMNS, run_id, [evaluation])
+            self._insert(con, "final_scores", _FINAL_COLUMNS, run_id, episodes)
+            diagnostics = json.loads(row[1]) if row[1] else {}
+            con.execute("UPDATE runs SET diagnostics = ? WHERE run_id = ?",
+                        (json.dumps({**diagnostics, "start": note}), run_id))
+
     def drop(self, run_ids: Iterable[str]) -> pd.DataFrame:
         """Delete whole runs (their evaluations and episodes with them), e.g. runs a fix superseded under another
         config; all or none: an id the store does not hold is an error and nothing is deleted. Returns the

@@ -78,6 +78,15 @@ def over_diffusion_bc(report: Report) -> tuple[pd.DataFrame, list[str]]:
     return table, said
 
 
+def over_own_start(report: Report) -> pd.DataFrame:
+    """The gains over each run's own start (`gains.gains_over_start`), without cells the report does not rank."""
+    g = report.start_gains
+    if g.empty:
+        return g
+    g = g[[(e, d) not in report.short_cells and e not in report.short for e, d in zip(g["entry"], g["dataset"])]]
+    return g[["dataset", "entry", "seeds", "start", "gain [95% CI]", "verdict"]]
+
+
 def against(report: Report, baseline: str = BASELINE) -> pd.DataFrame:
     """P(X > baseline) for each ranked entry X, over the datasets both ran (the report's stratified bootstrap), and
     whether the interval tells them apart (it excludes 1/2)."""
@@ -200,6 +209,10 @@ def write_findings(report: Report, out: Path, reference: pd.DataFrame, cells: pd
               *[f"- {s}" for s in said], ""]
     if not gains.empty:
         lines += [markdown_table(gains), ""]
+    start = over_own_start(report)
+    if not start.empty:
+        lines += ["What fine-tuning added over the chain it started from (the same run, the same final episodes; runs "
+                  "made before the harness evaluated their start are not here):", "", markdown_table(start), ""]
     vs = against(report)
     lines += [f"## The diffusion methods and the others against {BASELINE}", "",
               "P(X > Y): the probability that a run of X scores above a run of Y on a dataset both ran, with its "

@@ -10,6 +10,11 @@ Where a seed's two models differ (the shared stage trained again on another CPU 
 the same config gives other weights), the cell is compared unpaired instead: the difference of the seeds' means
 with Welch's t-interval, wider than a paired one, and said so in its `pairing` column.
 The scale chosen on the reported episodes is left out: it was picked with the target in hand.
+
+A fine-tuner also carries its own reference: its start (the chain its fine-tuning began from, `Algorithm.start`),
+evaluated on the very episodes of its final evaluation. `gains_over_start` pairs the two within each run, so what
+fine-tuning added is read whatever machine made the shared stages, and apart from what the fine-tuner's own chain
+costs against QGPO's DPM-Solver sampling of the same model.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ STAGE = "behaviour"
 COLUMNS = ["dataset", "entry", "against", "pairs", "pairing", "diffusion BC", "gain [95% CI]", "verdict", "mean", "low",
            "high"]
 PAIRED, UNPAIRED = "paired", "unpaired (Welch)"
+START_COLUMNS = ["dataset", "entry", "seeds", "start", "gain [95% CI]", "verdict", "mean", "low", "high"]
 
 
 def _shares_behaviour(algorithm: str) -> bool:
@@ -93,3 +99,21 @@ def gains_over_behaviour(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFra
                      "diffusion BC": f"{g['base_score'].mean():.1f}", "gain [95% CI]": diff.text(1),
                      "verdict": verdict(diff), "mean": diff.mean, "low": diff.low, "high": diff.high})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def gains_over_start(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and entry whose runs evaluated their start (`start_score`): the trained policy against that start,
+    paired seed by seed (the same run, the same episodes). Runs made before the harness evaluated starts have none
+    and are left out (`diffbench results starts` adds theirs where their checkpoints are kept); a cell with one such
+    seed has a gain and no interval."""
+    if scores.empty or "start_score" not in scores:
+        return pd.DataFrame(columns=START_COLUMNS)
+    rows = []
+    own = scores[(scores["selection"] == "none") & scores["start_score"].notna()]
+    for (dataset, entry), g in own.groupby(["dataset", "entry"], sort=True):
+        g = g.drop_duplicates(["seed"])
+        diff = paired(g, g, "score", col_b="start_score")
+        rows.append({"dataset": dataset, "entry": entry, "seeds": diff.seeds, "start": f"{g['start_score'].mean():.1f}",
+                     "gain [95% CI]": diff.text(1), "verdict": verdict(diff), "mean": diff.mean, "low": diff.low,
+                     "high": diff.high})
+    return pd.DataFrame(rows, columns=START_COLUMNS)

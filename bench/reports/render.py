@@ -99,6 +99,9 @@ def tables(report: Report) -> dict[str, pd.DataFrame]:
         out["Over diffusion BC: each method built on QGPO's behaviour model against that model sampled alone (s = 0), "
             "paired seed by seed (unpaired where a seed's two models were trained apart)"] = \
             report.gains.drop(columns=["mean", "low", "high"])
+    if not report.start_gains.empty:
+        out["Over each run's own start: a fine-tuner against the chain it started from, on the same final episodes, "
+            "paired seed by seed"] = report.start_gains.drop(columns=["mean", "low", "high"])
     if not report.critic.empty:
         out["Critic check: each critic's Q on dataset actions, and its policy's gap over them"] = critic_frame(report.critic)
     if not report.guidance.empty:
@@ -241,7 +244,8 @@ def write(report: Report, out: Path, formats: tuple[str, ...] = FORMATS, title: 
                          "aggregates": report.aggregates, "improvement": report.improvement,
                          "curves": report.curves, "cost": report.cost, "runs": report.scores.drop(columns=["config"]),
                          "reference": report.reference, "critic": report.critic, "guidance": report.guidance,
-                         "gains": report.gains, "plateau": report.plateau, "data_reference": report.data_reference}.items():
+                         "gains": report.gains, "start_gains": report.start_gains, "plateau": report.plateau,
+                         "data_reference": report.data_reference}.items():
             path = out / f"{name}.csv"
             df.to_csv(path, index=False)
             written.append(path)

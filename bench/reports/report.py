@@ -20,10 +20,10 @@ import pandas as pd
 from bench.reports import stats
 from bench.reports.reference import load_reference, matching_dataset, same_protocol
 from bench.reports.critic import critic_checks, guidance_checks
-from bench.reports.gains import gains_over_behaviour, unpaired
+from bench.reports.gains import gains_over_behaviour, gains_over_start, unpaired
 from bench.reports.sharing import shared_stage_savings, stage_agreement
 from bench.harness.plan import identity_fields
-from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL
+from bench.harness.runner import CURVE_DEFAULTS, FAMILY_PROTOCOL, START
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
 from envs import families
@@ -208,7 +208,9 @@ def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[
     if runs.empty or final.empty:
         return pd.DataFrame(), []
     runs, notes = _deduplicate(runs)
-    per = (final[final["run_id"].isin(runs["run_id"])]
+    final = final[final["run_id"].isin(runs["run_id"])]
+    start = final[final["variant"] == START].groupby("run_id")["score"].mean()  # a reference, not an entry
+    per = (final[final["variant"] != START]
            .groupby(["run_id", "variant"], dropna=False)
            .agg(guidance_scale=("guidance_scale", "first"), score=("score", "mean"), ret=("return", "mean"),
                 episodes=("episode", "size"))
@@ -219,6 +221,7 @@ def _run_scores(store: ResultsStore, runs: pd.DataFrame | None = None) -> tuple[
     cols = ["run_id", "algorithm", "dataset", "seed", "preset", "config", "code_version", "hardware", "wall_seconds",
             "stage_seconds", "gradient_steps", "nfe_per_action", "selected_guidance_scale", "dataset_content"]
     df = per.merge(runs.reindex(columns=cols), on="run_id")
+    df["start_score"] = df["run_id"].map(start).astype(float)  # NaN: the run evaluated no start
     df, split = _split_contents(df)
     notes += split
     df["run_entry"] = _entries(df)  # before the scale
@@ -282,6 +285,7 @@ class Report:
     plateau: pd.DataFrame = field(default_factory=pd.DataFrame)  # plateaus(): had each curve flattened?
     data_reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # data_references(): the data's own score
     gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.gains_over_behaviour(): over diffusion BC, paired
+    start_gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.gains_over_start(): over each run's start
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # budgets(): what each entry trained with
     short: dict[str, str] = field(default_factory=dict)  # short_of_competence(): entries shown but ranked nowhere
     # short_cells(): (entry, dataset) shown but not ranked, its preset short of competence on the dataset's family
@@ -388,7 +392,7 @@ def curve_points(store: ResultsStore, scores: pd.DataFrame) -> pd.DataFrame:
     evaluation (each curve's last point). Rows from stores before curve positions were kept place a curve row at
     its stage's step and leave the final evaluation off the curve."""
     ev = store.table("evaluations")
-    ev = ev[ev["run_id"].isin(scores["run_id"]) & (ev["stage"] != "selection")]
+    ev = ev[ev["run_id"].isin(scores["run_id"]) & ~ev["stage"].isin(["selection", START])]
     legacy = ev["policy_stage"].isna() & (ev["stage"] != "final")
     ev = ev.assign(policy_stage=ev["policy_stage"].where(~legacy, ev["stage"]),
                    policy_step=ev["policy_step"].where(~legacy, ev["step"]))
@@ -637,7 +641,7 @@ def build(store: ResultsStore, reference_dir: Path | None = None, run_ids: set[s
                   critic=critic_checks(runs, entry_of), guidance=guidance_checks(runs, entry_of), short=short,
                   short_cells=cells, filling_cells=filling,
                   data_reference=data_references(runs, sorted(per_dataset["dataset"].unique())),
-                  gains=gains_over_behaviour(ranked, runs))
+                  gains=gains_over_behaviour(ranked, runs), start_gains=gains_over_start(ranked))
 
 
 def _references(reference: pd.DataFrame, per_dataset: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -18,11 +18,11 @@ from bench.harness.cost_model import Estimate, estimate
 from bench.harness.plan import read_ids
 from bench.harness.provenance import run_threads
 from bench.harness.store import ResultsStore
-from bench.harness.runner import RunSpec
+from bench.harness.runner import START, RunSpec
 from bench.harness.sweep import SweepSpec
 from policies.competence import family_shortfall
 
-EVALUATIONS = {"final": "final evaluation", "selection": "scale selection"}
+EVALUATIONS = {"final": "final evaluation", "selection": "scale selection", START: "start evaluation"}
 PERIODIC = "periodic evaluation"
 OTHER = "other (data, envs, checkpoints, store)"
 NONE_FOUND = ("No finished run of the spec's is in the store: make them with `diffbench sweep {spec} --results "

@@ -63,7 +63,7 @@ from policies.algorithms.finetune import (Chain, FinetuneAlgorithm, FinetuneConf
 from policies.algorithms.pretrain import PRETRAIN_FIELDS, PRETRAIN_PRESETS, PRETRAIN_STAGES, pretrain_settings
 from policies.core.networks import EnergyNet
 from policies.core.training import TrainHooks, optimiser_step, run_steps, stage_generator
-from policies.errors import ConfigError
+from policies.errors import CheckpointError, ConfigError
 
 REFERENCES = ("forward", "velocity")
 TILTS = ("kl", "imitation")
@@ -423,6 +423,12 @@ class DxMI(FinetuneAlgorithm):
 
     def keeps_support(self) -> bool:
         return self.config.tilt == "imitation"
+
+    def start(self) -> FinetuneAlgorithm | None:
+        if self.policy is not None and self.sampler is None:  # loaded for acting alone: no imitation sampler
+            raise CheckpointError("DxMI's start is its imitation sampler, which a policy loaded for acting does not "
+                                  "restore; load the run with every_stage=True")
+        return super().start()
 
     def acting_policy(self) -> FinetunedPolicy | None:
         """Before the finetune stage (a learning curve's point during imitation), the imitation sampler."""

@@ -391,6 +391,15 @@ class FinetuneAlgorithm(PretrainedAlgorithm):
         """The chain `act` runs: the fine-tuned one, once there is one."""
         return self.policy
 
+    def start(self) -> "FinetuneAlgorithm | None":
+        """A shallow copy acting with `new_policy()`, the chain fine-tuning starts from (the pretrained chain; DxMI:
+        its imitation sampler); None before there is a fine-tuned chain to set it beside."""
+        if self.policy is None:
+            return None
+        twin = copy.copy(self)
+        twin.policy = self.new_policy()
+        return twin
+
     @torch.inference_mode()
     def act(self, observations: np.ndarray) -> np.ndarray:
         policy = self.acting_policy()
