@@ -4,7 +4,6 @@ optimum of the KL-regularised objective, beta = 0 identity, bad inputs, resume a
 import math
 
 import numpy as np
-
 import pandas as pd
 import pytest
 import torch

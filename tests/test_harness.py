@@ -359,15 +359,16 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     report = build(ResultsStore(tmp_path))
     # DDPO's start (the pretrained chain on its final episodes) is a reference the run carries, never an entry
     assert "its start, before finetune, on the same episodes: return" in out
+    ddpo_id = runs.loc["ddpo", "run_id"]
     final = ResultsStore(tmp_path).table("final_scores")
-    own = final[final["run_id"] == runs.loc["ddpo", "run_id"]].set_index(["variant", "episode"])["score"]
+    own = final[final["run_id"] == ddpo_id].set_index(["variant", "episode"])["score"]
     assert sorted(own.index.get_level_values(0).unique()) == ["default", "start"] and len(own["start"]) == 2
     assert sorted(report.scores.loc[report.scores["algorithm"] == "ddpo", "entry"]) == ["ddpo[tiny]"]
     start = report.start_gains.set_index("entry").loc["ddpo[tiny]"]
     assert start["seeds"] == 1 and start["mean"] == pytest.approx(own["default"].mean() - own["start"].mean())
     assert set(report.start_gains["entry"]) == {"ddpo[tiny]"}  # qgpo has no start
     evals = ResultsStore(tmp_path).table("evaluations")
-    row = evals[(evals["run_id"] == runs.loc["ddpo", "run_id"]) & (evals["stage"] == "start")].iloc[0]
+    row = evals[(evals["run_id"] == ddpo_id) & (evals["stage"] == "start")].iloc[0]
     tiny_ddpo = registry.make_config("ddpo", "tiny")
     assert row["episodes"] == 2 and row["gradient_steps"] == tiny_ddpo.behaviour_steps + tiny_ddpo.q_steps
     assert row["gradient_steps"] < runs.loc["ddpo", "gradient_steps"]  # before fine-tuning's steps
@@ -375,7 +376,6 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
     # final episodes reproduce here; where they do not, it is left as it was
     import sqlite3
 
-    ddpo_id = runs.loc["ddpo", "run_id"]
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         for table, column in (("evaluations", "stage"), ("final_scores", "variant")):
             db.execute(f"delete from {table} where run_id = ? and {column} = 'start'", (ddpo_id,))
@@ -414,8 +414,6 @@ def test_ddpo_runs_end_to_end_from_the_cli_on_the_stages_qgpo_trained(capsys, ti
                           f"{saving['saving']:.2f}× |"
     # cut after the shared stages and resumed from its own directory, they are still the shared store's (its cost
     # stays with qgpo's run), not stages it trained
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         for table in ("evaluations", "final_scores", "runs"):
             db.execute(f"delete from {table} where run_id in (select run_id from runs where algorithm = 'ddpo')")
@@ -674,7 +672,7 @@ def test_a_time_limit_starts_only_the_runs_projected_to_end_before_it(tiny_point
 def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_store_holds_it(tiny_pointmaze, tmp_path):
     """A run's wall_seconds counts the stages it restored as if it trained them (its cost alone); a plan or a time
     limit that charged them again to every run sharing them would project DDPO at QGPO's pretraining plus its own."""
-    from bench.harness.deadline import Projection, projected_line, projected_runs, where_the_hours_go
+    from bench.harness.deadline import Projection, cost_line, projected_runs, where_the_hours_go
     from bench.harness.plan import wanted_config
 
     store = ResultsStore(tmp_path)
@@ -691,8 +689,9 @@ def test_a_projection_charges_a_shared_stage_once_and_nothing_where_the_shared_s
     assert project(ddpo) == pytest.approx(690.0)  # the store holds none of its stages yet
     planned: set = set()
     assert project(qgpo, planned) == pytest.approx(400.0) and project(ddpo, planned) == pytest.approx(340.0)
-    assert "projected 0.2 core-hours" in projected_line([qgpo, ddpo], runs, 1, 1, tmp_path)  # 740 s, not 1090
-    hours = where_the_hours_go(projected_runs([qgpo, ddpo], runs, 1, tmp_path))  # `sweep --plan`'s: same charges
+    rows = projected_runs([qgpo, ddpo], runs, 1, tmp_path)
+    assert "projected 0.2 core-hours" in cost_line(rows, 1)  # 740 s, not 1090
+    hours = where_the_hours_go(rows)  # the breakdown `sweep --plan` prints: same charges
     assert hours[0].startswith("by dataset") and f"{TINY_ID}     0.2 (2)" in hours[1]
     assert hours[2].startswith("by algorithm") and hours[3].split() == ["qgpo", "0.1", "(1)"]  # 400 s, then 340
     assert hours[4].split() == ["ddpo", "0.1", "(1)"]

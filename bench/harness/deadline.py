@@ -198,12 +198,6 @@ def cost_line(rows: pd.DataFrame, workers: int) -> str:
             + (f"; {unknown} runs of algorithms with no finished run in the store are not counted" if unknown else ""))
 
 
-def projected_line(specs: list[RunSpec], runs: pd.DataFrame, workers: int, threads: int,
-                   results: Path | None = None) -> str:
-    """What `specs` (the runs left, in the order a sweep makes them) would take here."""
-    return cost_line(projected_runs(specs, runs, threads, results), workers)
-
-
 class TimeLimit:
     """Which runs fit before `seconds` from now, each projected from the finished runs in `runs` (a store's runs
     table), on `threads` torch threads per run; `results`: the sweep's directory, whose shared stages a run restores

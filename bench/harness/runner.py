@@ -171,7 +171,7 @@ class RunSpec:
                                      self.config().identity(), same.protocol())
 
     def directory(self, results: Path) -> Path:
-        return Path(results) / self.algorithm / dataset_slug(self.dataset) / f"seed{self.seed}-{self.run_id()}"
+        return run_directory(results, self.algorithm, self.dataset, self.seed, self.run_id())
 
     def shared_directory(self, results: Path) -> Path:
         """Where stages shared across algorithms live for this dataset (its content) and reward transform."""
@@ -184,6 +184,11 @@ class RunSpec:
 
 
 SLUG_MAX = 120  # a folder name; file systems allow 255 bytes
+
+
+def run_directory(results: Path, algorithm: str, dataset: str, seed: int, run_id: str) -> Path:
+    """Where a run keeps its checkpoints and logs under a results directory."""
+    return Path(results) / algorithm / dataset_slug(dataset) / f"seed{seed}-{run_id}"
 
 
 def dataset_slug(dataset: str) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.harness.evaluation import check_eval_env, evaluate
 from bench.harness.provenance import code_version, hardware
-from bench.harness.runner import START, dataset_slug, evaluate_start
+from bench.harness.runner import START, evaluate_start, run_directory
 from bench.harness.store import ResultsStore
 from envs import catalog
 from envs.errors import DatasetError
@@ -44,10 +44,8 @@ def has_start(algorithm: str) -> bool:
         return False
 
 
-def missing_starts(store: ResultsStore) -> pd.DataFrame:
-    """The store's finished runs of algorithms with a start that hold none."""
-    runs = store.table("runs")
-    final = store.table("final_scores")
+def missing_starts(runs: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
+    """A store's finished runs (its `runs` table) of algorithms with a start that hold none in `final_scores`."""
     held = set(final.loc[final["variant"] == START, "run_id"]) if not final.empty else set()
     if runs.empty:
         return runs
@@ -58,10 +56,11 @@ def add_starts(store: ResultsStore, dry_run: bool = False, log=print) -> list[Ou
     """Evaluate and record the start of every run `missing_starts` names; `dry_run`: check, record nothing."""
     out = []
     final = store.table("final_scores")
-    for run in missing_starts(store).itertuples():
+    for run in missing_starts(store.table("runs"), final).itertuples():
         label = f"{run.algorithm} {run.dataset} seed {run.seed}"
         try:
-            outcome = _add_one(store, run, final[final["run_id"] == run.run_id], label, dry_run)
+            trained = final[(final["run_id"] == run.run_id) & (final["variant"] == "default")]
+            outcome = _add_one(store, run, trained.sort_values("episode"), label, dry_run)
         except (CheckpointError, DatasetError, ConfigError, OSError) as exc:
             outcome = Outcome(run.run_id, label, False, f"could not be read here: {exc}")
         done = ("would be added" if dry_run else "added") if outcome.added else "left as it was"
@@ -71,7 +70,8 @@ def add_starts(store: ResultsStore, dry_run: bool = False, log=print) -> list[Ou
 
 
 def _add_one(store: ResultsStore, run, stored: pd.DataFrame, label: str, dry_run: bool) -> Outcome:
-    workdir = store.path.parent / run.algorithm / dataset_slug(run.dataset) / f"seed{run.seed}-{run.run_id}"
+    """`stored`: the run's final episodes of its trained policy, in order."""
+    workdir = run_directory(store.path.parent, run.algorithm, run.dataset, run.seed, run.run_id)
     if not workdir.is_dir():
         return Outcome(run.run_id, label, False, f"no run directory {workdir} (its checkpoints were not kept here)")
     protocol = json.loads(run.config).get("protocol", {})
@@ -82,16 +82,15 @@ def _add_one(store: ResultsStore, run, stored: pd.DataFrame, label: str, dry_run
     max_steps = check_eval_env(ds)
     episodes, seed = int(protocol.get("episodes", 10)), int(protocol.get("eval_seed", 0))
     algo = registry.get(run.algorithm).load(workdir, ds, device="cpu", every_stage=True)
-    recorded = stored[stored["variant"] == "default"].sort_values("episode")["return"].to_numpy(dtype=np.float64)
+    recorded = stored["return"].to_numpy(dtype=np.float64)
     again = evaluate(algo, ds, episodes=episodes, seed=seed, max_steps=max_steps).returns.astype(np.float64)
     if len(recorded) != len(again) or not np.array_equal(recorded, again):
         differ = int((recorded != again).sum()) if len(recorded) == len(again) else "all"
         return Outcome(run.run_id, label, False, f"its policy evaluated again here returns otherwise on {differ} of "
                                                  f"{len(recorded)} episodes (another CPU or library made it)")
     row, rows = evaluate_start(algo, ds, episodes, seed, max_steps)
-    mine = stored[stored["variant"] == "default"]
     scored = row["score_mean"] is not None
-    score, trained = (row["score_mean"], mine["score"].mean()) if scored else (row["return_mean"], mine["return"].mean())
+    score, trained = (row["score_mean"], stored["score"].mean()) if scored else (row["return_mean"], stored["return"].mean())
     if not dry_run:
         store.add_start(run.run_id, row, rows, {"added": time.time(), "code_version": code_version(),
                                                  "hardware": hardware(), "reproduced_final_episodes": len(again)})

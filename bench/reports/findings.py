@@ -62,7 +62,7 @@ def over_diffusion_bc(report: Report) -> tuple[pd.DataFrame, list[str]]:
     g = report.gains
     if g.empty:
         return g, ["No entry built on QGPO's behaviour model has a paired run against its s = 0 yet."]
-    g = g[[(e, d) not in report.short_cells and e not in report.short for e, d in zip(g["entry"], g["dataset"])]]
+    g = _ranked_cells(report, g)
     table = g[["dataset", "entry", "pairs", "pairing", "diffusion BC", "gain [95% CI]", "verdict"]]
     said = []
     for word, phrase in (("better", "better than"), ("worse", "worse than"), ("tie", "not told apart from")):
@@ -83,8 +83,13 @@ def over_own_start(report: Report) -> pd.DataFrame:
     g = report.start_gains
     if g.empty:
         return g
-    g = g[[(e, d) not in report.short_cells and e not in report.short for e, d in zip(g["entry"], g["dataset"])]]
-    return g[["dataset", "entry", "seeds", "start", "gain [95% CI]", "verdict"]]
+    return _ranked_cells(report, g)[["dataset", "entry", "seeds", "start", "gain [95% CI]", "verdict"]]
+
+
+def _ranked_cells(report: Report, table: pd.DataFrame) -> pd.DataFrame:
+    """`table`'s rows (dataset, entry) but those the report shows and does not rank (short of competence)."""
+    return table[[(e, d) not in report.short_cells and e not in report.short
+                  for e, d in zip(table["entry"], table["dataset"])]]
 
 
 def against(report: Report, baseline: str = BASELINE) -> pd.DataFrame:
